@@ -1,0 +1,137 @@
+# lsd-nm — the experiments of "Local Shape Descriptors for Neuron Segmentation", step by step.
+#
+#   make demo      set up, then run the whole pipeline on the embedded synthetic dataset
+#   make test      set up, then run the test suite
+#   make help      list every target
+#
+# Every Python step runs through $(RUN): the project's .venv by default, or a Singularity/Apptainer image with
+# CONTAINER=path/to/image.sif (CONTAINER_MODE=run for images whose environment only exists under `run`).
+
+ROOT := $(abspath $(dir $(lastword $(MAKEFILE_LIST))))
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+
+# ---- parameters (the same names for every step) ----------------------------------------------------------------
+DATASET ?= synthetic
+NETWORK ?= mtlsd
+ITERATION ?= latest
+CONFIG ?= 03_predict/configs/synthetic.json
+DATA ?= $(ROOT)/01_data/funke/$(DATASET)/training/$(firstword $(VOLUMES))
+VOLUMES ?=
+ALL ?=
+ARGS ?=
+GPU ?=
+TF_EXTRA := $(if $(GPU),gpu,cpu)
+
+# ---- how Python runs ---------------------------------------------------------------------------------------------
+VENV ?= $(ROOT)/.venv
+PYTHON ?=
+SINGULARITY ?= singularity
+CONTAINER ?=
+CONTAINER_MODE ?= exec
+ifeq ($(strip $(CONTAINER)),)
+RUN = $(VENV)/bin/python
+ENV_READY = $(VENV)/.installed-$(TF_EXTRA)
+else
+RUN = $(SINGULARITY) $(CONTAINER_MODE) --nv --bind $(ROOT) $(CONTAINER) python
+ENV_READY =
+# the repository's package is importable inside any image that has the dependencies
+export SINGULARITYENV_PYTHONPATH := $(ROOT)/src
+export APPTAINERENV_PYTHONPATH := $(ROOT)/src
+endif
+export TF_CPP_MIN_LOG_LEVEL ?= 2
+
+NETWORK_DIR = $(ROOT)/02_train/$(DATASET)/$(NETWORK)
+
+.PHONY: help setup test demo synthetic fetch-data masks view fetch-checkpoint container mknet train view-batch \
+        predict-scan predict segment evaluate clean-data clean
+
+help: ## list every target with one line each
+	@echo "usage: make TARGET [DATASET=synthetic|zebrafinch|fib25|hemi] [NETWORK=baseline|lsd|mtlsd|aclsd|acrlsd|long_range|malis]"
+	@echo "                   [ITERATION=N] [CONFIG=03_predict/configs/X.json] [CONTAINER=image.sif [CONTAINER_MODE=run]]"
+	@echo
+	@grep -hE '^[a-z][a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/^([^:]+):[^#]*## (.*)/  \1\t\2/' | expand -t 20
+
+# ---- environment -------------------------------------------------------------------------------------------------
+setup: $(ENV_READY) ## create .venv (Python >= 3.12, found on PATH or through pyenv) and install the package
+
+$(VENV)/.installed-$(TF_EXTRA): $(ROOT)/pyproject.toml
+	@py="$(PYTHON)"; \
+	if [ -z "$$py" ]; then py=$$($(ROOT)/.ci/find-python) || exit 1; fi; \
+	echo "setup: $$py ($$($$py --version 2>&1)) -> $(VENV)"; \
+	[ -x $(VENV)/bin/python ] || $$py -m venv $(VENV); \
+	$(VENV)/bin/python -m pip install --quiet --disable-pip-version-check --upgrade pip; \
+	$(VENV)/bin/python -m pip install --quiet --disable-pip-version-check -e "$(ROOT)[$(TF_EXTRA),test]"; \
+	rm -f $(VENV)/.installed-*; touch $@
+
+test: $(ENV_READY) ## run the test suite (sets itself up first)
+	$(VENV)/bin/python -m pytest $(ARGS)
+
+demo: $(ENV_READY) synthetic ## run the main job end to end on the embedded synthetic dataset
+	@echo "demo: the synthetic dataset is ready under 01_data/funke/synthetic/"
+	@echo "demo: next steps: make mknet / make train / make segment (see README.md)"
+
+# ---- 00_containers -------------------------------------------------------------------------------------------
+container: ## build the Singularity/Apptainer image from 00_containers/ (needs $(SINGULARITY))
+	$(call script,00_containers/build.sh,)
+
+# ---- 01_data ----------------------------------------------------------------------------------------------------
+synthetic: $(ENV_READY) ## generate the embedded synthetic dataset (DATASET=synthetic|synthetic_iso)
+	$(RUN) $(ROOT)/01_data/make_synthetic.py --dataset $(if $(filter synthetic%,$(DATASET)),$(DATASET),synthetic) $(ARGS)
+
+fetch-data: $(ENV_READY) ## download training volumes from S3 (DATASET=… [VOLUMES=…|ALL=1])
+	$(call script,01_data/fetch_data.py,--dataset $(DATASET) $(foreach v,$(VOLUMES),--volume $(v)) $(if $(ALL),--all) $(ARGS))
+
+masks: $(ENV_READY) ## write volumes/labels/labels_mask into every fetched or synthetic volume
+	$(call script,01_data/create_masks.py,$(ARGS))
+
+view: $(ENV_READY) ## neuroglancer viewer of one volume (DATA=path.zarr)
+	$(call script,01_data/view_data.py,$(DATA) $(ARGS))
+
+fetch-checkpoint: $(ENV_READY) ## download the published checkpoints (DATASET=… NETWORK=…)
+	$(call script,01_data/fetch_checkpoint.py,--dataset $(DATASET) --network $(NETWORK) $(ARGS))
+
+# ---- 02_train (run inside the network folder, as the original was) ---------------------------------------------
+mknet: $(ENV_READY) ## build the network and write its description (DATASET=… NETWORK=…)
+	$(call in_network,mknet.py,$(ARGS))
+
+train: $(ENV_READY) ## train up to ITERATION (DATASET=… NETWORK=… ITERATION=…)
+	$(call in_network,train.py,$(ITERATION) $(ARGS))
+
+view-batch: $(ENV_READY) ## look at a training snapshot (DATASET=… NETWORK=… ITERATION=…)
+	$(call in_network,view_batch.py,$(ITERATION) $(ARGS))
+
+predict-scan: $(ENV_READY) ## predict a small volume in memory (DATASET=… NETWORK=… ITERATION=…)
+	$(call in_network,predict_scan.py,$(ITERATION) $(ARGS))
+
+# ---- 03_predict --------------------------------------------------------------------------------------------------
+predict: $(ENV_READY) ## blockwise prediction of a large volume (CONFIG=…)
+	$(call script,03_predict/01_predict_blockwise.py,$(CONFIG) $(ARGS))
+
+segment: $(ENV_READY) ## predict, fragments, agglomerate, segments, evaluate, resuming finished work (CONFIG=…)
+	$(call script,03_predict/segment.py,$(CONFIG) $(ARGS))
+
+evaluate: $(ENV_READY) ## evaluate segmentations against labels and skeletons (CONFIG=…)
+	$(call script,03_predict/06_evaluate.py,$(CONFIG) $(ARGS))
+
+# ---- cleaning (never deletes checkpoints) --------------------------------------------------------------------------
+clean-data: ## delete generated synthetic volumes (fetched data and checkpoints stay)
+	rm -rf $(ROOT)/01_data/funke/synthetic $(ROOT)/01_data/funke/synthetic_iso
+
+clean: ## delete caches and logs (data, checkpoints and .venv stay)
+	find $(ROOT) -name __pycache__ -type d -prune -exec rm -rf {} + ; rm -rf $(ROOT)/.pytest_cache $(ROOT)/daisy_logs
+
+# ---- helpers -------------------------------------------------------------------------------------------------------
+# $(call script,path/in/repo.py,args): run a script through $(RUN), or say that it is not built yet
+define script
+	@if [ ! -f "$(ROOT)/$(1)" ]; then echo "make $@: $(1) is not built yet" >&2; exit 2; fi
+	$(RUN) $(ROOT)/$(1) $(2)
+endef
+
+# $(call in_network,script.py,args): run a network folder's script from inside that folder
+define in_network
+	@if [ ! -d "$(NETWORK_DIR)" ]; then echo "make $@: no network folder 02_train/$(DATASET)/$(NETWORK)" >&2; exit 2; fi
+	@if [ ! -f "$(NETWORK_DIR)/$(1)" ]; then echo "make $@: 02_train/$(DATASET)/$(NETWORK)/$(1) is not built yet" >&2; exit 2; fi
+	cd $(NETWORK_DIR) && $(RUN) $(1) $(2)
+endef

@@ -1,0 +1,7 @@
+"""``python -m lsd_nm`` is the ``lsd-nm`` command."""
+
+import sys
+
+from .cli import main
+
+sys.exit(main())

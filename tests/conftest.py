@@ -1,0 +1,30 @@
+"""Shared fixtures: small synthetic datasets in tmp_path."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def tiny_datasets_file(tmp_path: Path) -> Path:
+    """A datasets.json with one small anisotropic and one small isotropic synthetic dataset."""
+    recipe = lambda seed, shape, offset=(0, 0, 0): {"seed": seed, "shape": list(shape), "offset": list(offset)}  # noqa: E731
+    data = {
+        "tiny": {
+            "voxel_size": [20, 9, 9],
+            "volumes": ["a.zarr", "b.zarr"],
+            "test_volumes": ["t.zarr"],
+            "synthetic": {
+                "a.zarr": recipe(1, (24, 96, 96)),
+                "b.zarr": recipe(2, (24, 96, 96)),
+                "t.zarr": recipe(3, (24, 96, 96), (200, 90, 90)),
+            },
+        },
+        "real": {"voxel_size": [8, 8, 8], "volumes": ["x.zarr"]},
+    }
+    path = tmp_path / "datasets.json"
+    path.write_text(json.dumps(data))
+    return path
