@@ -26,6 +26,17 @@ class ConfigError(ValueError):
     """A problem with a configuration file or value; its message is one line meant for the user."""
 
 
+def user_error(error: BaseException) -> ConfigError | None:
+    """The :class:`ConfigError` behind ``error`` (libraries such as gunpowder wrap what our nodes raise), or None."""
+    seen = set()
+    while error is not None and id(error) not in seen:
+        if isinstance(error, ConfigError):
+            return error
+        seen.add(id(error))
+        error = error.__cause__ or error.__context__
+    return None
+
+
 Model = TypeVar("Model", bound=BaseModel)
 
 

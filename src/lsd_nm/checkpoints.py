@@ -1,0 +1,155 @@
+"""Checkpoints of a network folder: ``train_net_checkpoint_<iteration>/``.
+
+Each checkpoint is a folder holding
+
+* ``weights.npz``: every layer variable as ``<layer name>/<variable name>`` (``unet_layer_0_left_0/kernel``, …),
+* ``optimizer.npz``: the optimizer's variables in order (Adam moments and its step count), absent for imports,
+* ``config.json``: the :class:`~lsd_nm.experiment.NetworkConfig` the net was trained with.
+
+It is written to ``….partial`` and renamed when complete, so a crash never leaves a checkpoint that looks complete.
+The latest checkpoint is found by scanning the folder: there is no index file to edit.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+from pathlib import Path
+
+import numpy as np
+
+from .config import ConfigError
+from .experiment import NetworkConfig
+
+PREFIX = "train_net_checkpoint_"
+WEIGHTS = "weights.npz"
+OPTIMIZER = "optimizer.npz"
+CONFIG = "config.json"
+_NAME = re.compile(rf"^{PREFIX}(\d+)$")
+
+
+def checkpoint_path(folder: Path, iteration: int) -> Path:
+    """Where the checkpoint of ``iteration`` lives in a network folder."""
+    return Path(folder) / f"{PREFIX}{int(iteration)}"
+
+
+def list_checkpoints(folder: Path) -> list[tuple[int, Path]]:
+    """Complete checkpoints of a folder as (iteration, path), oldest first."""
+    found = []
+    for path in Path(folder).glob(f"{PREFIX}*"):
+        match = _NAME.match(path.name)
+        if match and path.is_dir() and (path / WEIGHTS).exists() and (path / CONFIG).exists():
+            found.append((int(match.group(1)), path))
+    return sorted(found)
+
+
+def latest_checkpoint(folder: Path) -> tuple[int, Path | None]:
+    """The newest complete checkpoint as (iteration, path), or (0, None)."""
+    found = list_checkpoints(folder)
+    return found[-1] if found else (0, None)
+
+
+def resolve_checkpoint(folder: Path, iteration: int | str = "latest") -> tuple[int, Path]:
+    """The checkpoint of ``iteration`` (an int or ``"latest"``); a one-line :class:`ConfigError` if there is none."""
+    folder = Path(folder)
+    found = dict(list_checkpoints(folder))
+    if iteration == "latest":
+        if found:
+            it = max(found)
+            return it, found[it]
+    elif int(iteration) in found:
+        return int(iteration), found[int(iteration)]
+    have = ", ".join(str(i) for i in sorted(found)) or "none"
+    dataset, network = folder.resolve().parent.name, folder.resolve().name
+    raise ConfigError(
+        f"{folder}: no checkpoint for iteration {iteration} (found: {have}); train it with "
+        f"`make train DATASET={dataset} NETWORK={network} ITERATION=<n>` or import the published one with "
+        f"`make fetch-checkpoint DATASET={dataset} NETWORK={network}`"
+    )
+
+
+def _weighted_layers(model):
+    for layer in model.layers:
+        for variable in layer.weights:
+            yield f"{layer.name}/{variable.name}", variable
+
+
+def model_weights(model) -> dict[str, np.ndarray]:
+    """The model's variables by ``<layer>/<variable>`` name."""
+    return {name: np.asarray(v.numpy()) for name, v in _weighted_layers(model)}
+
+
+def assign_weights(model, weights: dict[str, np.ndarray], source: str) -> None:
+    """Set the model's variables from a name → array dict; missing, extra or mis-shaped variables are errors."""
+    variables = dict(_weighted_layers(model))
+    missing = sorted(set(variables) - set(weights))
+    extra = sorted(set(weights) - set(variables))
+    if missing or extra:
+        raise ConfigError(f"{source}: weights do not fit the network (missing: {missing[:4]}, unexpected: {extra[:4]})")
+    for name, variable in variables.items():
+        if tuple(variable.shape) != tuple(weights[name].shape):
+            raise ConfigError(
+                f"{source}: {name} has shape {tuple(weights[name].shape)}, the network expects {tuple(variable.shape)}"
+            )
+        variable.assign(weights[name])
+
+
+def _write_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
+    with open(path, "wb") as f:
+        np.savez(f, **arrays)
+
+
+def save_checkpoint(folder: Path, iteration: int, config: NetworkConfig, weights: dict[str, np.ndarray], optimizer: list[np.ndarray] | None = None) -> Path:
+    """Write a checkpoint atomically and return its path."""
+    final = checkpoint_path(folder, iteration)
+    tmp = final.with_name(final.name + ".partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    _write_npz(tmp / WEIGHTS, weights)
+    if optimizer is not None:
+        _write_npz(tmp / OPTIMIZER, {f"{i:04d}": v for i, v in enumerate(optimizer)})
+    (tmp / CONFIG).write_text(config.model_dump_json(indent=2) + "\n")
+    if final.exists():
+        shutil.rmtree(final)
+    tmp.rename(final)
+    return final
+
+
+def load_checkpoint(path: Path) -> tuple[dict[str, np.ndarray], list[np.ndarray] | None, NetworkConfig]:
+    """Read a checkpoint: (weights, optimizer variables or None, config)."""
+    path = Path(path)
+    with np.load(path / WEIGHTS) as f:
+        weights = {k: f[k] for k in f.files}
+    optimizer = None
+    if (path / OPTIMIZER).exists():
+        with np.load(path / OPTIMIZER) as f:
+            optimizer = [f[k] for k in sorted(f.files)]
+    config = NetworkConfig.model_validate(json.loads((path / CONFIG).read_text()))
+    return weights, optimizer, config
+
+
+ARCHITECTURE_KEYS = ("network", "unet", "neighborhood")
+"""The parts of a config that decide the weights' shapes: a checkpoint must agree with the folder on these."""
+
+
+def config_differences(trained: NetworkConfig, current: NetworkConfig) -> list[str]:
+    """``key: checkpoint value != folder value`` for every architecture key that differs."""
+
+    def flat(prefix, value):
+        if isinstance(value, dict):
+            for k, v in value.items():
+                yield from flat(f"{prefix}.{k}", v)
+        else:
+            yield prefix, value
+
+    a = dict(kv for key in ARCHITECTURE_KEYS for kv in flat(key, trained.model_dump(mode="json")[key]))
+    b = dict(kv for key in ARCHITECTURE_KEYS for kv in flat(key, current.model_dump(mode="json")[key]))
+    return [f"{k}: checkpoint {json.dumps(a.get(k))} != folder {json.dumps(b.get(k))}" for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
+
+
+def check_compatible(path: Path, trained: NetworkConfig, current: NetworkConfig) -> None:
+    """A one-line :class:`ConfigError` saying exactly what differs if the checkpoint does not fit the folder."""
+    diffs = config_differences(trained, current)
+    if diffs:
+        raise ConfigError(f"{path} was trained with a different network: {'; '.join(diffs)}")

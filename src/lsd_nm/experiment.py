@@ -1,0 +1,236 @@
+"""A network folder (``02_train/<dataset>/<network>/``) and its configuration.
+
+The defaults of :class:`NetworkConfig` are the paper's zebrafinch settings. A folder's configuration is three
+layers, each overriding the one before (dicts merge key by key, lists are replaced):
+
+1. the model's defaults (here),
+2. ``02_train/<dataset>/config.json`` (optional): what a dataset changes for all its networks (e.g. fib25's
+   isotropic U-Net),
+3. ``02_train/<dataset>/<network>/config.json``: what this network changes (at least ``network``).
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import ValidationError, model_validator
+
+from .config import ConfigError, StrictBaseModel, format_validation_error, read_json
+
+NetworkType = Literal["baseline", "lsd", "mtlsd", "aclsd", "acrlsd", "long_range", "malis"]
+Shape = tuple[int, int, int]
+
+
+class UNetConfig(StrictBaseModel):
+    """The U-Net all networks share (``mala.networks.unet`` in the original)."""
+
+    num_fmaps: int = 12
+    """Feature maps at the top level."""
+    fmap_inc_factor: int = 5
+    """Feature maps grow by this factor per level (12, 60, 300, 1500)."""
+    downsample_factors: list[Shape] = [(1, 3, 3), (1, 3, 3), (3, 3, 3)]
+    """Max-pooling factors (z, y, x) between levels; the upsampling uses the same factors."""
+    kernel_size: int = 3
+    """Size of the valid convolutions (two per level and path)."""
+    num_fmaps_out: int | None = None
+    """Feature maps of the top level's right path (mtlsd: 14); None: ``num_fmaps``."""
+
+
+class AdamConfig(StrictBaseModel):
+    """Adam, as in the paper (no schedule, no weight decay)."""
+
+    learning_rate: float = 0.5e-4
+    """Step size."""
+    beta1: float = 0.95
+    """Decay of the first moment."""
+    beta2: float = 0.999
+    """Decay of the second moment."""
+    epsilon: float = 1e-8
+    """Numerical stabiliser."""
+
+
+class LsdConfig(StrictBaseModel):
+    """The local shape descriptor targets."""
+
+    sigma: float = 120.0
+    """Gaussian sigma in nm (120 for zebrafinch, 80 for the isotropic datasets)."""
+    downsample: int = 2
+    """Compute the statistics on a grid strided by this factor (much faster, same result up to sampling)."""
+
+
+class AutocontextConfig(StrictBaseModel):
+    """The frozen lsd network that feeds aclsd/acrlsd."""
+
+    lsd_setup: str = "../lsd"
+    """The lsd network folder, relative to this folder."""
+    lsd_iteration: int = 400000
+    """The lsd checkpoint to use."""
+    auto_input_shape: Shape = (120, 484, 484)
+    """Raw input of the lsd net during training (voxels); its LSDs are cropped to ``input_shape``."""
+
+
+class ElasticConfig(StrictBaseModel):
+    """One ElasticAugment (voxels, z y x)."""
+
+    control_point_spacing: Shape = (4, 4, 10)
+    """Distance between control points."""
+    jitter_sigma: tuple[float, float, float] = (0.0, 2.0, 2.0)
+    """Standard deviation of the control points' displacement."""
+    rotation_interval: tuple[float, float] = (0.0, math.pi / 2)
+    """Rotation angle interval in the y-x plane (radians)."""
+    prob_slip: float = 0.05
+    """Probability that a section is shifted on its own."""
+    prob_shift: float = 0.05
+    """Probability that a section and all following ones are shifted."""
+    max_misalign: int = 10
+    """Largest shift of a slip or a shift (voxels)."""
+    subsample: int = 8
+    """Compute the transformation on a grid this much coarser."""
+
+
+class IntensityConfig(StrictBaseModel):
+    """IntensityAugment of raw: ``mean + (raw − mean)·scale + shift``."""
+
+    scale_min: float = 0.9
+    """Smallest scale."""
+    scale_max: float = 1.1
+    """Largest scale."""
+    shift_min: float = -0.1
+    """Smallest shift."""
+    shift_max: float = 0.1
+    """Largest shift."""
+    z_section_wise: bool = True
+    """Draw scale and shift per section (anisotropic data)."""
+
+
+class GrowBoundaryConfig(StrictBaseModel):
+    """GrowBoundary: separate touching objects by background before computing affinities."""
+
+    steps: int = 1
+    """Voxels to erode each object by."""
+    only_xy: bool = True
+    """Erode in sections only (anisotropic data)."""
+
+
+class TrainConfig(StrictBaseModel):
+    """The training pipeline and schedule."""
+
+    save_every: int = 10000
+    """Write a checkpoint every this many iterations (autocontext: 1000)."""
+    snapshot_every: int = 1000
+    """Write a snapshot of the batch every this many iterations."""
+    profiling_every: int = 10
+    """Print gunpowder's profiling statistics every this many iterations."""
+    labels_padding: Shape = (500, 369, 369)
+    """Padding of labels and mask (nm): (840, 720, 720) for nets with LSDs, (780, 603, 603) for long_range."""
+    min_masked: float = 0.5
+    """RandomLocation: least fraction of masked-in voxels in a batch."""
+    sample_probabilities: list[float] | None = None
+    """Probability of each training volume (None: uniform)."""
+    elastic: list[ElasticConfig] = [ElasticConfig()]
+    """ElasticAugments, applied in this order (fib25/hemi use two)."""
+    transpose_only: list[int] | None = [1, 2]
+    """SimpleAugment: the axes that may be transposed (None: all)."""
+    intensity: IntensityConfig = IntensityConfig()
+    """IntensityAugment of raw."""
+    grow_boundary: GrowBoundaryConfig | None = GrowBoundaryConfig()
+    """GrowBoundary before the affinities (None: off; the lsd net has none)."""
+    malis_phase_switch: int = 10000
+    """malis: iterations of MSE training before the MALIS loss takes over."""
+    cache_size: int = 40
+    """PreCache: batches prepared ahead."""
+    num_workers: int = 10
+    """PreCache: processes preparing batches (capped at the number of cores)."""
+
+
+class NetworkConfig(StrictBaseModel):
+    """Everything that defines one network folder. Defaults: the paper's zebrafinch setup."""
+
+    network: NetworkType
+    """Which of the paper's networks this is."""
+    dataset: str | None = None
+    """The training dataset of ``01_data/datasets.json`` (None: the name of the folder's parent)."""
+    unet: UNetConfig = UNetConfig()
+    """The U-Net."""
+    input_shape: Shape = (84, 268, 268)
+    """Network input during training (voxels)."""
+    predict_input_shape: Shape = (96, 484, 484)
+    """Network input during prediction (voxels); larger for throughput, same weights."""
+    neighborhood: list[Shape] = [(-1, 0, 0), (0, -1, 0), (0, 0, -1)]
+    """Affinity offsets (voxels); one output channel each (long_range: 12)."""
+    lsds: LsdConfig = LsdConfig()
+    """LSD targets (lsd, mtlsd)."""
+    autocontext: AutocontextConfig | None = None
+    """The lsd net feeding aclsd/acrlsd (required for them)."""
+    optimizer: AdamConfig = AdamConfig()
+    """The optimizer."""
+    train: TrainConfig = TrainConfig()
+    """Training pipeline and schedule."""
+
+    @model_validator(mode="after")
+    def _autocontext_where_needed(self) -> NetworkConfig:
+        if self.network in ("aclsd", "acrlsd") and self.autocontext is None:
+            raise ValueError(f"network '{self.network}' needs an 'autocontext' section (the lsd net that feeds it)")
+        if self.network not in ("aclsd", "acrlsd") and self.autocontext is not None:
+            raise ValueError(f"network '{self.network}' takes no 'autocontext' section")
+        return self
+
+
+CONFIG_FILE = "config.json"
+
+
+def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in over.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def _has(data: Any, loc: tuple[Any, ...]) -> bool:
+    for part in loc:
+        if isinstance(data, dict) and part in data:
+            data = data[part]
+        elif isinstance(data, list) and isinstance(part, int) and part < len(data):
+            data = data[part]
+        else:
+            return False
+    return True
+
+
+def load_network_config(folder: Path) -> NetworkConfig:
+    """Read a network folder's configuration (defaults ← dataset ``config.json`` ← network ``config.json``).
+
+    Errors name the file that holds the offending key, the key and what was expected, on one line.
+    """
+    folder = Path(folder).resolve()
+    network_file = folder / CONFIG_FILE
+    if not folder.is_dir():
+        raise ConfigError(f"{folder}: no such network folder")
+    layers: list[tuple[Path, dict[str, Any]]] = []
+    for path in (folder.parent / CONFIG_FILE, network_file):
+        if path == network_file or path.exists():
+            data = read_json(path)
+            if not isinstance(data, dict):
+                raise ConfigError(f"{path}: expected a JSON object at the top level, got {type(data).__name__}")
+            layers.append((path, data))
+    merged: dict[str, Any] = {"dataset": folder.parent.name}
+    for _, data in layers:
+        merged = _merge(merged, data)
+    try:
+        return NetworkConfig.model_validate(merged)
+    except ValidationError as e:
+        raise ConfigError(format_validation_error(str(_source(layers, tuple(e.errors()[0]["loc"]))), NetworkConfig, e)) from None
+
+
+def _source(layers: list[tuple[Path, dict[str, Any]]], loc: tuple[Any, ...]) -> Path:
+    """The file that set the longest prefix of ``loc`` (the last layer wins); else the network's own file."""
+    for n in range(len(loc), 0, -1):
+        for path, data in reversed(layers):
+            if _has(data, loc[:n]):
+                return path
+    return layers[-1][0]

@@ -1,0 +1,310 @@
+"""The paper's networks in Keras 3: one valid-padding 3D U-Net and the heads of the seven network types.
+
+The U-Net is the original's ``mala.networks.unet``: two valid 3×3×3 convolutions + ReLU per level and path,
+max-pooling down, transposed convolutions (kernel = stride = factor, + ReLU) up, the left feature map centre-cropped
+and concatenated as ``[skip, up]``. Heads are 1×1×1 convolutions with a sigmoid. Layer names are the original's TF1
+names (``unet_layer_0_left_0``, ``unet_up_1_to_0``, …), which the importer of the published checkpoints relies on.
+
+Tensors are channels-last inside the network (channels-first 3D ops need oneDNN on CPUs); gunpowder's
+channels-first arrays are converted at the node boundary (:mod:`lsd_nm.nodes`).
+
+=========== ================================= ================= ============================
+network     inputs (channels)                 heads (channels)  loss
+=========== ================================= ================= ============================
+baseline    raw (1)                           affs (3)          MSE
+long_range  raw (1)                           affs (12)         MSE
+malis       raw (1)                           affs (3)          MSE, then constrained MALIS
+lsd         raw (1)                           lsds (10)         MSE
+mtlsd       raw (1)                           lsds (10), affs   MSE + MSE
+aclsd       lsds (10) of a frozen lsd net      affs (3)          MSE
+acrlsd      raw (1) + lsds (10)               affs (3)          MSE
+=========== ================================= ================= ============================
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+from .config import ConfigError
+from .experiment import NetworkConfig, Shape, UNetConfig
+
+NUM_LSDS = 10
+"""Channels of the 3D local shape descriptor: mean offset (3), covariance (6), size (1)."""
+
+
+@dataclass
+class TensorSpec:
+    """One input or output of a network: channels and spatial shape (voxels, z y x)."""
+
+    channels: int
+    shape: Shape
+    dtype: str = "float32"
+
+
+@dataclass
+class NetworkIO:
+    """What a network built for one input shape takes and gives (what mknet writes to ``net_<role>.json``)."""
+
+    inputs: dict[str, TensorSpec]
+    outputs: dict[str, TensorSpec]
+    parameters: int = 0
+    flops_per_output_voxel: float = 0.0
+    layers: list[dict] = field(default_factory=list)
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+
+# ---- shape arithmetic (pure Python: no TensorFlow needed to know the shapes) ---------------------------------------
+
+
+def unet_output_shape(unet: UNetConfig, input_shape: Shape) -> Shape:
+    """Spatial output shape of the U-Net for ``input_shape``; a one-line :class:`ConfigError` if it is invalid."""
+    return _unet_layers(unet, 1, input_shape)[-1]["out_shape"]
+
+
+def _unet_layers(unet: UNetConfig, in_channels: int, input_shape: Shape) -> list[dict]:
+    """Every layer of the U-Net with its shapes and channels, in execution order (mirrors :func:`build_unet`)."""
+    k = unet.kernel_size
+    layers: list[dict] = []
+
+    def conv(name, shape, c_in, c_out, kernel=(k, k, k)):
+        out = tuple(s - kk + 1 for s, kk in zip(shape, kernel))
+        if min(out) <= 0:
+            raise ConfigError(f"input shape {tuple(input_shape)}: layer {name} would have output shape {out} (≤ 0); use a larger input")
+        layers.append(dict(name=name, op="conv", kernel=tuple(kernel), c_in=c_in, c_out=c_out, in_shape=shape, out_shape=out))
+        return out
+
+    def level(shape, c_in, lvl):
+        f = unet.num_fmaps * unet.fmap_inc_factor**lvl
+        shape = conv(f"unet_layer_{lvl}_left_0", shape, c_in, f)
+        shape = conv(f"unet_layer_{lvl}_left_1", shape, f, f)
+        if lvl == len(unet.downsample_factors):
+            return shape, f
+        factor = unet.downsample_factors[lvl]
+        if any(s % d for s, d in zip(shape, factor)):
+            raise ConfigError(
+                f"input shape {tuple(input_shape)}: unet_down_{lvl}_to_{lvl + 1} gets shape {shape}, "
+                f"not divisible by the downsample factor {tuple(factor)}"
+            )
+        down = tuple(s // d for s, d in zip(shape, factor))
+        layers.append(dict(name=f"unet_down_{lvl}_to_{lvl + 1}", op="maxpool", kernel=tuple(factor), c_in=f, c_out=f, in_shape=shape, out_shape=down))
+        below, c_below = level(down, f, lvl + 1)
+        up = tuple(s * d for s, d in zip(below, factor))
+        layers.append(dict(name=f"unet_up_{lvl + 1}_to_{lvl}", op="convT", kernel=tuple(factor), c_in=c_below, c_out=f, in_shape=below, out_shape=up))
+        if any(u > s for u, s in zip(up, shape)):
+            raise ConfigError(f"input shape {tuple(input_shape)}: upsampled shape {up} exceeds the skip connection's {shape}")
+        layers.append(dict(name=f"crop_{lvl}", op="crop", kernel=None, c_in=f, c_out=f, in_shape=shape, out_shape=up))
+        f_out = unet.num_fmaps_out if (lvl == 0 and unet.num_fmaps_out) else f
+        shape = conv(f"unet_layer_{lvl}_right_0", up, 2 * f, f_out)
+        shape = conv(f"unet_layer_{lvl}_right_1", shape, f_out, f_out)
+        return shape, f_out
+
+    level(tuple(input_shape), in_channels, 0)
+    return layers
+
+
+def heads(config: NetworkConfig) -> dict[str, int]:
+    """Output heads and their channels."""
+    affs = len(config.neighborhood)
+    return {
+        "baseline": {"affs": affs},
+        "long_range": {"affs": affs},
+        "malis": {"affs": affs},
+        "lsd": {"lsds": NUM_LSDS},
+        "mtlsd": {"lsds": NUM_LSDS, "affs": affs},
+        "aclsd": {"affs": affs},
+        "acrlsd": {"affs": affs},
+    }[config.network]
+
+
+def network_io(config: NetworkConfig, role: str = "train") -> NetworkIO:
+    """Inputs, outputs, parameter count and cost of the network trained in a folder, for ``role`` train or predict.
+
+    For acrlsd the raw input is larger than the LSD input during training (the auto net's input), and the network
+    crops it to the LSD input's shape itself; during prediction both have the same shape.
+    """
+    shape = tuple(config.input_shape if role == "train" else config.predict_input_shape)
+    if config.network == "aclsd":
+        inputs = {"lsds": TensorSpec(NUM_LSDS, shape)}
+    elif config.network == "acrlsd":
+        raw_shape = tuple(config.autocontext.auto_input_shape) if role == "train" else shape
+        if any(r < s for r, s in zip(raw_shape, shape)):
+            raise ConfigError(f"autocontext.auto_input_shape {raw_shape} is smaller than input_shape {shape}")
+        inputs = {"raw": TensorSpec(1, raw_shape), "lsds": TensorSpec(NUM_LSDS, shape)}
+    else:
+        inputs = {"raw": TensorSpec(1, shape)}
+    in_channels = sum(t.channels for t in inputs.values())
+    layers = _unet_layers(config.unet, in_channels, shape)
+    out_shape = layers[-1]["out_shape"]
+    c_top = layers[-1]["c_out"]
+    for name, channels in heads(config).items():
+        layers.append(dict(name=f"{name}_0", op="conv", kernel=(1, 1, 1), c_in=c_top, c_out=channels, in_shape=out_shape, out_shape=out_shape))
+    outputs = {name: TensorSpec(c, out_shape, "uint8") for name, c in heads(config).items()}
+    params, flops = 0, 0.0
+    for layer in layers:
+        if layer["op"] in ("conv", "convT"):
+            params += int(np.prod(layer["kernel"])) * layer["c_in"] * layer["c_out"] + layer["c_out"]
+            # multiply-adds ×2; a transposed conv with stride = kernel does c_in MACs per output voxel and channel
+            macs_per_voxel = layer["c_in"] * layer["c_out"] * (int(np.prod(layer["kernel"])) if layer["op"] == "conv" else 1)
+            flops += 2.0 * macs_per_voxel * int(np.prod(layer["out_shape"]))
+    return NetworkIO(
+        inputs=inputs,
+        outputs=outputs,
+        parameters=params,
+        flops_per_output_voxel=flops / float(np.prod(out_shape)),
+        layers=[{k: (list(v) if isinstance(v, tuple) else v) for k, v in layer.items()} for layer in layers],
+    )
+
+
+def auto_io(lsd_config: NetworkConfig, auto_input_shape: Shape) -> NetworkIO:
+    """The frozen lsd net of aclsd/acrlsd at the auto input shape (its LSDs are later cropped)."""
+    return network_io(lsd_config.model_copy(update={"input_shape": tuple(auto_input_shape)}), "train")
+
+
+# ---- Keras models --------------------------------------------------------------------------------------------------
+
+
+def _centre_crop(x, shape: Shape, name: str):
+    import keras
+
+    current = tuple(int(s) for s in x.shape[1:4])
+    crop = tuple(((c - s) // 2, (c - s) - (c - s) // 2) for c, s in zip(current, shape))
+    if all(a == 0 and b == 0 for a, b in crop):
+        return x
+    return keras.layers.Cropping3D(crop, name=name)(x)
+
+
+def build_unet(x, unet: UNetConfig):
+    """The U-Net on a channels-last tensor ``x`` (1, z, y, x, c); layer names as in the original's TF1 graphs."""
+    import keras
+
+    k = unet.kernel_size
+
+    def conv_pass(x, fmaps, prefix):
+        for i in range(2):
+            x = keras.layers.Conv3D(fmaps, k, padding="valid", activation="relu", name=f"{prefix}_{i}")(x)
+        return x
+
+    def level(x, lvl):
+        f = unet.num_fmaps * unet.fmap_inc_factor**lvl
+        left = conv_pass(x, f, f"unet_layer_{lvl}_left")
+        if lvl == len(unet.downsample_factors):
+            return left
+        factor = tuple(unet.downsample_factors[lvl])
+        down = keras.layers.MaxPooling3D(factor, strides=factor, padding="valid", name=f"unet_down_{lvl}_to_{lvl + 1}")(left)
+        below = level(down, lvl + 1)
+        up = keras.layers.Conv3DTranspose(
+            f, factor, strides=factor, padding="valid", activation="relu", name=f"unet_up_{lvl + 1}_to_{lvl}"
+        )(below)
+        skip = _centre_crop(left, tuple(int(s) for s in up.shape[1:4]), f"crop_{lvl}")
+        merged = keras.layers.Concatenate(axis=-1, name=f"concat_{lvl}")([skip, up])
+        f_out = unet.num_fmaps_out if (lvl == 0 and unet.num_fmaps_out) else f
+        return conv_pass(merged, f_out, f"unet_layer_{lvl}_right")
+
+    return level(x, 0)
+
+
+def build_model(config: NetworkConfig, role: str = "train", name: str | None = None):
+    """The Keras model of a folder's network for ``role`` (train or predict input shapes); same weights for both.
+
+    Inputs and outputs are named (``raw``, ``lsds`` / ``affs``, ``lsds``) and channels-last.
+    """
+    import keras
+
+    io = network_io(config, role)
+    inputs = {n: keras.Input(shape=(*t.shape, t.channels), batch_size=1, name=n) for n, t in io.inputs.items()}
+    if config.network == "acrlsd":
+        lsds = inputs["lsds"]
+        raw = _centre_crop(inputs["raw"], tuple(int(s) for s in lsds.shape[1:4]), "crop_raw")
+        x = keras.layers.Concatenate(axis=-1, name="concat_raw_lsds")([raw, lsds])  # channel 0 raw, 1–10 LSDs
+    else:
+        (x,) = inputs.values()
+    features = build_unet(x, config.unet)
+    outputs = {
+        head: keras.layers.Conv3D(c, 1, activation="sigmoid", name=f"{head}_0")(features) for head, c in heads(config).items()
+    }
+    # identity layers give the outputs their plain names
+    outputs = {head: keras.layers.Identity(name=head)(t) for head, t in outputs.items()}
+    return keras.Model(inputs=inputs, outputs=outputs, name=name or f"{config.network}_{role}")
+
+
+def build_auto_model(lsd_config: NetworkConfig, auto_input_shape: Shape):
+    """The frozen lsd net of aclsd/acrlsd, built for the auto input shape."""
+    return build_model(lsd_config.model_copy(update={"input_shape": tuple(auto_input_shape)}), "train", name="auto")
+
+
+def describe(io: NetworkIO) -> str:
+    """A readable summary: layers with shapes, parameters, FLOPs per output voxel."""
+    lines = [f"{'layer':<22} {'op':<8} {'kernel':<10} {'channels':<12} {'in shape':<18} out shape"]
+    for layer in io.layers:
+        kernel = "x".join(map(str, layer["kernel"])) if layer["kernel"] else ""
+        lines.append(
+            f"{layer['name']:<22} {layer['op']:<8} {kernel:<10} {str(layer['c_in']) + '→' + str(layer['c_out']):<12} "
+            f"{str(tuple(layer['in_shape'])):<18} {tuple(layer['out_shape'])}"
+        )
+    ins = ", ".join(f"{n} {t.channels}×{t.shape}" for n, t in io.inputs.items())
+    outs = ", ".join(f"{n} {t.channels}×{t.shape}" for n, t in io.outputs.items())
+    lines += [
+        f"inputs: {ins}",
+        f"outputs: {outs}",
+        f"parameters: {io.parameters:,}",
+        f"forward cost: {io.flops_per_output_voxel:.3e} FLOP per output voxel",
+    ]
+    return "\n".join(lines)
+
+
+# ---- mknet ---------------------------------------------------------------------------------------------------------
+
+
+def lsd_folder(folder, config: NetworkConfig):
+    """The lsd network folder that feeds an autocontext network."""
+    from pathlib import Path
+
+    return (Path(folder) / config.autocontext.lsd_setup).resolve()
+
+
+def folder_io(folder) -> dict[str, NetworkIO]:
+    """The descriptions (by role: train, predict, auto) of a folder's network, checking that its shapes work.
+
+    Shapes that do not work (pooling that does not divide, outputs ≤ 0, an auto net whose output does not cover the
+    affs net's input) are one-line :class:`ConfigError`\\ s.
+    """
+    from pathlib import Path
+
+    from .experiment import load_network_config
+
+    folder = Path(folder).resolve()
+    config = load_network_config(folder)
+    ios = {"train": network_io(config, "train"), "predict": network_io(config, "predict")}
+    if config.autocontext is not None:
+        lsd_config = load_network_config(lsd_folder(folder, config))
+        if lsd_config.network != "lsd":
+            raise ConfigError(f"{folder}: autocontext.lsd_setup points to a '{lsd_config.network}' network, expected 'lsd'")
+        auto = auto_io(lsd_config, config.autocontext.auto_input_shape)
+        have, need = auto.outputs["lsds"].shape, config.input_shape
+        if any(h < n for h, n in zip(have, need)):
+            raise ConfigError(
+                f"{folder}: the lsd net's output {have} at autocontext.auto_input_shape "
+                f"{tuple(config.autocontext.auto_input_shape)} does not cover input_shape {tuple(need)}"
+            )
+        ios["auto"] = auto
+    return ios
+
+
+def mknet(folder) -> dict[str, NetworkIO]:
+    """Check a folder's network (:func:`folder_io`) and write ``net_train.json``, ``net_predict.json`` (+ auto)."""
+    import json
+    from pathlib import Path
+
+    from .experiment import load_network_config
+
+    folder = Path(folder).resolve()
+    ios = folder_io(folder)
+    config = load_network_config(folder)
+    for role, io in ios.items():
+        description = {"network": config.network, "role": role, **io.to_json()}
+        (folder / f"net_{role}.json").write_text(json.dumps(description, indent=2) + "\n")
+    return ios
