@@ -45,7 +45,7 @@ export TF_CPP_MIN_LOG_LEVEL ?= 2
 NETWORK_DIR = $(ROOT)/02_train/$(DATASET)/$(NETWORK)
 
 .PHONY: help setup test demo synthetic fetch-data masks view fetch-checkpoint container mknet train view-batch \
-        predict-scan predict segment evaluate clean-data clean
+        predict-scan predict segment evaluate clean-data clean import-checkpoint
 
 help: ## list every target with one line each
 	@echo "usage: make TARGET [DATASET=synthetic|zebrafinch|fib25|hemi] [NETWORK=baseline|lsd|mtlsd|aclsd|acrlsd|long_range|malis]"
@@ -91,6 +91,9 @@ view: $(ENV_READY) ## neuroglancer viewer of one volume (DATA=path.zarr)
 
 fetch-checkpoint: $(ENV_READY) ## download the published checkpoints (DATASET=… NETWORK=…)
 	$(call script,01_data/fetch_checkpoint.py,--dataset $(DATASET) --network $(NETWORK) $(ARGS))
+
+import-checkpoint: $(ENV_READY) ## convert a published TF1 checkpoint in a network folder into ours (DATASET=… NETWORK=…)
+	$(RUN) -m lsd_nm import-checkpoint $(NETWORK_DIR) $(ARGS)
 
 # ---- 02_train (run inside the network folder, as the original was) ---------------------------------------------
 mknet: $(ENV_READY) ## build the network and write its description (DATASET=… NETWORK=…)

@@ -36,6 +36,31 @@ def _mknet(args: argparse.Namespace) -> None:
     print(f"wrote net_{{{','.join(ios)}}}.json in {args.folder}")
 
 
+def _iteration(value: str) -> int | str:
+    if value == "latest":
+        return value
+    try:
+        return int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer or 'latest', got '{value}'") from None
+
+
+def _predict_scan(args: argparse.Namespace) -> None:
+    from .predict import predict_scan
+
+    out = predict_scan(
+        args.folder, args.iteration, args.raw_file, args.raw_dataset, args.out_file, args.lsds_on_the_fly, args.device
+    )
+    print(f"wrote {out}")
+
+
+def _import_checkpoint(args: argparse.Namespace) -> None:
+    from .tf1 import import_tf1_checkpoint
+
+    iteration, path = import_tf1_checkpoint(args.folder, args.iteration, args.scope)
+    print(f"imported the TF1 checkpoint of iteration {iteration} into {path}")
+
+
 def _not_built(step: str) -> Callable[[argparse.Namespace], None]:
     def fail(args: argparse.Namespace) -> None:
         raise ConfigError(f"`{step}` is not built yet")
@@ -59,7 +84,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("folder", help="network folder, e.g. 02_train/zebrafinch/mtlsd")
     p.set_defaults(func=_mknet)
 
-    for step in ("train", "predict", "predict-scan", "view-batch"):
+    p = sub.add_parser("predict-scan", help="predict a volume in memory into <folder>/test_prediction.zarr")
+    p.add_argument("folder", help="network folder")
+    p.add_argument("positional_iteration", nargs="?", type=_iteration, default=None, metavar="ITERATION")
+    p.add_argument("--iteration", type=_iteration, default=None, help="checkpoint iteration (default: latest)")
+    p.add_argument("--raw-file", default=None, help="raw zarr (default: the dataset's test volume)")
+    p.add_argument("--raw-dataset", default="volumes/raw", help="raw dataset in it (default: volumes/raw)")
+    p.add_argument("--out-file", default=None, help="output zarr (default: <folder>/test_prediction.zarr)")
+    p.add_argument("--lsds-on-the-fly", action="store_true", help="aclsd/acrlsd: predict the LSDs here from the lsd net")
+    p.add_argument("--device", default=None, help="cpu, gpu or gpu:N (default: a GPU if there is one)")
+    p.set_defaults(func=_predict_scan)
+
+    p = sub.add_parser("import-checkpoint", help="convert a published TF1 checkpoint in a network folder into ours")
+    p.add_argument("folder", help="network folder holding train_net_checkpoint_<N>.index/.data-*")
+    p.add_argument("--iteration", type=int, default=None, help="which one (default: the newest present)")
+    p.add_argument("--scope", default=None, help="TF1 variable scope (default: the network's, e.g. setup01)")
+    p.set_defaults(func=_import_checkpoint)
+
+    for step in ("train", "predict", "view-batch"):
         p = sub.add_parser(step, help=f"{step} (network folder scripts)")
         p.add_argument("folder")
         p.add_argument("rest", nargs=argparse.REMAINDER)
@@ -85,6 +127,10 @@ def run(func: Callable[[], object]) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if getattr(args, "positional_iteration", None) is not None:  # `python predict_scan.py 400000`, as the original
+        args.iteration = args.iteration if args.iteration is not None else args.positional_iteration
+    if getattr(args, "iteration", "missing") is None and args.func is _predict_scan:
+        args.iteration = "latest"
     return run(lambda: args.func(args))
 
 

@@ -49,7 +49,8 @@ def write_container(
         *parents, leaf = name.split("/")
         for parent in parents:
             group = group.require_group(parent)
-        chunks = tuple(min(c, s) for c, s in zip(chunk_shape, data.shape))
+        # channels (leading axes) are not chunked
+        chunks = data.shape[:-3] + tuple(min(c, s) for c, s in zip(chunk_shape, data.shape[-3:]))
         array = group.create_array(leaf, data=data, chunks=chunks, compressors=COMPRESSOR)
         array.attrs.update({"resolution": [int(v) for v in voxel_size], "offset": [int(v) for v in offset]})
     if path.exists():

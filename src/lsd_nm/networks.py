@@ -120,17 +120,19 @@ def heads(config: NetworkConfig) -> dict[str, int]:
     }[config.network]
 
 
-def network_io(config: NetworkConfig, role: str = "train") -> NetworkIO:
+def network_io(config: NetworkConfig, role: str = "train", raw_shape: Shape | None = None) -> NetworkIO:
     """Inputs, outputs, parameter count and cost of the network trained in a folder, for ``role`` train or predict.
 
     For acrlsd the raw input is larger than the LSD input during training (the auto net's input), and the network
-    crops it to the LSD input's shape itself; during prediction both have the same shape.
+    crops it to the LSD input's shape itself; during prediction both have the same shape unless ``raw_shape``
+    says otherwise (LSDs predicted on the fly from a larger raw input).
     """
     shape = tuple(config.input_shape if role == "train" else config.predict_input_shape)
     if config.network == "aclsd":
         inputs = {"lsds": TensorSpec(NUM_LSDS, shape)}
     elif config.network == "acrlsd":
-        raw_shape = tuple(config.autocontext.auto_input_shape) if role == "train" else shape
+        if raw_shape is None:
+            raw_shape = tuple(config.autocontext.auto_input_shape) if role == "train" else shape
         if any(r < s for r, s in zip(raw_shape, shape)):
             raise ConfigError(f"autocontext.auto_input_shape {raw_shape} is smaller than input_shape {shape}")
         inputs = {"raw": TensorSpec(1, raw_shape), "lsds": TensorSpec(NUM_LSDS, shape)}
@@ -157,6 +159,27 @@ def network_io(config: NetworkConfig, role: str = "train") -> NetworkIO:
         flops_per_output_voxel=flops / float(np.prod(out_shape)),
         layers=[{k: (list(v) if isinstance(v, tuple) else v) for k, v in layer.items()} for layer in layers],
     )
+
+
+def smallest_input_for(unet: UNetConfig, min_output: Shape, probe: Shape) -> Shape:
+    """The smallest valid input shape whose output is at least ``min_output`` (``probe``: any valid input shape).
+
+    Valid-U-Net shape rules act on each axis alone, so each axis is searched with the others held at ``probe``.
+    """
+    context = [p - o for p, o in zip(probe, unet_output_shape(unet, probe))]
+    shape = list(probe)
+    for axis in range(3):
+        size = min_output[axis] + context[axis]
+        for _ in range(1000):
+            trial = tuple(size if a == axis else probe[a] for a in range(3))
+            try:
+                if unet_output_shape(unet, trial)[axis] >= min_output[axis]:
+                    break
+            except ConfigError:
+                pass
+            size += 1
+        shape[axis] = size
+    return tuple(shape)
 
 
 def auto_io(lsd_config: NetworkConfig, auto_input_shape: Shape) -> NetworkIO:
@@ -207,14 +230,14 @@ def build_unet(x, unet: UNetConfig):
     return level(x, 0)
 
 
-def build_model(config: NetworkConfig, role: str = "train", name: str | None = None):
+def build_model(config: NetworkConfig, role: str = "train", name: str | None = None, raw_shape: Shape | None = None):
     """The Keras model of a folder's network for ``role`` (train or predict input shapes); same weights for both.
 
     Inputs and outputs are named (``raw``, ``lsds`` / ``affs``, ``lsds``) and channels-last.
     """
     import keras
 
-    io = network_io(config, role)
+    io = network_io(config, role, raw_shape)
     inputs = {n: keras.Input(shape=(*t.shape, t.channels), batch_size=1, name=n) for n, t in io.inputs.items()}
     if config.network == "acrlsd":
         lsds = inputs["lsds"]
