@@ -45,7 +45,7 @@ export TF_CPP_MIN_LOG_LEVEL ?= 2
 NETWORK_DIR = $(ROOT)/02_train/$(DATASET)/$(NETWORK)
 
 .PHONY: help setup test demo synthetic fetch-data masks view fetch-checkpoint container mknet train view-batch \
-        predict-scan predict segment evaluate clean-data clean import-checkpoint
+        predict-scan predict segment evaluate clean-data clean import-checkpoint images
 
 help: ## list every target with one line each
 	@echo "usage: make TARGET [DATASET=synthetic|zebrafinch|fib25|hemi] [NETWORK=baseline|lsd|mtlsd|aclsd|acrlsd|long_range|malis]"
@@ -65,7 +65,15 @@ $(VENV)/.installed-$(TF_EXTRA): $(ROOT)/pyproject.toml
 	$(VENV)/bin/python -m pip install --quiet --disable-pip-version-check -e "$(ROOT)[$(TF_EXTRA),test]"; \
 	rm -f $(VENV)/.installed-*; touch $@
 
-test: $(ENV_READY) ## run the test suite (sets itself up first)
+test: $(ENV_READY) ## run the test suite (sets itself up first; installs Debian's chromium when missing, as root)
+	@if [ ! -x /usr/bin/chromium ]; then \
+	    if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	        echo "test: installing Debian's chromium (for the neuroglancer screenshot tests)"; \
+	        apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	    else \
+	        echo "test: /usr/bin/chromium is missing: install Debian's chromium (apt-get install chromium) or the screenshot tests fail" >&2; \
+	    fi; \
+	fi
 	$(VENV)/bin/python -m pytest $(ARGS)
 
 demo: $(ENV_READY) synthetic ## run the main job end to end on the embedded synthetic dataset
@@ -73,8 +81,11 @@ demo: $(ENV_READY) synthetic ## run the main job end to end on the embedded synt
 	@echo "demo: next steps: make mknet / make train / make segment (see README.md)"
 
 # ---- 00_containers -------------------------------------------------------------------------------------------
-container: ## build the Singularity/Apptainer image from 00_containers/ (needs $(SINGULARITY))
-	$(call script,00_containers/build.sh,)
+container: ## build the Singularity/Apptainer image lsd_nm.sif from 00_containers/lsd_nm.def ([SINGULARITY=apptainer] [ARGS=out.sif])
+	SINGULARITY=$(SINGULARITY) $(ROOT)/00_containers/build.sh $(ARGS)
+
+images: $(ENV_READY) ## download the original Singularity images into 00_containers/ (ARGS="--all" for both)
+	$(call script,00_containers/download_imgs.py,$(ARGS))
 
 # ---- 01_data ----------------------------------------------------------------------------------------------------
 synthetic: $(ENV_READY) ## generate the embedded synthetic dataset (DATASET=synthetic|synthetic_iso)

@@ -183,8 +183,8 @@ def test_mknet_script_writes_descriptions(tmp_path):
     assert "parameters: " in result.stdout
     train = json.loads((folder / "net_train.json").read_text())
     assert train["network"] == "mtlsd"
-    assert train["inputs"]["raw"]["shape"] == [40, 124, 124]
-    assert train["outputs"]["lsds"] == {"channels": 10, "shape": [8, 36, 36], "dtype": "uint8"}
+    assert train["inputs"]["raw"]["shape"] == [30, 88, 88]
+    assert train["outputs"]["lsds"] == {"channels": 10, "shape": [10, 48, 48], "dtype": "uint8"}
     assert train["outputs"]["affs"]["channels"] == 3
     predict = json.loads((folder / "net_predict.json").read_text())
-    assert predict["outputs"]["affs"]["shape"] == [16, 108, 108]
+    assert predict["outputs"]["affs"]["shape"] == [24, 140, 140]

@@ -36,6 +36,16 @@ def _mknet(args: argparse.Namespace) -> None:
     print(f"wrote net_{{{','.join(ios)}}}.json in {args.folder}")
 
 
+def _positive_int(value: str) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer iteration, got '{value}'") from None
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"expected an iteration ≥ 1, got {number}")
+    return number
+
+
 def _iteration(value: str) -> int | str:
     if value == "latest":
         return value
@@ -61,6 +71,17 @@ def _import_checkpoint(args: argparse.Namespace) -> None:
     print(f"imported the TF1 checkpoint of iteration {iteration} into {path}")
 
 
+def _train(args: argparse.Namespace) -> None:
+    from .train import train
+
+    if args.seed is not None:
+        import keras
+
+        keras.utils.set_random_seed(args.seed)  # Python, NumPy (augmentations) and TensorFlow (initial weights)
+    done = train(args.folder, args.iteration, device=args.device)
+    print(f"trained until iteration {done}")
+
+
 def _not_built(step: str) -> Callable[[argparse.Namespace], None]:
     def fail(args: argparse.Namespace) -> None:
         raise ConfigError(f"`{step}` is not built yet")
@@ -68,8 +89,15 @@ def _not_built(step: str) -> Callable[[argparse.Namespace], None]:
     return fail
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors (no usage dump): ``error: <prog>: <message>``, exit code 2."""
+
+    def error(self, message):
+        self.exit(2, f"error: {self.prog}: {message}\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="lsd-nm", description=__doc__.splitlines()[0])
+    parser = _Parser(prog="lsd-nm", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("synthetic", help="generate a synthetic dataset of 01_data/datasets.json")
@@ -101,7 +129,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--scope", default=None, help="TF1 variable scope (default: the network's, e.g. setup01)")
     p.set_defaults(func=_import_checkpoint)
 
-    for step in ("train", "predict", "view-batch"):
+    p = sub.add_parser("train", help="train a network folder until ITERATION, resuming from its latest checkpoint")
+    p.add_argument("folder", help="network folder")
+    p.add_argument("iteration", type=_positive_int, help="train until this iteration")
+    p.add_argument("--device", default=None, help="cpu, gpu or gpu:N (default: a GPU if there is one)")
+    p.add_argument("--seed", type=int, default=None, help="seed the initial weights and the augmentations")
+    p.set_defaults(func=_train)
+
+    for step in ("predict", "view-batch"):
         p = sub.add_parser(step, help=f"{step} (network folder scripts)")
         p.add_argument("folder")
         p.add_argument("rest", nargs=argparse.REMAINDER)

@@ -8,6 +8,7 @@ volumes is drawn. Local paths reuse the bucket's keys: ``01_data/funke/<dataset>
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from pydantic import RootModel, model_validator
@@ -15,9 +16,10 @@ from pydantic import RootModel, model_validator
 from . import REPO_ROOT
 from .config import ConfigError, StrictBaseModel, load_model
 
-DATA_DIR = REPO_ROOT / "01_data"
-"""Where ``datasets.json`` is and where volumes are fetched or generated to."""
-DATASETS_FILE = DATA_DIR / "datasets.json"
+DATASETS_FILE = REPO_ROOT / "01_data" / "datasets.json"
+"""The registry of datasets."""
+DATA_DIR = Path(os.environ.get("LSD_NM_DATA_DIR") or REPO_ROOT / "01_data")
+"""Where volumes are fetched or generated to: ``01_data/`` (``LSD_NM_DATA_DIR`` moves it, e.g. to a larger disk)."""
 
 
 class SyntheticVolume(StrictBaseModel):

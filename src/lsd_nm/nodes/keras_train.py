@@ -54,6 +54,12 @@ class KerasTrain(GenericTrain):
         losses (dict, optional): head → ``loss(gt, pred, weights)`` replacing :func:`weighted_mse`.
         weights_fns (dict, optional): head → ``fn(pred, batch) -> weights`` computing that head's loss weights from
             the current prediction (numpy, channels-first; used for MALIS) instead of reading the weights key.
+        weights_inputs (list, optional): further keys ``weights_fns`` read from the batch (e.g. the labels).
+        loss_log (Path, optional): a TSV file that gets ``iteration, loss, seconds`` per iteration (seconds: wall
+            time since the previous iteration), written before any checkpoint of that iteration.
+        restore_optimizer (bool): restore the optimizer state with the weights (False: a fresh optimizer, as the
+            original's MALIS phase had).
+        on_save (callable, optional): ``on_save(iteration, path)`` after each checkpoint.
     """
 
     def __init__(
@@ -71,13 +77,19 @@ class KerasTrain(GenericTrain):
         device: str | None = None,
         losses: dict[str, Callable] | None = None,
         weights_fns: dict[str, Callable] | None = None,
+        restore_optimizer: bool = True,
+        on_save: Callable | None = None,
+        weights_inputs: list[gp.ArrayKey] | None = None,
+        loss_log: Path | None = None,
     ):
         self.weights_fns = weights_fns or {}
         all_inputs = dict(inputs)
+        for key in weights_inputs or []:
+            all_inputs[f"aux_{key}"] = key
         for head, (gt, weights) in targets.items():
             all_inputs[f"gt_{head}"] = gt
-            if head not in self.weights_fns:
-                all_inputs[f"weights_{head}"] = weights
+            # the weights key is requested either way (MALIS uses it as its mask)
+            all_inputs[f"weights_{head}"] = weights
         super().__init__(all_inputs, outputs or {}, gradients or {}, spawn_subprocess=False)
         self.model_fn = model_fn
         self.config = config
@@ -89,7 +101,11 @@ class KerasTrain(GenericTrain):
         self.log_every = log_every
         self.device = device
         self.losses = losses or {}
+        self.restore_optimizer = restore_optimizer
+        self.on_save = on_save
+        self.loss_log = Path(loss_log) if loss_log is not None else None
         self.iteration = 0
+        self._last = None
 
     def start(self):
         import keras
@@ -107,7 +123,7 @@ class KerasTrain(GenericTrain):
             weights, optimizer, trained = load_checkpoint(path)
             check_compatible(path, trained, self.config)
             assign_weights(self.model, weights, str(path))
-            if optimizer is not None:
+            if optimizer is not None and self.restore_optimizer:
                 self._set_optimizer_state(optimizer, path)
             logger.info("resuming from %s", path)
         self.writer = tf.summary.create_file_writer(str(self.folder / "log"))
@@ -152,6 +168,11 @@ class KerasTrain(GenericTrain):
         self.iteration += 1
         batch.iteration = self.iteration
         batch.loss = float(loss)
+        now = time.time()
+        if self.loss_log is not None:
+            with self.loss_log.open("a") as f:
+                f.write(f"{self.iteration}\t{batch.loss:.6g}\t{now - (self._last or start):.4f}\n")
+        self._last = now
         for head, key in self.outputs.items():
             if key in request:
                 batch[key] = self._array(from_keras(preds[head]), key, request)
@@ -178,6 +199,8 @@ class KerasTrain(GenericTrain):
         state = [np.asarray(v.numpy()) for v in self.optimizer.variables]
         path = save_checkpoint(self.folder, self.iteration, self.config, model_weights(self.model), state)
         logger.info("saved %s", path)
+        if self.on_save is not None:
+            self.on_save(self.iteration, path)
         return path
 
     def stop(self):

@@ -1,0 +1,187 @@
+"""Labels masks: ``volumes/labels/labels_mask`` (uint8) beside the neuron ids of every fetched or synthetic volume.
+
+The mask is 1 where a voxel's label may be trusted and 0 elsewhere: ones everywhere, except for datasets whose
+``datasets.json`` entry names an ``unlabelled_id`` (hemi: 2^64 − 3), where voxels with that label are 0. It has the
+shape, chunks and attrs (``resolution``, ``offset``) of the neuron ids. It is computed block by block, so a large
+volume never has to fit in memory, into ``labels_mask.partial`` renamed when complete: a mask that exists is whole.
+
+Run: python 01_data/create_masks.py [--dataset hemi ...] [--data-dir DIR] [--force]          (or: make masks)
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import os
+import shutil
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .config import ConfigError
+from .data import COMPRESSOR, LABELS_MASK, NEURON_IDS
+
+BLOCK_VOXELS = 1 << 25
+"""Voxels read per block (256 MiB of uint64 labels)."""
+
+
+@dataclass(frozen=True)
+class MaskResult:
+    """What :func:`create_mask` did for one container."""
+
+    container: Path
+    written: bool
+    """False: the mask existed and was kept."""
+    voxels: int
+    masked_out: int
+    """Voxels set to 0 (unknown when the existing mask was kept: -1)."""
+
+
+def blocks(shape: Sequence[int], chunks: Sequence[int], max_voxels: int = BLOCK_VOXELS) -> Iterator[tuple[slice, ...]]:
+    """Chunk-aligned blocks that tile ``shape``, each of at most ``max_voxels`` voxels (at least one chunk).
+
+    The block grows from one chunk along x, then y, then z while it stays within ``max_voxels``.
+
+    Args:
+        shape: the array's shape.
+        chunks: the array's chunk shape.
+        max_voxels: the largest block.
+    """
+    block = [min(c, s) for c, s in zip(chunks, shape)]
+    for axis in reversed(range(len(shape))):
+        while block[axis] < shape[axis]:
+            grown = min(block[axis] + chunks[axis], shape[axis])
+            if int(np.prod(block)) // block[axis] * grown > max_voxels:
+                break
+            block[axis] = grown
+    starts = [range(0, s, b) for s, b in zip(shape, block)]
+    for start in itertools.product(*starts):
+        yield tuple(slice(a, min(a + b, s)) for a, b, s in zip(start, block, shape))
+
+
+def _open_labels(container: Path):
+    import zarr
+
+    try:
+        return zarr.open_array(container / NEURON_IDS, mode="r")
+    except (FileNotFoundError, zarr.errors.ArrayNotFoundError, zarr.errors.NodeTypeValidationError):
+        raise ConfigError(
+            f"{container}: no readable {NEURON_IDS} (an interrupted download? run `make fetch-data` again)"
+        ) from None
+
+
+def create_mask(container: Path, unlabelled_id: int | None = None, force: bool = False, max_voxels: int = BLOCK_VOXELS) -> MaskResult:
+    """Write ``volumes/labels/labels_mask`` into one container.
+
+    Args:
+        container: a zarr container with ``volumes/labels/neuron_ids``.
+        unlabelled_id: the label that means 'not labelled' (its voxels get 0); None: the mask is all ones.
+        force: rewrite an existing mask (default: keep it).
+        max_voxels: the largest block read at once.
+    """
+    import zarr
+
+    container = Path(container)
+    labels = _open_labels(container)
+    final = container / LABELS_MASK
+    if final.exists() and not force:
+        return MaskResult(container, False, int(labels.size), -1)
+    tmp = final.with_name(final.name + ".partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    mask = zarr.create_array(
+        store=str(tmp),
+        shape=labels.shape,
+        chunks=labels.chunks,
+        dtype=np.uint8,
+        fill_value=0,
+        compressors=COMPRESSOR if labels.metadata.zarr_format == 2 else "auto",
+        zarr_format=labels.metadata.zarr_format,
+        attributes=labels.attrs.asdict(),
+    )
+    masked_out = 0
+    for block in blocks(labels.shape, labels.chunks, max_voxels):
+        values = np.ones(tuple(s.stop - s.start for s in block), np.uint8)
+        if unlabelled_id is not None:
+            unlabelled = labels[block] == np.uint64(unlabelled_id)
+            values[unlabelled] = 0
+            masked_out += int(unlabelled.sum())
+        mask[block] = values
+    if final.exists():  # --force: the old mask goes only once the new one is complete
+        old = final.with_name(final.name + ".old")
+        shutil.rmtree(old, ignore_errors=True)
+        os.replace(final, old)
+        os.replace(tmp, final)
+        shutil.rmtree(old)
+    else:
+        os.replace(tmp, final)
+    return MaskResult(container, True, int(labels.size), masked_out)
+
+
+def find_volumes(data_dir: Path, datasets: Sequence[str] = (), datasets_file: Path | None = None) -> list[tuple[Path, int | None]]:
+    """Every container of ``datasets.json`` that exists under ``data_dir``, with its dataset's ``unlabelled_id``.
+
+    Args:
+        data_dir: the data folder (``01_data/``).
+        datasets: only these datasets (default: all).
+        datasets_file: the registry (default ``01_data/datasets.json``).
+    """
+    from .datasets import DATASETS_FILE, get_dataset, load_datasets, volume_path
+
+    datasets_file = datasets_file or DATASETS_FILE
+    registry = {name: get_dataset(name, datasets_file) for name in datasets} if datasets else load_datasets(datasets_file)
+    found = []
+    for name, ds in registry.items():
+        for volume, test in [(v, False) for v in ds.volumes] + [(v, True) for v in ds.test_volumes]:
+            path = volume_path(name, volume, test, data_dir)
+            if path.exists():
+                found.append((path, ds.unlabelled_id))
+    return found
+
+
+def create_masks(
+    data_dir: Path | None = None,
+    datasets: Sequence[str] = (),
+    force: bool = False,
+    datasets_file: Path | None = None,
+    max_voxels: int = BLOCK_VOXELS,
+) -> list[MaskResult]:
+    """Write the labels mask of every fetched or generated volume (all are checked before any is written).
+
+    Args:
+        data_dir: the data folder (default ``01_data/``).
+        datasets: only these datasets (default: all of ``datasets.json``).
+        force: rewrite existing masks.
+        datasets_file: the registry (default ``01_data/datasets.json``).
+        max_voxels: the largest block read at once.
+    """
+    from .datasets import DATA_DIR
+
+    data_dir = Path(data_dir) if data_dir is not None else DATA_DIR
+    volumes = find_volumes(data_dir, datasets, datasets_file)
+    if not volumes:
+        raise ConfigError(f"no volumes under {data_dir / 'funke'} (run `make synthetic` or `make fetch-data` first)")
+    for container, _ in volumes:
+        _open_labels(container)
+    return [create_mask(container, unlabelled_id, force, max_voxels) for container, unlabelled_id in volumes]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``01_data/create_masks.py``: parse the arguments, write the masks, print one line per volume."""
+    from .cli import run
+
+    parser = argparse.ArgumentParser(prog="create_masks.py", description=__doc__.splitlines()[0])
+    parser.add_argument("--dataset", action="append", default=[], help="only this dataset (repeatable; default: all)")
+    parser.add_argument("--data-dir", type=Path, default=None, help="data folder (default: 01_data/)")
+    parser.add_argument("--force", action="store_true", help="rewrite masks that exist")
+    args = parser.parse_args(argv)
+
+    def masks() -> None:
+        for r in create_masks(args.data_dir, args.dataset, args.force):
+            if r.written:
+                print(f"{r.container / LABELS_MASK}: {r.masked_out} of {r.voxels} voxels masked out")
+            else:
+                print(f"{r.container / LABELS_MASK}: exists, kept (--force rewrites it)")
+
+    return run(masks)

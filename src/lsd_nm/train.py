@@ -1,0 +1,135 @@
+"""The train loop of a network folder: ``python train.py ITERATION`` trains until ITERATION, resuming.
+
+Outputs in the folder: ``train_net_checkpoint_<n>/`` every ``save_every`` iterations and at the end (and on Ctrl-C),
+``snapshots/batch_<n>.hdf``, TensorBoard logs in ``log/``, ``loss.tsv`` (iteration, loss, seconds) and ``loss.png``
+(refreshed at every checkpoint).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+
+from .checkpoints import latest_checkpoint
+from .datasets import DATA_DIR
+from .experiment import load_network_config
+
+logger = logging.getLogger(__name__)
+
+LOSS_LOG = "loss.tsv"
+LOSS_PLOT = "loss.png"
+
+
+def read_losses(folder: Path) -> list[tuple[int, float, float]]:
+    """(iteration, loss, seconds) rows of a folder's ``loss.tsv``."""
+    path = Path(folder) / LOSS_LOG
+    if not path.exists():
+        return []
+    rows = []
+    for line in path.read_text().splitlines()[1:]:
+        it, loss, seconds = line.split("\t")
+        rows.append((int(it), float(loss), float(seconds)))
+    return rows
+
+
+def _truncate_losses(folder: Path, until: int) -> None:
+    """Drop logged iterations after ``until`` (a run that crashed after its last checkpoint redoes them)."""
+    rows = [r for r in read_losses(folder) if r[0] <= until]
+    lines = ["iteration\tloss\tseconds"] + [f"{it}\t{loss:.6g}\t{s:.4f}" for it, loss, s in rows]
+    (Path(folder) / LOSS_LOG).write_text("\n".join(lines) + "\n")
+
+
+def plot_losses(folder: Path) -> Path:
+    """Write ``loss.png``: the training loss per iteration and its running mean."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    rows = read_losses(folder)
+    fig, ax = plt.subplots(figsize=(7, 4), constrained_layout=True)
+    if rows:
+        it = np.array([r[0] for r in rows])
+        loss = np.array([r[1] for r in rows])
+        ax.plot(it, loss, color="0.75", linewidth=0.8, label="loss")
+        window = max(1, len(loss) // 50)
+        if window > 1:
+            smooth = np.convolve(loss, np.ones(window) / window, mode="valid")
+            ax.plot(it[window - 1 :], smooth, color="C0", label=f"running mean ({window})")
+        ax.set_yscale("log")
+    folder = Path(folder)
+    ax.set_title(f"{folder.parent.name}/{folder.name}")
+    ax.set_xlabel("iteration")
+    ax.set_ylabel("training loss")
+    ax.legend(loc="upper right")
+    path = folder / LOSS_PLOT
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path
+
+
+def _run_phase(folder: Path, first: int, last: int, phase: str, device: str | None, data_dir: Path) -> int:
+    """Train iterations ``first``..``last`` of one phase; returns the last iteration done."""
+    import gunpowder as gp
+    from tqdm import tqdm
+
+    from .pipelines import build_train_pipeline
+
+    setup = build_train_pipeline(folder, last, first_iteration=first, phase=phase, device=device, data_dir=data_dir)
+    setup.train_node.on_save = lambda iteration, path: plot_losses(folder)
+    # the train node logs each iteration before it may checkpoint it: a kill never loses a logged iteration
+    setup.train_node.loss_log = Path(folder) / LOSS_LOG
+    done = first - 1
+    with gp.build(setup.pipeline):
+        bar = tqdm(total=last, initial=first - 1, desc=f"{Path(folder).name} ({phase})", unit="it", dynamic_ncols=True)
+        try:
+            for _ in range(first, last + 1):
+                start = time.time()
+                batch = setup.pipeline.request_batch(setup.request)
+                seconds = time.time() - start
+                done = batch.iteration
+                bar.set_postfix(loss=f"{batch.loss:.4g}", s_per_it=f"{seconds:.2f}")
+                bar.update(1)
+        except KeyboardInterrupt:
+            bar.close()
+            if done >= first:
+                path = setup.train_node.save()
+                print(f"interrupted: saved {path}; run the same command again to resume")
+            raise
+        finally:
+            bar.close()
+    return done
+
+
+def train(folder: Path, max_iteration: int, device: str | None = None, data_dir: Path = DATA_DIR) -> int:
+    """Train a network folder until ``max_iteration``, resuming from its latest checkpoint; returns the iteration.
+
+    malis trains with MSE until ``train.malis_phase_switch`` and with the constrained MALIS loss after it; unlike
+    the original, the iteration count is recomputed after the switch.
+    """
+    import dask
+
+    # our messages and gunpowder's profiling statistics; not gunpowder's per-iteration chatter
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    for name in ("lsd_nm", "gunpowder.nodes.print_profiling_stats"):
+        logging.getLogger(name).setLevel(logging.INFO)
+    # dask's threaded scheduler does not survive PreCache's fork (a known hang): compute in the calling thread
+    dask.config.set(scheduler="synchronous")
+    folder = Path(folder).resolve()
+    config = load_network_config(folder)
+    trained_until, _ = latest_checkpoint(folder)
+    if trained_until >= max_iteration:
+        print(f"{folder.name}: trained until {trained_until} already (≥ {max_iteration}); nothing to do")
+        return trained_until
+    _truncate_losses(folder, trained_until)
+    phase = "euclid"
+    if config.network == "malis":
+        switch = config.train.malis_phase_switch
+        if trained_until < switch < max_iteration:
+            trained_until = _run_phase(folder, trained_until + 1, switch, "euclid", device, data_dir)
+        phase = "euclid" if max_iteration <= switch else "malis"
+    done = _run_phase(folder, trained_until + 1, max_iteration, phase, device, data_dir)
+    plot_losses(folder)
+    return done

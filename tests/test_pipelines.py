@@ -1,0 +1,172 @@
+"""The training pipeline's parts on tiny arrays: alignment under augmentation, targets, weights, quantisation."""
+
+import json
+
+import gunpowder as gp
+import numpy as np
+import pytest
+from funlib.persistence import Array
+
+from lsd_nm.config import ConfigError
+from lsd_nm.experiment import load_network_config
+from lsd_nm.nodes import QuantizeUInt8
+from lsd_nm.pipelines import training_volumes
+
+VOXEL = gp.Coordinate((20, 9, 9))
+RAW, LABELS, MASK, AFFS, AFFS_MASK, SCALE = (gp.ArrayKey(n) for n in ("RAW", "LABELS", "MASK", "AFFS", "AFFS_MASK", "SCALE"))
+
+
+def source(key, data, interpolatable, voxel=VOXEL):
+    return gp.ArraySource(key, Array(data, (0, 0, 0), voxel), interpolatable=interpolatable)
+
+
+def test_augmentations_keep_raw_and_labels_aligned():
+    """A label boundary painted into raw stays on the boundary after the paper's elastic + simple augment."""
+    labels = np.zeros((20, 80, 80), np.uint64)
+    labels[:, :, 40:] = 2
+    labels[:, :, :40] = 1
+    labels[:, 40:, :] += 2  # four quadrants with ids 1..4
+    raw = np.full(labels.shape, 0.8, np.float32)
+    boundary = np.zeros(labels.shape, bool)
+    boundary[:, :, 39:41] = True
+    boundary[:, 39:41, :] = True
+    raw[boundary] = 0.0
+    pipeline = (source(RAW, raw, True), source(LABELS, labels, False)) + gp.MergeProvider()
+    pipeline += gp.ElasticAugment([4, 4, 10], [0, 2, 2], [0, np.pi / 2], prob_slip=0.05, prob_shift=0.05, max_misalign=10, subsample=8)
+    pipeline += gp.SimpleAugment(transpose_only=[1, 2])
+    request = gp.BatchRequest()
+    roi = gp.Roi((4 * 20, 20 * 9, 20 * 9), (12 * 20, 40 * 9, 40 * 9))
+    request[RAW] = gp.ArraySpec(roi=roi)
+    request[LABELS] = gp.ArraySpec(roi=roi)
+    np.random.seed(3)
+    with gp.build(pipeline):
+        for _ in range(3):
+            batch = pipeline.request_batch(request)
+            r, lab = batch[RAW].data, batch[LABELS].data.astype(np.int64)
+            # voxels whose 5x5 in-plane neighbourhood holds one label only are away from the boundary: bright raw
+            # (raw is interpolated linearly, labels by nearest neighbour: right at the boundary they may differ)
+            same = np.ones(lab.shape, bool)
+            for dy in (-2, -1, 0, 1, 2):
+                for dx in (-2, -1, 0, 1, 2):
+                    same &= lab == np.roll(np.roll(lab, dy, 1), dx, 2)
+            interior = same[:, 2:-2, 2:-2] & (lab[:, 2:-2, 2:-2] > 0)
+            dark = r[:, 2:-2, 2:-2] < 0.2
+            assert interior.sum() > 1000
+            assert (dark & interior).sum() / interior.sum() < 0.002
+            # and the painted boundary lies where the labels change
+            assert dark.sum() > 0 and (dark & ~same[:, 2:-2, 2:-2]).sum() / dark.sum() > 0.9
+
+
+def test_grow_boundary_and_affinities_by_hand():
+    labels = np.array([[[1, 1, 2, 2], [1, 1, 2, 2], [3, 3, 3, 0]]], np.uint64)  # (1, 3, 4), voxel size 1
+    vs = gp.Coordinate((1, 1, 1))
+    mask = np.ones_like(labels, np.uint8)
+    pipeline = (source(LABELS, labels, False, vs), source(MASK, mask, False, vs)) + gp.MergeProvider()
+    pipeline += gp.GrowBoundary(LABELS, MASK, steps=1, only_xy=True)
+    request = gp.BatchRequest()
+    request[LABELS] = gp.ArraySpec(roi=gp.Roi((0, 0, 0), (1, 3, 4)))
+    request[MASK] = gp.ArraySpec(roi=gp.Roi((0, 0, 0), (1, 3, 4)))
+    with gp.build(pipeline):
+        grown = pipeline.request_batch(request)[LABELS].data
+    # each object eroded by one voxel in-plane where it touches another object (the volume border counts as inside)
+    assert grown.tolist() == [[[1, 0, 0, 2], [0, 0, 0, 0], [0, 0, 0, 0]]]  # 3 touches 1 and 2 above: all eroded
+
+    pipeline = (source(LABELS, labels, False, vs), source(MASK, mask, False, vs)) + gp.MergeProvider()
+    pipeline += gp.Pad(LABELS, None) + gp.Pad(MASK, None)
+    pipeline += gp.AddAffinities([[-1, 0, 0], [0, -1, 0], [0, 0, -1]], LABELS, AFFS, labels_mask=MASK, affinities_mask=AFFS_MASK, dtype=np.float32)
+    pipeline += gp.BalanceLabels(AFFS, SCALE, AFFS_MASK)
+    request = gp.BatchRequest()
+    for key in (LABELS, AFFS, AFFS_MASK, SCALE):
+        request[key] = gp.ArraySpec(roi=gp.Roi((0, 0, 0), (1, 3, 4)))
+    with gp.build(pipeline):
+        batch = pipeline.request_batch(request)
+    affs, affs_mask, scale = batch[AFFS].data, batch[AFFS_MASK].data, batch[SCALE].data
+    # z: the neighbour below is padding (label 0): no affinity, and masked out
+    assert affs[0].tolist() == [[[0] * 4] * 3]
+    assert affs_mask[0].tolist() == [[[0] * 4] * 3]
+    # y: voxel (y, x) vs (y-1, x)
+    assert affs[1].tolist() == [[[0, 0, 0, 0], [1, 1, 1, 1], [0, 0, 0, 0]]]
+    # x: voxel (y, x) vs (y, x-1)
+    assert affs[2].tolist() == [[[0, 1, 0, 1], [0, 1, 0, 1], [0, 1, 1, 0]]]
+    # balance: over masked-in entries, frac(1) = 9/16 and frac(0) = 7/16 (y and x channels; the padding row and
+    # column are masked out) → weights 1/(2·frac)
+    inside = affs_mask.astype(bool)
+    ones = affs[inside].sum()
+    n = inside.sum()
+    np.testing.assert_allclose(scale[inside & (affs == 1)], n / (2 * ones))
+    np.testing.assert_allclose(scale[inside & (affs == 0)], n / (2 * (n - ones)))
+    assert np.all(scale[~inside] == 0)
+
+
+def test_long_range_affinities_by_hand():
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 3, size=(8, 30, 30)).astype(np.uint64)
+    config = load_network_config(__import__("conftest").REPO / "02_train/zebrafinch/long_range")
+    neighborhood = [list(o) for o in config.neighborhood]
+    vs = gp.Coordinate((1, 1, 1))
+    pipeline = source(LABELS, labels, False, vs) + gp.Pad(LABELS, None) + gp.AddAffinities(neighborhood, LABELS, AFFS, dtype=np.uint8)
+    request = gp.BatchRequest()
+    request[AFFS] = gp.ArraySpec(roi=gp.Roi((0, 0, 0), labels.shape))
+    with gp.build(pipeline):
+        affs = pipeline.request_batch(request)[AFFS].data
+    assert affs.shape == (12, 8, 30, 30)
+    for c, (dz, dy, dx) in enumerate(config.neighborhood):
+        for z, y, x in [(7, 29, 29), (5, 28, 27), (0, 0, 0), (3, 10, 20)]:
+            zz, yy, xx = z + dz, y + dy, x + dx
+            inside = zz >= 0 and yy >= 0 and xx >= 0
+            expected = int(inside and labels[z, y, x] > 0 and labels[z, y, x] == labels[zz, yy, xx])
+            assert affs[c, z, y, x] == expected, (c, z, y, x)
+
+
+def test_quantize_uint8():
+    data = np.array([[[[0.0, 0.5, 0.999, 1.0, 0.00393]]]], np.float32)  # (1, 1, 1, 5)
+    key = gp.ArrayKey("LSDS_Q")
+    pipeline = gp.ArraySource(key, Array(data, (0, 0, 0), (1, 1, 1)), interpolatable=True) + QuantizeUInt8(key)
+    request = gp.BatchRequest()
+    request[key] = gp.ArraySpec(roi=gp.Roi((0, 0, 0), (1, 1, 5)))
+    with gp.build(pipeline):
+        out = pipeline.request_batch(request)[key].data
+    assert (out * 255).round().astype(int).ravel().tolist() == [0, 127, 254, 255, 1]
+    np.testing.assert_array_equal(out, np.floor(data * 255) / 255)
+
+
+def network_folder(tmp_path, network="baseline"):
+    folder = tmp_path / "02_train" / "synthetic" / network
+    folder.mkdir(parents=True)
+    (folder / "config.json").write_text(json.dumps({"network": network}))
+    return folder
+
+
+def test_no_volumes_is_a_one_line_error(tmp_path):
+    config = load_network_config(network_folder(tmp_path))
+    with pytest.raises(ConfigError) as e:
+        training_volumes(config, data_dir=tmp_path / "data")
+    assert str(e.value) == (
+        f"no volumes of dataset 'synthetic' in {tmp_path / 'data/funke/synthetic/training'}: get them with `make synthetic DATASET=synthetic`"
+    )
+
+
+def test_missing_mask_says_make_masks(tmp_path):
+    from lsd_nm.data import NEURON_IDS, RAW as RAW_DS, write_container
+
+    config = load_network_config(network_folder(tmp_path))
+    path = tmp_path / "data/funke/synthetic/training/train_0.zarr"
+    path.parent.mkdir(parents=True)
+    write_container(path, {RAW_DS: np.zeros((4, 8, 8), np.uint8), NEURON_IDS: np.ones((4, 8, 8), np.uint64)}, (20, 9, 9), (0, 0, 0))
+    with pytest.raises(ConfigError) as e:
+        training_volumes(config, data_dir=tmp_path / "data")
+    assert str(e.value) == f"{path}: no volumes/labels/labels_mask; create the masks first with `make masks`"
+
+
+def test_renumber_connected_components():
+    from lsd_nm.nodes import RenumberConnectedComponents
+
+    labels = np.array([[[5, 5, 0, 5], [0, 0, 0, 5], [7, 0, 7, 7]]], np.uint64)
+    key = gp.ArrayKey("RENUMBER")
+    pipeline = gp.ArraySource(key, Array(labels, (0, 0, 0), (1, 1, 1)), interpolatable=False) + RenumberConnectedComponents(key)
+    request = gp.BatchRequest()
+    request[key] = gp.ArraySpec(roi=gp.Roi((0, 0, 0), (1, 3, 4)))
+    with gp.build(pipeline):
+        out = pipeline.request_batch(request)[key].data
+    assert out.dtype == np.uint64
+    assert out.tolist() == [[[1, 1, 0, 2], [0, 0, 0, 2], [3, 0, 4, 4]]]
