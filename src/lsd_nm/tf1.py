@@ -10,7 +10,6 @@ both. TensorFlow 2 reads these checkpoints directly (``tf.train.load_checkpoint`
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 import numpy as np
@@ -31,17 +30,13 @@ SCOPES = {
 """The TF1 variable scope of each network's published checkpoints."""
 
 _HEADS = {"embedding_0": "lsds_0", "affs_0": "affs_0"}
-_INDEX = re.compile(r"^(?P<prefix>.*_checkpoint_(?P<iteration>\d+))\.index$")
 
 
 def find_tf1_checkpoints(folder: Path) -> dict[int, Path]:
-    """TF1 checkpoint prefixes in a folder by iteration (found by their ``.index`` files, not the ``checkpoint`` file)."""
-    found = {}
-    for index in Path(folder).glob("*.index"):
-        match = _INDEX.match(index.name)
-        if match and list(index.parent.glob(f"{match['prefix']}.data-*")):
-            found[int(match["iteration"])] = index.parent / match["prefix"]
-    return dict(sorted(found.items()))
+    """Complete TF1 checkpoint prefixes in a folder by iteration (by their files, not the ``checkpoint`` file)."""
+    from .checkpoints_tf1 import find_tf1_checkpoints as complete
+
+    return {c.iteration: c.prefix for c in complete(folder)}
 
 
 def read_tf1_weights(prefix: Path, scope: str) -> dict[str, np.ndarray]:

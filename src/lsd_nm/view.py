@@ -21,7 +21,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -337,6 +337,52 @@ def write_png(path: Path, data: bytes) -> Path:
     return path
 
 
+def serve(
+    fill: Callable[[object, bool], None],
+    summary: str,
+    bind_address: str = "127.0.0.1",
+    port: int = 0,
+    screenshot_path: Path | None = None,
+    size: tuple[int, int] = (800, 600),
+    chromium: str | None = None,
+    timeout: float = 120.0,
+    finish: Callable[[bytes], bytes] | None = None,
+) -> None:
+    """Serve a neuroglancer viewer and print its URL until Ctrl-C; with ``screenshot_path``, write a PNG and return.
+
+    Args:
+        fill: ``fill(state, for_screenshot)`` fills the ``neuroglancer.ViewerState`` (inside a transaction).
+        summary: a line printed before the URL (what is shown).
+        bind_address: the address the viewer's server listens on (``0.0.0.0``: every interface).
+        port: the server's port (0: a free one).
+        screenshot_path: render the view in headless Chromium, write it here as PNG and stop.
+        size: the screenshot's width and height in pixels.
+        chromium: the Chromium executable for the screenshot (default: found on PATH).
+        timeout: seconds to wait for the screenshot.
+        finish: applied to the screenshot's PNG bytes before they are written (e.g. to label panels).
+    """
+    import neuroglancer
+
+    browser = find_chromium(chromium) if screenshot_path is not None else None
+    neuroglancer.set_server_bind_address(bind_address, port)
+    viewer = neuroglancer.Viewer()
+    with viewer.txn() as s:
+        fill(s, screenshot_path is not None)
+    print(summary)
+    print(viewer.get_viewer_url(), flush=True)
+    try:
+        if screenshot_path is not None:
+            png = screenshot(viewer, size, browser, timeout)
+            print(write_png(screenshot_path, finish(png) if finish is not None else png))
+            return
+        print("serving the viewer; press Ctrl-C to stop", file=sys.stderr, flush=True)
+        threading.Event().wait()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        neuroglancer.stop()
+
+
 def view(
     data: Path,
     bind_address: str = "127.0.0.1",
@@ -357,29 +403,16 @@ def view(
         chromium: the Chromium executable for the screenshot (default: found on PATH).
         timeout: seconds to wait for the screenshot.
     """
-    import neuroglancer
-
     container = resolve_container(Path(data))
     layers = find_layers(container)
-    browser = find_chromium(chromium) if screenshot_path is not None else None
-    neuroglancer.set_server_bind_address(bind_address, port)
-    viewer = neuroglancer.Viewer()
-    with viewer.txn() as s:
-        build_state(s, container, layers, layout="xy" if screenshot_path is not None else "4panel")
-        if screenshot_path is not None:
-            s.cross_section_scale = fit_scale(layers[0], size)
-    print(f"{container}: {', '.join(f'{layer.name} ({layer.kind})' for layer in layers)}")
-    print(viewer.get_viewer_url(), flush=True)
-    try:
-        if screenshot_path is not None:
-            print(write_png(screenshot_path, screenshot(viewer, size, browser, timeout)))
-            return
-        print("serving the viewer; press Ctrl-C to stop", file=sys.stderr, flush=True)
-        threading.Event().wait()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        neuroglancer.stop()
+
+    def fill(state, for_screenshot: bool) -> None:
+        build_state(state, container, layers, layout="xy" if for_screenshot else "4panel")
+        if for_screenshot:
+            state.cross_section_scale = fit_scale(layers[0], size)
+
+    summary = f"{container}: {', '.join(f'{layer.name} ({layer.kind})' for layer in layers)}"
+    serve(fill, summary, bind_address, port, screenshot_path, size, chromium, timeout)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
