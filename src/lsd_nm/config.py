@@ -94,6 +94,8 @@ def format_validation_error(source: str, model: type[BaseModel], error: Validati
             value = json.dumps(first.get("input"), default=str)
             return f"{source}: key '{_location(loc[:-1])}': too few values, got {value}"
         return f"{source}: missing key '{key}'"
+    if not loc:  # a check across keys
+        return f"{source}: {first['msg'].removeprefix('Value error, ')}"
     value = first.get("input")
     return f"{source}: key '{key}': {first['msg'].lower()}, got {json.dumps(value, default=str)}"
 

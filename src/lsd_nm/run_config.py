@@ -1,0 +1,109 @@
+"""The one JSON config of a ``03_predict`` run, read by every step (predict, fragments, agglomerate, segments, evaluate).
+
+Relative paths resolve against the repository root (so ``"setup": "02_train/synthetic/mtlsd"`` works from any
+working directory); absolute paths are kept. ROIs, block sizes and contexts are in nm.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import model_validator
+
+from . import REPO_ROOT
+from .config import StrictBaseModel, load_model
+
+MergeFunction = Literal[
+    "mean",
+    "hist_quant_10", "hist_quant_10_initmax", "hist_quant_25", "hist_quant_25_initmax",
+    "hist_quant_50", "hist_quant_50_initmax", "hist_quant_75", "hist_quant_75_initmax",
+    "hist_quant_90", "hist_quant_90_initmax",
+]  # fmt: skip
+
+
+class RunConfig(StrictBaseModel):
+    """Prediction, segmentation and evaluation of one volume with one network."""
+
+    setup: str
+    """The network folder, e.g. ``02_train/synthetic/mtlsd``."""
+    iteration: int | Literal["latest"] = "latest"
+    """The checkpoint to predict with."""
+    raw_file: str
+    """The zarr container with the raw data."""
+    raw_dataset: str = "volumes/raw"
+    """The raw dataset in it."""
+    out_file: str
+    """The zarr container that receives ``volumes/affs``, ``volumes/lsds``, ``volumes/fragments``, segmentations, LUTs."""
+    roi_offset: tuple[int, int, int] | None = None
+    """Offset (nm) of the region to process (default: the whole raw volume shrunk by the network's context)."""
+    roi_shape: tuple[int, int, int] | None = None
+    """Shape (nm) of that region."""
+    num_workers: int = 2
+    """Worker processes per blockwise step (1: in process, serially, for debugging)."""
+    worker_command: list[str] = []
+    """A prefix for worker command lines (e.g. ``["bsub", "-n", "5"]`` or ``["singularity", "exec", "--nv", "img.sif"]``)."""
+    device: str | None = None
+    """Where the network runs: ``cpu``, ``gpu``, ``gpu:N`` (default: a GPU if there is one)."""
+    block_size: tuple[int, int, int] = (1200, 1620, 1620)
+    """Write size (nm) of the post-processing blocks (fragments, agglomeration, segmentation)."""
+    context: tuple[int, int, int] = (240, 243, 243)
+    """Context (nm) read around each post-processing block."""
+    db: str | None = None
+    """The region graph: a ``postgresql://user@host:port/dbname`` URL, or a SQLite file (default: beside out_file)."""
+    fragments_in_xy: bool = False
+    """Seeded watershed per section (anisotropic data) instead of in 3D."""
+    epsilon_agglomerate: float = 0.0
+    """Merge fragments within a block up to this threshold right after the watershed (0: off)."""
+    filter_fragments: float = 0.0
+    """Remove fragments whose mean affinity is below this (0: off)."""
+    mask_file: str | None = None
+    """A container with a mask outside which no fragments are made."""
+    mask_dataset: str | None = None
+    """The mask dataset in it."""
+    merge_function: MergeFunction = "hist_quant_75"
+    """waterz scoring of region-graph edges (the paper's best: 75th percentile of boundary affinities)."""
+    thresholds: tuple[float, float, float] = (0.0, 1.0, 0.02)
+    """The evaluation sweep: [min, max, step] of merge thresholds."""
+    extract_thresholds: list[float] = [0.5]
+    """Thresholds whose segmentations are written as ``volumes/segmentation_<int(round(100·t))>``."""
+    gt_file: str | None = None
+    """Ground truth container for evaluation."""
+    gt_dataset: str | None = None
+    """Dense ground-truth labels in it (e.g. ``volumes/labels/neuron_ids``)."""
+    gt_skeletons: str | None = None
+    """Ground-truth skeletons (``*.skeletons.npz``) for ERL and site-based VOI."""
+
+    @model_validator(mode="after")
+    def _consistent(self) -> RunConfig:
+        if (self.roi_offset is None) != (self.roi_shape is None):
+            raise ValueError("give both roi_offset and roi_shape, or neither")
+        if (self.mask_file is None) != (self.mask_dataset is None):
+            raise ValueError("give both mask_file and mask_dataset, or neither")
+        if self.gt_dataset is not None and self.gt_file is None:
+            raise ValueError("gt_dataset needs gt_file")
+        if self.num_workers < 1:
+            raise ValueError(f"num_workers must be ≥ 1, got {self.num_workers}")
+        return self
+
+    def path(self, value: str | None) -> Path | None:
+        """A path of this config, resolved against the repository root when relative."""
+        if value is None:
+            return None
+        p = Path(value)
+        return p if p.is_absolute() else REPO_ROOT / p
+
+    @property
+    def db_location(self) -> str:
+        """The region graph: a PostgreSQL URL, or the SQLite file (default ``<out_file without .zarr>.rag.db``)."""
+        if self.db is not None and self.db.startswith("postgresql://"):
+            return self.db
+        if self.db is not None:
+            return str(self.path(self.db))
+        out = self.path(self.out_file)
+        return str(out.with_name(out.name.removesuffix(".zarr") + ".rag.db"))
+
+
+def load_run_config(path: Path) -> RunConfig:
+    """Read and validate a run config (one-line errors naming the file and key)."""
+    return load_model(RunConfig, Path(path))

@@ -1,0 +1,41 @@
+"""The 03_predict run config: required keys, defaults, path resolution, one-line errors."""
+
+import pytest
+
+from conftest import REPO
+from lsd_nm.config import ConfigError
+from lsd_nm.run_config import load_run_config
+
+
+def write(tmp_path, text):
+    path = tmp_path / "run.json"
+    path.write_text(text)
+    return path
+
+
+def test_defaults_and_paths(tmp_path):
+    config = load_run_config(write(tmp_path, '{"setup": "02_train/synthetic/mtlsd", "raw_file": "/data/raw.zarr", "out_file": "out/x.zarr"}'))
+    assert config.iteration == "latest" and config.merge_function == "hist_quant_75"
+    assert config.path(config.setup) == REPO / "02_train/synthetic/mtlsd"
+    assert config.path(config.raw_file).as_posix() == "/data/raw.zarr"
+    assert config.db_location == str(REPO / "out/x.rag.db")
+    postgres = load_run_config(write(tmp_path, '{"setup": "s", "raw_file": "r", "out_file": "o.zarr", "db": "postgresql://u@h:5/db"}'))
+    assert postgres.db_location == "postgresql://u@h:5/db"
+
+
+def test_unknown_merge_function(tmp_path):
+    path = write(tmp_path, '{"setup": "s", "raw_file": "r", "out_file": "o", "merge_function": "hist_quant_76"}')
+    with pytest.raises(ConfigError) as e:
+        load_run_config(path)
+    assert str(e.value).startswith(f"{path}: key 'merge_function': input should be 'mean', 'hist_quant_10',")
+
+
+def test_missing_and_inconsistent_keys(tmp_path):
+    path = write(tmp_path, '{"setup": "s", "raw_file": "r"}')
+    with pytest.raises(ConfigError) as e:
+        load_run_config(path)
+    assert str(e.value) == f"{path}: missing key 'out_file'"
+    path = write(tmp_path, '{"setup": "s", "raw_file": "r", "out_file": "o", "roi_offset": [0, 0, 0]}')
+    with pytest.raises(ConfigError) as e:
+        load_run_config(path)
+    assert str(e.value) == f"{path}: give both roi_offset and roi_shape, or neither"
