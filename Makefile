@@ -76,9 +76,9 @@ test: $(ENV_READY) ## run the test suite (sets itself up first; installs Debian'
 	fi
 	$(VENV)/bin/python -m pytest $(ARGS)
 
-demo: $(ENV_READY) synthetic ## run the main job end to end on the embedded synthetic dataset
-	@echo "demo: the synthetic dataset is ready under 01_data/funke/synthetic/"
-	@echo "demo: next steps: make mknet / make train / make segment (see README.md)"
+demo: $(ENV_READY) synthetic masks ## run the main job end to end on the embedded synthetic dataset
+	@echo "demo: the synthetic dataset (with masks) is ready under 01_data/funke/synthetic/"
+	@echo "demo: next: make train DATASET=synthetic NETWORK=mtlsd ITERATION=2000, then make predict-scan DATASET=synthetic NETWORK=mtlsd (README.md)"
 
 # ---- 00_containers -------------------------------------------------------------------------------------------
 container: ## build the Singularity/Apptainer image lsd_nm.sif from 00_containers/lsd_nm.def ([SINGULARITY=apptainer] [ARGS=out.sif])
