@@ -65,13 +65,21 @@ $(VENV)/.installed-$(TF_EXTRA): $(ROOT)/pyproject.toml
 	$(VENV)/bin/python -m pip install --quiet --disable-pip-version-check -e "$(ROOT)[$(TF_EXTRA),test]"; \
 	rm -f $(VENV)/.installed-*; touch $@
 
-test: $(ENV_READY) ## run the test suite (sets itself up first; installs Debian's chromium when missing, as root)
+test: $(ENV_READY) ## run the test suite (sets itself up first; installs Debian's chromium and postgresql when missing, as root)
 	@if [ ! -x /usr/bin/chromium ]; then \
 	    if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
 	        echo "test: installing Debian's chromium (for the neuroglancer screenshot tests)"; \
 	        apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
 	    else \
 	        echo "test: /usr/bin/chromium is missing: install Debian's chromium (apt-get install chromium) or the screenshot tests fail" >&2; \
+	    fi; \
+	fi
+	@if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then \
+	    if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	        echo "test: installing Debian's postgresql (for the region-graph tests)"; \
+	        apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null; \
+	    else \
+	        echo "test: PostgreSQL server binaries are missing: apt-get install postgresql, or the region-graph tests fail" >&2; \
 	    fi; \
 	fi
 	$(VENV)/bin/python -m pytest $(ARGS)

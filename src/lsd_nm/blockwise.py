@@ -1,0 +1,216 @@
+"""Blockwise processing with daisy 2, shared by every ``03_predict`` step (fragments, agglomeration, …).
+
+One call, :func:`run_blockwise`, runs a per-block function over a ROI:
+
+* the per-worker setup (open arrays and the region graph, later: load a model) is apart from the per-block work:
+  ``worker_setup()`` runs once per worker and its result is passed to every ``process_block(block, resources)``;
+* ``num_workers == 1`` runs in this process, serially (daisy's ``multiprocessing=False``), for debugging;
+  otherwise daisy spawns ``num_workers`` worker processes, or — with a ``worker_command`` prefix such as
+  ``["bsub", "-n", "5"]`` — each worker runs ``worker_command + [python, -m, lsd_nm.blockwise_worker, SPEC]``;
+* finished blocks are recorded on disk (daisy's block tracking in ``tracking_dir``), so a re-run skips them;
+* the scheduler listens on 127.0.0.1 only; a block that raises is reported by daisy with its id and traceback and
+  retried (at most ``max_retries`` times; the worker goes on with other blocks, a worker that dies is replaced);
+  if it still fails, :class:`BlockwiseError` names the task and the failed blocks and carries the worker's traceback;
+* worker output goes to ``<tracking_dir>/../logs/<task>/worker_<n>.{out,err}``; daisy's progress bar shows.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import traceback
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import daisy
+from funlib.geometry import Roi
+
+HOST = "127.0.0.1"
+"""The scheduler's address: loopback only (no remote workers without an explicit host)."""
+
+
+class BlockwiseError(RuntimeError):
+    """Blocks of a task failed for good (after daisy's retries); the message carries the worker traceback."""
+
+
+@dataclass(frozen=True)
+class BlockwiseResult:
+    """What one :func:`run_blockwise` call did."""
+
+    total: int
+    """Blocks of the task."""
+    processed: int
+    """Blocks processed in this run."""
+    skipped: int
+    """Blocks skipped because an earlier run recorded them done."""
+
+
+def _loop_over_blocks(worker_setup: Callable[[], Any] | None, process_block: Callable[[Any, Any], None]) -> None:
+    """The body of one worker process: set up once, then process blocks until the scheduler has none left."""
+    resources = worker_setup() if worker_setup is not None else None
+    client = daisy.Client()
+    while True:
+        try:
+            with client.acquire_block() as block:
+                if block is None:
+                    return
+                process_block(block, resources)
+        except Exception:  # noqa: BLE001 - daisy has reported it (block id + traceback) and retries the block
+            continue
+
+
+def _command_worker(command: list[str], spec: Path) -> Callable[[], None]:
+    """A daisy 0-argument worker function that runs the worker as a command (it inherits ``DAISY_CONTEXT``)."""
+
+    # the worker unpickles functions by module name: give it this process's import path (as daisy's own workers get)
+    path = os.pathsep.join(p for p in sys.path if p and Path(p).is_dir())
+
+    def worker() -> None:
+        env = {**os.environ, "PYTHONPATH": path}
+        args = [*command, sys.executable, "-m", "lsd_nm.blockwise_worker", str(spec)]
+        done = subprocess.run(args, env=env, check=False)
+        if done.returncode != 0:
+            raise RuntimeError(f"worker command exited with code {done.returncode}: {' '.join(command)}")
+
+    return worker
+
+
+def run_blockwise(
+    task_name: str,
+    total_roi: Roi,
+    read_roi: Roi,
+    write_roi: Roi,
+    process_block: Callable[[daisy.Block, Any], None],
+    num_workers: int,
+    tracking_dir: Path,
+    worker_setup: Callable[[], Any] | None = None,
+    worker_command: Sequence[str] = (),
+    fit: str = "shrink",
+    read_write_conflict: bool = False,
+    max_retries: int = 2,
+    timeout: float = 600.0,
+    progress: bool = True,
+) -> BlockwiseResult:
+    """Run ``process_block`` over every block of ``total_roi``, skipping blocks an earlier run finished.
+
+    Args:
+        task_name: the daisy task id (also names the log folder).
+        total_roi: the ROI (nm) the blocks' read ROIs tile.
+        read_roi: the read ROI of the first block (nm), e.g. ``Roi(-context, block + 2·context)``.
+        write_roi: the write ROI of the first block (nm), e.g. ``Roi(0, block)``.
+        process_block: ``process_block(block, resources)``, called once per block; ``resources`` is what
+            ``worker_setup`` returned in this worker (None without it). Must be picklable (module-level
+            functions, :func:`functools.partial` of them) when ``num_workers > 1``.
+        num_workers: 1 runs serially in this process; more start that many worker processes.
+        tracking_dir: where daisy records done blocks (created); delete it to process every block again.
+        worker_setup: called once per worker before its first block (open arrays, databases, load a model).
+        worker_command: a command prefix each worker runs under (e.g. ``["bsub", "-n", "5", "-K"]``); empty:
+            plain local processes.
+        fit: daisy's block fit at the ROI's end (``shrink``, ``valid`` or ``overhang``).
+        read_write_conflict: whether blocks whose read and write ROIs overlap must not run at the same time.
+        max_retries: how often a failing block is retried before it counts as failed.
+        timeout: seconds after which a block still running is reclaimed (its worker killed) and retried.
+        progress: show daisy's progress bar and execution summary.
+
+    Returns:
+        The numbers of blocks in total, processed now and skipped.
+
+    Raises:
+        BlockwiseError: when blocks failed for good; the message names them and holds the first traceback.
+    """
+    tracking_dir = Path(tracking_dir)
+    tracking_dir.mkdir(parents=True, exist_ok=True)
+    daisy.logging.set_log_basedir(str(tracking_dir.parent / "logs"))
+    serial = num_workers == 1 and not worker_command
+
+    if serial:
+        cache: dict[str, Any] = {}
+
+        def function(block: daisy.Block) -> None:
+            if "resources" not in cache:
+                cache["resources"] = worker_setup() if worker_setup is not None else None
+            for attempt in range(max_retries + 1):
+                try:
+                    process_block(block, cache["resources"])
+                    return
+                except Exception as e:  # noqa: BLE001 - retried, then reported with the traceback
+                    if attempt == max_retries:
+                        error = "".join(traceback.format_exception(e))
+                        raise BlockwiseError(
+                            f"{task_name}: 1 block failed after {max_retries} retries (block {block.block_id[1]} "
+                            f"(write {block.write_roi})); the run stops here (num_workers 1); error:\n{error}"
+                        ) from None
+
+    elif worker_command:
+        import cloudpickle
+
+        spec = tracking_dir / "worker.pkl"
+        spec.write_bytes(cloudpickle.dumps((worker_setup, process_block)))
+        function = _command_worker(list(worker_command), spec)
+    else:
+
+        def function() -> None:
+            _loop_over_blocks(worker_setup, process_block)
+
+    task = daisy.Task(
+        task_name,
+        total_roi=total_roi,
+        read_roi=read_roi,
+        write_roi=write_roi,
+        process_function=function,
+        read_write_conflict=read_write_conflict,
+        fit=fit,
+        max_workers=num_workers,
+        max_retries=max_retries,
+        timeout=timeout,
+        tracking_path=str(tracking_dir),
+    )
+    try:
+        states = daisy.run_blockwise(
+            task,
+            multiprocessing=not serial,
+            host=HOST,
+            return_states=True,
+            progress=progress,
+            summary=progress,
+        )
+    except BlockwiseError:
+        raise
+    except RuntimeError as e:  # daisy abandons a task whose workers keep dying
+        raise BlockwiseError(f"{task_name}: {e}") from None
+    state = states[task_name]
+    if state.completed_count != state.total_block_count:
+        failed = task.failed_blocks()
+        where = ", ".join(f"{b.block_id[1]} (write {b.write_roi})" for b in failed[:5])
+        more = f" and {len(failed) - 5} more" if len(failed) > 5 else ""
+        error = state.first_worker_error or state.last_worker_error or "(no traceback reported)"
+        raise BlockwiseError(
+            f"{task_name}: {state.total_block_count - state.completed_count} of {state.total_block_count} blocks "
+            f"failed after {max_retries} retries (blocks {where}{more}); logs in {tracking_dir.parent / 'logs'}; "
+            f"first error:\n{error}"
+        )
+    return BlockwiseResult(
+        total=state.total_block_count,
+        processed=state.completed_count - state.skipped_count,
+        skipped=state.skipped_count,
+    )
+
+
+def block_index(write_roi: Roi, total_write_roi: Roi, block_size: Sequence[int]) -> int:
+    """The index of a block in the grid of write ROIs (C order), independent of daisy's block ids.
+
+    Args:
+        write_roi: the block's write ROI (nm).
+        total_write_roi: the ROI the write ROIs tile (nm); its offset is the grid's origin.
+        block_size: the write size (nm).
+    """
+    grid = [-(-s // b) for s, b in zip(total_write_roi.shape, block_size)]
+    position = [(w - o) // b for w, o, b in zip(write_roi.offset, total_write_roi.offset, block_size)]
+    index = 0
+    for p, n in zip(position, grid):
+        index = index * n + p
+    return index
+

@@ -1,0 +1,467 @@
+"""Step 2 of ``03_predict``: fragments — a seeded watershed per block of the predicted affinities (paper §6.4.2).
+
+Per block (read = write ROI ± ``context``): affinities (uint8 ×255 → [0, 1]) × optional mask; foreground = mean
+affinity > 0.5; seeds = maxima of its Euclidean distance transform (voxel units) within a window of
+``min_seed_distance`` voxels, plus the maximum of every foreground component that got no seed (so a component is
+never flooded from a neighbour); watershed of the inverted distance from those seeds (every voxel of the read ROI
+gets a fragment, face connectivity). Optionally per z-section (``fragments_in_xy``), masked, filtered by mean
+affinity (``filter_fragments``) and merged within the block by waterz up to ``epsilon_agglomerate``. The result is
+cropped to the write ROI and relabelled ``block_index · voxels_per_block + 1, 2, …`` (unique across blocks, never 0
+for a fragment); every fragment's centre of mass (nm) becomes a node of the region graph.
+
+Run: ``python 03_predict/02_extract_fragments.py CONFIG.json [--overwrite]``
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from funlib.geometry import Coordinate, Roi
+
+from .blockwise import BlockwiseResult, block_index, run_blockwise
+from .config import ConfigError
+from .run_config import RunConfig, load_run_config
+
+AFFS = "volumes/affs"
+FRAGMENTS = "volumes/fragments"
+FINGERPRINT_ATTR = "lsd_nm_fragments"
+"""Attr of ``volumes/fragments`` holding the settings it was made with (a re-run with others needs --overwrite)."""
+MIN_SEED_DISTANCE = 10
+"""Window (voxels) of the maximum filter that picks seeds, as in the original."""
+EPSILON_SCORING = "OneMinus<HistogramQuantileAffinity<RegionGraphType, 25, ScoreValue, 256, false>>"
+
+
+# ---- volumes ------------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Volume:
+    """A zarr dataset with its ROI (nm, spatial axes) and voxel size."""
+
+    path: Path
+    roi: Roi
+    voxel_size: Coordinate
+
+    def open(self, mode: str = "r"):
+        import zarr
+
+        return zarr.open_array(self.path, mode=mode)
+
+
+def open_dataset(container: Path, dataset: str, what: str) -> Volume:
+    """Describe ``container/dataset`` (attrs ``resolution``/``offset`` in nm); missing → one-line ConfigError."""
+    import zarr
+
+    path = Path(container) / dataset
+    try:
+        array = zarr.open_array(path, mode="r")
+    except (FileNotFoundError, zarr.errors.NodeTypeValidationError, ValueError, KeyError):
+        raise ConfigError(f"{what} '{path}' does not exist") from None
+    except Exception as e:  # zarr raises several kinds for a path that is no array
+        if "not found" in str(e).lower() or "nothing found" in str(e).lower():
+            raise ConfigError(f"{what} '{path}' does not exist") from None
+        raise
+    attrs = array.attrs.asdict()
+    spatial = array.shape[-3:]
+    voxel_size = Coordinate(int(v) for v in attrs.get("resolution", (1, 1, 1)))
+    offset = Coordinate(int(v) for v in attrs.get("offset", (0, 0, 0)))
+    if len(voxel_size) != 3 or len(offset) != 3:
+        raise ConfigError(f"{what} '{path}': expected 3-D attrs resolution/offset, got {attrs}")
+    return Volume(path, Roi(offset, voxel_size * Coordinate(spatial)), voxel_size)
+
+
+def read_padded(array, volume: Volume, roi: Roi) -> np.ndarray:
+    """Read ``roi`` (nm, voxel-aligned) of an open zarr array; what lies outside the volume reads as 0."""
+    vs = volume.voxel_size
+    shape = tuple(s // v for s, v in zip(roi.shape, vs))
+    out = np.zeros(array.shape[:-3] + shape, dtype=array.dtype)
+    inside = roi.intersect(volume.roi)
+    if inside.empty:
+        return out
+    src = tuple(slice((b - o) // v, (e - o) // v) for b, e, o, v in zip(inside.begin, inside.end, volume.roi.begin, vs))
+    dst = tuple(slice((b - o) // v, (e - o) // v) for b, e, o, v in zip(inside.begin, inside.end, roi.begin, vs))
+    out[(Ellipsis, *dst)] = array[(Ellipsis, *src)]
+    return out
+
+
+def voxel_slices(volume: Volume, roi: Roi) -> tuple[slice, ...]:
+    """The voxel slices of ``roi`` (nm, inside the volume) in the volume's array."""
+    return tuple(
+        slice((b - o) // v, (e - o) // v) for b, e, o, v in zip(roi.begin, roi.end, volume.roi.begin, volume.voxel_size)
+    )
+
+
+# ---- block geometry -----------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Geometry:
+    """The blocks of a post-processing step: write blocks tile ``write_total``; each reads ± ``context``."""
+
+    write_total: Roi
+    block_size: Coordinate
+    context: Coordinate
+    voxel_size: Coordinate
+
+    @property
+    def total_roi(self) -> Roi:
+        return self.write_total.grow(self.context, self.context)
+
+    @property
+    def read_roi(self) -> Roi:
+        return Roi(-self.context, self.block_size + self.context * 2)
+
+    @property
+    def write_roi(self) -> Roi:
+        return Roi((0,) * 3, self.block_size)
+
+    @property
+    def voxels_per_block(self) -> int:
+        return int(np.prod(self.block_size / self.voxel_size))
+
+
+def block_geometry(config: RunConfig, volume: Volume) -> Geometry:
+    """Blocks of ``config.block_size`` ± ``config.context`` over ``volume`` (both multiples of its voxel size)."""
+    vs = volume.voxel_size
+    block, context = Coordinate(config.block_size), Coordinate(config.context)
+    for name, value in (("block_size", block), ("context", context)):
+        if any(x % v for x, v in zip(value, vs)) or any(x < 0 for x in value):
+            raise ConfigError(f"{name} {tuple(value)} nm is not a multiple of the voxel size {tuple(vs)} nm")
+    if any(b <= 0 for b in block):
+        raise ConfigError(f"block_size {tuple(block)} nm must be positive")
+    if any(c < v for c, v in zip(context, vs)):
+        # agglomeration must see every contact of a block's fragments: at least one voxel around the block
+        raise ConfigError(f"context {tuple(context)} nm must be at least one voxel {tuple(vs)} nm")
+    return Geometry(volume.roi, block, context, vs)
+
+
+# ---- the watershed ------------------------------------------------------------------------------------------------
+
+
+def _seeded_watershed(foreground: np.ndarray, min_seed_distance: int) -> tuple[np.ndarray, int]:
+    """Watershed of the inverted distance transform of ``foreground`` from its maxima; every voxel gets an id ≥ 1
+    (if there is any foreground)."""
+    from scipy import ndimage
+    from skimage.segmentation import watershed
+
+    dist = ndimage.distance_transform_edt(foreground).astype(np.float32)
+    maxima = (ndimage.maximum_filter(dist, size=min_seed_distance) == dist) & foreground
+    seeds, n = ndimage.label(maxima)
+    components, num_components = ndimage.label(foreground)
+    if num_components:
+        # a component whose maxima all lost to a larger neighbour within the window would otherwise be flooded
+        # from that neighbour, across the boundary: give it its own seed at its maximum
+        seeded = np.zeros(num_components + 1, dtype=bool)
+        seeded[components[maxima]] = True
+        missing = np.flatnonzero(~seeded[1:]) + 1
+        if len(missing):
+            for position in ndimage.maximum_position(dist, components, missing):
+                n += 1
+                seeds[position] = n
+    if n == 0:
+        return np.zeros(foreground.shape, dtype=np.uint64), 0
+    labels = watershed(dist.max() - dist, seeds)
+    return labels.astype(np.uint64), n
+
+
+def watershed_from_affinities(
+    affs: np.ndarray, fragments_in_xy: bool = False, min_seed_distance: int = MIN_SEED_DISTANCE
+) -> np.ndarray:
+    """Fragments (uint64, 1…n; 0 only where there is no foreground at all) of affinities in [0, 1].
+
+    Args:
+        affs: (channels, z, y, x) float affinities, channels z, y, x first.
+        fragments_in_xy: watershed each z-section on the mean of the y and x affinities.
+        min_seed_distance: maximum-filter window (voxels) for the seeds.
+    """
+    if not fragments_in_xy:
+        labels, _ = _seeded_watershed(np.mean(affs, axis=0) > 0.5, min_seed_distance)
+        return labels
+    labels = np.zeros(affs.shape[1:], dtype=np.uint64)
+    next_id = 0
+    for z in range(affs.shape[1]):
+        section, n = _seeded_watershed(np.mean(affs[1:3, z], axis=0) > 0.5, min_seed_distance)
+        labels[z] = np.where(section > 0, section + next_id, 0)
+        next_id += n
+    return labels
+
+
+def relabel(labels: np.ndarray) -> np.ndarray:
+    """Consecutive ids 1…n in order of the old ids, 0 kept."""
+    unique, inverse = np.unique(labels, return_inverse=True)
+    inverse = inverse.reshape(labels.shape).astype(np.uint64)
+    return inverse if unique[0] == 0 else inverse + 1
+
+
+def fragments_in_block(
+    affs: np.ndarray,
+    mask: np.ndarray | None,
+    fragments_in_xy: bool,
+    epsilon_agglomerate: float,
+    filter_fragments: float,
+) -> np.ndarray:
+    """The fragments of one read ROI (uint64), before cropping.
+
+    Args:
+        affs: (channels, z, y, x) affinities as stored (uint8 ×255, or float in [0, 1]).
+        mask: optional (z, y, x) mask; fragments only where it is non-zero.
+        fragments_in_xy: per-section watershed.
+        epsilon_agglomerate: merge fragments with waterz (25th-percentile score) below this (0: off).
+        filter_fragments: drop fragments whose mean affinity is below this (0: off).
+    """
+    affs = affs.astype(np.float32) / (255.0 if affs.dtype == np.uint8 else 1.0)
+    if mask is not None:
+        affs = affs * (mask > 0)
+    fragments = watershed_from_affinities(affs, fragments_in_xy)
+    if mask is not None:
+        fragments[mask == 0] = 0
+    if filter_fragments > 0 and fragments.max() > 0:
+        from scipy import ndimage
+
+        # the original averaged affs[0:2] in xy mode, i.e. z and y; the in-plane affinities are y and x
+        mean = np.mean(affs[1:3] if fragments_in_xy else affs, axis=0)
+        ids = np.unique(fragments[fragments > 0])
+        means = np.asarray(ndimage.mean(mean, fragments, ids))
+        fragments[np.isin(fragments, ids[means < filter_fragments])] = 0
+    if epsilon_agglomerate > 0 and fragments.max() > 0:
+        import waterz
+
+        local = relabel(fragments)
+        merged = next(
+            waterz.agglomerate(
+                np.ascontiguousarray(affs[:3]), [epsilon_agglomerate], fragments=np.ascontiguousarray(local),
+                scoring_function=EPSILON_SCORING, discretize_queue=256,
+            )  # fmt: skip
+        )
+        fragments = np.array(merged, copy=True)  # waterz reuses its buffer between yields
+    return fragments
+
+
+def centers_of_mass(labels: np.ndarray, offset: Sequence[int], voxel_size: Sequence[int]) -> dict[int, tuple[int, ...]]:
+    """id → centre of mass (nm, rounded) of every non-zero id of ``labels`` whose voxel 0 lies at ``offset`` (nm)."""
+    ids, inverse, counts = np.unique(labels.ravel(), return_inverse=True, return_counts=True)
+    coords = np.indices(labels.shape).reshape(3, -1)
+    centers = np.stack([np.bincount(inverse, weights=c) for c in coords], axis=1) / counts[:, None]
+    nm = np.rint(np.asarray(offset) + centers * np.asarray(voxel_size)).astype(np.int64)
+    return {int(i): tuple(int(x) for x in c) for i, c in zip(ids, nm) if i != 0}
+
+
+# ---- the blockwise step -------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class FragmentsJob:
+    """Everything a worker needs (picklable)."""
+
+    affs: Volume
+    fragments: Volume
+    mask: Volume | None
+    geometry: Geometry
+    db_location: str
+    fragments_in_xy: bool
+    epsilon_agglomerate: float
+    filter_fragments: float
+
+
+def _setup_worker(job: FragmentsJob) -> dict[str, Any]:
+    from .graph import open_graph
+
+    return {
+        "affs": job.affs.open("r"),
+        "fragments": job.fragments.open("r+"),
+        "mask": job.mask.open("r") if job.mask is not None else None,
+        "db": open_graph(job.db_location, "r+"),
+    }
+
+
+def _read_mask(array, volume: Volume, roi: Roi, voxel_size: Coordinate) -> np.ndarray:
+    """The mask in ``roi`` at ``voxel_size`` (repeated when its voxels are an integer multiple)."""
+    factor = volume.voxel_size / voxel_size
+    coarse = Roi(roi.begin, roi.shape).snap_to_grid(volume.voxel_size, mode="grow")
+    data = read_padded(array, volume, coarse)
+    for axis, f in enumerate(factor):
+        data = np.repeat(data, f, axis=axis)
+    start = [(b - c) // v for b, c, v in zip(roi.begin, coarse.begin, voxel_size)]
+    shape = [s // v for s, v in zip(roi.shape, voxel_size)]
+    return data[tuple(slice(s, s + n) for s, n in zip(start, shape))]
+
+
+def process_block(job: FragmentsJob, block, resources: dict[str, Any]) -> None:
+    """Fragments of one block → ``volumes/fragments`` and nodes of the region graph."""
+    from .graph import write_nodes
+
+    geometry = job.geometry
+    read_roi, write_roi = block.read_roi, block.write_roi
+    affs = read_padded(resources["affs"], job.affs, read_roi)
+    mask = None
+    if job.mask is not None:
+        mask = _read_mask(resources["mask"], job.mask, read_roi, geometry.voxel_size)
+    fragments = fragments_in_block(affs, mask, job.fragments_in_xy, job.epsilon_agglomerate, job.filter_fragments)
+    crop = tuple(
+        slice((w - r) // v, (w - r) // v + s // v)
+        for w, r, s, v in zip(write_roi.begin, read_roi.begin, write_roi.shape, geometry.voxel_size)
+    )
+    local = relabel(fragments[crop])
+    index = block_index(write_roi, geometry.write_total, geometry.block_size)
+    ids = np.where(local > 0, local + np.uint64(index * geometry.voxels_per_block), np.uint64(0)).astype(np.uint64)
+    # nodes first: a block whose fragments are written is then never without its nodes (a crash in between
+    # leaves the block undone, and re-running it writes the same nodes and ids again)
+    write_nodes(resources["db"], centers_of_mass(ids, write_roi.begin, geometry.voxel_size))
+    resources["fragments"][voxel_slices(job.fragments, write_roi)] = ids
+
+
+def fingerprint(config: RunConfig, affs: Volume) -> dict[str, Any]:
+    """The settings that determine the fragments (a different one means other fragments)."""
+    return {
+        "affs_roi": [list(affs.roi.offset), list(affs.roi.shape)],
+        "voxel_size": list(affs.voxel_size),
+        "block_size": list(config.block_size),
+        "context": list(config.context),
+        "fragments_in_xy": config.fragments_in_xy,
+        "epsilon_agglomerate": config.epsilon_agglomerate,
+        "filter_fragments": config.filter_fragments,
+        "mask": [config.mask_file and str(config.path(config.mask_file)), config.mask_dataset],
+        "min_seed_distance": MIN_SEED_DISTANCE,
+    }
+
+
+def blocks_dir(config: RunConfig) -> Path:
+    """Where done blocks (and worker logs) of the steps of this run are recorded."""
+    return config.path(config.out_file) / ".blocks"
+
+
+def extract_fragments(config: RunConfig, overwrite: bool = False, progress: bool = True) -> BlockwiseResult:
+    """Write ``volumes/fragments`` into ``out_file`` and the fragment nodes into the region graph, blockwise.
+
+    Re-running with the same settings resumes (done blocks are skipped). Fragments made with other settings are
+    not replaced unless ``overwrite`` (which also drops the region graph and the agglomeration's done blocks).
+
+    Args:
+        config: the run config (``out_file``, ``block_size``, ``context``, ``num_workers``, ``worker_command``,
+            ``db``, ``fragments_in_xy``, ``epsilon_agglomerate``, ``filter_fragments``, ``mask_file/mask_dataset``).
+        overwrite: start over, replacing existing fragments and the region graph.
+        progress: show daisy's progress bar.
+
+    Raises:
+        ConfigError: missing affinities or mask, bad geometry, unreachable database, fragments from other settings —
+            all before anything is written.
+    """
+    import zarr
+
+    from .data import COMPRESSOR
+    from .graph import check_reachable, graph_exists, open_graph
+
+    out_file = config.path(config.out_file)
+    affs = open_dataset(out_file, AFFS, "affinities")
+    if len(zarr.open_array(affs.path, mode="r").shape) != 4:
+        raise ConfigError(f"affinities '{affs.path}' must be (channels, z, y, x)")
+    geometry = block_geometry(config, affs)
+    mask = None
+    if config.mask_file is not None:
+        mask = open_dataset(config.path(config.mask_file), config.mask_dataset, "mask")
+        if any(m % v for m, v in zip(mask.voxel_size, affs.voxel_size)):
+            raise ConfigError(
+                f"mask voxel size {tuple(mask.voxel_size)} nm is not a multiple of the affinities' "
+                f"{tuple(affs.voxel_size)} nm"
+            )
+    check_reachable(config.db_location)
+
+    wanted = fingerprint(config, affs)
+    fragments_path = out_file / FRAGMENTS
+    tracking = blocks_dir(config) / "extract_fragments"
+    fresh = True
+    if fragments_path.exists():
+        existing = zarr.open_array(fragments_path, mode="r").attrs.asdict().get(FINGERPRINT_ATTR)
+        if existing == wanted and not overwrite:
+            if not graph_exists(config.db_location):
+                raise ConfigError(
+                    f"'{fragments_path}' exists but the region graph '{config.db_location}' does not; "
+                    "pass --overwrite to start over"
+                )
+            fresh = False
+        elif not overwrite:
+            differs = sorted(k for k in wanted if (existing or {}).get(k) != wanted[k])
+            raise ConfigError(
+                f"'{fragments_path}' exists from other settings ({', '.join(differs)}); pass --overwrite to replace it"
+            )
+    if fresh:
+        shutil.rmtree(fragments_path, ignore_errors=True)
+        shutil.rmtree(tracking, ignore_errors=True)
+        shutil.rmtree(blocks_dir(config) / "agglomerate", ignore_errors=True)  # new nodes: no edges yet
+        (blocks_dir(config) / "agglomerate.json").unlink(missing_ok=True)
+        open_graph(config.db_location, "w").close()
+        group = zarr.open_group(out_file, mode="r+")
+        shape = tuple(s // v for s, v in zip(affs.roi.shape, affs.voxel_size))
+        chunks = tuple(min(b // v, s) for b, v, s in zip(geometry.block_size, affs.voxel_size, shape))
+        array = group.require_group("volumes").create_array(
+            "fragments", shape=shape, chunks=chunks, dtype=np.uint64, fill_value=0, compressors=COMPRESSOR
+        )
+        array.attrs.update(
+            {
+                "resolution": [int(v) for v in affs.voxel_size],
+                "offset": [int(v) for v in affs.roi.offset],
+                FINGERPRINT_ATTR: wanted,
+            }
+        )
+    job = FragmentsJob(
+        affs=affs,
+        fragments=Volume(fragments_path, affs.roi, affs.voxel_size),
+        mask=mask,
+        geometry=geometry,
+        db_location=config.db_location,
+        fragments_in_xy=config.fragments_in_xy,
+        epsilon_agglomerate=config.epsilon_agglomerate,
+        filter_fragments=config.filter_fragments,
+    )
+    return run_blockwise(
+        "extract_fragments",
+        geometry.total_roi,
+        geometry.read_roi,
+        geometry.write_roi,
+        process_block=_Bound(process_block, job),
+        num_workers=config.num_workers,
+        tracking_dir=tracking,
+        worker_setup=_Bound(_setup_worker, job),
+        worker_command=config.worker_command,
+        progress=progress,
+    )
+
+
+class _Bound:
+    """``function(job, *args)`` with ``job`` bound; picklable (unlike a closure over a module function, it pickles
+    the function by reference)."""
+
+    def __init__(self, function, job) -> None:
+        self.function, self.job = function, job
+
+    def __call__(self, *args):
+        return self.function(self.job, *args)
+
+
+def parse_step_args(argv: Sequence[str], prog: str, description: str):
+    """``CONFIG.json [--overwrite]`` of a ``03_predict`` step script."""
+    from .cli import _Parser
+
+    parser = _Parser(prog=prog, description=description)
+    parser.add_argument("config", help="the run's JSON config (see 03_predict/README.md)")
+    parser.add_argument("--overwrite", action="store_true", help="replace results made with other settings")
+    return parser.parse_args(list(argv))
+
+
+def main(argv: Sequence[str]) -> int:
+    """``02_extract_fragments.py CONFIG.json [--overwrite]``."""
+    from .cli import run
+
+    args = parse_step_args(argv, "02_extract_fragments.py", "blockwise watershed fragments and region-graph nodes")
+
+    def step() -> None:
+        result = extract_fragments(load_run_config(Path(args.config)), overwrite=args.overwrite)
+        print(f"fragments: {result.processed} blocks processed, {result.skipped} skipped (done before)")
+
+    return run(step)
+

@@ -1,0 +1,173 @@
+"""The region graph of a run: fragments (nodes with centres) and their edges (merge scores), in SQLite or PostgreSQL.
+
+Both backends go through funlib.persistence 0.7 (``SQLiteGraphDataBase`` / ``PgSQLGraphDatabase``). They do not read
+back the same Python values (lists vs tuples, float32 vs float64, bool vs 0/1), so every read here goes through
+:func:`node_record` / :func:`edge_record`, which give identical values for both.
+
+* nodes: ``id`` (uint64 fragment id), ``center`` (z, y, x in nm, int);
+* edges: ``u < v``, ``merge_score`` (float32-exact float; None if waterz never merged them below 1.0),
+  ``agglomerated`` (bool: the edge came from agglomeration).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+from urllib.parse import unquote, urlparse
+
+import numpy as np
+from funlib.geometry import Roi
+
+from .config import ConfigError
+
+EDGE_ATTRS: dict[str, Any] = {"merge_score": float, "agglomerated": bool}
+
+
+def _node_attrs() -> dict[str, Any]:
+    from funlib.persistence.types import Vec
+
+    return {"center": Vec(int, 3)}
+
+
+def is_postgres(location: str) -> bool:
+    """Whether a ``db_location`` is a PostgreSQL URL (else a SQLite file)."""
+    return location.startswith("postgresql://")
+
+
+def _postgres_args(url: str) -> dict[str, Any]:
+    parsed = urlparse(url)
+    name = parsed.path.lstrip("/")
+    if not name or not name.replace("_", "").isalnum() or name.lower() != name:
+        raise ConfigError(f"db '{_safe(url)}': the database name must be plain lower-case letters, digits and _")
+    return {
+        "db_name": name,
+        "db_host": parsed.hostname or "localhost",
+        "db_port": parsed.port,
+        "db_user": unquote(parsed.username) if parsed.username else None,
+        "db_password": unquote(parsed.password) if parsed.password else None,
+    }
+
+
+def _safe(url: str) -> str:
+    """The URL without its password, for messages."""
+    parsed = urlparse(url)
+    if parsed.password is None:
+        return url
+    return url.replace(f":{parsed.password}@", ":***@")
+
+
+def graph_exists(location: str) -> bool:
+    """Whether a region graph was created at ``location`` (for PostgreSQL: whether the server answers and has one)."""
+    if not is_postgres(location):
+        path = Path(location)
+        return path.exists() and (path.parent / f"{path.stem}-meta.json").exists()
+    try:
+        open_graph(location, "r").close()
+    except ConfigError:
+        return False
+    return True
+
+
+def open_graph(location: str, mode: str = "r+"):
+    """Open (``r``, ``r+``) or create (``w``: drops existing tables) the region graph.
+
+    Args:
+        location: ``RunConfig.db_location``: a SQLite file or a ``postgresql://user@host:port/name`` URL.
+        mode: ``r``, ``r+`` or ``w``.
+
+    Raises:
+        ConfigError: one line naming the location when the server does not answer or the graph does not exist.
+    """
+    from funlib.persistence.graphs import PgSQLGraphDatabase, SQLiteGraphDataBase
+
+    common = {"position_attribute": "center", "mode": mode, "directed": False}
+    if mode == "w":
+        common.update(node_attrs=_node_attrs(), edge_attrs=dict(EDGE_ATTRS))
+    if is_postgres(location):
+        import psycopg2
+
+        try:
+            return PgSQLGraphDatabase(**_postgres_args(location), **common)
+        except psycopg2.OperationalError as e:
+            reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise ConfigError(f"db '{_safe(location)}': cannot connect to PostgreSQL ({reason})") from None
+        except RuntimeError:
+            raise ConfigError(f"db '{_safe(location)}': no region graph there (run 02_extract_fragments)") from None
+    path = Path(location)
+    if mode != "w" and not graph_exists(location):
+        raise ConfigError(f"db '{path}': no region graph there (run 02_extract_fragments)")
+    if not path.parent.is_dir():
+        raise ConfigError(f"db '{path}': folder {path.parent} does not exist")
+    return SQLiteGraphDataBase(path, **common)
+
+
+def check_reachable(location: str) -> None:
+    """Raise a one-line :class:`ConfigError` if the PostgreSQL server of ``location`` does not answer (SQLite: its
+    folder must exist). Writes nothing."""
+    if is_postgres(location):
+        import psycopg2
+
+        args = _postgres_args(location)
+        try:
+            psycopg2.connect(
+                host=args["db_host"], port=args["db_port"], user=args["db_user"], password=args["db_password"],
+                database="postgres", connect_timeout=5,
+            ).close()  # fmt: skip
+        except psycopg2.OperationalError as e:
+            reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise ConfigError(f"db '{_safe(location)}': cannot connect to PostgreSQL ({reason})") from None
+    elif not Path(location).parent.is_dir():
+        raise ConfigError(f"db '{location}': folder {Path(location).parent} does not exist")
+
+
+def drop_edges(db) -> None:
+    """Delete every edge of an open graph (agglomeration with ``--overwrite``); nodes stay."""
+    # funlib.persistence 0.7 has no public call for this: drop the table and create it again (IF NOT EXISTS)
+    db._drop_edges()
+    db._create_tables()
+    db._commit()
+
+
+def score32(score: float | None) -> float | None:
+    """A merge score rounded to float32, as PostgreSQL's REAL stores it (so both backends hold the same value)."""
+    return None if score is None else float(np.float32(score))
+
+
+def node_record(node: dict[str, Any]) -> tuple[int, tuple[int, int, int]]:
+    """``(id, center)`` of a node as read back from either backend."""
+    return int(node["id"]), tuple(int(c) for c in node["center"])
+
+
+def edge_record(edge: dict[str, Any]) -> tuple[int, int, float | None, bool]:
+    """``(u, v, merge_score, agglomerated)`` of an edge as read back from either backend (u < v)."""
+    u, v = sorted((int(edge["u"]), int(edge["v"])))
+    return u, v, score32(edge.get("merge_score")), bool(edge.get("agglomerated"))
+
+
+def read_nodes(db, roi: Roi | None = None) -> dict[int, tuple[int, int, int]]:
+    """Fragment id → centre (nm) of the nodes whose centre lies in ``roi`` (all without)."""
+    return dict(node_record(n) for n in db.read_nodes(roi))
+
+
+def read_edges(db) -> list[tuple[int, int, float | None, bool]]:
+    """All edges, sorted, as ``(u, v, merge_score, agglomerated)``."""
+    return sorted(edge_record(e) for e in db.read_edges())
+
+
+def write_nodes(db, centers: dict[int, Iterable[int]]) -> None:
+    """Insert nodes (existing ids are kept as they are: re-running a block writes the same values)."""
+    if centers:
+        db.write_nodes({int(i): {"center": tuple(int(c) for c in center)} for i, center in centers.items()})
+
+
+def write_edges(db, centers: dict[int, Iterable[int]], edges: dict[tuple[int, int], tuple[float | None, bool]]) -> None:
+    """Insert edges ``(u, v) → (merge_score, agglomerated)``; ``centers`` must hold the centre of every ``u``."""
+    if not edges:
+        return
+    nodes = {int(i): {"center": tuple(int(c) for c in center)} for i, center in centers.items()}
+    data = {
+        (int(u), int(v)): {"merge_score": score32(score), "agglomerated": bool(agglomerated)}
+        for (u, v), (score, agglomerated) in edges.items()
+    }
+    db.write_edges(nodes, data)

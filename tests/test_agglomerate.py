@@ -1,0 +1,167 @@
+"""lsd_nm.agglomerate (03_predict/03_agglomerate.py): blockwise waterz into region-graph edges; SQLite and a real
+PostgreSQL server give the same graph."""
+
+from __future__ import annotations
+
+import glob
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+from predict_volumes import VOXEL_SIZE, config, graph, make_out_file, read_fragments
+
+from lsd_nm.agglomerate import agglomerate, agglomerate_in_block, merge_scores, scoring_function
+from lsd_nm.config import ConfigError
+from lsd_nm.fragments import extract_fragments
+
+
+def _adjacent_pairs(fragments: np.ndarray) -> set[tuple[int, int]]:
+    """Every pair of different non-zero ids that touch through a face."""
+    pairs = set()
+    for axis in range(3):
+        a = np.moveaxis(fragments, axis, 0)[1:].ravel()
+        b = np.moveaxis(fragments, axis, 0)[:-1].ravel()
+        keep = (a != b) & (a != 0) & (b != 0)
+        lo, hi = np.minimum(a[keep], b[keep]), np.maximum(a[keep], b[keep])
+        pairs |= set(zip(lo.tolist(), hi.tolist()))
+    return pairs
+
+
+def test_merge_scores_are_those_of_the_merge_that_joined_the_pair() -> None:
+    history = [
+        {"a": 1, "b": 2, "c": 1, "score": 0.1},
+        {"a": 3, "b": 4, "c": 3, "score": 0.2},
+        {"a": 1, "b": 3, "c": 1, "score": 0.05},  # scores need not increase
+        {"a": 5, "b": 1, "c": 1, "score": 0.7},
+    ]
+    pairs = [(1, 2), (2, 4), (3, 4), (4, 5), (2, 3), (5, 6)]
+    assert merge_scores(pairs, history) == {
+        (1, 2): 0.1, (2, 4): 0.05, (3, 4): 0.2, (4, 5): 0.7, (2, 3): 0.05, (5, 6): None,
+    }  # fmt: skip
+
+
+def test_scoring_functions_of_the_merge_functions() -> None:
+    assert scoring_function("hist_quant_75") == (
+        "OneMinus<HistogramQuantileAffinity<RegionGraphType, 75, ScoreValue, 256, false>>"
+    )
+    assert scoring_function("hist_quant_50_initmax").endswith(", 50, ScoreValue, 256, true>>")
+    assert scoring_function("mean") == "OneMinus<MeanAffinity<RegionGraphType, ScoreValue>>"
+    with pytest.raises(ConfigError, match="merge_function 'median'"):
+        scoring_function("median")
+
+
+def test_edges_are_the_region_graph_once_each_and_a_rerun_skips_all(tmp_path: Path) -> None:
+    """The region graph written blockwise is exactly the set of face-adjacent fragment pairs, each once: the block
+    owning u's centre sees all of u's contacts (u lies in its write ROI, the context is ≥ 1 voxel)."""
+    out = tmp_path / "out.zarr"
+    make_out_file(out)
+    cfg = config(out)
+    extract_fragments(cfg, progress=False)
+    result = agglomerate(cfg, progress=False)
+    assert (result.processed, result.skipped) == (8, 0)
+    nodes, edges = graph(cfg)
+    pairs = [(u, v) for u, v, _, _ in edges]
+    assert len(pairs) == len(set(pairs)) and set(pairs) == _adjacent_pairs(read_fragments(out))
+    assert all(agglomerated is True for *_, agglomerated in edges)
+    assert all(score is None or 0.0 <= score <= 1.0 for _, _, score, _ in edges)
+    assert {0.001953125, 0.998046875} <= {score for _, _, score, _ in edges}  # 1 − quantile over 256 bins
+
+    again = agglomerate(cfg, progress=False)
+    assert (again.processed, again.skipped) == (0, 8) and graph(cfg) == (nodes, edges)
+
+
+def test_blockwise_equals_a_single_block_when_every_block_sees_the_whole_volume(tmp_path: Path) -> None:
+    """The property: with a context covering the volume, every block runs waterz on the same fragments (relabelled
+    by the same sorted order) and affinities as one whole-volume run (outside the volume reads as fragment 0, which
+    waterz leaves out), so the merge histories agree and every edge's merge score is the whole-volume one."""
+    shape = (8, 48, 48)
+    whole = tuple(s * v for s, v in zip(shape, VOXEL_SIZE))
+    out = tmp_path / "out.zarr"
+    _, affs = make_out_file(out, shape=shape)
+    cfg = config(out, block_size=(80, 216, 216), context=whole)
+    extract_fragments(cfg, progress=False)
+    agglomerate(cfg, progress=False)
+    _, edges = graph(cfg)
+    single = agglomerate_in_block(affs, read_fragments(out), scoring_function(cfg.merge_function))
+    assert {(u, v): score for u, v, score, _ in edges} == single
+
+
+@pytest.fixture(scope="module")
+def postgres_url():
+    """A throwaway PostgreSQL server on 127.0.0.1 (environment.md §10); missing binaries fail the test."""
+    initdb = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb")) or [shutil.which("initdb")]
+    if initdb[-1] is None:
+        ci = " (CI=true: a missing server is a failure, not a skip)" if os.environ.get("CI") == "true" else ""
+        pytest.fail(f"PostgreSQL server binaries (initdb, pg_ctl) not found: apt-get install -y postgresql{ci}")
+    bindir = Path(initdb[-1]).parent
+    folder = Path(tempfile.mkdtemp(prefix="pg.", dir="/tmp"))
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+
+    def as_postgres(command: str) -> None:
+        if os.geteuid() == 0:  # initdb refuses to run as root
+            subprocess.run(["su", "postgres", "-c", command], check=True, capture_output=True)
+        else:
+            subprocess.run(["sh", "-c", command], check=True, capture_output=True)
+
+    if os.geteuid() == 0:
+        shutil.chown(folder, "postgres", "postgres")
+    as_postgres(f"{bindir}/initdb -D {folder}/data -U postgres -A trust --no-sync")
+    options = f"-p {port} -k {folder} -c listen_addresses=127.0.0.1 -c fsync=off"
+    as_postgres(f"{bindir}/pg_ctl -D {folder}/data -l {folder}/log -w -o '{options}' start")
+    try:
+        yield f"postgresql://postgres@127.0.0.1:{port}/lsd_test"
+    finally:
+        as_postgres(f"{bindir}/pg_ctl -D {folder}/data -m fast -w stop")
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def test_sqlite_and_postgresql_give_identical_graphs(tmp_path: Path, postgres_url: str) -> None:
+    lite, pg = tmp_path / "lite.zarr", tmp_path / "pg.zarr"
+    make_out_file(lite)
+    make_out_file(pg)
+    for cfg in (config(lite), config(pg, db=postgres_url)):
+        extract_fragments(cfg, progress=False)
+        agglomerate(cfg, progress=False)
+    nodes, edges = graph(config(lite))
+    assert (nodes, edges) == graph(config(pg, db=postgres_url))
+    assert len(nodes) > 100 and len(edges) > 300
+    # the same Python types from both: tuples of ints, float or None, bool
+    u, v, score, agglomerated = edges[0]
+    assert type(score) is float and agglomerated is True and type(next(iter(nodes.values()))) is tuple
+
+
+def test_other_merge_function_needs_overwrite(tmp_path: Path) -> None:
+    out = tmp_path / "out.zarr"
+    make_out_file(out)
+    extract_fragments(config(out), progress=False)
+    agglomerate(config(out), progress=False)
+    before = graph(config(out))
+    with pytest.raises(ConfigError, match=r"merge_function 'hist_quant_75'.*pass --overwrite"):
+        agglomerate(config(out, merge_function="mean"), progress=False)
+    assert graph(config(out)) == before
+    result = agglomerate(config(out, merge_function="mean"), overwrite=True, progress=False)
+    assert (result.processed, result.skipped) == (8, 0)
+    after = graph(config(out))
+    assert [e[:2] for e in after[1]] == [e[:2] for e in before[1]] and after != before
+
+
+def test_bad_inputs_are_one_line_errors_and_write_nothing(tmp_path: Path) -> None:
+    out = tmp_path / "out.zarr"
+    make_out_file(out)
+    with pytest.raises(ConfigError, match=r"^fragments \(run 02_extract_fragments first\) '.*volumes/fragments' does"):
+        agglomerate(config(out), progress=False)
+    assert not (out / ".blocks").exists() and not Path(config(out).db_location).exists()
+
+    extract_fragments(config(out), progress=False)
+    url = "postgresql://postgres@127.0.0.1:1/lsd_test"
+    with pytest.raises(ConfigError) as error:
+        agglomerate(config(out, db=url), progress=False)
+    assert str(error.value).startswith(f"db '{url}': cannot connect to PostgreSQL") and "\n" not in str(error.value)
+    assert not (out / ".blocks" / "agglomerate").exists() and graph(config(out))[1] == []

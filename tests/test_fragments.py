@@ -1,0 +1,229 @@
+"""lsd_nm.fragments (03_predict/02_extract_fragments.py): blockwise seeded watershed on a synthetic volume.
+
+The affinities are ideal (from labels with a one-voxel boundary, see predict_volumes.py), so the watershed's
+foreground (mean affinity > 0.5) of two different labels is never face-adjacent.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import zarr
+from predict_volumes import (
+    BLOCK, CONTEXT, OFFSET, SHAPE, VOXEL_SIZE, config, foreground, graph, make_out_file, read_fragments,
+    same_partition,
+)  # fmt: skip
+
+from lsd_nm.config import ConfigError
+from lsd_nm.fragments import extract_fragments
+
+REPO = Path(__file__).resolve().parents[1]
+BLOCK_VOXELS = tuple(b // v for b, v in zip(BLOCK, VOXEL_SIZE))
+
+
+def _blocks():
+    """Voxel slices of the 2 × 2 × 2 write blocks."""
+    for z in range(0, SHAPE[0], BLOCK_VOXELS[0]):
+        for y in range(0, SHAPE[1], BLOCK_VOXELS[1]):
+            for x in range(0, SHAPE[2], BLOCK_VOXELS[2]):
+                yield tuple(slice(s, s + b) for s, b in zip((z, y, x), BLOCK_VOXELS))
+
+
+def test_fragments_are_unique_per_block_respect_labels_and_become_nodes(tmp_path: Path) -> None:
+    out = tmp_path / "out.zarr"
+    labels, affs = make_out_file(out)
+    cfg = config(out)
+    result = extract_fragments(cfg, progress=False)
+    assert (result.total, result.processed, result.skipped) == (8, 8, 0)
+
+    array = zarr.open_array(out / "volumes/fragments", mode="r")
+    assert array.dtype == np.uint64 and array.shape == SHAPE
+    assert array.attrs["resolution"] == list(VOXEL_SIZE) and array.attrs["offset"] == list(OFFSET)
+    fragments = array[:]
+    assert (fragments > 0).all()  # no mask, no filter: every voxel belongs to a fragment
+
+    # ids: block index · voxels per block + 1, 2, …: each block's ids are its own
+    per_block = int(np.prod(BLOCK_VOXELS))
+    for index, block in enumerate(_blocks()):
+        ids = np.unique(fragments[block])
+        assert ((ids - 1) // per_block == index).all()
+
+    # no fragment covers two labels on the foreground (it may take in boundary voxels of its neighbours)
+    fg = foreground(affs)
+    for fragment in np.unique(fragments):
+        assert len(np.unique(labels[(fragments == fragment) & fg])) <= 1
+
+    # one node per fragment, at its centre of mass in nm
+    nodes, edges = graph(cfg)
+    assert sorted(nodes) == sorted(int(i) for i in np.unique(fragments)) and edges == []
+    for fragment in list(nodes)[::7]:
+        centre = np.argwhere(fragments == fragment).mean(axis=0) * VOXEL_SIZE + OFFSET
+        assert np.abs(np.asarray(nodes[fragment]) - centre).max() <= 0.5
+
+
+def test_blockwise_equals_a_single_block_on_the_foreground_when_every_block_sees_the_whole_volume(
+    tmp_path: Path,
+) -> None:
+    """The property: with a context that covers the volume, each block's watershed sees what a single block does —
+    the whole volume, plus zero padding wider than the seed window's half-width — so its EDT and seeds inside the
+    volume are the same, and the foreground (mean affinity > 0.5) is flooded from them identically: foreground
+    voxels lie below the boundary plateau and are all reached from their own component's seeds before any plateau
+    voxel is taken. The blockwise fragments are that result cut at the block faces and relabelled. Hence, within
+    every block, the blockwise partition of the foreground equals the single-block one up to relabelling. (Plateau
+    voxels — boundaries — go to whichever neighbour reaches them first, a tie the padding's shape can break
+    differently; and with a small context seeds near a block face depend on what the block sees.)
+    """
+    shape, block = (8, 48, 48), (80, 216, 216)
+    whole = tuple(s * v for s, v in zip(shape, VOXEL_SIZE))
+    blockwise, single = tmp_path / "blockwise.zarr", tmp_path / "single.zarr"
+    _, affs = make_out_file(blockwise, shape=shape)
+    make_out_file(single, shape=shape)
+    assert extract_fragments(config(blockwise, block_size=block, context=whole), progress=False).total == 8
+    assert extract_fragments(config(single, block_size=whole, context=whole), progress=False).total == 1
+    a, b = read_fragments(blockwise), read_fragments(single)
+    fg = foreground(affs)
+    assert not same_partition(a[fg], b[fg])  # the blocks do cut fragments …
+    for z in (0, 4):
+        for y in (0, 24):
+            for x in (0, 24):
+                inside = (slice(z, z + 4), slice(y, y + 24), slice(x, x + 24))
+                assert same_partition(a[inside][fg[inside]], b[inside][fg[inside]])  # … and nothing else differs
+
+
+def test_fragments_in_xy_with_mask_and_filter_then_epsilon_merges_whole_fragments(tmp_path: Path) -> None:
+    from lsd_nm.data import write_container
+
+    mask = np.ones(SHAPE, np.uint8)
+    mask[:, :, :20] = 0
+    write_container(tmp_path / "mask.zarr", {"volumes/mask": mask}, VOXEL_SIZE, OFFSET)
+    settings = dict(
+        fragments_in_xy=True, mask_file=str(tmp_path / "mask.zarr"), mask_dataset="volumes/mask", filter_fragments=0.3
+    )
+    plain, merged = tmp_path / "plain.zarr", tmp_path / "merged.zarr"
+    make_out_file(plain)
+    make_out_file(merged)
+    extract_fragments(config(plain, **settings), progress=False)
+    extract_fragments(config(merged, epsilon_agglomerate=0.1, **settings), progress=False)
+
+    fragments = read_fragments(plain)
+    assert (fragments[:, :, :20] == 0).all() and (fragments[:, :, 20:] > 0).mean() > 0.5
+    z_of = {}
+    for z in range(SHAPE[0]):
+        for fragment in np.unique(fragments[z]):
+            assert z_of.setdefault(fragment, z) == z or fragment == 0  # in xy: a fragment lies in one section
+    assert sorted(graph(config(plain, **settings))[0]) == sorted(int(i) for i in np.unique(fragments) if i)
+
+    # waterz (3-D, as the original) merges whole fragments, also across sections: a coarser partition
+    coarse = read_fragments(merged)
+    assert (coarse == 0).sum() == (fragments == 0).sum()
+    pairs = np.unique(np.stack([fragments.ravel(), coarse.ravel()]), axis=1)
+    assert len(np.unique(pairs[0])) == pairs.shape[1] > len(np.unique(pairs[1]))
+
+
+def test_a_rerun_skips_every_block_and_changes_nothing(tmp_path: Path) -> None:
+    out = tmp_path / "out.zarr"
+    make_out_file(out)
+    cfg = config(out)
+    extract_fragments(cfg, progress=False)
+    before, graph_before = read_fragments(out), graph(cfg)
+    again = extract_fragments(cfg, progress=False)
+    assert (again.processed, again.skipped) == (0, 8)
+    assert np.array_equal(read_fragments(out), before) and graph(cfg) == graph_before
+
+
+def _done_blocks(tracking: Path) -> int:
+    try:
+        return int(np.count_nonzero(zarr.open_array(tracking / "done", mode="r")[:]))
+    except Exception:  # not created yet, or being written
+        return 0
+
+
+def test_kill_9_mid_run_then_rerun_equals_an_uninterrupted_run(tmp_path: Path) -> None:
+    """Kill the driver and its 2 workers (SIGKILL to the process group) once some blocks are recorded done, re-run:
+    the fragments and nodes equal those of an uninterrupted run, and the blocks recorded done are not redone."""
+    small = dict(block_size=(80, 216, 216), context=CONTEXT)  # 4 × 4 × 4 = 64 blocks: a window to kill in
+    reference, interrupted = tmp_path / "reference.zarr", tmp_path / "interrupted.zarr"
+    make_out_file(reference)
+    make_out_file(interrupted)
+    extract_fragments(config(reference, **small), progress=False)
+
+    cfg = config(interrupted, num_workers=2, **small)
+    config_file = tmp_path / "config.json"
+    config_file.write_text(json.dumps(cfg.model_dump(mode="json", exclude_defaults=True)))
+    env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
+    process = subprocess.Popen(
+        [sys.executable, str(REPO / "03_predict/02_extract_fragments.py"), str(config_file)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env, start_new_session=True,
+    )  # fmt: skip
+    tracking = interrupted / ".blocks" / "extract_fragments"
+    try:
+        deadline = time.monotonic() + 60
+        while _done_blocks(tracking) < 3 and process.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.01)
+        os.killpg(process.pid, signal.SIGKILL)
+    finally:
+        process.wait()
+    done = _done_blocks(tracking)
+    assert 3 <= done < 64, f"expected to kill mid-run, {done} of 64 blocks were done"
+
+    result = extract_fragments(config(interrupted, **small), progress=False)
+    assert result.skipped >= done and result.processed + result.skipped == 64
+    assert np.array_equal(read_fragments(interrupted), read_fragments(reference))
+    assert graph(config(interrupted, **small)) == graph(config(reference, **small))
+
+
+def test_other_settings_need_overwrite(tmp_path: Path) -> None:
+    out = tmp_path / "out.zarr"
+    make_out_file(out)
+    extract_fragments(config(out), progress=False)
+    before, nodes_before = read_fragments(out), graph(config(out))[0]
+    with pytest.raises(ConfigError, match=r"exists from other settings \(fragments_in_xy\); pass --overwrite"):
+        extract_fragments(config(out, fragments_in_xy=True), progress=False)
+    assert np.array_equal(read_fragments(out), before)
+
+    result = extract_fragments(config(out, fragments_in_xy=True), overwrite=True, progress=False)
+    assert (result.processed, result.skipped) == (8, 0)
+    after = read_fragments(out)
+    assert not np.array_equal(after, before)
+    assert sorted(graph(config(out))[0]) == sorted(int(i) for i in np.unique(after)) != sorted(nodes_before)
+
+
+def _written(folder: Path) -> set[str]:
+    return {str(p.relative_to(folder)) for p in folder.rglob("*")}
+
+
+def test_missing_affinities_is_a_one_line_error_and_writes_nothing(tmp_path: Path) -> None:
+    out = tmp_path / "out.zarr"
+    zarr.open_group(out, mode="w", zarr_format=2)
+    before = _written(tmp_path)
+    config_file = tmp_path / "config.json"
+    config_file.write_text(json.dumps({"setup": "x", "raw_file": str(out), "out_file": str(out)}))
+    before = _written(tmp_path)
+    env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
+    done = subprocess.run(
+        [sys.executable, str(REPO / "03_predict/02_extract_fragments.py"), str(config_file)],
+        capture_output=True, text=True, env=env,
+    )  # fmt: skip
+    assert done.returncode == 2
+    assert done.stderr == f"error: affinities '{out}/volumes/affs' does not exist\n"
+    assert _written(tmp_path) == before
+
+
+def test_unreachable_database_is_a_one_line_error_and_writes_nothing(tmp_path: Path) -> None:
+    out = tmp_path / "out.zarr"
+    make_out_file(out)
+    before = _written(tmp_path)
+    url = "postgresql://postgres@127.0.0.1:1/lsd_test"
+    with pytest.raises(ConfigError) as error:
+        extract_fragments(config(out, db=url), progress=False)
+    message = str(error.value)
+    assert message.startswith(f"db '{url}': cannot connect to PostgreSQL") and "\n" not in message
+    assert _written(tmp_path) == before
