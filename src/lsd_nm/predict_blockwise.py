@@ -1,0 +1,203 @@
+"""Step 1 of ``03_predict``: blockwise prediction of a volume larger than memory, with daisy 2.
+
+One block is one network pass: it reads the network's prediction input (raw, and for the autocontext nets the
+stored LSDs) around its write ROI, which is one network output. Outputs are written as uint8 (prediction ×255,
+truncated) to ``volumes/affs`` and/or ``volumes/lsds`` of ``out_file`` with the attrs ``resolution`` and ``offset``
+(nm). aclsd/acrlsd read ``volumes/lsds`` of the same ``out_file``; when they are not there, the configured lsd
+network (``autocontext.lsd_setup`` at ``autocontext.lsd_iteration``) predicts them first, over the region the
+affinities need. Each worker loads its model once; done blocks are recorded, so a re-run resumes.
+
+Run: ``python 03_predict/01_predict_blockwise.py CONFIG.json [--overwrite]``
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from funlib.geometry import Coordinate, Roi
+
+from .blockwise import BlockwiseResult, run_blockwise
+from .checkpoints import check_compatible, load_checkpoint, resolve_checkpoint
+from .config import ConfigError
+from .experiment import NetworkConfig, load_network_config
+from .fragments import Volume, _Bound, blocks_dir, open_dataset, read_padded, voxel_slices
+from .networks import lsd_folder, network_io
+from .run_config import RunConfig, load_run_config
+
+OUTPUTS = {"affs": "volumes/affs", "lsds": "volumes/lsds"}
+FINGERPRINT_ATTR = "lsd_nm_prediction"
+
+
+@dataclass(frozen=True)
+class PredictJob:
+    """Everything a prediction worker needs (picklable)."""
+
+    config: NetworkConfig
+    checkpoint: Path
+    raw: Volume | None
+    lsds: Volume | None
+    outputs: dict[str, Volume]
+    in_shape: Coordinate
+    device: str | None
+    threads: int
+
+
+def _setup_worker(job: PredictJob) -> dict[str, Any]:
+    """Load the model once per worker (TensorFlow threads split between the workers)."""
+    import tensorflow as tf
+
+    from .checkpoints import assign_weights
+    from .device import select_device
+    from .networks import build_model
+
+    try:
+        tf.config.threading.set_intra_op_parallelism_threads(job.threads)
+    except RuntimeError:
+        pass  # TensorFlow already running in this process (serial path): keep its threads
+    select_device(job.device)
+    model = build_model(job.config, "predict")
+    assign_weights(model, load_checkpoint(job.checkpoint)[0], str(job.checkpoint))
+    return {
+        "forward": tf.function(lambda x: model(x, training=False)),
+        "raw": job.raw.open("r") if job.raw is not None else None,
+        "lsds": job.lsds.open("r") if job.lsds is not None else None,
+        "outputs": {head: volume.open("r+") for head, volume in job.outputs.items()},
+    }
+
+
+def process_block(job: PredictJob, block, resources: dict[str, Any]) -> None:
+    """One network pass: read the block's input (zeros outside the volume), write its output where it is inside."""
+    from .nodes.layout import from_keras, to_keras
+
+    x = {}
+    if job.raw is not None:
+        raw = read_padded(resources["raw"], job.raw, block.read_roi).astype(np.float32)
+        x["raw"] = to_keras(raw / 255.0 * 2.0 - 1.0)
+    if job.lsds is not None:
+        x["lsds"] = to_keras(read_padded(resources["lsds"], job.lsds, block.read_roi).astype(np.float32) / 255.0)
+    preds = resources["forward"](x)
+    for head, volume in job.outputs.items():
+        data = np.floor(np.clip(from_keras(preds[head]), 0.0, 1.0) * 255.0).astype(np.uint8)
+        inside = block.write_roi.intersect(volume.roi)
+        crop = tuple(slice((b - w) // v, (e - w) // v) for b, e, w, v in zip(inside.begin, inside.end, block.write_roi.begin, volume.voxel_size))
+        resources["outputs"][head][(slice(None), *voxel_slices(volume, inside))] = data[(slice(None), *crop)]
+
+
+def _prepare_output(path: Path, channels: int, roi: Roi, voxel_size: Coordinate, chunk: Coordinate, fingerprint: dict, overwrite: bool, tracking: Path) -> Volume:
+    """Create an output dataset, or keep the one of an earlier run with the same settings (resume)."""
+    import zarr
+
+    from .data import COMPRESSOR
+
+    if path.exists():
+        existing = zarr.open_array(path, mode="r").attrs.asdict().get(FINGERPRINT_ATTR)
+        if existing == fingerprint and not overwrite:
+            return Volume(path, roi, voxel_size)
+        if not overwrite:
+            differs = sorted(k for k in fingerprint if (existing or {}).get(k) != fingerprint[k])
+            raise ConfigError(f"'{path}' exists from other settings ({', '.join(differs)}); pass --overwrite to replace it")
+    shutil.rmtree(path, ignore_errors=True)
+    shutil.rmtree(tracking, ignore_errors=True)
+    container = path.parents[1]
+    group = zarr.open_group(container, mode="a")
+    shape = (channels,) + tuple(s // v for s, v in zip(roi.shape, voxel_size))
+    array = group.require_group("volumes").create_array(
+        path.name, shape=shape, chunks=(channels,) + tuple(min(c, s) for c, s in zip(chunk, shape[1:])),
+        dtype=np.uint8, fill_value=0, compressors=COMPRESSOR,
+    )
+    array.attrs.update({"resolution": [int(v) for v in voxel_size], "offset": [int(v) for v in roi.offset], FINGERPRINT_ATTR: fingerprint})
+    return Volume(path, roi, voxel_size)
+
+
+def _predict(run: RunConfig, folder: Path, iteration, out_roi: Roi, raw: Volume | None, lsds: Volume | None, overwrite: bool, progress: bool) -> tuple[dict[str, Volume], BlockwiseResult]:
+    """Predict ``out_roi`` with the network of ``folder`` into ``out_file``."""
+    config = load_network_config(folder)
+    it, checkpoint = resolve_checkpoint(folder, iteration)
+    check_compatible(checkpoint, load_checkpoint(checkpoint)[2], config)
+    io = network_io(config, "predict")
+    voxel_size = (raw or lsds).voxel_size
+    in_shape = Coordinate(config.predict_input_shape)
+    out_shape = Coordinate(next(iter(io.outputs.values())).shape)
+    context = (in_shape - out_shape) * voxel_size / 2
+    out_file = run.path(run.out_file)
+    tracking = blocks_dir(run) / f"predict_{folder.name}"
+    fingerprint = {"setup": str(folder), "iteration": it, "roi": [list(out_roi.offset), list(out_roi.shape)], "voxel_size": list(voxel_size)}
+    outputs = {
+        head: _prepare_output(out_file / OUTPUTS[head], spec.channels, out_roi, voxel_size, out_shape, fingerprint, overwrite, tracking)
+        for head, spec in io.outputs.items()
+    }
+    job = PredictJob(config, checkpoint, raw if "raw" in io.inputs else None, lsds if "lsds" in io.inputs else None,
+                     outputs, in_shape, run.device, max(1, (os.cpu_count() or 1) // run.num_workers))
+    result = run_blockwise(
+        f"predict_{folder.name}",
+        out_roi.grow(context, context),
+        Roi(-context, in_shape * voxel_size),
+        Roi((0, 0, 0), out_shape * voxel_size),
+        process_block=_Bound(process_block, job),
+        num_workers=run.num_workers,
+        tracking_dir=tracking,
+        worker_setup=_Bound(_setup_worker, job),
+        worker_command=run.worker_command,
+        fit="overhang",
+        progress=progress,
+    )
+    return outputs, result
+
+
+def predict_blockwise(run: RunConfig, overwrite: bool = False, progress: bool = True) -> BlockwiseResult:
+    """Predict ``run.raw_file`` with ``run.setup`` blockwise into ``run.out_file`` (LSDs first for aclsd/acrlsd).
+
+    The region is ``roi_offset``/``roi_shape`` if given, else the raw volume shrunk by the network's context.
+    Checks (raw present, checkpoint present, region inside the raw volume, voxel-aligned) come before any block.
+    """
+    import zarr
+
+    folder = run.path(run.setup)
+    config = load_network_config(folder)
+    raw = open_dataset(run.path(run.raw_file), run.raw_dataset, "raw")
+    vs = raw.voxel_size
+    io = network_io(config, "predict")
+    context = (Coordinate(config.predict_input_shape) - Coordinate(next(iter(io.outputs.values())).shape)) * vs / 2
+    if run.roi_offset is not None:
+        out_roi = Roi(run.roi_offset, run.roi_shape)
+        if any(x % v for x, v in zip(tuple(out_roi.offset) + tuple(out_roi.shape), tuple(vs) * 2)):
+            raise ConfigError(f"roi_offset/roi_shape {tuple(out_roi.offset)}/{tuple(out_roi.shape)} nm are not multiples of the voxel size {tuple(vs)} nm")
+        if not raw.roi.contains(out_roi):
+            raise ConfigError(f"the ROI {out_roi} is not inside the raw volume {raw.roi}")
+    else:
+        out_roi = raw.roi.grow(-context, -context)
+        if out_roi.empty or any(s <= 0 for s in out_roi.shape):
+            raise ConfigError(f"raw volume {raw.roi} is smaller than the network's context; give roi_offset/roi_shape")
+    resolve_checkpoint(folder, run.iteration)
+    out_file = run.path(run.out_file)
+    out_file.parent.mkdir(parents=True, exist_ok=True)
+    zarr.open_group(out_file, mode="a", zarr_format=2)
+    lsds = None
+    if config.autocontext is not None:
+        lsd_dir = lsd_folder(folder, config)
+        resolve_checkpoint(lsd_dir, config.autocontext.lsd_iteration)
+        # the LSDs over everything the affs net reads (a re-run resumes them, or skips them when done)
+        outputs, _ = _predict(run, lsd_dir, config.autocontext.lsd_iteration, out_roi.grow(context, context), raw, None, overwrite, progress)
+        lsds = outputs["lsds"]
+    _, result = _predict(run, folder, run.iteration, out_roi, raw, lsds, overwrite, progress)
+    return result
+
+
+def main(argv: Sequence[str]) -> int:
+    """``01_predict_blockwise.py CONFIG.json [--overwrite]``."""
+    from .cli import run
+    from .fragments import parse_step_args
+
+    args = parse_step_args(argv, "01_predict_blockwise.py", "blockwise network prediction into out_file")
+
+    def step() -> None:
+        result = predict_blockwise(load_run_config(Path(args.config)), overwrite=args.overwrite)
+        print(f"predict: {result.processed} blocks processed, {result.skipped} skipped (done before)")
+
+    return run(step)
