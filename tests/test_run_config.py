@@ -39,3 +39,13 @@ def test_missing_and_inconsistent_keys(tmp_path):
     with pytest.raises(ConfigError) as e:
         load_run_config(path)
     assert str(e.value) == f"{path}: give both roi_offset and roi_shape, or neither"
+
+
+def test_readme_documents_every_key_and_the_example_validates():
+    from lsd_nm.run_config import RunConfig
+
+    readme = (REPO / "03_predict/README.md").read_text()
+    for name in RunConfig.model_fields:
+        assert f"| `{name}` |" in readme, name
+    for path in (REPO / "03_predict/configs").glob("*.json"):
+        load_run_config(path)

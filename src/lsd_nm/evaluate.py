@@ -596,3 +596,147 @@ def plot_voi(rows: Sequence[Mapping[str, float]], path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path)
     return path
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# step 6 of 03_predict: evaluate a run
+
+
+def scores_paths(out_file: Path) -> tuple[Path, Path, Path]:
+    """Where a run's scores go, beside ``out_file``: ``<stem>.scores.csv``, ``<stem>.scores.json`` and
+    ``<stem>.voi_vs_threshold.png``, with ``<stem>`` = out_file's name without ``.zarr`` (as the region graph's
+    ``<stem>.rag.db``), so that several runs in one folder keep their own scores."""
+    out_file = Path(out_file)
+    stem = out_file.name.removesuffix(".zarr")
+    return (
+        out_file.with_name(f"{stem}.scores.csv"),
+        out_file.with_name(f"{stem}.scores.json"),
+        out_file.with_name(f"{stem}.voi_vs_threshold.png"),
+    )
+
+
+def crop_skeletons(
+    skeletons: Mapping[str, np.ndarray], begin: Sequence[int], end: Sequence[int]
+) -> dict[str, np.ndarray]:
+    """The skeleton nodes with ``begin ≤ position < end`` (nm) and the edges between two of them, as the original
+    keeps only the nodes inside the evaluated ROI.
+
+    Args:
+        skeletons: arrays as returned by :func:`lsd_nm.synthetic.read_skeletons`.
+        begin: the ROI's begin (nm, zyx).
+        end: the ROI's end (nm, zyx).
+    """
+    positions = np.asarray(skeletons["positions"], dtype=np.float64).reshape(-1, 3)
+    inside = np.all((positions >= np.asarray(begin)) & (positions < np.asarray(end)), axis=1)
+    node_ids = np.asarray(skeletons["node_ids"])
+    edges = np.asarray(skeletons["edges"]).reshape(-1, 2)
+    kept = node_ids[inside]
+    edges = edges[np.isin(edges[:, 0], kept) & np.isin(edges[:, 1], kept)]
+    return {
+        "node_ids": kept,
+        "positions": np.asarray(skeletons["positions"])[inside],
+        "neuron_ids": np.asarray(skeletons["neuron_ids"])[inside],
+        "edges": edges,
+    }
+
+
+def evaluate_run(config, progress: bool = True) -> dict:
+    """Score a run at every threshold (sweep and ``extract_thresholds``) without writing segmentations.
+
+    The fragments are read once; each threshold relabels them in memory through its LUT (written by
+    ``04_find_segments``). Dense metrics use ``gt_file``/``gt_dataset``, both cropped to their common ROI (same
+    voxel size, aligned grids). Skeleton metrics use ``gt_skeletons``: the nodes inside the fragments' ROI, the
+    fragment under each node sampled once and then mapped through each LUT. The best threshold has the lowest VOI
+    sum: dense VOI when there are dense labels, else site VOI. Writes :func:`scores_paths`.
+
+    Args:
+        config: the run config (``out_file``, ``merge_function``, ``thresholds``, ``extract_thresholds``,
+            ``gt_file``, ``gt_dataset``, ``gt_skeletons``).
+        progress: show a progress bar over the thresholds.
+
+    Returns:
+        ``{"rows": [...], "best": row, "csv": path, "json": path, "png": path}``.
+
+    Raises:
+        ConfigError: nothing to evaluate against, missing fragments/ground truth/skeletons/LUTs, mismatched voxel
+            sizes or grids, no common ROI — all before anything is written.
+    """
+    from tqdm import tqdm
+
+    from .config import ConfigError
+    from .fragments import FRAGMENTS, open_dataset, voxel_slices
+    from .segments import all_thresholds, load_lut
+    from .synthetic import read_skeletons
+
+    if config.gt_dataset is None and config.gt_skeletons is None:
+        raise ConfigError("nothing to evaluate against: set gt_file and gt_dataset, and/or gt_skeletons")
+    out_file = config.path(config.out_file)
+    fragments = open_dataset(out_file, FRAGMENTS, "fragments (run 02_extract_fragments first)")
+    vs = fragments.voxel_size
+    truth = dense_roi = None
+    if config.gt_dataset is not None:
+        gt = open_dataset(config.path(config.gt_file), config.gt_dataset, "ground truth")
+        if gt.voxel_size != vs:
+            raise ConfigError(
+                f"ground truth '{gt.path}' has voxel size {tuple(gt.voxel_size)} nm, the fragments {tuple(vs)} nm"
+            )
+        if any((a - b) % v for a, b, v in zip(gt.roi.offset, fragments.roi.offset, vs)):
+            raise ConfigError(
+                f"ground truth '{gt.path}' (offset {tuple(gt.roi.offset)} nm) is not on the fragments' voxel grid"
+            )
+        dense_roi = gt.roi.intersect(fragments.roi)
+        if dense_roi.empty:
+            raise ConfigError(f"ground truth {gt.roi} and fragments {fragments.roi} do not overlap")
+        truth = gt.open("r")[voxel_slices(gt, dense_roi)]
+    skeletons = None
+    if config.gt_skeletons is not None:
+        path = config.path(config.gt_skeletons)
+        if not path.is_file():
+            raise ConfigError(f"gt_skeletons '{path}' does not exist")
+        try:
+            skeletons = read_skeletons(path)
+        except (KeyError, ValueError, OSError) as e:
+            raise ConfigError(f"gt_skeletons '{path}': not a skeletons .npz ({type(e).__name__}: {e})") from None
+        skeletons = crop_skeletons(skeletons, fragments.roi.begin, fragments.roi.end)
+        if len(skeletons["edges"]) == 0:
+            raise ConfigError(f"gt_skeletons '{path}': no skeleton edge lies inside the fragments' ROI {fragments.roi}")
+    thresholds = all_thresholds(config)
+    luts = {t: load_lut(config, t) for t in thresholds}  # every LUT must exist before we start
+
+    volume = fragments.open("r")[:]
+    node_fragments = None
+    if skeletons is not None:
+        node_fragments = sample_segments(skeletons["positions"], volume, vs, fragments.roi.offset)
+    dense_fragments = None
+    if truth is not None:
+        dense_fragments = volume[voxel_slices(fragments, dense_roi)]
+    rows = []
+    for t in tqdm(thresholds, desc="evaluate", unit="threshold", disable=not progress):
+        rows += sweep_thresholds(
+            {t: luts[t]}, fragments=dense_fragments, truth=truth, skeletons=skeletons, node_fragments=node_fragments
+        )
+    csv_path, json_path, png_path = scores_paths(out_file)
+    write_scores(rows, csv_path.parent, name=csv_path.name.removesuffix(".csv"))
+    plot_voi(rows, png_path)
+    return {"rows": rows, "best": best_row(rows), "csv": csv_path, "json": json_path, "png": png_path}
+
+
+def main(argv: Sequence[str]) -> int:
+    """``06_evaluate.py CONFIG.json``: score every threshold, write the scores and the plot, print the best row."""
+    from .cli import _Parser, run
+    from .run_config import load_run_config
+
+    parser = _Parser(prog="06_evaluate.py", description="VOI, ARAND and ERL of a run over its merge thresholds")
+    parser.add_argument("config", help="the run's JSON config (see 03_predict/README.md)")
+    args = parser.parse_args(list(argv))
+
+    def step() -> None:
+        result = evaluate_run(load_run_config(Path(args.config)))
+        best = result["best"]
+        keys = [k for k in ("threshold", "voi_split", "voi_merge", "voi_sum", "arand", "erl", "normalized_erl")
+                if best is not None and k in best]  # fmt: skip
+        summary = ", ".join(f"{k} {best[k]:.4g}" for k in keys) if best else "no threshold scored"
+        print(f"best: {summary}")
+        print(f"wrote {result['csv']}, {result['json']}, {result['png']}")
+
+    return run(step)

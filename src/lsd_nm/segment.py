@@ -1,0 +1,60 @@
+"""``segment.py CONFIG``: the whole ``03_predict`` chain — predict, fragments, agglomerate, segments, segmentation,
+evaluation — in order, each step resuming (finished blocks and LUTs are not redone).
+
+Run: ``python 03_predict/segment.py CONFIG.json [--overwrite]``   (or: ``make segment CONFIG=…``)
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from .run_config import RunConfig, load_run_config
+
+STEPS = ["01_predict_blockwise", "02_extract_fragments", "03_agglomerate", "04_find_segments", "05_extract_segmentation", "06_evaluate"]
+
+
+def segment(config: RunConfig, config_path: Path, overwrite: bool = False) -> None:
+    """Run every step of a run config; on a failure, say which step and the command that re-runs it."""
+    from .agglomerate import agglomerate
+    from .blockwise import BlockwiseResult
+    from .config import ConfigError
+    from .evaluate import evaluate_run
+    from .fragments import extract_fragments
+    from .predict_blockwise import predict_blockwise
+    from .segments import extract_segmentation, find_segments
+
+    functions = [
+        lambda: predict_blockwise(config, overwrite=overwrite),
+        lambda: extract_fragments(config, overwrite=overwrite),
+        lambda: agglomerate(config, overwrite=overwrite),
+        lambda: find_segments(config, overwrite=overwrite),
+        lambda: extract_segmentation(config, overwrite=overwrite),
+        lambda: evaluate_run(config),
+    ]
+    start = time.time()
+    for i, (name, function) in enumerate(zip(STEPS, functions), 1):
+        if name == "06_evaluate" and config.gt_dataset is None and config.gt_skeletons is None:
+            print(f"[{i}/{len(STEPS)}] {name}: no ground truth in the config, skipped")
+            continue
+        print(f"[{i}/{len(STEPS)}] {name} (elapsed {time.time() - start:.0f} s)", flush=True)
+        try:
+            result = function()
+        except ConfigError as e:
+            raise ConfigError(f"{name}: {e} (re-run: python 03_predict/{name}.py {config_path})") from None
+        results = result.values() if isinstance(result, dict) and name == "05_extract_segmentation" else [result]
+        blockwise = [r for r in results if isinstance(r, BlockwiseResult)]
+        if blockwise:
+            done, skipped = sum(r.processed for r in blockwise), sum(r.skipped for r in blockwise)
+            print(f"{name}: {done} blocks processed, {skipped} skipped (done before)", flush=True)
+    print(f"segment: done in {time.time() - start:.0f} s")
+
+
+def main(argv: Sequence[str]) -> int:
+    """``segment.py CONFIG.json [--overwrite]``."""
+    from .cli import run
+    from .fragments import parse_step_args
+
+    args = parse_step_args(argv, "segment.py", "predict, fragments, agglomerate, segments, evaluate")
+    return run(lambda: segment(load_run_config(Path(args.config)), Path(args.config), overwrite=args.overwrite))

@@ -1,0 +1,398 @@
+"""Steps 4 and 5 of ``03_predict``: segments from the region graph at merge thresholds (paper §6.4.4–§6.4.5).
+
+**Find segments** (:func:`find_segments`). All nodes and edges of the region graph are read once. For every threshold
+t of the sweep (``thresholds`` = [min, max, step]: min, min + step, … below max, each rounded to 10 decimals so that
+float drift cannot add or shift a threshold) and of ``extract_thresholds``, the segments are the connected
+components of the fragments joined by the edges with ``merge_score ≤ t``; an edge without a score (waterz never
+merged it below 1.0) never joins, nor does an edge to a fragment that is no node. The LUT maps every fragment
+(node) to its segment, whose id is **the smallest fragment id in the component**: fragment ids are ≥ 1, so a segment
+is never 0 (the original used the 0-based index of the union-find representative, so one segment became background),
+and a fragment that stays alone keeps its own id. Each LUT is saved atomically as
+``<out_file>/luts/fragment_segment/seg_<merge_function>_<int(round(100·t))>.npz`` with the arrays ``fragments`` and
+``segments`` (uint64, sorted by fragment) and ``edges_sha256`` (the region graph's edges it was made from). The
+threshold in the name is rounded, not truncated (the original's ``int(0.29 * 100)`` is 28); two thresholds with the
+same name are an error. Existing LUTs of the same edges are skipped; LUTs of other edges need ``--overwrite``.
+
+**Extract segmentation** (:func:`extract_segmentation`). For each t in ``extract_thresholds``, blockwise (write =
+read = ``block_size``, no context; blocks shrink at the volume's end), ``volumes/fragments`` is mapped through the
+LUT into ``volumes/segmentation_<int(round(100·t))>`` (uint64, chunks = blocks, attrs ``resolution``/``offset`` of the
+fragments). Fragments missing from the LUT become 0, as in the original. Done blocks are recorded in
+``<out_file>/.blocks/segmentation_<…>``: a re-run skips them. A segmentation made from another LUT needs
+``--overwrite``.
+
+Run: ``python 03_predict/04_find_segments.py CONFIG.json [--overwrite]`` and
+``python 03_predict/05_extract_segmentation.py CONFIG.json [--overwrite]``
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import shutil
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from funlib.geometry import Coordinate, Roi
+
+from .blockwise import BlockwiseResult, run_blockwise
+from .config import ConfigError
+from .fragments import FRAGMENTS, Volume, _Bound, blocks_dir, open_dataset, parse_step_args, voxel_slices
+from .run_config import RunConfig, load_run_config
+
+LUT_DIR = "luts/fragment_segment"
+SEGMENTATION_ATTR = "lsd_nm_segmentation"
+"""Attr of ``volumes/segmentation_<…>`` naming the LUT it was made from (another one needs --overwrite)."""
+
+
+# ---- thresholds and LUT files -------------------------------------------------------------------------------------
+
+
+def threshold_name(threshold: float) -> int:
+    """The integer of a threshold in file and dataset names: ``int(round(100·t))`` (0.29 → 29, 0.58 → 58)."""
+    return int(round(100 * threshold))
+
+
+def sweep(thresholds: Sequence[float]) -> list[float]:
+    """The thresholds of ``[min, max, step]``: min + i·step below max (max excluded), rounded to 10 decimals.
+
+    Args:
+        thresholds: ``[min, max, step]`` with step > 0.
+    """
+    low, high, step = (float(x) for x in thresholds)
+    if step <= 0:
+        raise ConfigError(f"thresholds {list(thresholds)}: the step must be positive")
+    count = max(0, math.ceil((high - low) / step - 1e-9))
+    return [round(low + i * step, 10) for i in range(count)]
+
+
+def all_thresholds(config: RunConfig) -> list[float]:
+    """The sweep of ``config.thresholds`` plus ``config.extract_thresholds``, sorted, without duplicates.
+
+    Raises:
+        ConfigError: two different thresholds would share one LUT name (their int(round(100·t)) are equal).
+    """
+    values = sorted(set(sweep(config.thresholds)) | {round(float(t), 10) for t in config.extract_thresholds})
+    names: dict[int, float] = {}
+    for t in values:
+        if threshold_name(t) in names:
+            raise ConfigError(
+                f"thresholds {names[threshold_name(t)]} and {t} would share the name _{threshold_name(t)}; "
+                "use thresholds 0.01 apart"
+            )
+        names[threshold_name(t)] = t
+    return values
+
+
+def lut_path(config: RunConfig, threshold: float) -> Path:
+    """``<out_file>/luts/fragment_segment/seg_<merge_function>_<int(round(100·t))>.npz``."""
+    return config.path(config.out_file) / LUT_DIR / f"seg_{config.merge_function}_{threshold_name(threshold)}.npz"
+
+
+def load_lut(config: RunConfig, threshold: float) -> tuple[np.ndarray, np.ndarray]:
+    """The ``(fragments, segments)`` LUT of a threshold.
+
+    Raises:
+        ConfigError: the LUT file does not exist (one line naming it).
+    """
+    path = lut_path(config, threshold)
+    if not path.is_file():
+        raise ConfigError(f"no LUT for threshold {threshold} ('{path}'); run 04_find_segments first")
+    with np.load(path) as f:
+        return f["fragments"], f["segments"]
+
+
+def lut_digest(lut: tuple[np.ndarray, np.ndarray]) -> str:
+    """A SHA-256 of a LUT's contents (not of its file, whose zip timestamps change)."""
+    digest = hashlib.sha256()
+    for array in lut:
+        digest.update(np.ascontiguousarray(array, dtype=np.uint64).tobytes())
+    return digest.hexdigest()
+
+
+# ---- connected components -----------------------------------------------------------------------------------------
+
+
+def connected_components(
+    nodes: np.ndarray, edges: np.ndarray, scores: np.ndarray, threshold: float
+) -> np.ndarray:
+    """The segment of every node: connected components over the edges with score ≤ threshold.
+
+    Args:
+        nodes: (N,) unique fragment ids, all ≥ 1.
+        edges: (E, 2) fragment-id pairs; edges to ids that are not in ``nodes`` are skipped.
+        scores: (E,) merge scores, NaN for an edge that never merges.
+        threshold: the merge threshold.
+
+    Returns:
+        (N,) uint64 segment ids: the smallest fragment id of each node's component (so never 0).
+    """
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components as components
+
+    nodes = np.asarray(nodes, dtype=np.uint64)
+    if nodes.size == 0:
+        return np.zeros(0, np.uint64)
+    if np.any(nodes == 0):
+        raise ValueError("fragment id 0 (background) cannot be a node")
+    order = np.argsort(nodes, kind="stable")
+    sorted_nodes = nodes[order]
+    edges = np.asarray(edges, dtype=np.uint64).reshape(-1, 2)
+    keep = np.asarray(scores, dtype=np.float64) <= threshold  # NaN compares False: never merged
+    u, v = edges[keep, 0], edges[keep, 1]
+    iu = np.searchsorted(sorted_nodes, u).clip(0, len(nodes) - 1)
+    iv = np.searchsorted(sorted_nodes, v).clip(0, len(nodes) - 1)
+    known = (sorted_nodes[iu] == u) & (sorted_nodes[iv] == v)
+    iu, iv = iu[known], iv[known]
+    matrix = coo_matrix((np.ones(len(iu), np.int8), (iu, iv)), shape=(len(nodes), len(nodes)))
+    _, labels = components(matrix, directed=False)
+    smallest = np.full(labels.max() + 1, np.iinfo(np.uint64).max, dtype=np.uint64)
+    np.minimum.at(smallest, labels, sorted_nodes)
+    segments = np.empty(len(nodes), np.uint64)
+    segments[order] = smallest[labels]
+    return segments
+
+
+def _read_graph(config: RunConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(nodes, edges, scores)`` of the region graph (nodes sorted; NaN for a missing score)."""
+    from .graph import open_graph, read_edges, read_nodes
+
+    db = open_graph(config.db_location, "r")
+    try:
+        nodes = np.array(sorted(read_nodes(db)), dtype=np.uint64)
+        records = read_edges(db)
+    finally:
+        db.close()
+    edges = np.array([(u, v) for u, v, _, _ in records], dtype=np.uint64).reshape(-1, 2)
+    scores = np.array([np.nan if s is None else s for _, _, s, _ in records], dtype=np.float64)
+    return nodes, edges, scores
+
+
+def _edges_digest(edges: np.ndarray, scores: np.ndarray) -> str:
+    digest = hashlib.sha256(np.ascontiguousarray(edges, dtype=np.uint64).tobytes())
+    digest.update(np.ascontiguousarray(scores, dtype=np.float64).tobytes())
+    return digest.hexdigest()
+
+
+def _check_agglomerated(config: RunConfig) -> None:
+    """The region graph's edges must exist and come from ``config.merge_function``."""
+    import json
+
+    from .graph import check_reachable, graph_exists
+
+    check_reachable(config.db_location)
+    if not graph_exists(config.db_location):
+        raise ConfigError(f"db '{config.db_location}': no region graph there (run 02_extract_fragments first)")
+    settings = blocks_dir(config) / "agglomerate.json"
+    if not settings.is_file():
+        raise ConfigError(f"the region graph '{config.db_location}' has no edges yet (run 03_agglomerate first)")
+    made_with = json.loads(settings.read_text()).get("merge_function")
+    if made_with != config.merge_function:
+        raise ConfigError(
+            f"the region graph's edges come from merge_function '{made_with}', not '{config.merge_function}'; "
+            "run 03_agglomerate with it first"
+        )
+
+
+def _save_lut(path: Path, fragments: np.ndarray, segments: np.ndarray, edges_sha256: str) -> None:
+    """Write a LUT ``.npz`` atomically (a partial file renamed when complete)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".partial.npz")
+    np.savez_compressed(tmp, fragments=fragments, segments=segments, edges_sha256=np.array(edges_sha256))
+    tmp.replace(path)
+
+
+def find_segments(config: RunConfig, overwrite: bool = False, progress: bool = True) -> dict[float, Path]:
+    """Write the fragment → segment LUT of every threshold (sweep and ``extract_thresholds``).
+
+    Args:
+        config: the run config (``out_file``, ``db``, ``merge_function``, ``thresholds``, ``extract_thresholds``).
+        overwrite: recompute LUTs that exist (needed when they were made from other edges).
+        progress: show a progress bar over the thresholds.
+
+    Returns:
+        Threshold → LUT path, for every threshold (written now or before).
+
+    Raises:
+        ConfigError: no region graph or no edges of ``merge_function``, colliding threshold names, LUTs made from
+            other edges without ``overwrite`` — before any LUT is written.
+    """
+    from tqdm import tqdm
+
+    thresholds = all_thresholds(config)
+    _check_agglomerated(config)
+    nodes, edges, scores = _read_graph(config)
+    nodes = nodes[nodes != 0]
+    digest = _edges_digest(edges, scores)
+    paths = {t: lut_path(config, t) for t in thresholds}
+    todo = []
+    for t, path in paths.items():
+        if path.is_file() and not overwrite:
+            with np.load(path) as f:
+                made_from = str(f["edges_sha256"]) if "edges_sha256" in f.files else None
+            if made_from != digest:
+                raise ConfigError(f"LUT '{path}' was made from another region graph; pass --overwrite to replace it")
+            continue
+        todo.append(t)
+    for t in tqdm(todo, desc="find segments", unit="threshold", disable=not progress):
+        _save_lut(paths[t], nodes, connected_components(nodes, edges, scores, t), digest)
+    return paths
+
+
+# ---- extract segmentation -----------------------------------------------------------------------------------------
+
+
+def segmentation_dataset(threshold: float) -> str:
+    """``volumes/segmentation_<int(round(100·t))>``."""
+    return f"volumes/segmentation_{threshold_name(threshold)}"
+
+
+@dataclass(frozen=True)
+class SegmentationJob:
+    """Everything a worker needs (picklable)."""
+
+    fragments: Volume
+    segmentation: Path
+    lut: Path
+
+
+def _setup_worker(job: SegmentationJob) -> dict[str, Any]:
+    import zarr
+
+    with np.load(job.lut) as f:
+        lut = (f["fragments"], f["segments"])
+    return {
+        "fragments": job.fragments.open("r"),
+        "segmentation": zarr.open_array(job.segmentation, mode="r+"),
+        "lut": lut,
+    }
+
+
+def process_block(job: SegmentationJob, block, resources: dict[str, Any]) -> None:
+    """Relabel the fragments of this block's write ROI through the LUT into the segmentation."""
+    from .evaluate import relabel
+
+    where = voxel_slices(job.fragments, block.write_roi)
+    fragments = resources["fragments"][where]
+    resources["segmentation"][where] = relabel(fragments, resources["lut"]).astype(np.uint64)
+
+
+def _check_block_size(config: RunConfig, voxel_size: Coordinate) -> Coordinate:
+    """``config.block_size`` (nm), checked to be a positive multiple of ``voxel_size``."""
+    block = Coordinate(config.block_size)
+    if any(b <= 0 or b % v for b, v in zip(block, voxel_size)):
+        raise ConfigError(
+            f"block_size {tuple(block)} nm is not a positive multiple of the voxel size {tuple(voxel_size)} nm"
+        )
+    return block
+
+
+def extract_segmentation(
+    config: RunConfig, overwrite: bool = False, progress: bool = True
+) -> dict[float, BlockwiseResult]:
+    """Write ``volumes/segmentation_<int(round(100·t))>`` for every t in ``extract_thresholds``, blockwise.
+
+    Args:
+        config: the run config (``out_file``, ``merge_function``, ``extract_thresholds``, ``block_size``,
+            ``num_workers``, ``worker_command``).
+        overwrite: replace segmentations made from another LUT (and start them over).
+        progress: show daisy's progress bar.
+
+    Returns:
+        Threshold → the blocks processed and skipped.
+
+    Raises:
+        ConfigError: missing fragments, a missing LUT, a bad block size, a segmentation from another LUT without
+            ``overwrite`` — all before anything is written.
+    """
+    import zarr
+
+    from .data import COMPRESSOR
+
+    out_file = config.path(config.out_file)
+    fragments = open_dataset(out_file, FRAGMENTS, "fragments (run 02_extract_fragments first)")
+    block = _check_block_size(config, fragments.voxel_size)
+    thresholds = sorted({round(float(t), 10) for t in config.extract_thresholds})
+    # every LUT must exist before anything is written
+    wanted = {
+        t: {"lut": lut_path(config, t).name, "lut_sha256": lut_digest(load_lut(config, t)), "block_size": list(block)}
+        for t in thresholds
+    }
+    fresh = {}
+    for t in thresholds:
+        path = out_file / segmentation_dataset(t)
+        existing = zarr.open_array(path, mode="r").attrs.asdict().get(SEGMENTATION_ATTR) if path.exists() else None
+        if path.exists() and existing != wanted[t] and not overwrite:
+            raise ConfigError(f"'{path}' exists from another LUT or block size; pass --overwrite to replace it")
+        fresh[t] = overwrite or existing != wanted[t]
+
+    results = {}
+    shape = tuple(s // v for s, v in zip(fragments.roi.shape, fragments.voxel_size))
+    chunks = tuple(min(b // v, s) for b, v, s in zip(block, fragments.voxel_size, shape))
+    for t in thresholds:
+        name = segmentation_dataset(t)
+        path = out_file / name
+        tracking = blocks_dir(config) / name.split("/")[-1]
+        if fresh[t]:
+            shutil.rmtree(path, ignore_errors=True)
+            shutil.rmtree(tracking, ignore_errors=True)
+            group = zarr.open_group(out_file, mode="r+")
+            array = group.require_group("volumes").create_array(
+                name.split("/")[-1], shape=shape, chunks=chunks, dtype=np.uint64, fill_value=0, compressors=COMPRESSOR
+            )
+            array.attrs.update(
+                {
+                    "resolution": [int(v) for v in fragments.voxel_size],
+                    "offset": [int(v) for v in fragments.roi.offset],
+                    SEGMENTATION_ATTR: wanted[t],
+                }
+            )
+        job = SegmentationJob(fragments, path, lut_path(config, t))
+        block_roi = Roi((0, 0, 0), block)
+        results[t] = run_blockwise(
+            f"segmentation_{threshold_name(t)}",
+            fragments.roi,
+            block_roi,
+            block_roi,
+            process_block=_Bound(process_block, job),
+            num_workers=config.num_workers,
+            tracking_dir=tracking,
+            worker_setup=_Bound(_setup_worker, job),
+            worker_command=config.worker_command,
+            progress=progress,
+        )
+    return results
+
+
+# ---- command lines ------------------------------------------------------------------------------------------------
+
+
+def main_find_segments(argv: Sequence[str]) -> int:
+    """``04_find_segments.py CONFIG.json [--overwrite]``."""
+    from .cli import run
+
+    args = parse_step_args(argv, "04_find_segments.py", "fragment → segment LUTs at every merge threshold")
+
+    def step() -> None:
+        paths = find_segments(load_run_config(Path(args.config)), overwrite=args.overwrite)
+        folder = next(iter(paths.values())).parent if paths else "(no thresholds)"
+        print(f"find segments: {len(paths)} LUTs in {folder}")
+
+    return run(step)
+
+
+def main_extract_segmentation(argv: Sequence[str]) -> int:
+    """``05_extract_segmentation.py CONFIG.json [--overwrite]``."""
+    from .cli import run
+
+    args = parse_step_args(argv, "05_extract_segmentation.py", "blockwise segmentations at extract_thresholds")
+
+    def step() -> None:
+        results = extract_segmentation(load_run_config(Path(args.config)), overwrite=args.overwrite)
+        for t, result in results.items():
+            done = f"{result.processed} blocks processed, {result.skipped} skipped (done before)"
+            print(f"{segmentation_dataset(t)}: {done}")
+
+    return run(step)

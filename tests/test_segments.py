@@ -1,0 +1,288 @@
+"""lsd_nm.segments (03_predict/04_find_segments.py, 05_extract_segmentation.py): LUTs from the region graph at merge
+thresholds, and blockwise segmentations through them, on a synthetic volume with ideal affinities."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import networkx as nx
+import numpy as np
+import pytest
+import zarr
+from predict_volumes import OFFSET, VOXEL_SIZE, config, graph, make_out_file, read_fragments
+
+from lsd_nm import segments
+from lsd_nm.agglomerate import agglomerate
+from lsd_nm.blockwise import BlockwiseError
+from lsd_nm.config import ConfigError
+from lsd_nm.data import write_container
+from lsd_nm.evaluate import relabel
+from lsd_nm.fragments import extract_fragments
+from lsd_nm.segments import (
+    all_thresholds,
+    connected_components,
+    extract_segmentation,
+    find_segments,
+    load_lut,
+    lut_path,
+    sweep,
+    threshold_name,
+)
+
+REPO = Path(__file__).resolve().parents[1]
+GT = "volumes/labels/neuron_ids"
+SETTINGS = dict(thresholds=(0.0, 1.0, 0.1), extract_thresholds=[0.29, 0.5])
+
+
+def skeletons_of(labels: np.ndarray, nodes_per_label: int = 6) -> dict[str, np.ndarray]:
+    """Hand-made skeletons: per label, a chain of voxel centres (nm) in its largest connected piece."""
+    from scipy import ndimage
+
+    node_ids, positions, neuron_ids, edges = [], [], [], []
+    for label in np.unique(labels[labels != 0]):
+        pieces, count = ndimage.label(labels == label)
+        sizes = np.bincount(pieces.ravel())[1:]
+        voxels = np.argwhere(pieces == 1 + int(np.argmax(sizes)))
+        if len(voxels) < 2:
+            continue
+        chosen = voxels[np.linspace(0, len(voxels) - 1, min(nodes_per_label, len(voxels))).astype(int)]
+        first = len(node_ids) + 1
+        for k, voxel in enumerate(chosen):
+            node_ids.append(first + k)
+            positions.append(np.asarray(OFFSET) + (voxel + 0.5) * np.asarray(VOXEL_SIZE))
+            neuron_ids.append(int(label))
+            if k:
+                edges.append((first + k - 1, first + k))
+    return {
+        "node_ids": np.array(node_ids, np.uint64),
+        "positions": np.array(positions, np.float32),
+        "neuron_ids": np.array(neuron_ids, np.uint64),
+        "edges": np.array(edges, np.uint64),
+    }
+
+
+@pytest.fixture(scope="session")
+def base_run(tmp_path_factory) -> Path:
+    """A folder with ``out.zarr`` (affs, fragments), its region graph (``out.rag.db``, agglomerated),
+    ``gt.zarr`` (the boundary labels) and ``gt.skeletons.npz``; built once, copy it with :func:`copy_run`."""
+    folder = tmp_path_factory.mktemp("base_run")
+    out = folder / "out.zarr"
+    labels, _ = make_out_file(out)
+    write_container(folder / "gt.zarr", {GT: labels}, VOXEL_SIZE, OFFSET)
+    np.savez_compressed(folder / "gt.skeletons.npz", **skeletons_of(labels))
+    cfg = config(out)
+    extract_fragments(cfg, progress=False)
+    agglomerate(cfg, progress=False)
+    return folder
+
+
+def copy_run(base: Path, tmp_path: Path) -> Path:
+    """A private copy of the base run; returns its ``out.zarr``."""
+    folder = tmp_path / "run"
+    shutil.copytree(base, folder)
+    return folder / "out.zarr"
+
+
+def run_script(script: str, cfg, tmp_path: Path) -> subprocess.CompletedProcess:
+    config_file = tmp_path / "config.json"
+    config_file.write_text(json.dumps(cfg.model_dump(mode="json", exclude_defaults=True)))
+    env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
+    return subprocess.run(
+        [sys.executable, str(REPO / "03_predict" / script), str(config_file)], capture_output=True, text=True, env=env
+    )
+
+
+def written(folder: Path) -> set[str]:
+    return {str(p.relative_to(folder)) for p in folder.rglob("*")}
+
+
+# ---- units --------------------------------------------------------------------------------------------------------
+
+
+def test_components_are_named_by_their_smallest_fragment_never_0() -> None:
+    nodes = np.array([5, 3, 9, 2, 7], np.uint64)
+    edges = np.array([(3, 5), (5, 9), (2, 7), (7, 100), (2, 3)], np.uint64)
+    scores = np.array([0.1, 0.5, np.nan, 0.0, 0.6])  # NaN: never merged; 100 is no node: skipped
+    assert connected_components(nodes, edges, scores, 0.3).tolist() == [3, 3, 9, 2, 7]
+    assert connected_components(nodes, edges, scores, 0.5).tolist() == [3, 3, 3, 2, 7]
+    assert connected_components(nodes, edges, scores, 1.0).tolist() == [2, 2, 2, 2, 7]
+    with pytest.raises(ValueError, match="fragment id 0"):
+        connected_components(np.array([0, 1], np.uint64), edges, scores, 0.5)
+
+
+def test_thresholds_round_in_names_and_do_not_drift() -> None:
+    ts = sweep((0.0, 1.0, 0.02))
+    assert len(ts) == 50 and ts[29] == 0.58 and ts[-1] == 0.98
+    assert threshold_name(0.58) == 58 and threshold_name(0.29) == 29 and int(0.29 * 100) == 28  # the original's bug
+    assert sweep((0.1, 0.4, 0.1)) == [0.1, 0.2, 0.3]  # arange(0.1, 0.4, 0.1) has 4 elements
+    cfg = config(Path("/tmp/x.zarr"), thresholds=(0.0, 0.1, 0.05), extract_thresholds=[0.5, 0.05])
+    assert all_thresholds(cfg) == [0.0, 0.05, 0.5]
+    with pytest.raises(ConfigError, match=r"thresholds 0.29 and 0.291 would share the name _29"):
+        all_thresholds(config(Path("/tmp/x.zarr"), extract_thresholds=[0.29, 0.291]))
+
+
+# ---- find segments ------------------------------------------------------------------------------------------------
+
+
+def test_luts_are_the_components_of_the_region_graph(base_run: Path, tmp_path: Path) -> None:
+    out = copy_run(base_run, tmp_path)
+    cfg = config(out, **SETTINGS)
+    paths = find_segments(cfg, progress=False)
+    assert sorted(paths) == all_thresholds(cfg) and len(paths) == 11
+    assert paths[0.29].name == "seg_hist_quant_75_29.npz" and not lut_path(cfg, 0.28).exists()
+    assert paths[0.29].parent == out / "luts/fragment_segment"
+    nodes, edges = graph(cfg)
+    for t in (0.0, 0.29, 0.5, 0.9):
+        fragments, segment_ids = load_lut(cfg, t)
+        assert fragments.dtype == segment_ids.dtype == np.uint64
+        assert sorted(fragments.tolist()) == sorted(nodes) and np.all(segment_ids != 0)
+        reference = nx.Graph()
+        reference.add_nodes_from(nodes)
+        reference.add_edges_from((u, v) for u, v, score, _ in edges if score is not None and score <= t)
+        lut = dict(zip(fragments.tolist(), segment_ids.tolist()))
+        for component in nx.connected_components(reference):
+            assert {lut[f] for f in component} == {min(component)}
+    # ideal affinities: the fragments of one object merge early, different objects late
+    assert len(np.unique(load_lut(cfg, 0.5)[1])) < len(nodes) == len(np.unique(load_lut(cfg, 0.0)[1]))
+
+    stamps = {t: p.stat().st_mtime_ns for t, p in paths.items()}
+    find_segments(cfg, progress=False)
+    assert {t: p.stat().st_mtime_ns for t, p in paths.items()} == stamps  # existing LUTs are skipped
+    find_segments(cfg, overwrite=True, progress=False)
+    assert all(p.stat().st_mtime_ns != stamps[t] for t, p in paths.items())
+
+
+def test_luts_from_other_edges_need_overwrite(base_run: Path, tmp_path: Path) -> None:
+    out = copy_run(base_run, tmp_path)
+    cfg = config(out, thresholds=(0.0, 0.2, 0.1), extract_thresholds=[])
+    find_segments(cfg, progress=False)
+    before = load_lut(cfg, 0.1)
+    # agglomerating again (another merge function, then back) gives the same edges: the LUTs are still current
+    agglomerate(config(out, merge_function="mean"), overwrite=True, progress=False)
+    agglomerate(config(out), overwrite=True, progress=False)
+    stamp = lut_path(cfg, 0.1).stat().st_mtime_ns
+    find_segments(cfg, progress=False)
+    assert lut_path(cfg, 0.1).stat().st_mtime_ns == stamp
+    np.savez_compressed(lut_path(cfg, 0.1), fragments=before[0], segments=before[1], edges_sha256=np.array("other"))
+    with pytest.raises(ConfigError, match=r"seg_hist_quant_75_10.npz' was made from another region graph; pass"):
+        find_segments(cfg, progress=False)
+    find_segments(cfg, overwrite=True, progress=False)
+    assert all(np.array_equal(a, b) for a, b in zip(load_lut(cfg, 0.1), before))
+
+
+def test_find_segments_needs_edges_of_the_merge_function(base_run: Path, tmp_path: Path) -> None:
+    out = copy_run(base_run, tmp_path)
+    with pytest.raises(ConfigError, match=r"edges come from merge_function 'hist_quant_75', not 'mean'"):
+        find_segments(config(out, merge_function="mean"), progress=False)
+    (out / ".blocks/agglomerate.json").unlink()
+    with pytest.raises(ConfigError, match=r"has no edges yet \(run 03_agglomerate first\)$"):
+        find_segments(config(out), progress=False)
+    assert not (out / "luts").exists()
+
+
+def test_find_segments_script_without_region_graph_exits_2(tmp_path: Path) -> None:
+    out = tmp_path / "out.zarr"
+    make_out_file(out)
+    before = written(tmp_path)
+    done = run_script("04_find_segments.py", config(out), tmp_path)
+    assert done.returncode == 2
+    db = tmp_path / "out.rag.db"
+    assert done.stderr == f"error: db '{db}': no region graph there (run 02_extract_fragments first)\n"
+    assert written(tmp_path) == before | {"config.json"}
+
+
+# ---- extract segmentation -----------------------------------------------------------------------------------------
+
+
+def test_segmentation_is_the_fragments_through_the_lut(base_run: Path, tmp_path: Path) -> None:
+    out = copy_run(base_run, tmp_path)
+    cfg = config(out, **SETTINGS)
+    find_segments(cfg, progress=False)
+    results = extract_segmentation(cfg, progress=False)
+    assert {t: (r.processed, r.skipped) for t, r in results.items()} == {0.29: (8, 0), 0.5: (8, 0)}
+    fragments = read_fragments(out)
+    source_attrs = zarr.open_array(out / "volumes/fragments", mode="r").attrs.asdict()
+    for t, name in ((0.29, "segmentation_29"), (0.5, "segmentation_50")):
+        array = zarr.open_array(out / "volumes" / name, mode="r")
+        assert array.dtype == np.uint64 and array.shape == fragments.shape
+        assert array.attrs["resolution"] == source_attrs["resolution"] == list(VOXEL_SIZE)
+        assert array.attrs["offset"] == source_attrs["offset"]
+        expected = relabel(fragments, load_lut(cfg, t))
+        assert np.array_equal(array[:], expected) and np.all(array[:][fragments != 0] != 0)
+    again = extract_segmentation(cfg, progress=False)
+    assert all((r.processed, r.skipped) == (0, 8) for r in again.values())
+
+
+def test_an_interrupted_extraction_resumes_without_redoing_blocks(
+    base_run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    out = copy_run(base_run, tmp_path)
+    cfg = config(out, thresholds=(0.5, 0.6, 0.1), extract_thresholds=[0.5])
+    find_segments(cfg, progress=False)
+    original = segments.process_block
+    calls: list[tuple] = []
+
+    def failing(job, block, resources) -> None:
+        if len(calls) == 3:
+            raise RuntimeError("worker died")
+        original(job, block, resources)
+        calls.append(tuple(block.write_roi.offset))
+
+    monkeypatch.setattr(segments, "process_block", failing)
+    with pytest.raises(BlockwiseError, match="segmentation_50: 1 block failed"):
+        extract_segmentation(cfg, progress=False)
+    first = list(calls)
+    assert len(first) == 3
+    calls.clear()
+
+    def recording(job, block, resources) -> None:
+        original(job, block, resources)
+        calls.append(tuple(block.write_roi.offset))
+
+    monkeypatch.setattr(segments, "process_block", recording)
+    result = extract_segmentation(cfg, progress=False)[0.5]
+    assert (result.processed, result.skipped) == (5, 3)
+    assert not set(calls) & set(first) and len(set(calls) | set(first)) == 8
+    segmentation = zarr.open_array(out / "volumes/segmentation_50", mode="r")[:]
+    assert np.array_equal(segmentation, relabel(read_fragments(out), load_lut(cfg, 0.5)))
+
+
+def test_segmentation_from_another_lut_needs_overwrite(base_run: Path, tmp_path: Path) -> None:
+    out = copy_run(base_run, tmp_path)
+    cfg = config(out, thresholds=(0.5, 0.6, 0.1), extract_thresholds=[0.5])
+    find_segments(cfg, progress=False)
+    extract_segmentation(cfg, progress=False)
+    fragments, _ = load_lut(cfg, 0.5)
+    np.savez_compressed(lut_path(cfg, 0.5), fragments=fragments, segments=fragments, edges_sha256=np.array("x"))
+    with pytest.raises(ConfigError, match=r"segmentation_50' exists from another LUT or block size; pass --overwrite"):
+        extract_segmentation(cfg, progress=False)
+    result = extract_segmentation(cfg, overwrite=True, progress=False)[0.5]
+    assert (result.processed, result.skipped) == (8, 0)
+    segmentation = zarr.open_array(out / "volumes/segmentation_50", mode="r")[:]
+    assert np.array_equal(segmentation, read_fragments(out))  # the identity LUT
+
+
+def test_bad_inputs_to_extraction_are_one_line_errors_and_write_nothing(base_run: Path, tmp_path: Path) -> None:
+    out = copy_run(base_run, tmp_path)
+    cfg = config(out, thresholds=(0.5, 0.6, 0.1), extract_thresholds=[0.5, 0.29])
+    find_segments(config(out, thresholds=(0.5, 0.6, 0.1), extract_thresholds=[0.5]), progress=False)
+    before = written(tmp_path)
+    with pytest.raises(ConfigError, match=r"^no LUT for threshold 0.29 \('.*seg_hist_quant_75_29.npz'\); run 04_find"):
+        extract_segmentation(cfg, progress=False)
+    with pytest.raises(ConfigError, match=r"block_size \(150, 432, 432\) nm is not a positive multiple"):
+        extract_segmentation(config(out, extract_thresholds=[0.5], block_size=(150, 432, 432)), progress=False)
+    assert written(tmp_path) == before
+
+    done = run_script("05_extract_segmentation.py", cfg, tmp_path)
+    assert done.returncode == 2 and done.stderr.startswith("error: no LUT for threshold 0.29 (")
+    assert done.stderr.count("\n") == 1 and written(tmp_path) == before | {"config.json"}
+
+    empty = tmp_path / "empty.zarr"
+    zarr.open_group(empty, mode="w", zarr_format=2)
+    with pytest.raises(ConfigError, match=r"^fragments \(run 02_extract_fragments first\) '.*' does not exist$"):
+        extract_segmentation(config(empty), progress=False)
