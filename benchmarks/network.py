@@ -75,7 +75,7 @@ def main():
             # a train step is ~3× the forward cost (forward, and backward w.r.t. inputs and weights)
             rows.append((f"zebrafinch U-Net train step {io.inputs['raw'].shape}→{io.outputs['affs'].shape}", t, 3 * flops / t, out_voxels / t))
     peak_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2
-    machine = f"{platform.machine()}, {os.cpu_count()} cores, TF {tf.__version__}"
+    machine = f"{platform.machine()}, {os.cpu_count()} cores, TF {tf.__version__}, load {os.getloadavg()[0]:.1f}"
     lines = [
         f"| {date.today()} | {name} | {t:.2f} s | {fl / 1e9:.1f} GFLOP/s = {100 * fl / peak:.0f}% of matmul peak {peak / 1e9:.0f} GFLOP/s; {vox:,.0f} output voxels/s | {peak_rss:.1f} GB peak RSS (whole run) | {machine} |"
         for name, t, fl, vox in rows
