@@ -87,7 +87,7 @@ def test_layers_with_voxel_size_and_offset_in_voxels(folder):
     assert [(layer.name, layer.display) for layer in layers[5:]] == [
         ("pred_affinities", "rgb"), ("affs_gradient", "grayscale"), ("mask", "grayscale")
     ]
-    assert layers[6].value_scale == pytest.approx(1 / np.sqrt(0.75))  # the largest gradient magnitude is white
+    assert layers[6].value_scale == pytest.approx(1 / np.sqrt(0.75))  # the (99th percentile) gradient magnitude is white
     assert layers[0].voxel_offset == (-6, -32, -32) and layers[1].voxel_offset == (-2, -16, -16)  # nm / voxel size
     assert data["neuron_ids"].dtype == np.uint64 and data["mask"].dtype == np.float32 and data["mask"].max() == 1
     assert [layer.channels for layer in read_snapshot(folder / "snapshots/batch_1.hdf", (3, 4, 5))[0][2:5]] == [
@@ -152,9 +152,15 @@ def test_errors_are_one_line(folder, tmp_path):
         (folder, ["1", "--file", str(folder / "snapshots/batch_1.hdf")],
          f"error: give a snapshot ITERATION or --file, not both (got 1 and {folder / 'snapshots/batch_1.hdf'})"),
     ]
-    for where, args, message in cases:
-        result = run_shim(where, *args)
-        assert (result.returncode, result.stderr) == (2, message + "\n"), args
+    # the scripts run side by side: each spends most of its time importing
+    procs = [
+        subprocess.Popen([sys.executable, str(where / "view_batch.py"), *args], cwd=where, text=True,
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        for where, args, _ in cases
+    ]
+    for proc, (_, args, message) in zip(procs, cases):
+        _, stderr = proc.communicate(timeout=120)
+        assert (proc.returncode, stderr) == (2, message + "\n"), args
 
 
 def test_screenshot_in_headless_chromium(folder, tmp_path):
@@ -172,11 +178,14 @@ def test_screenshot_in_headless_chromium(folder, tmp_path):
     assert image.format == "PNG" and image.size == (400, 300)
     pixels = np.asarray(image.convert("RGB")).astype(int)
     assert pixels.std() > 20  # not blank
-    # 4 × 2 panels of 100 × 150 pixels; LSD channels 3, 4, 5 as RGB: 0.3, 0.4, 0.5 in gt_lsds (2nd panel), and
-    # 0.0, 0.1, 0.2 in pred_lsds (3rd panel; its channels are rolled by 3)
+    # 4 + 3 panels, 150 pixels high (the first row's 100 wide). LSD channels 3, 4, 5 as RGB: 0.3, 0.4, 0.5 in gt_lsds
+    # (2nd panel), and 0.0, 0.1, 0.2 in pred_lsds (3rd panel; its channels are rolled by 3)
     for x, expected in ((135, (0.3, 0.4, 0.5)), (235, (0.0, 0.1, 0.2))):
         middle = np.median(pixels[60:90, x : x + 30].reshape(-1, 3), axis=0)
         assert np.abs(middle - np.array(expected) * 255).max() < 10, (x, middle)
+    # affs_gradient (the middle of the last row's 3 panels): magnitude sqrt(3 × 0.5²) everywhere, negative channels
+    # included (GLSL's pow would be undefined), is the 99th percentile, so white
+    assert np.median(pixels[210:240, 185:215]) > 245
     # the ids over raw (1st panel) in colour, not grey
     first = pixels[60:90, 35:65]
     assert ((first.max(axis=2) - first.min(axis=2)) > 20).mean() > 0.5

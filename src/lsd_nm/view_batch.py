@@ -13,6 +13,7 @@ Run from a network folder: python view_batch.py [ITERATION] [--lsd-channels 3,4,
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import math
 import re
@@ -24,7 +25,7 @@ from typing import Literal
 import numpy as np
 
 from .config import ConfigError
-from .view import LayerSource, _spatial_attrs, fit_scale, serve
+from .view import LayerKind, LayerSource, _spatial_attrs, fit_scale, serve
 
 SNAPSHOTS = "snapshots"
 """A network folder's snapshot folder (written by :class:`lsd_nm.nodes.snapshot.Snapshot`)."""
@@ -44,7 +45,7 @@ class BatchLayer(LayerSource):
     channels: tuple[int, ...] = ()
     """The channels drawn (``rgb``: red, green, blue; ``grayscale`` of a 4D array: all of them)."""
     value_scale: float = 1.0
-    """Grey values are multiplied by this (gradients: 1 / their largest magnitude)."""
+    """Grey values are multiplied by this (gradients: 1 / their 99th-percentile magnitude)."""
 
 
 def list_snapshots(folder: Path) -> dict[int, Path]:
@@ -100,28 +101,28 @@ def parse_lsd_channels(text: str) -> tuple[int, int, int]:
     return channels
 
 
-def _role(path: str, dtype: np.dtype, ndim: int) -> int:
-    """Sort key: raw, ids, autocontext input, LSDs, affinities, gradients, masks, anything else."""
+ROLES = ("raw", "ids", "autocontext", "lsds", "affinities", "gradient", "mask", "other")
+"""What a snapshot's dataset is, in display order (from its name: ``lsd_nm.pipelines.SNAPSHOT_DATASETS``; the
+original's ``embedding`` means LSDs)."""
+
+
+def _role(path: str, dtype: np.dtype, ndim: int) -> str:
     name = path.lower()
     if name.endswith("raw"):
-        return 0
+        return "raw"
     if "mask" in name:
-        return 6
+        return "mask"
     if ndim == 3 and np.issubdtype(dtype, np.integer) and dtype.itemsize >= 4:
-        return 1
+        return "ids"
     if "gradient" in name:
-        return 5
+        return "gradient"
     if "pretrained" in name:
-        return 2
+        return "autocontext"
     if "lsd" in name or "embedding" in name:
-        return 3
+        return "lsds"
     if "aff" in name:
-        return 4
-    return 7
-
-
-def _is_lsd(path: str) -> bool:
-    return "lsd" in path.lower() or "embedding" in path.lower()
+        return "affinities"
+    return "other"
 
 
 def _as_float(data: np.ndarray) -> np.ndarray:
@@ -129,8 +130,58 @@ def _as_float(data: np.ndarray) -> np.ndarray:
     integers (uint8 LSDs or raw) divided by their type's maximum."""
     if np.issubdtype(data.dtype, np.floating):
         return data.astype(np.float32, copy=False)
-    data = data.astype(np.float32) / (np.iinfo(data.dtype).max if data.size and data.max() > 1 else 1)
-    return data
+    return data.astype(np.float32) / (np.iinfo(data.dtype).max if data.size and data.max() > 1 else 1)
+
+
+def _gradient_scale(gradient: np.ndarray) -> float:
+    """The factor that makes a gradient's 99th-percentile magnitude (over its channels) white: a percentile, not the
+    maximum, because MALIS gradients are sparse, a few edges carrying most of the loss."""
+    magnitude = np.sqrt((gradient**2).sum(axis=0)) if gradient.ndim == 4 else np.abs(gradient)
+    for top in (np.percentile(magnitude, 99) if magnitude.size else 0.0, magnitude.max(initial=0.0)):
+        if top > 0:
+            return float(1.0 / top)
+    return 1.0
+
+
+def _read_layer(
+    path: Path, name: str, dataset, default_voxel_size: tuple | None, lsd_channels: Sequence[int]
+) -> tuple[BatchLayer, np.ndarray]:
+    """One dataset of a snapshot as a layer, and its data (see :func:`read_snapshot`)."""
+    voxel_size, offset = _spatial_attrs(dict(dataset.attrs), default_voxel_size, f"{path}:{name}")
+    role = _role(name, dataset.dtype, dataset.ndim)
+    array = dataset[:]
+    n_channels = array.shape[0] if array.ndim == 4 else 0
+    channels: tuple[int, ...] = ()
+    value_scale = 1.0
+    if role == "ids":
+        display: Display = "segmentation"
+        array = array.astype(np.uint64, copy=False)
+    else:
+        array = _as_float(array)
+        if array.ndim == 3 and role not in ("gradient", "mask"):
+            display = "raw"
+        elif role in ("gradient", "mask") or n_channels < 3:
+            display = "grayscale"
+            channels = tuple(range(n_channels))
+            if role == "gradient":
+                value_scale = _gradient_scale(array)
+        else:
+            display = "rgb"
+            channels = (0, 1, 2)
+            if role in ("lsds", "autocontext"):  # the autocontext input is the lsd net's LSDs
+                if max(lsd_channels) >= n_channels:
+                    raise ConfigError(
+                        f"--lsd-channels {','.join(map(str, lsd_channels))}: {path}:{name} has {n_channels} "
+                        f"channels (expected channels 0–{n_channels - 1})"
+                    )
+                channels = tuple(lsd_channels)
+    if array.ndim == 4:
+        kind: LayerKind = "mask" if role == "mask" else "channels"
+    else:
+        kind = {"ids": "segmentation", "mask": "mask"}.get(role, "image")
+    layer_name = name.removeprefix("volumes/").rsplit("/", 1)[-1]
+    layer = BatchLayer(layer_name, name, kind, tuple(array.shape), voxel_size, offset, display, channels, value_scale)
+    return layer, array
 
 
 def read_snapshot(
@@ -167,51 +218,14 @@ def read_snapshot(
             raise ConfigError(f"{path}: no 3D or 4D datasets in the snapshot")
         raw = next((d for name, d in datasets.items() if name.endswith("raw")), None)
         default_voxel_size = tuple(raw.attrs["resolution"]) if raw is not None and "resolution" in raw.attrs else None
-        order = sorted(datasets, key=lambda name: (_role(name, datasets[name].dtype, datasets[name].ndim), name))
-        layers, data, names = [], {}, set()
+        order = sorted(datasets, key=lambda n: (ROLES.index(_role(n, datasets[n].dtype, datasets[n].ndim)), n))
+        layers, data = [], {}
         for name in order:
-            dataset = datasets[name]
-            voxel_size, offset = _spatial_attrs(dict(dataset.attrs), default_voxel_size, f"{path}:{name}")
-            role = _role(name, dataset.dtype, dataset.ndim)
-            array = dataset[:]
-            layer_name = name.removeprefix("volumes/").rsplit("/", 1)[-1]
-            layer_name = name if layer_name in names else layer_name
-            names.add(layer_name)
-            n_channels = array.shape[0] if array.ndim == 4 else 0
-            channels: tuple[int, ...] = ()
-            value_scale = 1.0
-            if role == 1:
-                display: Display = "segmentation"
-                array = array.astype(np.uint64, copy=False)
-            else:
-                array = _as_float(array)
-                if role == 0 or (array.ndim == 3 and role not in (5, 6)):
-                    display = "raw"
-                elif role in (5, 6) or n_channels < 3:
-                    display = "grayscale"
-                    channels = tuple(range(n_channels))
-                    if role == 5:  # gradients: magnitude over the channels, the largest one white
-                        magnitude = np.sqrt((array**2).sum(axis=0)) if array.ndim == 4 else np.abs(array)
-                        largest = float(magnitude.max()) if magnitude.size else 0.0
-                        value_scale = 1.0 / largest if largest > 0 else 1.0
-                else:
-                    display = "rgb"
-                    channels = (0, 1, 2)
-                    if _is_lsd(name):
-                        if max(lsd_channels) >= n_channels:
-                            raise ConfigError(
-                                f"--lsd-channels {','.join(map(str, lsd_channels))}: {path}:{name} has {n_channels} "
-                                f"channels (expected channels 0–{n_channels - 1})"
-                            )
-                        channels = tuple(lsd_channels)
-            if array.ndim == 4:
-                kind = "mask" if role == 6 else "channels"
-            else:
-                kind = {1: "segmentation", 6: "mask"}.get(role, "image")
-            layers.append(
-                BatchLayer(layer_name, name, kind, tuple(array.shape), voxel_size, offset, display, channels, value_scale)
-            )
-            data[layer_name] = array
+            layer, array = _read_layer(path, name, datasets[name], default_voxel_size, lsd_channels)
+            if layer.name in data:  # two datasets of one name in different groups
+                layer = dataclasses.replace(layer, name=name)
+            layers.append(layer)
+            data[layer.name] = array
         attrs = {key: (value.item() if hasattr(value, "item") else value) for key, value in file.attrs.items()}
     return layers, data, attrs
 
@@ -226,17 +240,19 @@ def shader(layer: BatchLayer) -> str | None:
         return None
     if layer.display == "raw":
         return "void main() {\n  emitGrayscale(toNormalized(getDataValue()));\n}"
+    values = [f"toNormalized(getDataValue({c}))" for c in layer.channels]
     if layer.display == "rgb":
-        r, g, b = (f"toNormalized(getDataValue({c}))" for c in layer.channels)
-        return f"void main() {{\n  // channels {', '.join(map(str, layer.channels))} as red, green, blue\n  emitRGB(vec3({r}, {g}, {b}));\n}}"
-    if not layer.channels:
-        terms = "abs(toNormalized(getDataValue()))"
-    elif layer.kind == "mask":  # the fraction of channels masked in
-        terms = " + ".join(f"toNormalized(getDataValue({c}))" for c in layer.channels) + f") / {float(len(layer.channels))}"
-        terms = "(" + terms
-    else:  # the magnitude over the channels
-        terms = "sqrt(" + " + ".join(f"pow(toNormalized(getDataValue({c})), 2.0)" for c in layer.channels) + ")"
-    return f"void main() {{\n  emitGrayscale({terms} * {layer.value_scale:.9g});\n}}"
+        channels = ", ".join(map(str, layer.channels))
+        return f"void main() {{\n  // channels {channels} as red, green, blue\n  emitRGB(vec3({', '.join(values)}));\n}}"
+    if not values:
+        return f"void main() {{\n  emitGrayscale(abs(toNormalized(getDataValue())) * {layer.value_scale:.9g});\n}}"
+    lines = [f"  float v{c} = {v};" for c, v in zip(layer.channels, values)]
+    if layer.kind == "mask":  # the fraction of the channels (affinity edges) masked in
+        grey = f"({' + '.join(f'v{c}' for c in layer.channels)}) / {float(len(values))}"
+    else:  # the magnitude over the channels (v * v: GLSL's pow is undefined for negative gradients)
+        grey = f"sqrt({' + '.join(f'v{c} * v{c}' for c in layer.channels)})"
+    body = "\n".join([*lines, f"  emitGrayscale({grey} * {layer.value_scale:.9g});"])
+    return f"void main() {{\n{body}\n}}"
 
 
 def panels(layers: Sequence[BatchLayer]) -> list[list[str]]:
@@ -248,8 +264,14 @@ def panels(layers: Sequence[BatchLayer]) -> list[list[str]]:
 
 
 def grid(n: int, size: tuple[int, int]) -> tuple[int, int]:
-    """Columns and rows for ``n`` square-ish panels in a ``size`` (width, height) picture."""
-    columns = max(1, min(n, math.ceil(math.sqrt(n * size[0] / size[1]))))
+    """Columns and rows for ``n`` panels of square content in a ``size`` (width, height) view: the most content area,
+    then the fewest empty cells (e.g. 3 × 3 for 9 panels in 800 × 600, 4 × 2 for 7)."""
+
+    def score(columns: int) -> tuple[int, int]:
+        rows = math.ceil(n / columns)
+        return round(n * min(size[0] / columns, size[1] / rows) ** 2), n - columns * rows
+
+    columns = max(range(1, max(n, 1) + 1), key=score)
     return columns, math.ceil(n / columns)
 
 
@@ -296,8 +318,6 @@ def build_batch_state(state, layers: Sequence[BatchLayer], data: dict, size: tup
     groups = panels(layers)
     columns, rows = grid(len(groups), size)
     viewers = [neuroglancer.LayerGroupViewer(layers=names, layout="xy") for names in groups]
-    if len(viewers) < columns * rows:  # an empty panel fills the last row, so that all panels have the same size
-        viewers.append(neuroglancer.LayerGroupViewer(layers=[], layout="xy", flex=columns * rows - len(viewers)))
     state.layout = neuroglancer.column_layout(
         [neuroglancer.row_layout(viewers[r * columns : (r + 1) * columns]) for r in range(rows)]
     )
@@ -306,9 +326,9 @@ def build_batch_state(state, layers: Sequence[BatchLayer], data: dict, size: tup
     centre_nm = [o + (s // 2 + 0.5) * v for o, s, v in zip(focus.offset, focus.shape[-3:], focus.voxel_size)]
     state.position = [c / v for c, v in zip(centre_nm, global_voxel_size)]
     state.display_dimensions = ["x", "y", "z"]  # a y-x section in each panel (z, y, x would show z sideways)
-    state.cross_section_scale = fit_scale(focus, (size[0] // columns, size[1] // rows)) * (
-        min(focus.voxel_size[1:]) / min(global_voxel_size[1:])
-    )
+    # the output region fills a panel; fit_scale counts the focus layer's voxels, neuroglancer the global ones
+    panel = (size[0] // columns, size[1] // rows)
+    state.cross_section_scale = fit_scale(focus, panel) * min(focus.voxel_size[1:]) / min(global_voxel_size[1:])
     state.show_axis_lines = False
     state.show_default_annotations = False  # the arrays' yellow bounding boxes would frame every panel
 
@@ -327,9 +347,11 @@ def label_panels(png: bytes, groups: Sequence[Sequence[str]], size: tuple[int, i
     draw = ImageDraw.Draw(image)
     font = ImageFont.load_default(size=max(10, min(16, size[1] // 40)))
     columns, rows = grid(len(groups), size)
-    width, height = image.size[0] / columns, image.size[1] / rows
+    height = image.size[1] / rows
     for i, names in enumerate(groups):
-        x, y = (i % columns) * width + 4, (i // columns) * height + 3
+        row, column = divmod(i, columns)
+        width = image.size[0] / min(columns, len(groups) - row * columns)  # the last row's panels share its width
+        x, y = column * width + 4, row * height + 3
         draw.text((x, y), " + ".join(names), font=font, fill=(255, 255, 255), stroke_width=2, stroke_fill=(0, 0, 0))
     out = io.BytesIO()
     image.save(out, format="PNG")
@@ -374,5 +396,7 @@ def view_batch(
     described = ", ".join(f"{layer.name} ({layer.display})" for layer in layers)
     loss = f", loss {info['loss']:.4g}" if "loss" in info else ""
     summary = f"{path} (iteration {info.get('iteration', '?')}{loss}): {described}"
-    finish = lambda png: label_panels(png, groups, size)  # noqa: E731
+    def finish(png: bytes) -> bytes:
+        return label_panels(png, groups, size)
+
     serve(fill, summary, bind_address, port, screenshot_path, size, chromium, timeout, finish=finish)
