@@ -170,3 +170,26 @@ def test_renumber_connected_components():
         out = pipeline.request_batch(request)[key].data
     assert out.dtype == np.uint64
     assert out.tolist() == [[[1, 1, 0, 2], [0, 0, 0, 2], [3, 0, 4, 4]]]
+
+
+def test_lsd_targets_match_the_reference():
+    """The pipeline's LSD targets (lsds' gunpowder node, sigma 120 nm, downsample 2) equal lsd-lite's whole-array LSDs
+    away from the volume border (the node computes them on the request grown by its 3-sigma context)."""
+    from lsd.train.gp import AddLocalShapeDescriptor
+    from lsd_lite import get_lsds
+
+    from lsd_nm.synthetic import generate_volume
+
+    _, labels = generate_volume((40, 96, 96), tuple(VOXEL), seed=4)
+    key, lsds = gp.ArrayKey("LSD_LABELS"), gp.ArrayKey("LSD_TARGETS")
+    pipeline = source(key, labels, False) + gp.Pad(key, None) + AddLocalShapeDescriptor(key, lsds, sigma=120.0, downsample=2)
+    request = gp.BatchRequest()
+    # the centre, well inside: 3 sigma = 360 nm = 18 sections, 40 voxels in-plane
+    roi = gp.Roi((20 * 20, 40 * 9, 40 * 9), (4 * 20, 16 * 9, 16 * 9))
+    request[lsds] = gp.ArraySpec(roi=roi)
+    request[key] = gp.ArraySpec(roi=roi)  # as in training: the labels are requested too
+    with gp.build(pipeline):
+        ours = pipeline.request_batch(request)[lsds].data
+    reference = get_lsds(labels, sigma=120.0, voxel_size=tuple(VOXEL), downsample=2)[:, 20:24, 40:56, 40:56]
+    assert ours.shape == reference.shape == (10, 4, 16, 16)
+    np.testing.assert_allclose(ours, reference, atol=1e-5)
