@@ -8,8 +8,7 @@ from pathlib import Path
 import pytest
 from funlib.geometry import Roi
 
-from lsd_nm.blockwise import BlockwiseError, block_index, run_blockwise
-from lsd_nm.fragments import _Bound
+from lsd_nm.blockwise import BlockwiseError, _Bound, block_index, run_blockwise
 
 TOTAL = Roi((0, 0, 0), (100, 100, 100))
 READ = Roi((-10, -10, -10), (70, 70, 70))

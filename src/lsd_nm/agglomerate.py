@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from .blockwise import BlockwiseResult, run_blockwise
+from .blockwise import BlockwiseResult, run_job
 from .config import ConfigError
 from .fragments import (
     AFFS,
@@ -32,7 +32,6 @@ from .fragments import (
     FRAGMENTS,
     Geometry,
     Volume,
-    _Bound,
     block_geometry,
     blocks_dir,
     open_dataset,
@@ -225,17 +224,9 @@ def agglomerate(config: RunConfig, overwrite: bool = False, progress: bool = Tru
         settings.parent.mkdir(parents=True, exist_ok=True)
         settings.write_text(json.dumps(wanted))
     job = AgglomerateJob(affs, fragments, geometry, config.db_location, scoring)
-    return run_blockwise(
-        "agglomerate",
-        geometry.total_roi,
-        geometry.read_roi,
-        geometry.write_roi,
-        process_block=_Bound(process_block, job),
-        num_workers=config.num_workers,
-        tracking_dir=tracking,
-        worker_setup=_Bound(_setup_worker, job),
-        worker_command=config.worker_command,
-        progress=progress,
+    return run_job(
+        "agglomerate", geometry.total_roi, geometry.read_roi, geometry.write_roi,
+        job, process_block, _setup_worker, config, tracking, progress,
     )
 
 

@@ -199,6 +199,57 @@ def run_blockwise(
     )
 
 
+class _Bound:
+    """``function(job, *args)`` with ``job`` bound; picklable (unlike a closure over a module function, it pickles
+    the function by reference)."""
+
+    def __init__(self, function, job) -> None:
+        self.function, self.job = function, job
+
+    def __call__(self, *args):
+        return self.function(self.job, *args)
+
+
+def run_job(
+    task_name: str,
+    total_roi: Roi,
+    read_roi: Roi,
+    write_roi: Roi,
+    job: Any,
+    process_block: Callable[[Any, daisy.Block, Any], None],
+    worker_setup: Callable[[Any], Any],
+    config: Any,
+    tracking_dir: Path,
+    progress: bool = True,
+    **kwargs: Any,
+) -> BlockwiseResult:
+    """:func:`run_blockwise` for a ``03_predict`` step: ``process_block(job, block, resources)`` and
+    ``worker_setup(job)`` take the step's picklable ``job`` first; workers and worker command come from the run
+    config (``num_workers``, ``worker_command``).
+
+    Args:
+        task_name, total_roi, read_roi, write_roi, tracking_dir, progress: as for :func:`run_blockwise`.
+        job: what every worker needs (picklable).
+        process_block: the per-block function of the step.
+        worker_setup: the per-worker setup of the step.
+        config: the run config (:class:`~lsd_nm.run_config.RunConfig`).
+        kwargs: further :func:`run_blockwise` arguments (e.g. ``fit``).
+    """
+    return run_blockwise(
+        task_name,
+        total_roi,
+        read_roi,
+        write_roi,
+        process_block=_Bound(process_block, job),
+        num_workers=config.num_workers,
+        tracking_dir=tracking_dir,
+        worker_setup=_Bound(worker_setup, job),
+        worker_command=config.worker_command,
+        progress=progress,
+        **kwargs,
+    )
+
+
 def block_index(write_roi: Roi, total_write_roi: Roi, block_size: Sequence[int]) -> int:
     """The index of a block in the grid of write ROIs (C order), independent of daisy's block ids.
 

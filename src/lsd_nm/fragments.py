@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 from funlib.geometry import Coordinate, Roi
 
-from .blockwise import BlockwiseResult, block_index, run_blockwise
+from .blockwise import BlockwiseResult, block_index, run_job
 from .config import ConfigError
 from .run_config import RunConfig, load_run_config
 
@@ -418,29 +418,11 @@ def extract_fragments(config: RunConfig, overwrite: bool = False, progress: bool
         epsilon_agglomerate=config.epsilon_agglomerate,
         filter_fragments=config.filter_fragments,
     )
-    return run_blockwise(
-        "extract_fragments",
-        geometry.total_roi,
-        geometry.read_roi,
-        geometry.write_roi,
-        process_block=_Bound(process_block, job),
-        num_workers=config.num_workers,
-        tracking_dir=tracking,
-        worker_setup=_Bound(_setup_worker, job),
-        worker_command=config.worker_command,
-        progress=progress,
+    return run_job(
+        "extract_fragments", geometry.total_roi, geometry.read_roi, geometry.write_roi,
+        job, process_block, _setup_worker, config, tracking, progress,
     )
 
-
-class _Bound:
-    """``function(job, *args)`` with ``job`` bound; picklable (unlike a closure over a module function, it pickles
-    the function by reference)."""
-
-    def __init__(self, function, job) -> None:
-        self.function, self.job = function, job
-
-    def __call__(self, *args):
-        return self.function(self.job, *args)
 
 
 def parse_step_args(argv: Sequence[str], prog: str, description: str):

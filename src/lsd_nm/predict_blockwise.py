@@ -22,11 +22,11 @@ from typing import Any
 import numpy as np
 from funlib.geometry import Coordinate, Roi
 
-from .blockwise import BlockwiseResult, run_blockwise
+from .blockwise import BlockwiseResult, run_job
 from .checkpoints import check_compatible, load_checkpoint, resolve_checkpoint
 from .config import ConfigError
 from .experiment import NetworkConfig, load_network_config
-from .fragments import Volume, _Bound, blocks_dir, open_dataset, read_padded, voxel_slices
+from .fragments import Volume, blocks_dir, open_dataset, read_padded, voxel_slices
 from .networks import lsd_folder, network_io
 from .run_config import RunConfig, load_run_config
 
@@ -43,7 +43,6 @@ class PredictJob:
     raw: Volume | None
     lsds: Volume | None
     outputs: dict[str, Volume]
-    in_shape: Coordinate
     device: str | None
     threads: int
 
@@ -133,19 +132,11 @@ def _predict(run: RunConfig, folder: Path, iteration, out_roi: Roi, raw: Volume 
         for head, spec in io.outputs.items()
     }
     job = PredictJob(config, checkpoint, raw if "raw" in io.inputs else None, lsds if "lsds" in io.inputs else None,
-                     outputs, in_shape, run.device, max(1, (os.cpu_count() or 1) // run.num_workers))
-    result = run_blockwise(
-        f"predict_{folder.name}",
-        out_roi.grow(context, context),
-        Roi(-context, in_shape * voxel_size),
-        Roi((0, 0, 0), out_shape * voxel_size),
-        process_block=_Bound(process_block, job),
-        num_workers=run.num_workers,
-        tracking_dir=tracking,
-        worker_setup=_Bound(_setup_worker, job),
-        worker_command=run.worker_command,
+                     outputs, run.device, max(1, (os.cpu_count() or 1) // run.num_workers))
+    result = run_job(
+        f"predict_{folder.name}", out_roi.grow(context, context), Roi(-context, in_shape * voxel_size),
+        Roi((0, 0, 0), out_shape * voxel_size), job, process_block, _setup_worker, run, tracking, progress,
         fit="overhang",
-        progress=progress,
     )
     return outputs, result
 

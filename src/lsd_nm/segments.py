@@ -37,9 +37,9 @@ from typing import Any
 import numpy as np
 from funlib.geometry import Coordinate, Roi
 
-from .blockwise import BlockwiseResult, run_blockwise
+from .blockwise import BlockwiseResult, run_job
 from .config import ConfigError
-from .fragments import FRAGMENTS, Volume, _Bound, blocks_dir, open_dataset, parse_step_args, voxel_slices
+from .fragments import FRAGMENTS, Volume, blocks_dir, open_dataset, parse_step_args, voxel_slices
 from .run_config import RunConfig, load_run_config
 
 LUT_DIR = "luts/fragment_segment"
@@ -351,17 +351,9 @@ def extract_segmentation(
             )
         job = SegmentationJob(fragments, path, lut_path(config, t))
         block_roi = Roi((0, 0, 0), block)
-        results[t] = run_blockwise(
-            f"segmentation_{threshold_name(t)}",
-            fragments.roi,
-            block_roi,
-            block_roi,
-            process_block=_Bound(process_block, job),
-            num_workers=config.num_workers,
-            tracking_dir=tracking,
-            worker_setup=_Bound(_setup_worker, job),
-            worker_command=config.worker_command,
-            progress=progress,
+        results[t] = run_job(
+            f"segmentation_{threshold_name(t)}", fragments.roi, block_roi, block_roi,
+            job, process_block, _setup_worker, config, tracking, progress,
         )
     return results
 

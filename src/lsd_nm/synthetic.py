@@ -224,7 +224,6 @@ def generate_volume(
     part = tube_ids[tuple(idx)]  # index of the neurite (+1) that owns each voxel
     del idx, tube_ids
     neuron_of_part = np.array([0] + [n.neuron for n in neurites], np.int64)
-    axon_of_part = np.array([False] + [n.is_axon for n in neurites])
     neurons = neuron_of_part[part]
 
     # every connected piece of a neuron is one object; give objects random, non-consecutive ids like real data
@@ -298,7 +297,6 @@ def generate_volume(
     img = (img - mean) * section_contrast[:, None, None].astype(np.float32) + mean + section_brightness[:, None, None].astype(np.float32)
     img += params.noise * rng.normal(size=shape).astype(np.float32)
     raw = np.clip(np.rint(img), 0, 255).astype(np.uint8)
-    del axon_of_part
     return raw, labels
 
 
