@@ -149,6 +149,8 @@ def predict_blockwise(run: RunConfig, overwrite: bool = False, progress: bool = 
     """
     import zarr
 
+    if run.setup is None:
+        raise ConfigError("no 'setup' (network folder) in the run config: nothing to predict with")
     folder = run.path(run.setup)
     config = load_network_config(folder)
     raw = open_dataset(run.path(run.raw_file), run.raw_dataset, "raw")

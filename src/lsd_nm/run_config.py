@@ -25,8 +25,9 @@ MergeFunction = Literal[
 class RunConfig(StrictBaseModel):
     """Prediction, segmentation and evaluation of one volume with one network."""
 
-    setup: str
-    """The network folder, e.g. ``02_train/synthetic/mtlsd``."""
+    setup: str | None = None
+    """The network folder, e.g. ``02_train/synthetic/mtlsd`` (None: ``out_file`` already holds ``volumes/affs``,
+    e.g. from another tool, and step 1 has nothing to do)."""
     iteration: int | Literal["latest"] = "latest"
     """The checkpoint to predict with."""
     raw_file: str

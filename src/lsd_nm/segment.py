@@ -35,6 +35,9 @@ def segment(config: RunConfig, config_path: Path, overwrite: bool = False) -> No
     ]
     start = time.time()
     for i, (name, function) in enumerate(zip(STEPS, functions), 1):
+        if name == "01_predict_blockwise" and config.setup is None:
+            print(f"[{i}/{len(STEPS)}] {name}: no network ('setup') in the config, the affinities are in out_file")
+            continue
         if name == "06_evaluate" and config.gt_dataset is None and config.gt_skeletons is None:
             print(f"[{i}/{len(STEPS)}] {name}: no ground truth in the config, skipped")
             continue
