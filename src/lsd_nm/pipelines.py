@@ -20,7 +20,7 @@ from .data import NEURON_IDS, RAW as RAW_DATASET
 from .datasets import DATA_DIR, get_dataset, volume_path
 from .experiment import NetworkConfig, load_network_config
 from .networks import build_auto_model, build_model, lsd_folder, network_io
-from .nodes import KerasPredict, KerasTrain, QuantizeUInt8, RenumberConnectedComponents, Snapshot
+from .nodes import KerasPredict, KerasTrain, PreCache, QuantizeUInt8, RandomLocation, RenumberConnectedComponents, Snapshot
 
 # ---- array keys ------------------------------------------------------------------------------------------------------
 RAW = gp.ArrayKey("RAW")
@@ -196,8 +196,8 @@ def build_train_pipeline(
         # labels and mask are padded by the network's context: padding is masked out
         + gp.Pad(LABELS, labels_padding)
         + gp.Pad(LABELS_MASK, labels_padding)
-        # a random batch location with at least min_masked of it inside the mask
-        + gp.RandomLocation(min_masked=t.min_masked, mask=LABELS_MASK)
+        # a random batch location with at least min_masked of it inside the mask (an error if there is none)
+        + RandomLocation(min_masked=t.min_masked, mask=LABELS_MASK, volume=str(path), setting=f"train.min_masked in {folder / 'config.json'}")
         for path in volumes
     )
     probabilities = None
@@ -244,8 +244,8 @@ def build_train_pipeline(
             pipeline += gp.BalanceLabels(GT_AFFS, GT_AFFS_SCALE, GT_AFFS_MASK)
     # raw in [-1, 1]
     pipeline += gp.IntensityScaleShift(RAW, 2, -1)
-    # prepare batches in parallel
-    pipeline += gp.PreCache(cache_size=t.cache_size, num_workers=max(1, min(t.num_workers, os.cpu_count() or 1)))
+    # prepare batches in parallel (a worker's error stops training)
+    pipeline += PreCache(cache_size=t.cache_size, num_workers=max(1, min(t.num_workers, os.cpu_count() or 1)))
     if autocontext:
         lsd_dir = lsd_folder(folder, config)
         lsd_config = load_network_config(lsd_dir)

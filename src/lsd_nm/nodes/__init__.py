@@ -2,8 +2,10 @@
 
 from .keras_predict import KerasPredict
 from .keras_train import KerasTrain
+from .precache import PreCache
 from .quantize_uint8 import QuantizeUInt8
+from .random_location import RandomLocation
 from .renumber_connected_components import RenumberConnectedComponents
 from .snapshot import Snapshot
 
-__all__ = ["KerasPredict", "KerasTrain", "QuantizeUInt8", "RenumberConnectedComponents", "Snapshot"]
+__all__ = ["KerasPredict", "KerasTrain", "PreCache", "QuantizeUInt8", "RandomLocation", "RenumberConnectedComponents", "Snapshot"]
