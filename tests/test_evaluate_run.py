@@ -147,3 +147,194 @@ def test_the_script_prints_the_best_row(base_run: Path, tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr
     assert done.stdout.startswith("best: threshold 0.4, voi_split ") and "normalized_erl 0.9" in done.stdout
     assert scores_paths(out)[1].is_file()
+
+
+def _hand_made_run(folder: Path) -> Path:
+    """Six fragments in a row (1 × 1 × 6 voxels, ids 1…6), a region graph written by hand and three skeletons:
+
+        fragments:   1     2     3     4     5     6
+        skeletons:   A     A    B B    C     C     C      (one node per fragment; B: two nodes in fragment 3)
+        edges:       1–2 0.35, 2–3 0.1, 1–3 0.1, 3–4 0.5, 4–5 0.1, 5–6 0.3
+
+    Thresholds 0, 0.2, 0.4, 0.6. At 0.4 the segments are {1, 2, 3} (A and B merged) and {4, 5, 6}: the lowest site
+    VOI sum, 4/7 bit (0.2 also splits C, 0.6 merges everything). The min-cut metric there: A's node closest to B lies
+    in fragment 2; the cheapest cut between fragments 2 and 3 (capacities 1 − score) isolates fragment 2 (1–2 and 2–3:
+    0.65 + 0.9 < 1–3 and 2–3: 1.8), which leaves A's other node with B in {1, 3}; a second cut (1–3) separates them.
+    Splits needed: 2. A is now in two pieces, {1} and {2}: merges needed 1. Nothing unsplittable.
+    """
+    from lsd_nm.fragments import blocks_dir
+    from lsd_nm.graph import open_graph, write_edges, write_nodes
+
+    out = folder / "out.zarr"
+    write_container(out, {"volumes/fragments": np.arange(1, 7, dtype=np.uint64).reshape(1, 1, 6)}, VOXEL_SIZE, OFFSET)
+    cfg = _hand_made_config(out)
+    centre = lambda x, y=4.5: (OFFSET[0] + 10, OFFSET[1] + y, OFFSET[2] + 9 * x + 4.5)  # noqa: E731 - nm of voxel x
+    db = open_graph(cfg.db_location, "w")
+    centers = {i: tuple(int(c) for c in centre(i - 1)) for i in range(1, 7)}
+    write_nodes(db, centers)
+    scores = {(1, 2): 0.35, (2, 3): 0.1, (1, 3): 0.1, (3, 4): 0.5, (4, 5): 0.1, (5, 6): 0.3}
+    write_edges(db, centers, {pair: (score, True) for pair, score in scores.items()})
+    db.close()
+    (blocks_dir(cfg) / "agglomerate.json").parent.mkdir(parents=True)
+    (blocks_dir(cfg) / "agglomerate.json").write_text(json.dumps({"merge_function": cfg.merge_function}))
+    positions = [centre(0), centre(1), centre(2, 2.0), centre(2, 7.0), centre(3), centre(4), centre(5)]
+    np.savez_compressed(
+        folder / "gt.skeletons.npz",
+        node_ids=np.arange(1, 8, dtype=np.uint64), positions=np.array(positions, np.float32),
+        neuron_ids=np.array([1, 1, 2, 2, 3, 3, 3], np.uint64),
+        edges=np.array([[1, 2], [3, 4], [5, 6], [6, 7]], np.uint64),
+    )  # fmt: skip
+    return out
+
+
+def _hand_made_config(out: Path, **overrides):
+    values = dict(
+        thresholds=(0.0, 0.8, 0.2), extract_thresholds=[], gt_skeletons=str(out.parent / "gt.skeletons.npz"), min_cut=True
+    )
+    return config(out, **{**values, **overrides})
+
+
+def test_min_cut_metric_of_the_best_threshold_on_a_hand_made_run(tmp_path: Path) -> None:
+    out = _hand_made_run(tmp_path)
+    cfg = _hand_made_config(out)
+    find_segments(cfg, progress=False)
+    # off by default (slow on large region graphs), and it needs skeletons
+    rows = evaluate_run(cfg.model_copy(update={"min_cut": False}), progress=False)["rows"]
+    assert not any(k.startswith("min_cut") for row in rows for k in row)
+    with pytest.raises(ConfigError, match=r"^min_cut needs gt_skeletons \(the min-cut metric separates skeletons\)$"):
+        evaluate_run(_config(out, skeletons=False, min_cut=True), progress=False)
+    result = evaluate_run(cfg, progress=False)
+    rows, best = result["rows"], result["best"]
+    assert [r["threshold"] for r in rows] == [0.0, 0.2, 0.4, 0.6]
+    assert best["threshold"] == 0.4 and best["voi_sum"] == pytest.approx(4 / 7, abs=1e-12)
+    assert best["number_of_merging_segments"] == 1 and best["number_of_split_skeletons"] == 0
+    minimum_cut = {"min_cut_splits_needed": 2, "min_cut_merges_needed": 1, "min_cut_unsplittable": 0}
+    assert {k: best[k] for k in minimum_cut} == minimum_cut
+    assert [{k: r.get(k) for k in minimum_cut} == minimum_cut for r in rows] == [False, False, True, False]
+
+    # scores.csv: the min-cut columns come last, filled for the best threshold only; scores.json: in its row and best
+    with open(result["csv"]) as f:
+        table = list(csv.DictReader(f))
+    assert list(table[0])[-3:] == list(minimum_cut)
+    empty = ["", "", ""]
+    assert [[row[k] for k in minimum_cut] for row in table] == [empty, empty, ["2", "1", "0"], empty]
+    saved = json.loads(result["json"].read_text())
+    assert {k: saved["best"][k] for k in minimum_cut} == minimum_cut
+    assert [set(minimum_cut) <= set(r) for r in saved["rows"]] == [False, False, True, False]
+
+    done = run_script("06_evaluate.py", cfg, tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert "min_cut_splits_needed 2, min_cut_merges_needed 1" in done.stdout
+
+
+def test_roi_restricts_the_evaluation_to_it(base_run: Path, tmp_path: Path) -> None:
+    out = copy_run(base_run, tmp_path)
+    whole = _config(out)
+    find_segments(whole, progress=False)
+    fragments = zarr.open_array(out / "volumes/fragments", mode="r")
+    shape_nm = [s * v for s, v in zip(fragments.shape, VOXEL_SIZE)]
+    everything = evaluate_run(whole, progress=False)["rows"]
+    assert evaluate_run(_config(out, roi_offset=OFFSET, roi_shape=shape_nm), progress=False)["rows"] == everything
+
+    # the half of the volume with the smaller x: only its skeleton nodes and ground truth count
+    half = (shape_nm[0], shape_nm[1], shape_nm[2] // 2)
+    rows = evaluate_run(_config(out, roi_offset=OFFSET, roi_shape=half), progress=False)["rows"]
+    positions = read_skeletons(out.parent / "gt.skeletons.npz")["positions"]
+    inside = (positions[:, 2] >= OFFSET[2]) & (positions[:, 2] < OFFSET[2] + half[2])
+    assert 0 < rows[0]["sites_num_sites"] == inside.sum() < len(positions)
+    truth = zarr.open_array(out.parent / "gt.zarr" / GT, mode="r")[:, :, : half[2] // VOXEL_SIZE[2]]
+    lut = load_lut(whole, rows[3]["threshold"])
+    direct = rand_voi(truth, relabel(read_fragments(out)[:, :, : half[2] // VOXEL_SIZE[2]], lut))
+    assert all(direct[k] == pytest.approx(rows[3][k], abs=1e-12) for k in direct)
+
+    outside = r"^the ROI \[0:20, 0:9, 0:9\] \(20, 9, 9\) \(roi_offset/roi_shape\) is not inside '.*/volumes/fragments' "
+    with pytest.raises(ConfigError, match=outside):
+        evaluate_run(_config(out, roi_offset=(0, 0, 0), roi_shape=VOXEL_SIZE), progress=False)
+
+
+def _min_cut_metric_with_networkx(fragment_edges, fragment_of_node, segment_of_fragment, neuron_of_node, positions):
+    """The min-cut metric as first written, with networkx's minimum_cut (pure Python flows: minutes on a segment of
+    10⁴ fragments): the reference for :func:`lsd_nm.evaluate.min_cut_metric`."""
+    from collections import defaultdict
+
+    import networkx as nx
+    from scipy.spatial import cKDTree
+
+    segment = np.array([segment_of_fragment.get(int(f), 0) if f else 0 for f in fragment_of_node.tolist()], np.uint64)
+    skeletons = defaultdict(set)
+    for s, n in zip(segment.tolist(), neuron_of_node.tolist()):
+        if s:
+            skeletons[s].add(n)
+    merging = {s for s, members in skeletons.items() if len(members) > 1}
+    graphs = {s: nx.Graph() for s in merging}
+    for f, s in segment_of_fragment.items():
+        if s in merging:
+            graphs[s].add_node(f)
+    for u, v, score in fragment_edges:
+        s = segment_of_fragment.get(u)
+        if s in merging and segment_of_fragment.get(v) == s:
+            graphs[s].add_edge(u, v, capacity=1.0 - (1.0 if score is None else score))
+    pieces, splits, unsplittable = defaultdict(set), 0, 0
+    for i in np.flatnonzero((segment != 0) & ~np.isin(segment, np.array(sorted(merging), np.uint64))):
+        pieces[int(neuron_of_node[i])].add(("segment", int(segment[i])))
+    for s in sorted(merging):
+        graph, nodes = graphs[s], np.flatnonzero(segment == s)
+        group = {int(n): int(n) for n in np.unique(neuron_of_node[nodes])}
+
+        def find(n):
+            while group[n] != n:
+                n = group[n]
+            return n
+
+        while True:
+            component = {f: c for c, fs in enumerate(nx.connected_components(graph)) for f in fs}
+            groups = defaultdict(list)
+            for i in nodes:
+                groups[(component[int(fragment_of_node[i])], find(int(neuron_of_node[i])))].append(int(i))
+            per_component = defaultdict(list)
+            for (c, g), members in groups.items():
+                per_component[c].append((len(members), g, members))
+            merged = sorted(c for c, gs in per_component.items() if len(gs) > 1)
+            if not merged:
+                break
+            (_, a, nodes_a), (_, b, nodes_b) = sorted(per_component[merged[0]], key=lambda x: (-x[0], x[1]))[:2]
+            distance, nearest = cKDTree(positions[nodes_b]).query(positions[nodes_a])
+            k = int(np.argmin(distance))
+            source, sink = int(fragment_of_node[nodes_a[k]]), int(fragment_of_node[nodes_b[int(nearest[k])]])
+            if source == sink:
+                group[find(b)] = find(a)
+                unsplittable += 1
+                continue
+            sub = graph.subgraph([f for f, c in component.items() if c == merged[0]])
+            _, (side, _) = nx.minimum_cut(sub, source, sink, capacity="capacity")
+            graph.remove_edges_from([(u, v) for u, v in sub.edges() if (u in side) != (v in side)])
+            splits += 1
+        component = {f: c for c, fs in enumerate(nx.connected_components(graph)) for f in fs}
+        for i in nodes:
+            pieces[int(neuron_of_node[i])].add(("cut", s, component[int(fragment_of_node[i])]))
+    merges = sum(len(p) - 1 for p in pieces.values())
+    return {"splits_needed": splits, "merges_needed": merges, "unsplittable": unsplittable}
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_min_cut_metric_equals_the_networkx_reference(seed: int) -> None:
+    """Random region graphs (scores in waterz's steps of 1/512, some missing) with two segments and skeletons on
+    random fragments: scipy's flows make the same cuts as networkx's minimum_cut."""
+    from lsd_nm.evaluate import min_cut_metric
+
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(20, 60))
+    ids = rng.permutation(np.arange(1, 10 * n))[:n].tolist()
+    segment_of_fragment = {f: (100 if k < n // 2 + 5 else 200) for k, f in enumerate(ids)}
+    chain = [(ids[k], ids[k + 1]) for k in range(n - 1)]
+    extra = [tuple(int(x) for x in rng.choice(ids, 2, replace=False)) for _ in range(2 * n)]
+    edges = [
+        (u, v, None if rng.random() < 0.1 else float(rng.integers(0, 512)) / 512) for u, v in chain + extra
+    ]
+    nodes = int(rng.integers(10, 40))
+    fragment_of_node = np.array(rng.choice(ids + [0], nodes), np.uint64)
+    neuron_of_node = rng.integers(1, 6, nodes)
+    positions = rng.uniform(0, 1000, (nodes, 3))
+    args = (edges, fragment_of_node, segment_of_fragment, neuron_of_node, positions)
+    expected = _min_cut_metric_with_networkx(*args)
+    assert min_cut_metric(*args) == expected

@@ -227,3 +227,58 @@ def test_unreachable_database_is_a_one_line_error_and_writes_nothing(tmp_path: P
     message = str(error.value)
     assert message.startswith(f"db '{url}': cannot connect to PostgreSQL") and "\n" not in message
     assert _written(tmp_path) == before
+
+
+def test_a_roi_gets_fragments_and_nodes_only_inside_it_and_so_does_agglomeration(tmp_path: Path) -> None:
+    """``roi_offset``/``roi_shape``: only the region's blocks run. ``volumes/fragments`` keeps the affinities' extent
+    (agglomeration needs them voxel for voxel) and is 0 outside the region; inside, every block reads the same
+    affinities as in a run over the whole volume (context beyond the region included), so the fragments are those of
+    the whole run, cut to the region."""
+    from lsd_nm.agglomerate import agglomerate
+
+    whole, part = tmp_path / "whole.zarr", tmp_path / "part.zarr"
+    make_out_file(whole)
+    make_out_file(part)
+    extract_fragments(config(whole), progress=False)
+    # y: the second block row; x: from the middle of the first block to the end (the grid starts at the affinities'
+    # offset: blocks and chunks stay aligned, the first block writes only its part inside the region)
+    begin = (OFFSET[0], OFFSET[1] + BLOCK[1], OFFSET[2] + 24 * VOXEL_SIZE[2])
+    shape = (SHAPE[0] * VOXEL_SIZE[0], BLOCK[1], SHAPE[2] * VOXEL_SIZE[2] - 24 * VOXEL_SIZE[2])
+    cfg = config(part, roi_offset=begin, roi_shape=shape)
+    result = extract_fragments(cfg, progress=False)
+    assert result.total == 4  # 2 (z) × 1 (y) × 2 (x) of the 8 blocks
+
+    array = zarr.open_array(part / "volumes/fragments", mode="r")
+    assert array.shape == SHAPE and array.attrs["offset"] == list(OFFSET)
+    inside = tuple(slice((b - o) // v, (b - o + s) // v) for b, s, o, v in zip(begin, shape, OFFSET, VOXEL_SIZE))
+    fragments, reference = array[:], read_fragments(whole)
+    outside = np.ones(SHAPE, bool)
+    outside[inside] = False
+    assert (fragments[outside] == 0).all() and (fragments[inside] > 0).all()
+    for block in _blocks():  # block by block (the ids of a block differ by its index in each run)
+        a, b = fragments[block][~outside[block]], reference[block][~outside[block]]
+        assert same_partition(a, b)
+    nodes, _ = graph(cfg)
+    assert sorted(nodes) == sorted(int(i) for i in np.unique(fragments) if i)
+    end = np.asarray(begin) + np.asarray(shape)
+    assert all((np.asarray(c) >= begin).all() and (np.asarray(c) < end).all() for c in nodes.values())
+
+    assert agglomerate(cfg, progress=False).total == 4
+    _, edges = graph(cfg)
+    assert edges and all(u in nodes and v in nodes for u, v, _, _ in edges)
+
+    # another ROI needs --overwrite; a ROI outside the affinities or off their grid is a one-line error
+    with pytest.raises(ConfigError, match=r"exists from other settings \(roi\); pass --overwrite"):
+        extract_fragments(config(part), progress=False)
+    before = _written(tmp_path)
+    outside_roi = config(part, roi_offset=(0, 0, 0), roi_shape=shape)
+    with pytest.raises(ConfigError) as error:
+        extract_fragments(outside_roi, progress=False)
+    assert str(error.value) == (
+        f"the ROI [0:{shape[0]}, 0:{shape[1]}, 0:{shape[2]}] ({shape[0]}, {shape[1]}, {shape[2]}) "
+        "(roi_offset/roi_shape) "
+        f"is not inside '{part}/volumes/affs' [40:360, 18:882, 36:900] (320, 864, 864)"
+    )
+    with pytest.raises(ConfigError, match=r"^roi_offset/roi_shape \(40, 22, 36\)/.* are not on the voxel grid of '"):
+        extract_fragments(config(part, roi_offset=(40, 22, 36), roi_shape=shape), progress=False)
+    assert _written(tmp_path) == before

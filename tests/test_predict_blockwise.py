@@ -75,3 +75,155 @@ def test_bad_inputs(tmp_path, raw_file):
     assert result.returncode == 2
     assert result.stderr == f"error: raw '{tmp_path / 'none.zarr/volumes/raw'}' does not exist\n"
     assert not (tmp_path / "o.zarr").exists()
+
+
+AUTOCONTEXT = {"lsd_iteration": 7, "auto_input_shape": [44, 104, 104]}
+
+
+def _written(folder):
+    return {str(p.relative_to(folder)) for p in folder.rglob("*")}
+
+
+@pytest.mark.parametrize("network", ["aclsd", "acrlsd"])
+def test_stored_lsds_of_another_voxel_size_are_a_one_line_error_before_any_block(tmp_path, raw_file, network):
+    """aclsd/acrlsd read ``volumes/lsds`` of out_file: LSDs stored there at another voxel size than the raw are not
+    used (nor replaced) without --overwrite; the error comes before any block of either network runs."""
+    make_network(tmp_path / "toy", "lsd", seed=1)
+    folder, _ = make_network(tmp_path / "toy", network, seed=2, autocontext=AUTOCONTEXT)
+    out = tmp_path / "out.zarr"
+    write_container(out, {"volumes/lsds": np.zeros((10, 15, 104, 52), np.uint8)}, (40, 9, 18), OFFSET)
+    before = _written(tmp_path)
+    config = run_config(tmp_path, folder, raw_file)
+    with pytest.raises(ConfigError) as error:
+        predict_blockwise(config, progress=False)
+    assert str(error.value) == (
+        f"'{out}/volumes/lsds' has voxel size (40, 9, 18) nm, the raw (20, 9, 9) nm; "
+        "pass --overwrite to predict it again"
+    )
+    assert _written(tmp_path) == before  # no affs, no done-block records: nothing ran
+
+    # --overwrite predicts them again, at the raw's voxel size
+    predict_blockwise(config, overwrite=True, progress=False)
+    assert zarr.open_array(out / "volumes/lsds", mode="r").attrs["resolution"] == list(VOXEL)
+
+
+def test_stored_affs_of_another_roi_stop_the_autocontext_chain_before_the_lsd_pass(tmp_path, raw_file):
+    """An existing ``volumes/affs`` made with other settings (here: another ROI, no fingerprint) is found before the
+    LSD pass of an acrlsd chain runs a block, not after it."""
+    make_network(tmp_path / "toy", "lsd", seed=1)
+    folder, _ = make_network(tmp_path / "toy", "acrlsd", seed=2, autocontext=AUTOCONTEXT)
+    out = tmp_path / "out.zarr"
+    write_container(out, {"volumes/affs": np.zeros((3, 4, 8, 8), np.uint8)}, VOXEL, OFFSET)
+    before = _written(tmp_path)
+    with pytest.raises(ConfigError) as error:
+        predict_blockwise(run_config(tmp_path, folder, raw_file), progress=False)
+    assert str(error.value) == (
+        f"'{out}/volumes/affs' exists from other settings (iteration, roi, setup, voxel_size); "
+        "pass --overwrite to replace it"
+    )
+    assert _written(tmp_path) == before and not (out / "volumes/lsds").exists() and not (out / ".blocks").exists()
+
+
+def _done(tracking) -> set[int]:
+    """The indices daisy has recorded done (its ``done`` array: one byte per block of its grid)."""
+    try:
+        return set(np.flatnonzero(zarr.open_array(tracking / "done", mode="r")[:]).tolist())
+    except Exception:  # not created yet, or being written
+        return set()
+
+
+def _command_line(process) -> list[str]:
+    """A process's command line ([] once it has gone)."""
+    import psutil
+
+    try:
+        return process.cmdline()
+    except psutil.Error:
+        return []
+
+
+def _grid_index(write_roi, total_roi) -> int:
+    """Where daisy records a block as done: its write ROI's position in the grid of write-sized cells over the task's
+    total ROI, in C order (the test checks this against daisy while the reference runs)."""
+    grid = [-(-t // w) for t, w in zip(total_roi.shape, write_roi.shape)]
+    position = [(b - t) // w for b, t, w in zip(write_roi.begin, total_roi.begin, write_roi.shape)]
+    return int(np.ravel_multi_index(position, grid))
+
+
+def test_kill_9_a_worker_then_the_driver_then_rerun_equals_an_uninterrupted_run(tmp_path, monkeypatch):
+    """``01_predict_blockwise.py`` with 2 workers over 245 blocks: SIGKILL one worker once blocks are recorded done,
+    then (a few blocks later) the driver and what is left of its workers. A re-run skips exactly the blocks recorded
+    done before the kill — none of them is predicted again (the re-run runs in this process, where every predicted
+    block is seen) — and the output equals an uninterrupted run's, bit for bit."""
+    import os
+    import signal
+    import time
+
+    import psutil  # installed with kimimaro
+    from funlib.geometry import Roi
+
+    from lsd_nm import predict_blockwise as module
+
+    folder, _ = make_network(tmp_path / "toy", "baseline")
+    shape = (40, 200, 200)  # the network's output (4, 24, 24) voxels tiles 20 × 160 × 160: 5 × 7 × 7 blocks
+    raw = np.random.default_rng(3).integers(0, 256, size=shape, dtype=np.uint8)
+    write_container(tmp_path / "raw.zarr", {RAW: raw}, VOXEL, OFFSET)
+    total = Roi(OFFSET, [s * v for s, v in zip(shape, VOXEL)])  # the prediction's ROI grown by the context
+    seen = []  # (block's grid index, indices recorded done when it started), per block predicted in this process
+
+    def recording(job, block, resources):
+        seen.append((_grid_index(block.write_roi, total), _done(tracking)))
+        original(job, block, resources)
+
+    original = module.process_block
+    monkeypatch.setattr(module, "process_block", recording)
+
+    tracking = tmp_path / "reference.zarr/.blocks/predict_baseline"
+    reference = run_config(tmp_path, folder, tmp_path / "raw.zarr", out_file=str(tmp_path / "reference.zarr"))
+    assert predict_blockwise(reference, progress=False).processed == 245
+    # daisy records each block done at _grid_index as soon as it is processed
+    assert all(done == {index for index, _ in seen[:n]} for n, (_, done) in enumerate(seen))
+    every_block = {index for index, _ in seen}
+    assert len(every_block) == 245
+    expected = zarr.open_array(tmp_path / "reference.zarr/volumes/affs", mode="r")[:]
+
+    out = tmp_path / "interrupted.zarr"
+    config = run_config(tmp_path, folder, tmp_path / "raw.zarr", out_file=str(out), num_workers=2)
+    config_file = tmp_path / "config.json"
+    config_file.write_text(json.dumps(config.model_dump(mode="json", exclude_defaults=True)))
+    tracking = out / ".blocks/predict_baseline"
+    env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
+    driver = subprocess.Popen(
+        [sys.executable, str(REPO / "03_predict/01_predict_blockwise.py"), str(config_file)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env, start_new_session=True,
+    )  # fmt: skip
+    children = []
+    try:
+        deadline = time.monotonic() + 90
+        while len(_done(tracking)) < 3 and driver.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.01)
+        children = psutil.Process(driver.pid).children(recursive=True)
+        workers = [p for p in children if "daisy._subprocess_worker" in _command_line(p)]
+        assert workers, f"no worker process found ({len(_done(tracking))} blocks done)"
+        at_worker_kill = len(_done(tracking))
+        os.kill(workers[0].pid, signal.SIGKILL)
+        while len(_done(tracking)) < at_worker_kill + 5 and driver.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.01)
+        children = psutil.Process(driver.pid).children(recursive=True)
+        os.kill(driver.pid, signal.SIGKILL)
+    finally:
+        os.killpg(driver.pid, signal.SIGKILL)  # the workers left behind (they share the driver's process group)
+        driver.wait()
+        for child in children:
+            if child.is_running():
+                child.kill()
+        psutil.wait_procs(children, timeout=10)
+    done_before = _done(tracking)
+    assert 3 <= at_worker_kill < at_worker_kill + 5 <= len(done_before) < 245, (at_worker_kill, len(done_before))
+
+    seen.clear()
+    result = predict_blockwise(config.model_copy(update={"num_workers": 1}), progress=False)
+    predicted = {index for index, _ in seen}
+    assert (result.skipped, result.processed) == (len(done_before), len(seen)) and len(predicted) == len(seen)
+    assert not predicted & done_before and predicted | done_before == every_block
+    assert np.array_equal(zarr.open_array(out / "volumes/affs", mode="r")[:], expected)

@@ -49,3 +49,13 @@ def test_readme_documents_every_key_and_the_example_validates():
         assert f"| `{name}` |" in readme, name
     for path in (REPO / "03_predict/configs").glob("*.json"):
         load_run_config(path)
+
+
+def test_the_zebrafinch_config_is_the_papers_benchmark_roi():
+    """774,543 µm³ (paper.md §1.2) on the (20, 9, 9) nm grid, with blocks and context on it too."""
+    config = load_run_config(REPO / "03_predict/configs/zebrafinch.json")
+    assert config.setup == "02_train/zebrafinch/mtlsd" and config.merge_function == "hist_quant_75"
+    assert round(config.roi_shape[0] * config.roi_shape[1] * config.roi_shape[2] / 1e9) == 774543
+    voxel = (20, 9, 9)
+    for value in (config.roi_offset, config.roi_shape, config.block_size, config.context):
+        assert all(x % v == 0 for x, v in zip(value, voxel)), value

@@ -9,6 +9,11 @@ affinity (``filter_fragments``) and merged within the block by waterz up to ``ep
 cropped to the write ROI and relabelled ``block_index · voxels_per_block + 1, 2, …`` (unique across blocks, never 0
 for a fragment); every fragment's centre of mass (nm) becomes a node of the region graph.
 
+With ``roi_offset``/``roi_shape`` only the blocks of that region are processed (it must lie inside the affinities, on
+their voxel grid; blocks read context beyond it where there are affinities): ``volumes/fragments`` keeps the
+affinities' extent, voxel for voxel, but outside the region it stays 0 and has no nodes, so agglomeration,
+segments and evaluation cover the region only.
+
 Run: ``python 03_predict/02_extract_fragments.py CONFIG.json [--overwrite]``
 """
 
@@ -101,12 +106,15 @@ def voxel_slices(volume: Volume, roi: Roi) -> tuple[slice, ...]:
 
 @dataclass(frozen=True)
 class Geometry:
-    """The blocks of a post-processing step: write blocks tile ``write_total``; each reads ± ``context``."""
+    """The blocks of a post-processing step: write blocks tile ``write_total``; each reads ± ``context`` and writes
+    only inside ``region`` (``write_total`` is ``region`` with its begin moved back onto the block grid of the
+    volume, so that no two blocks share a chunk of the datasets, whose chunks are blocks from the volume's offset)."""
 
     write_total: Roi
     block_size: Coordinate
     context: Coordinate
     voxel_size: Coordinate
+    region: Roi
 
     @property
     def total_roi(self) -> Roi:
@@ -125,8 +133,35 @@ class Geometry:
         return int(np.prod(self.block_size / self.voxel_size))
 
 
+def processing_roi(config: RunConfig, volume: Volume) -> Roi:
+    """The region (nm) the post-processing steps cover: ``roi_offset``/``roi_shape`` if the config gives them, else
+    the whole ``volume``.
+
+    Args:
+        config: the run config.
+        volume: the dataset the region must lie in (the affinities, or the fragments made from them).
+
+    Raises:
+        ConfigError: the ROI is not on the volume's voxel grid, or not inside it.
+    """
+    if config.roi_offset is None:
+        return volume.roi
+    roi = Roi(config.roi_offset, config.roi_shape)
+    vs = volume.voxel_size
+    off_grid = any((o - b) % v for o, b, v in zip(roi.offset, volume.roi.offset, vs))
+    if off_grid or any(s % v for s, v in zip(roi.shape, vs)):
+        raise ConfigError(
+            f"roi_offset/roi_shape {tuple(roi.offset)}/{tuple(roi.shape)} nm are not on the voxel grid of "
+            f"'{volume.path}' (offset {tuple(volume.roi.offset)} nm, voxel size {tuple(vs)} nm)"
+        )
+    if roi.empty or not volume.roi.contains(roi):
+        raise ConfigError(f"the ROI {roi} (roi_offset/roi_shape) is not inside '{volume.path}' {volume.roi}")
+    return roi
+
+
 def block_geometry(config: RunConfig, volume: Volume) -> Geometry:
-    """Blocks of ``config.block_size`` ± ``config.context`` over ``volume`` (both multiples of its voxel size)."""
+    """Blocks of ``config.block_size`` ± ``config.context`` over :func:`processing_roi` of ``volume`` (block size and
+    context multiples of its voxel size)."""
     vs = volume.voxel_size
     block, context = Coordinate(config.block_size), Coordinate(config.context)
     for name, value in (("block_size", block), ("context", context)):
@@ -137,7 +172,20 @@ def block_geometry(config: RunConfig, volume: Volume) -> Geometry:
     if any(c < v for c, v in zip(context, vs)):
         # agglomeration must see every contact of a block's fragments: at least one voxel around the block
         raise ConfigError(f"context {tuple(context)} nm must be at least one voxel {tuple(vs)} nm")
-    return Geometry(volume.roi, block, context, vs)
+    region = processing_roi(config, volume)
+    return Geometry(grid_aligned(region, volume.roi.offset, block), block, context, vs, region)
+
+
+def grid_aligned(region: Roi, origin: Coordinate, block_size: Coordinate) -> Roi:
+    """``region`` with its begin moved back onto the grid of ``block_size`` from ``origin`` (nm); its end stays.
+
+    Args:
+        region: the region to cover (nm).
+        origin: the grid's origin (nm), e.g. the offset of the datasets whose chunks are blocks.
+        block_size: the grid's spacing (nm).
+    """
+    begin = Coordinate(o + (b - o) // s * s for b, o, s in zip(region.begin, origin, block_size))
+    return Roi(begin, region.end - begin)
 
 
 # ---- the watershed ------------------------------------------------------------------------------------------------
@@ -296,7 +344,9 @@ def process_block(job: FragmentsJob, block, resources: dict[str, Any]) -> None:
     from .graph import write_nodes
 
     geometry = job.geometry
-    read_roi, write_roi = block.read_roi, block.write_roi
+    read_roi, write_roi = block.read_roi, block.write_roi.intersect(geometry.region)
+    if write_roi.empty:
+        return
     affs = read_padded(resources["affs"], job.affs, read_roi)
     mask = None
     if job.mask is not None:
@@ -307,7 +357,7 @@ def process_block(job: FragmentsJob, block, resources: dict[str, Any]) -> None:
         for w, r, s, v in zip(write_roi.begin, read_roi.begin, write_roi.shape, geometry.voxel_size)
     )
     local = relabel(fragments[crop])
-    index = block_index(write_roi, geometry.write_total, geometry.block_size)
+    index = block_index(block.write_roi, geometry.write_total, geometry.block_size)
     ids = np.where(local > 0, local + np.uint64(index * geometry.voxels_per_block), np.uint64(0)).astype(np.uint64)
     # nodes first: a block whose fragments are written is then never without its nodes (a crash in between
     # leaves the block undone, and re-running it writes the same nodes and ids again)
@@ -317,7 +367,7 @@ def process_block(job: FragmentsJob, block, resources: dict[str, Any]) -> None:
 
 def fingerprint(config: RunConfig, affs: Volume) -> dict[str, Any]:
     """The settings that determine the fragments (a different one means other fragments)."""
-    return {
+    wanted: dict[str, Any] = {
         "affs_roi": [list(affs.roi.offset), list(affs.roi.shape)],
         "voxel_size": list(affs.voxel_size),
         "block_size": list(config.block_size),
@@ -328,6 +378,9 @@ def fingerprint(config: RunConfig, affs: Volume) -> dict[str, Any]:
         "mask": [config.mask_file and str(config.path(config.mask_file)), config.mask_dataset],
         "min_seed_distance": MIN_SEED_DISTANCE,
     }
+    if config.roi_offset is not None:  # only with a ROI: fragments of the whole volume keep their fingerprint
+        wanted["roi"] = [list(config.roi_offset), list(config.roi_shape)]
+    return wanted
 
 
 def blocks_dir(config: RunConfig) -> Path:
@@ -343,13 +396,14 @@ def extract_fragments(config: RunConfig, overwrite: bool = False, progress: bool
 
     Args:
         config: the run config (``out_file``, ``block_size``, ``context``, ``num_workers``, ``worker_command``,
-            ``db``, ``fragments_in_xy``, ``epsilon_agglomerate``, ``filter_fragments``, ``mask_file/mask_dataset``).
+            ``db``, ``fragments_in_xy``, ``epsilon_agglomerate``, ``filter_fragments``, ``mask_file/mask_dataset``,
+            ``roi_offset/roi_shape``: only that region gets fragments).
         overwrite: start over, replacing existing fragments and the region graph.
         progress: show daisy's progress bar.
 
     Raises:
-        ConfigError: missing affinities or mask, bad geometry, unreachable database, fragments from other settings —
-            all before anything is written.
+        ConfigError: missing affinities or mask, bad geometry (a ROI outside the affinities or off their voxel grid
+            included), unreachable database, fragments from other settings — all before anything is written.
     """
     import zarr
 
@@ -385,7 +439,7 @@ def extract_fragments(config: RunConfig, overwrite: bool = False, progress: bool
                 )
             fresh = False
         elif not overwrite:
-            differs = sorted(k for k in wanted if (existing or {}).get(k) != wanted[k])
+            differs = sorted(k for k in {**(existing or {}), **wanted} if (existing or {}).get(k) != wanted.get(k))
             raise ConfigError(
                 f"'{fragments_path}' exists from other settings ({', '.join(differs)}); pass --overwrite to replace it"
             )

@@ -5,7 +5,9 @@ stored LSDs) around its write ROI, which is one network output. Outputs are writ
 truncated) to ``volumes/affs`` and/or ``volumes/lsds`` of ``out_file`` with the attrs ``resolution`` and ``offset``
 (nm). aclsd/acrlsd read ``volumes/lsds`` of the same ``out_file``; when they are not there, the configured lsd
 network (``autocontext.lsd_setup`` at ``autocontext.lsd_iteration``) predicts them first, over the region the
-affinities need. Each worker loads its model once; done blocks are recorded, so a re-run resumes.
+affinities need. Each worker loads its model once; done blocks are recorded, so a re-run resumes. Every check (raw,
+checkpoints, region, and existing outputs of both networks of a chain: another voxel size, ROI, network or iteration
+needs ``--overwrite``) comes before the first block of either network.
 
 Run: ``python 03_predict/01_predict_blockwise.py CONFIG.json [--overwrite]``
 """
@@ -88,19 +90,47 @@ def process_block(job: PredictJob, block, resources: dict[str, Any]) -> None:
         resources["outputs"][head][(slice(None), *voxel_slices(volume, inside))] = data[(slice(None), *crop)]
 
 
-def _prepare_output(path: Path, channels: int, roi: Roi, voxel_size: Coordinate, chunk: Coordinate, fingerprint: dict, overwrite: bool, tracking: Path) -> Volume:
-    """Create an output dataset, or keep the one of an earlier run with the same settings (resume)."""
+def _existing_voxel_size(path: Path) -> tuple[int, ...] | None:
+    """The ``resolution`` attr (nm) of an existing output dataset, or None."""
+    import zarr
+
+    resolution = zarr.open_array(path, mode="r").attrs.asdict().get("resolution")
+    return tuple(int(v) for v in resolution) if resolution is not None else None
+
+
+def _check_output(path: Path, fingerprint: dict, voxel_size: Coordinate, overwrite: bool) -> bool:
+    """Whether an output dataset can be kept as it is (an earlier run with the same settings: resume).
+
+    Raises:
+        ConfigError: it exists from other settings (another voxel size, ROI, network or iteration) and
+            ``overwrite`` is not given.
+    """
+    import zarr
+
+    if not path.exists():
+        return False
+    existing = zarr.open_array(path, mode="r").attrs.asdict().get(FINGERPRINT_ATTR)
+    if existing == fingerprint and not overwrite:
+        return True
+    if overwrite:
+        return False
+    stored = _existing_voxel_size(path)
+    if stored is not None and stored != tuple(voxel_size):
+        raise ConfigError(
+            f"'{path}' has voxel size {stored} nm, the raw {tuple(voxel_size)} nm; pass --overwrite to predict it again"
+        )
+    differs = sorted(k for k in fingerprint if (existing or {}).get(k) != fingerprint[k])
+    raise ConfigError(f"'{path}' exists from other settings ({', '.join(differs)}); pass --overwrite to replace it")
+
+
+def _create_output(
+    path: Path, channels: int, roi: Roi, voxel_size: Coordinate, chunk: Coordinate, fingerprint: dict, tracking: Path
+) -> None:
+    """Create an output dataset (replacing what is there) and forget its done blocks."""
     import zarr
 
     from .data import COMPRESSOR
 
-    if path.exists():
-        existing = zarr.open_array(path, mode="r").attrs.asdict().get(FINGERPRINT_ATTR)
-        if existing == fingerprint and not overwrite:
-            return Volume(path, roi, voxel_size)
-        if not overwrite:
-            differs = sorted(k for k in fingerprint if (existing or {}).get(k) != fingerprint[k])
-            raise ConfigError(f"'{path}' exists from other settings ({', '.join(differs)}); pass --overwrite to replace it")
     shutil.rmtree(path, ignore_errors=True)
     shutil.rmtree(tracking, ignore_errors=True)
     container = path.parents[1]
@@ -111,31 +141,72 @@ def _prepare_output(path: Path, channels: int, roi: Roi, voxel_size: Coordinate,
         dtype=np.uint8, fill_value=0, compressors=COMPRESSOR,
     )
     array.attrs.update({"resolution": [int(v) for v in voxel_size], "offset": [int(v) for v in roi.offset], FINGERPRINT_ATTR: fingerprint})
-    return Volume(path, roi, voxel_size)
 
 
-def _predict(run: RunConfig, folder: Path, iteration, out_roi: Roi, raw: Volume | None, lsds: Volume | None, overwrite: bool, progress: bool) -> tuple[dict[str, Volume], BlockwiseResult]:
-    """Predict ``out_roi`` with the network of ``folder`` into ``out_file``."""
+@dataclass(frozen=True)
+class _Pass:
+    """One network's prediction over a region: what it writes and how its blocks are laid out."""
+
+    folder: Path
+    config: NetworkConfig
+    checkpoint: Path
+    out_roi: Roi
+    voxel_size: Coordinate
+    in_shape: Coordinate
+    out_shape: Coordinate
+    channels: dict[str, int]
+    """Output head → channels."""
+    paths: dict[str, Path]
+    """Output head → its dataset in out_file."""
+    fingerprint: dict
+    tracking: Path
+
+    @property
+    def context(self) -> Coordinate:
+        return (self.in_shape - self.out_shape) * self.voxel_size / 2
+
+
+def _plan(run: RunConfig, folder: Path, iteration, out_roi: Roi, voxel_size: Coordinate) -> _Pass:
+    """Resolve the checkpoint and lay out the prediction of ``out_roi`` with the network of ``folder`` (no writes)."""
     config = load_network_config(folder)
     it, checkpoint = resolve_checkpoint(folder, iteration)
     check_compatible(checkpoint, load_checkpoint(checkpoint)[2], config)
     io = network_io(config, "predict")
-    voxel_size = (raw or lsds).voxel_size
-    in_shape = Coordinate(config.predict_input_shape)
-    out_shape = Coordinate(next(iter(io.outputs.values())).shape)
-    context = (in_shape - out_shape) * voxel_size / 2
     out_file = run.path(run.out_file)
-    tracking = blocks_dir(run) / f"predict_{folder.name}"
-    fingerprint = {"setup": str(folder), "iteration": it, "roi": [list(out_roi.offset), list(out_roi.shape)], "voxel_size": list(voxel_size)}
-    outputs = {
-        head: _prepare_output(out_file / OUTPUTS[head], spec.channels, out_roi, voxel_size, out_shape, fingerprint, overwrite, tracking)
-        for head, spec in io.outputs.items()
-    }
-    job = PredictJob(config, checkpoint, raw if "raw" in io.inputs else None, lsds if "lsds" in io.inputs else None,
+    return _Pass(
+        folder=folder,
+        config=config,
+        checkpoint=checkpoint,
+        out_roi=out_roi,
+        voxel_size=voxel_size,
+        in_shape=Coordinate(config.predict_input_shape),
+        out_shape=Coordinate(next(iter(io.outputs.values())).shape),
+        channels={head: spec.channels for head, spec in io.outputs.items()},
+        paths={head: out_file / OUTPUTS[head] for head in io.outputs},
+        fingerprint={
+            "setup": str(folder), "iteration": it, "roi": [list(out_roi.offset), list(out_roi.shape)],
+            "voxel_size": list(voxel_size),
+        },  # fmt: skip
+        tracking=blocks_dir(run) / f"predict_{folder.name}",
+    )
+
+
+def _run_pass(
+    run: RunConfig, plan: _Pass, raw: Volume | None, lsds: Volume | None, keep: bool, progress: bool
+) -> tuple[dict[str, Volume], BlockwiseResult]:
+    """Create the outputs of ``plan`` (unless ``keep``: resume into them) and predict its blocks."""
+    vs = plan.voxel_size
+    if not keep:
+        for head, path in plan.paths.items():
+            _create_output(path, plan.channels[head], plan.out_roi, vs, plan.out_shape, plan.fingerprint, plan.tracking)
+    outputs = {head: Volume(path, plan.out_roi, vs) for head, path in plan.paths.items()}
+    inputs = network_io(plan.config, "predict").inputs
+    job = PredictJob(plan.config, plan.checkpoint, raw if "raw" in inputs else None, lsds if "lsds" in inputs else None,
                      outputs, run.device, max(1, (os.cpu_count() or 1) // run.num_workers))
+    context = plan.context
     result = run_job(
-        f"predict_{folder.name}", out_roi.grow(context, context), Roi(-context, in_shape * voxel_size),
-        Roi((0, 0, 0), out_shape * voxel_size), job, process_block, _setup_worker, run, tracking, progress,
+        f"predict_{plan.folder.name}", plan.out_roi.grow(context, context), Roi(-context, plan.in_shape * vs),
+        Roi((0, 0, 0), plan.out_shape * vs), job, process_block, _setup_worker, run, plan.tracking, progress,
         fit="overhang",
     )
     return outputs, result
@@ -145,7 +216,21 @@ def predict_blockwise(run: RunConfig, overwrite: bool = False, progress: bool = 
     """Predict ``run.raw_file`` with ``run.setup`` blockwise into ``run.out_file`` (LSDs first for aclsd/acrlsd).
 
     The region is ``roi_offset``/``roi_shape`` if given, else the raw volume shrunk by the network's context.
-    Checks (raw present, checkpoint present, region inside the raw volume, voxel-aligned) come before any block.
+    Every check comes before any block of any network runs: raw present, checkpoints present, region inside the raw
+    volume and voxel-aligned, and existing outputs (``volumes/lsds`` of an autocontext chain included) made with the
+    same settings — an output of another voxel size, ROI, network or iteration needs ``overwrite``.
+
+    Args:
+        run: the run config (``setup``, ``iteration``, ``raw_file``, ``raw_dataset``, ``out_file``,
+            ``roi_offset``/``roi_shape``, ``num_workers``, ``worker_command``, ``device``).
+        overwrite: replace outputs made with other settings (and predict them again).
+        progress: show daisy's progress bar.
+
+    Returns:
+        The blocks of the (last) network's prediction: total, processed now, skipped.
+
+    Raises:
+        ConfigError: any of the checks above, as one line, before anything is predicted.
     """
     import zarr
 
@@ -167,18 +252,21 @@ def predict_blockwise(run: RunConfig, overwrite: bool = False, progress: bool = 
         out_roi = raw.roi.grow(-context, -context)
         if out_roi.empty or any(s <= 0 for s in out_roi.shape):
             raise ConfigError(f"raw volume {raw.roi} is smaller than the network's context; give roi_offset/roi_shape")
-    resolve_checkpoint(folder, run.iteration)
+    plans = []
+    if config.autocontext is not None:
+        # the LSDs over everything the affs net reads (a re-run resumes them, or skips them when done)
+        lsd_dir = lsd_folder(folder, config)
+        plans.append(_plan(run, lsd_dir, config.autocontext.lsd_iteration, out_roi.grow(context, context), vs))
+    plans.append(_plan(run, folder, run.iteration, out_roi, vs))
+    # every existing output is checked before any block runs (a mismatched affs must not wait for the LSD pass)
+    keep = [all([_check_output(p, plan.fingerprint, vs, overwrite) for p in plan.paths.values()]) for plan in plans]
     out_file = run.path(run.out_file)
     out_file.parent.mkdir(parents=True, exist_ok=True)
     zarr.open_group(out_file, mode="a", zarr_format=2)
     lsds = None
-    if config.autocontext is not None:
-        lsd_dir = lsd_folder(folder, config)
-        resolve_checkpoint(lsd_dir, config.autocontext.lsd_iteration)
-        # the LSDs over everything the affs net reads (a re-run resumes them, or skips them when done)
-        outputs, _ = _predict(run, lsd_dir, config.autocontext.lsd_iteration, out_roi.grow(context, context), raw, None, overwrite, progress)
-        lsds = outputs["lsds"]
-    _, result = _predict(run, folder, run.iteration, out_roi, raw, lsds, overwrite, progress)
+    for plan, kept in zip(plans, keep):
+        outputs, result = _run_pass(run, plan, raw, lsds, kept, progress)
+        lsds = outputs.get("lsds")
     return result
 
 

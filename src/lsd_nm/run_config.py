@@ -74,6 +74,8 @@ class RunConfig(StrictBaseModel):
     """Dense ground-truth labels in it (e.g. ``volumes/labels/neuron_ids``)."""
     gt_skeletons: str | None = None
     """Ground-truth skeletons (``*.skeletons.npz``) for ERL and site-based VOI."""
+    min_cut: bool = False
+    """Also compute the min-cut metric at the best threshold (needs ``gt_skeletons``; slow on large region graphs)."""
 
     @model_validator(mode="after")
     def _consistent(self) -> RunConfig:

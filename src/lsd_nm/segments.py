@@ -16,8 +16,9 @@ same name are an error. Existing LUTs of the same edges are skipped; LUTs of oth
 **Extract segmentation** (:func:`extract_segmentation`). For each t in ``extract_thresholds``, blockwise (write =
 read = ``block_size``, no context; blocks shrink at the volume's end), ``volumes/fragments`` is mapped through the
 LUT into ``volumes/segmentation_<int(round(100·t))>`` (uint64, chunks = blocks, attrs ``resolution``/``offset`` of the
-fragments). Fragments missing from the LUT become 0, as in the original. Done blocks are recorded in
-``<out_file>/.blocks/segmentation_<…>``: a re-run skips them. A segmentation made from another LUT needs
+fragments). Fragments missing from the LUT become 0, as in the original. With ``roi_offset``/``roi_shape`` only the
+blocks of that region are written (the fragments are 0 outside it, see :mod:`lsd_nm.fragments`). Done blocks are
+recorded in ``<out_file>/.blocks/segmentation_<…>``: a re-run skips them. A segmentation made from another LUT needs
 ``--overwrite``.
 
 Run: ``python 03_predict/04_find_segments.py CONFIG.json [--overwrite]`` and
@@ -39,7 +40,9 @@ from funlib.geometry import Coordinate, Roi
 
 from .blockwise import BlockwiseResult, run_job
 from .config import ConfigError
-from .fragments import FRAGMENTS, Volume, blocks_dir, open_dataset, parse_step_args, voxel_slices
+from .fragments import (
+    FRAGMENTS, Volume, blocks_dir, grid_aligned, open_dataset, parse_step_args, processing_roi, voxel_slices,
+)  # fmt: skip
 from .run_config import RunConfig, load_run_config
 
 LUT_DIR = "luts/fragment_segment"
@@ -314,6 +317,8 @@ def extract_segmentation(
     out_file = config.path(config.out_file)
     fragments = open_dataset(out_file, FRAGMENTS, "fragments (run 02_extract_fragments first)")
     block = _check_block_size(config, fragments.voxel_size)
+    # with roi_offset/roi_shape only the region's blocks (on the chunk grid): outside it the fragments are 0
+    total = grid_aligned(processing_roi(config, fragments), fragments.roi.offset, block)
     thresholds = sorted({round(float(t), 10) for t in config.extract_thresholds})
     # every LUT must exist before anything is written
     wanted = {
@@ -352,7 +357,7 @@ def extract_segmentation(
         job = SegmentationJob(fragments, path, lut_path(config, t))
         block_roi = Roi((0, 0, 0), block)
         results[t] = run_job(
-            f"segmentation_{threshold_name(t)}", fragments.roi, block_roi, block_roi,
+            f"segmentation_{threshold_name(t)}", total, block_roi, block_roi,
             job, process_block, _setup_worker, config, tracking, progress,
         )
     return results
