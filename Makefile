@@ -21,6 +21,8 @@ DATA ?= $(ROOT)/01_data/funke/$(DATASET)/training/$(firstword $(VOLUMES))
 VOLUMES ?=
 ALL ?=
 ARGS ?=
+DEMO_NETWORKS ?=
+DEMO_FAST ?=
 GPU ?=
 TF_EXTRA := $(if $(GPU),gpu,cpu)
 
@@ -84,9 +86,8 @@ test: $(ENV_READY) ## run the test suite (sets itself up first; installs Debian'
 	fi
 	$(VENV)/bin/python -m pytest $(ARGS)
 
-demo: $(ENV_READY) synthetic masks ## run the main job end to end on the embedded synthetic dataset
-	@echo "demo: the synthetic dataset (with masks) is ready under 01_data/funke/synthetic/"
-	@echo "demo: next: make train DATASET=synthetic NETWORK=mtlsd ITERATION=2000, then make predict-scan DATASET=synthetic NETWORK=mtlsd (README.md)"
+demo: $(ENV_READY) ## train, predict, segment and evaluate on the synthetic dataset, then write demo/report.md ([DEMO_NETWORKS="baseline mtlsd lsd acrlsd"] [DEMO_FAST=1])
+	$(RUN) -m lsd_nm demo $(if $(strip $(DEMO_NETWORKS)),--networks $(DEMO_NETWORKS)) $(if $(filter 1 yes true,$(DEMO_FAST)),--fast) $(ARGS)
 
 # ---- 00_containers -------------------------------------------------------------------------------------------
 container: ## build the Singularity/Apptainer image lsd_nm.sif from 00_containers/lsd_nm.def ([SINGULARITY=apptainer] [ARGS=out.sif])

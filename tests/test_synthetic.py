@@ -1,6 +1,7 @@
 """The embedded synthetic dataset: deterministic, in the bucket's layout, and neuropil-like."""
 
 import hashlib
+import json
 from pathlib import Path
 
 import numpy as np
@@ -131,6 +132,13 @@ def test_make_synthetic_bytes_are_deterministic_and_resumable(tmp_path, tiny_dat
     make_synthetic("tiny", data_dir=tmp_path / "one", datasets_file=tiny_datasets_file)
     assert (first[0] / ".zgroup").stat().st_mtime_ns == stamp
     assert digest(first[1]) == digest(second[1])
+    # a recipe whose shape changed in datasets.json redraws that volume only
+    data = json.loads(tiny_datasets_file.read_text())
+    data["tiny"]["synthetic"]["t.zarr"]["shape"] = [20, 96, 96]
+    tiny_datasets_file.write_text(json.dumps(data))
+    make_synthetic("tiny", data_dir=tmp_path / "one", datasets_file=tiny_datasets_file)
+    assert (first[0] / ".zgroup").stat().st_mtime_ns == stamp
+    assert read_array(first[2], NEURON_IDS)[0].shape == (20, 96, 96)
 
 
 def test_skeletons_follow_the_labels(tmp_path, tiny_datasets_file):

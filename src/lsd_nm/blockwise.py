@@ -29,7 +29,7 @@ import daisy
 from funlib.geometry import Roi
 
 HOST = "127.0.0.1"
-"""The scheduler's address: loopback only (no remote workers without an explicit host)."""
+"""The scheduler's default address: loopback (local workers only; remote workers need the machine's address)."""
 
 
 class BlockwiseError(RuntimeError):
@@ -93,6 +93,7 @@ def run_blockwise(
     max_retries: int = 2,
     timeout: float = 600.0,
     progress: bool = True,
+    host: str = HOST,
 ) -> BlockwiseResult:
     """Run ``process_block`` over every block of ``total_roi``, skipping blocks an earlier run finished.
 
@@ -114,6 +115,8 @@ def run_blockwise(
         max_retries: how often a failing block is retried before it counts as failed.
         timeout: seconds after which a block still running is reclaimed (its worker killed) and retried.
         progress: show daisy's progress bar and execution summary.
+        host: the address the scheduler listens on and the workers connect to (on a cluster: this machine's
+            hostname or IP as the compute nodes reach it).
 
     Returns:
         The numbers of blocks in total, processed now and skipped.
@@ -172,7 +175,7 @@ def run_blockwise(
         states = daisy.run_blockwise(
             task,
             multiprocessing=not serial,
-            host=HOST,
+            host=host,
             return_states=True,
             progress=progress,
             summary=progress,
@@ -246,6 +249,7 @@ def run_job(
         worker_setup=_Bound(worker_setup, job),
         worker_command=config.worker_command,
         progress=progress,
+        host=config.scheduler_host,
         **kwargs,
     )
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 from collections.abc import Callable, Sequence
 
 from .config import ConfigError, user_error
@@ -92,7 +93,6 @@ def _lsd_channels(value: str) -> tuple[int, int, int]:
 
 
 def _view_batch(args: argparse.Namespace) -> None:
-    from pathlib import Path
 
     from .view_batch import view_batch
 
@@ -108,6 +108,17 @@ def _view_batch(args: argparse.Namespace) -> None:
         args.chromium,
         args.timeout,
     )
+
+
+def _demo(args: argparse.Namespace) -> None:
+    from . import REPO_ROOT
+    from .demo import StageFailed, demo
+
+    out = Path(args.out) if args.out else REPO_ROOT / "demo" / ("fast" if args.fast else "")
+    try:
+        demo(out, args.networks, args.fast)
+    except StageFailed as e:
+        raise ConfigError(str(e)) from None
 
 
 def _not_built(step: str) -> Callable[[argparse.Namespace], None]:
@@ -127,6 +138,12 @@ class _Parser(argparse.ArgumentParser):
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="lsd-nm", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("demo", help="the whole pipeline on the synthetic dataset, with a report (make demo)")
+    p.add_argument("--networks", nargs="*", default=None, help="networks to train and score (default: demo.json's)")
+    p.add_argument("--fast", action="store_true", help="a tiny version that checks the plumbing in a few minutes")
+    p.add_argument("--out", default=None, help="output folder (default: demo/, or demo/fast/ with --fast)")
+    p.set_defaults(func=_demo)
 
     p = sub.add_parser("synthetic", help="generate a synthetic dataset of 01_data/datasets.json")
     p.add_argument("--dataset", default="synthetic", help="synthetic dataset to generate (default: synthetic)")

@@ -44,6 +44,9 @@ class RunConfig(StrictBaseModel):
     """Worker processes per blockwise step (1: in process, serially, for debugging)."""
     worker_command: list[str] = []
     """A prefix for worker command lines (e.g. ``["bsub", "-n", "5"]`` or ``["singularity", "exec", "--nv", "img.sif"]``)."""
+    scheduler_host: str = "127.0.0.1"
+    """The address workers reach this machine's scheduler at (default: loopback, local workers only; with a
+    ``worker_command`` that starts workers on other nodes: this machine's hostname or IP)."""
     device: str | None = None
     """Where the network runs: ``cpu``, ``gpu``, ``gpu:N`` (default: a GPU if there is one)."""
     block_size: tuple[int, int, int] = (1200, 1620, 1620)

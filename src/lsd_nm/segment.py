@@ -1,7 +1,7 @@
 """``segment.py CONFIG``: the whole ``03_predict`` chain — predict, fragments, agglomerate, segments, segmentation,
 evaluation — in order, each step resuming (finished blocks and LUTs are not redone).
 
-Run: ``python 03_predict/segment.py CONFIG.json [--overwrite]``   (or: ``make segment CONFIG=…``)
+Run: ``python 03_predict/segment.py CONFIG.json [--overwrite] [--start N]``   (or: ``make segment CONFIG=…``)
 """
 
 from __future__ import annotations
@@ -15,8 +15,9 @@ from .run_config import RunConfig, load_run_config
 STEPS = ["01_predict_blockwise", "02_extract_fragments", "03_agglomerate", "04_find_segments", "05_extract_segmentation", "06_evaluate"]
 
 
-def segment(config: RunConfig, config_path: Path, overwrite: bool = False) -> None:
-    """Run every step of a run config; on a failure, say which step and the command that re-runs it."""
+def segment(config: RunConfig, config_path: Path, overwrite: bool = False, start_step: int = 1) -> None:
+    """Run every step of a run config from step ``start_step`` on; on a failure, say which step and the command that
+    re-runs it."""
     from .agglomerate import agglomerate
     from .blockwise import BlockwiseResult
     from .config import ConfigError
@@ -35,6 +36,9 @@ def segment(config: RunConfig, config_path: Path, overwrite: bool = False) -> No
     ]
     start = time.time()
     for i, (name, function) in enumerate(zip(STEPS, functions), 1):
+        if i < start_step:
+            print(f"[{i}/{len(STEPS)}] {name}: skipped (--start {start_step})")
+            continue
         if name == "01_predict_blockwise" and config.setup is None:
             print(f"[{i}/{len(STEPS)}] {name}: no network ('setup') in the config, the affinities are in out_file")
             continue
@@ -55,9 +59,14 @@ def segment(config: RunConfig, config_path: Path, overwrite: bool = False) -> No
 
 
 def main(argv: Sequence[str]) -> int:
-    """``segment.py CONFIG.json [--overwrite]``."""
-    from .cli import run
-    from .fragments import parse_step_args
+    """``segment.py CONFIG.json [--overwrite] [--start N]``."""
+    from .cli import _Parser, run
 
-    args = parse_step_args(argv, "segment.py", "predict, fragments, agglomerate, segments, evaluate")
-    return run(lambda: segment(load_run_config(Path(args.config)), Path(args.config), overwrite=args.overwrite))
+    parser = _Parser(prog="segment.py", description="predict, fragments, agglomerate, segments, evaluate")
+    parser.add_argument("config", help="the run's JSON config (see 03_predict/README.md)")
+    parser.add_argument("--overwrite", action="store_true", help="replace results made with other settings")
+    parser.add_argument("--start", type=int, default=1, choices=range(1, len(STEPS) + 1), metavar="N",
+                        help="start at step N (1 = 01_predict_blockwise … 6 = 06_evaluate); earlier steps are not run")  # fmt: skip
+    args = parser.parse_args(list(argv))
+    config_path = Path(args.config)
+    return run(lambda: segment(load_run_config(config_path), config_path, overwrite=args.overwrite, start_step=args.start))

@@ -386,6 +386,23 @@ def skeletons_path(container: Path) -> Path:
     return container.with_name(container.name.removesuffix(".zarr") + ".skeletons.npz")
 
 
+def _is_current(path: Path, recipe) -> bool:
+    """Whether a generated volume is complete and drawn with the recipe's shape and offset (a changed recipe in
+    ``datasets.json`` redraws it)."""
+    import zarr
+
+    from .data import RAW
+
+    if not (path.exists() and skeletons_path(path).exists()):
+        return False
+    try:
+        raw = zarr.open_array(path / RAW, mode="r")
+    except (FileNotFoundError, ValueError, KeyError):
+        return False
+    offset = tuple(int(o) for o in raw.attrs.asdict().get("offset", (0, 0, 0)))
+    return tuple(raw.shape) == tuple(recipe.shape) and offset == tuple(recipe.offset)
+
+
 def make_synthetic(
     dataset: str = "synthetic",
     data_dir: Path | None = None,
@@ -412,7 +429,7 @@ def make_synthetic(
         raise ConfigError(f"dataset '{dataset}' is not synthetic: fetch it with `make fetch-data DATASET={dataset}`")
     jobs = [(v, False) for v in ds.volumes] + [(v, True) for v in ds.test_volumes]
     paths = [volume_path(dataset, v, t, data_dir) for v, t in jobs]
-    todo = [(v, t) for (v, t), p in zip(jobs, paths) if force or not (p.exists() and skeletons_path(p).exists())]
+    todo = [(v, t) for (v, t), p in zip(jobs, paths) if force or not _is_current(p, ds.synthetic[v])]
     if todo:
         # spawn, not fork: the caller may have threads (zarr, TensorFlow) that a fork would copy mid-flight
         context = multiprocessing.get_context("spawn")
