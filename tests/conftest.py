@@ -1,9 +1,16 @@
 """Shared fixtures: small synthetic datasets in tmp_path."""
 
 import json
+import signal
 from pathlib import Path
 
 import pytest
+
+# a test run started in the background of a non-interactive shell inherits SIGINT ignored, and so would every
+# process the tests start: the Ctrl-C tests then wait in vain. A Python handler here is reset to the default in
+# children at exec, so they get KeyboardInterrupt as under a terminal.
+if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 REPO = Path(__file__).resolve().parents[1]
 
