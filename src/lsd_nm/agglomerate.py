@@ -19,7 +19,6 @@ import json
 import shutil
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -35,10 +34,10 @@ from .fragments import (
     block_geometry,
     blocks_dir,
     open_dataset,
-    parse_step_args,
     read_padded,
+    run_blockwise_step,
 )
-from .run_config import RunConfig, load_run_config
+from .run_config import RunConfig
 
 
 def scoring_function(merge_function: str) -> str:
@@ -232,12 +231,6 @@ def agglomerate(config: RunConfig, overwrite: bool = False, progress: bool = Tru
 
 def main(argv: Sequence[str]) -> int:
     """``03_agglomerate.py CONFIG.json [--overwrite]``."""
-    from .cli import run
-
-    args = parse_step_args(argv, "03_agglomerate.py", "blockwise waterz agglomeration into region-graph edges")
-
-    def step() -> None:
-        result = agglomerate(load_run_config(Path(args.config)), overwrite=args.overwrite)
-        print(f"agglomerate: {result.processed} blocks processed, {result.skipped} skipped (done before)")
-
-    return run(step)
+    return run_blockwise_step(
+        argv, "03_agglomerate.py", "blockwise waterz agglomeration into region-graph edges", agglomerate, "agglomerate"
+    )

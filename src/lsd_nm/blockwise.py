@@ -47,6 +47,9 @@ class BlockwiseResult:
     skipped: int
     """Blocks skipped because an earlier run recorded them done."""
 
+    def __str__(self) -> str:
+        return f"{self.processed} blocks processed, {self.skipped} skipped (done before)"
+
 
 def _loop_over_blocks(worker_setup: Callable[[], Any] | None, process_block: Callable[[Any, Any], None]) -> None:
     """The body of one worker process: set up once, then process blocks until the scheduler has none left."""

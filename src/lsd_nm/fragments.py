@@ -20,7 +20,7 @@ Run: ``python 03_predict/02_extract_fragments.py CONFIG.json [--overwrite]``
 from __future__ import annotations
 
 import shutil
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -479,25 +479,39 @@ def extract_fragments(config: RunConfig, overwrite: bool = False, progress: bool
 
 
 
-def parse_step_args(argv: Sequence[str], prog: str, description: str):
-    """``CONFIG.json [--overwrite]`` of a ``03_predict`` step script."""
+def step_parser(prog: str, description: str):
+    """The ``CONFIG.json [--overwrite]`` parser of a ``03_predict`` step script (one-line errors)."""
     from .cli import _Parser
 
     parser = _Parser(prog=prog, description=description)
     parser.add_argument("config", help="the run's JSON config (see 03_predict/README.md)")
     parser.add_argument("--overwrite", action="store_true", help="replace results made with other settings")
-    return parser.parse_args(list(argv))
+    return parser
+
+
+def parse_step_args(argv: Sequence[str], prog: str, description: str):
+    """``CONFIG.json [--overwrite]`` of a ``03_predict`` step script."""
+    return step_parser(prog, description).parse_args(list(argv))
+
+
+def run_blockwise_step(
+    argv: Sequence[str], prog: str, description: str, function: Callable[..., BlockwiseResult], label: str
+) -> int:
+    """The ``main`` of a one-task step script: ``function(config, overwrite=…)``, then ``<label>: N blocks processed,
+    M skipped``; a bad config is a one-line error and exit code 2."""
+    from .cli import run
+
+    args = parse_step_args(argv, prog, description)
+
+    def step() -> None:
+        print(f"{label}: {function(load_run_config(Path(args.config)), overwrite=args.overwrite)}")
+
+    return run(step)
 
 
 def main(argv: Sequence[str]) -> int:
     """``02_extract_fragments.py CONFIG.json [--overwrite]``."""
-    from .cli import run
-
-    args = parse_step_args(argv, "02_extract_fragments.py", "blockwise watershed fragments and region-graph nodes")
-
-    def step() -> None:
-        result = extract_fragments(load_run_config(Path(args.config)), overwrite=args.overwrite)
-        print(f"fragments: {result.processed} blocks processed, {result.skipped} skipped (done before)")
-
-    return run(step)
+    return run_blockwise_step(
+        argv, "02_extract_fragments.py", "blockwise watershed fragments and region-graph nodes", extract_fragments, "fragments"
+    )
 

@@ -30,7 +30,7 @@ from .config import ConfigError
 from .experiment import NetworkConfig, load_network_config
 from .fragments import Volume, blocks_dir, open_dataset, read_padded, voxel_slices
 from .networks import lsd_folder, network_io
-from .run_config import RunConfig, load_run_config
+from .run_config import RunConfig
 
 OUTPUTS = {"affs": "volumes/affs", "lsds": "volumes/lsds"}
 FINGERPRINT_ATTR = "lsd_nm_prediction"
@@ -272,13 +272,8 @@ def predict_blockwise(run: RunConfig, overwrite: bool = False, progress: bool = 
 
 def main(argv: Sequence[str]) -> int:
     """``01_predict_blockwise.py CONFIG.json [--overwrite]``."""
-    from .cli import run
-    from .fragments import parse_step_args
+    from .fragments import run_blockwise_step
 
-    args = parse_step_args(argv, "01_predict_blockwise.py", "blockwise network prediction into out_file")
-
-    def step() -> None:
-        result = predict_blockwise(load_run_config(Path(args.config)), overwrite=args.overwrite)
-        print(f"predict: {result.processed} blocks processed, {result.skipped} skipped (done before)")
-
-    return run(step)
+    return run_blockwise_step(
+        argv, "01_predict_blockwise.py", "blockwise network prediction into out_file", predict_blockwise, "predict"
+    )

@@ -53,18 +53,17 @@ def segment(config: RunConfig, config_path: Path, overwrite: bool = False, start
         results = result.values() if isinstance(result, dict) and name == "05_extract_segmentation" else [result]
         blockwise = [r for r in results if isinstance(r, BlockwiseResult)]
         if blockwise:
-            done, skipped = sum(r.processed for r in blockwise), sum(r.skipped for r in blockwise)
-            print(f"{name}: {done} blocks processed, {skipped} skipped (done before)", flush=True)
+            total = BlockwiseResult(*(sum(getattr(r, k) for r in blockwise) for k in ("total", "processed", "skipped")))
+            print(f"{name}: {total}", flush=True)
     print(f"segment: done in {time.time() - start:.0f} s")
 
 
 def main(argv: Sequence[str]) -> int:
     """``segment.py CONFIG.json [--overwrite] [--start N]``."""
-    from .cli import _Parser, run
+    from .cli import run
+    from .fragments import step_parser
 
-    parser = _Parser(prog="segment.py", description="predict, fragments, agglomerate, segments, evaluate")
-    parser.add_argument("config", help="the run's JSON config (see 03_predict/README.md)")
-    parser.add_argument("--overwrite", action="store_true", help="replace results made with other settings")
+    parser = step_parser("segment.py", "predict, fragments, agglomerate, segments, evaluate")
     parser.add_argument("--start", type=int, default=1, choices=range(1, len(STEPS) + 1), metavar="N",
                         help="start at step N (1 = 01_predict_blockwise … 6 = 06_evaluate); earlier steps are not run")  # fmt: skip
     args = parser.parse_args(list(argv))

@@ -389,7 +389,6 @@ def main_extract_segmentation(argv: Sequence[str]) -> int:
     def step() -> None:
         results = extract_segmentation(load_run_config(Path(args.config)), overwrite=args.overwrite)
         for t, result in results.items():
-            done = f"{result.processed} blocks processed, {result.skipped} skipped (done before)"
-            print(f"{segmentation_dataset(t)}: {done}")
+            print(f"{segmentation_dataset(t)}: {result}")
 
     return run(step)
