@@ -34,7 +34,7 @@ import numpy as np
 
 from . import REPO_ROOT
 from .config import ConfigError, StrictBaseModel, load_model
-from .experiment import NetworkType, load_network_config
+from .experiment import NetworkType, load_network_config, merge_config
 
 DEMO_CONFIG = REPO_ROOT / "02_train" / "synthetic" / "demo.json"
 DATASET = "synthetic"
@@ -131,11 +131,19 @@ class Plan:
         return volume_path(DATASET, self.config.test_volume, test=True, data_dir=self.data_dir)
 
     @property
-    def roi_voxels(self) -> int:
+    def voxel_size(self) -> tuple[int, ...]:
         from .datasets import get_dataset
 
-        vs = get_dataset(DATASET).voxel_size
-        return math.prod(s // v for s, v in zip(self.roi_shape, vs))
+        return tuple(get_dataset(DATASET).voxel_size)
+
+    @property
+    def roi_voxels(self) -> int:
+        return math.prod(s // v for s, v in zip(self.roi_shape, self.voxel_size))
+
+    def roi_crop(self, offset: Sequence[int]) -> tuple[slice, ...]:
+        """The evaluated region in an array of the test volume's grid that starts at ``offset`` (nm)."""
+        begin = [(o - r) // v for o, r, v in zip(self.roi_offset, offset, self.voxel_size)]
+        return tuple(slice(b, b + s // v) for b, s, v in zip(begin, self.roi_shape, self.voxel_size))
 
 
 def make_plan(out: Path, networks: Sequence[str] | None, fast: bool, config_path: Path = DEMO_CONFIG) -> Plan:
@@ -172,13 +180,6 @@ def make_plan(out: Path, networks: Sequence[str] | None, fast: bool, config_path
     return Plan(Path(out).resolve(), config, chosen, trained, iterations, config.roi_offset, roi_shape, DATA_DIR, fast)
 
 
-def _merge(base: dict, over: dict) -> dict:
-    merged = dict(base)
-    for key, value in over.items():
-        merged[key] = _merge(merged[key], value) if isinstance(value, dict) and isinstance(merged.get(key), dict) else value
-    return merged
-
-
 def write_training_folders(plan: Plan) -> None:
     """The demo's network folders: the repository's synthetic configs, with the demo's schedule on top.
 
@@ -195,17 +196,21 @@ def write_training_folders(plan: Plan) -> None:
         if "autocontext" in config:
             lsd = Path(config["autocontext"].get("lsd_setup", "../lsd")).name
             delta["autocontext"] = {"lsd_iteration": plan.iterations[lsd]}
-        _write_if_changed(plan.folder(name) / "config.json", _merge(config, delta))
+        _write_if_changed(plan.folder(name) / "config.json", merge_config(config, delta))
 
 
-def _write_if_changed(path: Path, data: dict) -> None:
-    text = json.dumps(data, indent=2) + "\n"
-    if path.exists() and path.read_text() == text:
-        return
+def _write_text(path: Path, text: str) -> None:
+    """Write a text file atomically (a ``.partial`` file renamed when complete)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".partial")
     tmp.write_text(text)
     os.replace(tmp, path)
+
+
+def _write_if_changed(path: Path, data: dict) -> None:
+    text = json.dumps(data, indent=2) + "\n"
+    if not (path.exists() and path.read_text() == text):
+        _write_text(path, text)
 
 
 def write_run_configs(plan: Plan) -> None:
@@ -286,9 +291,7 @@ def write_no_learning_affinities(plan: Plan) -> None:
 
     raw, vs, offset = read_array(plan.test_volume, RAW)
     affs = intensity_affinities(raw, vs, plan.config.no_learning)
-    begin = [(o - r) // v for o, r, v in zip(plan.roi_offset, offset, vs)]
-    crop = tuple(slice(b, b + s // v) for b, s, v in zip(begin, plan.roi_shape, vs))
-    affs = (affs[(slice(None), *crop)] * 255).astype(np.uint8)
+    affs = (affs[(slice(None), *plan.roi_crop(offset))] * 255).astype(np.uint8)
     out = plan.out_file(NO_LEARNING)
     tmp = out.with_name(out.name + ".partial")
     shutil.rmtree(tmp, ignore_errors=True)
@@ -415,7 +418,9 @@ def run_stages(plan: Plan, stages: list[Stage]) -> dict[str, dict[str, Any]]:
     environment = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2")}
     for i, stage in enumerate(stages, 1):
         record = state.get(stage.name)
-        done = record is not None and record.get("key") == stage.key and all(p.exists() for p in stage.outputs)
+        key = stage.key  # hashes the inputs' contents: once per stage
+        changed = record is not None and record.get("key") != key
+        done = record is not None and not changed and all(p.exists() for p in stage.outputs)
         if done and not stage.always:
             print(f"demo [{i}/{len(stages)}] {stage.name}: done before ({_clock(record['seconds'])}), skipped", flush=True)
             continue
@@ -429,7 +434,7 @@ def run_stages(plan: Plan, stages: list[Stage]) -> dict[str, dict[str, Any]]:
         began = time.time()
         if stage.command is not None:
             command = stage.command
-            if stage.overwrite and record is not None and record.get("key") != stage.key:
+            if stage.overwrite and changed:
                 command = [*command, stage.overwrite]  # made before with other settings: replace, do not resume
             code = subprocess.call(command, cwd=REPO_ROOT, env=environment)
             if code != 0:
@@ -445,10 +450,8 @@ def run_stages(plan: Plan, stages: list[Stage]) -> dict[str, dict[str, Any]]:
         seconds = time.time() - began
         spent += seconds
         spent_estimate += stage.estimate
-        state[stage.name] = {"key": stage.key, "seconds": round(seconds, 2)}
-        tmp = state_path.with_name("state.json.partial")
-        tmp.write_text(json.dumps(state, indent=2) + "\n")
-        os.replace(tmp, state_path)
+        state[stage.name] = {"key": key, "seconds": round(seconds, 2)}
+        _write_text(state_path, json.dumps(state, indent=2) + "\n")
         print(f"demo [{i}/{len(stages)}] {stage.name}: done in {_clock(seconds)}", flush=True)
     return state
 
@@ -595,8 +598,7 @@ def _truth_and_raw(plan: Plan) -> tuple[np.ndarray, np.ndarray, tuple[int, ...]]
 
     raw, vs, offset = read_array(plan.test_volume, RAW)
     truth, _, _ = read_array(plan.test_volume, NEURON_IDS)
-    begin = [(o - r) // v for o, r, v in zip(plan.roi_offset, offset, vs)]
-    crop = tuple(slice(b, b + s // v) for b, s, v in zip(begin, plan.roi_shape, vs))
+    crop = plan.roi_crop(offset)
     return raw[crop], truth[crop], vs
 
 
@@ -717,8 +719,7 @@ def write_report(plan: Plan, stages: list[Stage], state: dict[str, dict[str, Any
     _write_if_changed(plan.out / "report.json", results)
     peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 2**20
     verdicts = quality_verdicts(results)
-    vs = _truth_and_raw(plan)[2]
-    shape = tuple(s // v for s, v in zip(plan.roi_shape, vs))
+    shape = tuple(s // v for s, v in zip(plan.roi_shape, plan.voxel_size))
     lines = [
         f"# lsd-nm demo{' (DEMO_FAST: the plumbing, not the results)' if plan.fast else ''}",
         "",
@@ -773,9 +774,7 @@ def write_report(plan: Plan, stages: list[Stage], state: dict[str, dict[str, Any
         "",
     ]
     path = plan.out / "report.md"
-    tmp = path.with_name("report.md.partial")
-    tmp.write_text("\n".join(lines))
-    os.replace(tmp, path)
+    _write_text(path, "\n".join(lines))
     return path
 
 

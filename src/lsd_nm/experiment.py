@@ -181,11 +181,12 @@ class NetworkConfig(StrictBaseModel):
 CONFIG_FILE = "config.json"
 
 
-def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+def merge_config(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    """``over`` on top of ``base``, nested dicts merged key by key (the layering of network configs)."""
     merged = dict(base)
     for key, value in over.items():
         if isinstance(value, dict) and isinstance(merged.get(key), dict):
-            merged[key] = _merge(merged[key], value)
+            merged[key] = merge_config(merged[key], value)
         else:
             merged[key] = value
     return merged
@@ -220,7 +221,7 @@ def load_network_config(folder: Path) -> NetworkConfig:
             layers.append((path, data))
     merged: dict[str, Any] = {"dataset": folder.parent.name}
     for _, data in layers:
-        merged = _merge(merged, data)
+        merged = merge_config(merged, data)
     try:
         return NetworkConfig.model_validate(merged)
     except ValidationError as e:
