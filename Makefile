@@ -68,22 +68,8 @@ $(VENV)/.installed-$(TF_EXTRA): $(ROOT)/pyproject.toml
 	rm -f $(VENV)/.installed-*; touch $@
 
 test: $(ENV_READY) ## run the test suite (sets itself up first; installs Debian's chromium and postgresql when missing, as root)
-	@if [ ! -x /usr/bin/chromium ]; then \
-	    if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
-	        echo "test: installing Debian's chromium (for the neuroglancer screenshot tests)"; \
-	        apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
-	    else \
-	        echo "test: /usr/bin/chromium is missing: install Debian's chromium (apt-get install chromium) or the screenshot tests fail" >&2; \
-	    fi; \
-	fi
-	@if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then \
-	    if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
-	        echo "test: installing Debian's postgresql (for the region-graph tests)"; \
-	        apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null; \
-	    else \
-	        echo "test: PostgreSQL server binaries are missing: apt-get install postgresql, or the region-graph tests fail" >&2; \
-	    fi; \
-	fi
+	$(call debian_package,test -x /usr/bin/chromium,chromium,the neuroglancer screenshot tests)
+	$(call debian_package,ls /usr/lib/postgresql/*/bin/initdb,postgresql,the region-graph tests)
 	$(VENV)/bin/python -m pytest $(ARGS)
 
 demo: $(ENV_READY) ## train, predict, segment and evaluate on the synthetic dataset, then write demo/report.md ([DEMO_NETWORKS="baseline mtlsd lsd acrlsd"] [DEMO_FAST=1])
@@ -150,6 +136,18 @@ clean: ## delete caches and logs (data, checkpoints and .venv stay)
 define script
 	@if [ ! -f "$(ROOT)/$(1)" ]; then echo "make $@: $(1) is not built yet" >&2; exit 2; fi
 	$(RUN) $(ROOT)/$(1) $(2)
+endef
+
+# $(call debian_package,command that succeeds when it is installed,package,what needs it): apt-get it as root, else say so
+define debian_package
+	@if ! $(1) >/dev/null 2>&1; then \
+	    if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	        echo "test: installing Debian's $(2) (for $(3))"; \
+	        apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(2) >/dev/null; \
+	    else \
+	        echo "test: Debian's $(2) is missing: apt-get install $(2), or $(3) fail" >&2; \
+	    fi; \
+	fi
 endef
 
 # $(call in_network,script.py,args): run a network folder's script from inside that folder
