@@ -184,7 +184,7 @@ def test_autocontext_without_lsd_checkpoint(env):
 
 
 def test_baseline_loss_halves_within_a_few_hundred_iterations(env):
-    """The synthetic baseline as committed (seeded): within 800 iterations the loss falls below half its initial value.
+    """The synthetic baseline as committed (seeded): within 1000 iterations the loss falls below half its initial value.
 
     The balanced loss of single batches is noisy (it depends on how much boundary a batch holds), and CPU training
     is not bit-for-bit reproducible: compare the running median over 100 iterations, at its lowest, with the mean of
@@ -197,10 +197,10 @@ def test_baseline_loss_halves_within_a_few_hundred_iterations(env):
     network = json.loads((folder / "config.json").read_text())
     (folder / "config.json").write_text(json.dumps(merge(merge(config, network), {"train": {"save_every": 1000, "snapshot_every": 1000, "num_workers": 1}})))
     environment = {**os.environ, "LSD_NM_DATA_DIR": str(env / "data"), "TF_CPP_MIN_LOG_LEVEL": "3"}
-    result = subprocess.run([sys.executable, "train.py", "800", "--seed", "1"], cwd=folder, env=environment, capture_output=True, text=True)
+    result = subprocess.run([sys.executable, "train.py", "1000", "--seed", "1"], cwd=folder, env=environment, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr[-2000:]
     losses = np.array([r[1] for r in read_losses(folder)])
-    assert len(losses) == 800
+    assert len(losses) == 1000
     running = [np.median(losses[i - 100 : i]) for i in range(100, len(losses) + 1)]
     assert min(running) < 0.5 * losses[:10].mean(), (losses[:10].mean(), min(running))
 
