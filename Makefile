@@ -68,11 +68,12 @@ $(VENV)/.installed-$(TF_EXTRA): $(ROOT)/pyproject.toml
 	rm -f $(VENV)/.installed-*; touch $@
 
 test: $(ENV_READY) ## run the test suite (sets itself up first; installs Debian's chromium and postgresql when missing, as root)
-	$(call debian_package,test -x /usr/bin/chromium,chromium,the neuroglancer screenshot tests)
+	$(call debian_package,command -v chromium,chromium,the neuroglancer screenshot tests)
 	$(call debian_package,ls /usr/lib/postgresql/*/bin/initdb,postgresql,the region-graph tests)
 	$(VENV)/bin/python -m pytest $(ARGS)
 
-demo: $(ENV_READY) ## train, predict, segment and evaluate on the synthetic dataset, then write demo/report.md ([DEMO_NETWORKS="baseline mtlsd lsd acrlsd"] [DEMO_FAST=1])
+demo: $(ENV_READY) ## train, predict, segment and evaluate on the synthetic dataset, then write demo/report.md ([DEMO_NETWORKS="baseline mtlsd lsd acrlsd"] [DEMO_FAST=1]; installs Debian's chromium when missing, as root)
+	$(call debian_package,command -v chromium,chromium,the report's neuroglancer screenshot)
 	$(RUN) -m lsd_nm demo $(if $(strip $(DEMO_NETWORKS)),--networks $(DEMO_NETWORKS)) $(if $(filter 1 yes true,$(DEMO_FAST)),--fast) $(ARGS)
 
 # ---- 00_containers -------------------------------------------------------------------------------------------
@@ -142,10 +143,11 @@ endef
 define debian_package
 	@if ! $(1) >/dev/null 2>&1; then \
 	    if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
-	        echo "test: installing Debian's $(2) (for $(3))"; \
-	        apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(2) >/dev/null; \
+	        echo "$@: installing Debian's $(2) (for $(3))"; \
+	        apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(2) >/dev/null \
+	            || echo "$@: apt-get install $(2) failed: $(3) will be missing" >&2; \
 	    else \
-	        echo "test: Debian's $(2) is missing: apt-get install $(2), or $(3) fail" >&2; \
+	        echo "$@: Debian's $(2) is missing (apt-get install $(2) as root): $(3) will be missing" >&2; \
 	    fi; \
 	fi
 endef

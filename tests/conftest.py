@@ -1,6 +1,7 @@
 """Shared fixtures: small synthetic datasets in tmp_path."""
 
 import json
+import shutil
 import signal
 from pathlib import Path
 
@@ -13,6 +14,15 @@ if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
     signal.signal(signal.SIGINT, signal.default_int_handler)
 
 REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def chromium() -> str:
+    """The Chromium of the screenshot tests (``make test`` installs Debian's); missing, the test fails and says so."""
+    found = shutil.which("chromium")
+    if found is None:
+        pytest.fail("this test needs Chromium on PATH: `apt-get install -y chromium` (make test installs it)")
+    return found
 
 
 @pytest.fixture

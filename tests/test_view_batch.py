@@ -14,7 +14,6 @@ from lsd_nm.synthetic import generate_volume
 from lsd_nm.view_batch import BatchLayer, build_batch_state, find_snapshot, read_snapshot
 from s3_server import REPO
 
-CHROMIUM = Path("/usr/bin/chromium")
 VOXEL_SIZE = (20, 9, 9)
 RAW_SHAPE, OUT_SHAPE = (12, 64, 64), (4, 32, 32)
 # a batch's ROIs share their centre, the origin (as gunpowder's requests in lsd_nm.pipelines): offsets are negative
@@ -163,9 +162,7 @@ def test_errors_are_one_line(folder, tmp_path):
         assert (proc.returncode, stderr) == (2, message + "\n"), args
 
 
-def test_screenshot_in_headless_chromium(folder, tmp_path):
-    if not CHROMIUM.exists():
-        pytest.fail("this test needs Debian's chromium at /usr/bin/chromium: `apt-get install -y chromium` (make test installs it)")
+def test_screenshot_in_headless_chromium(folder, tmp_path, chromium):
     from PIL import Image
 
     out = tmp_path / "shots" / "batch.png"

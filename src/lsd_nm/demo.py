@@ -35,6 +35,7 @@ import numpy as np
 from . import REPO_ROOT
 from .config import ConfigError, StrictBaseModel, load_model
 from .experiment import NetworkType, load_network_config, merge_config
+from .view import CHROMIUM_NAMES
 
 DEMO_CONFIG = REPO_ROOT / "02_train" / "synthetic" / "demo.json"
 DATASET = "synthetic"
@@ -42,6 +43,10 @@ REPORT_KEYS = ("iterations", "train_seconds", "best_threshold", "voi_split", "vo
                "erl_nm", "normalized_erl", "predict_voxels_per_second")  # fmt: skip
 METRIC_KEYS = REPORT_KEYS[2:-1]
 NO_LEARNING = "no_learning"
+NO_SCREENSHOT = (
+    "no Chromium on PATH, so the neuroglancer screenshot is skipped "
+    "(`apt-get install chromium` as root, or put chromium on PATH, then run `make demo` again: it adds only the screenshot)"
+)
 
 
 class NoLearningConfig(StrictBaseModel):
@@ -110,6 +115,8 @@ class Plan:
     roi_shape: tuple[int, int, int]
     data_dir: Path
     fast: bool
+    chromium: str | None = None
+    """The Chromium executable for the neuroglancer screenshot; None: none on ``PATH``, the screenshot is skipped."""
 
     @property
     def train_root(self) -> Path:
@@ -177,7 +184,10 @@ def make_plan(out: Path, networks: Sequence[str] | None, fast: bool, config_path
         else:
             raise ConfigError(f"{config_path}: 'iterations' has no entry for '{name}' (expected an integer)")
     roi_shape = config.fast_roi_shape if fast else config.roi_shape
-    return Plan(Path(out).resolve(), config, chosen, trained, iterations, config.roi_offset, roi_shape, DATA_DIR, fast)
+    chromium = next(filter(None, map(shutil.which, CHROMIUM_NAMES)), None)
+    return Plan(
+        Path(out).resolve(), config, chosen, trained, iterations, config.roi_offset, roi_shape, DATA_DIR, fast, chromium
+    )
 
 
 def write_training_folders(plan: Plan) -> None:
@@ -391,12 +401,14 @@ def plan_stages(plan: Plan) -> list[Stage]:
         inputs=[plan.run_config(NO_LEARNING), plan.out_file(NO_LEARNING) / "volumes/affs/.zattrs"], overwrite="--overwrite",
     ))  # fmt: skip
     stages.append(Stage("pictures", 20, function=lambda: draw_pictures(plan), always=True))
-    best = plan.networks[-1]
-    stages.append(Stage(
-        "neuroglancer screenshot", 25,
-        _python(REPO_ROOT / "01_data/view_data.py", plan.out / "view" / f"{best}.zarr", "--screenshot", plan.out / "neuroglancer.png"),
-        outputs=[plan.out / "neuroglancer.png"],
-    ))  # fmt: skip
+    if plan.chromium is not None:
+        best = plan.networks[-1]
+        stages.append(Stage(
+            "neuroglancer screenshot", 25,
+            _python(REPO_ROOT / "01_data/view_data.py", plan.out / "view" / f"{best}.zarr", "--screenshot",
+                    plan.out / "neuroglancer.png", "--chromium", plan.chromium),
+            outputs=[plan.out / "neuroglancer.png"],
+        ))  # fmt: skip
     return stages
 
 
@@ -686,12 +698,6 @@ def draw_pictures(plan: Plan) -> None:
     fig.savefig(plan.out / "voi_curves.png")
 
 
-def picture_paths(plan: Plan) -> list[Path]:
-    """Every picture the report embeds."""
-    slices = [plan.out / f"slices_{name}.png" for name in [*plan.networks, NO_LEARNING]]
-    return [plan.out / "voi_curves.png", plan.out / "loss_curves.png", *slices, plan.out / "neuroglancer.png"]
-
-
 # ---------------------------------------------------------------------------------------------------------------------
 # the report
 
@@ -762,7 +768,7 @@ def write_report(plan: Plan, stages: list[Stage], state: dict[str, dict[str, Any
         *[f"![slices {name}](slices_{name}.png)\n" for name in [*plan.networks, NO_LEARNING]],
         f"Neuroglancer: the {plan.networks[-1]} segmentation over raw (`view/{plan.networks[-1]}.zarr`):",
         "",
-        "![neuroglancer](neuroglancer.png)",
+        "![neuroglancer](neuroglancer.png)" if plan.chromium is not None else f"*{NO_SCREENSHOT}*",
         "",
         "## What ran",
         "",
@@ -788,6 +794,8 @@ def demo(out: Path, networks: Sequence[str] | None = None, fast: bool = False) -
         f"iterations) into {_shown(plan.out)}{' — DEMO_FAST' if fast else ''}",
         flush=True,
     )
+    if plan.chromium is None:
+        print(f"demo: {NO_SCREENSHOT}", flush=True)
     stages = plan_stages(plan)
     state = run_stages(plan, stages)
     results = collect_results(plan, state)
