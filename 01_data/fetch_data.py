@@ -5,8 +5,13 @@ Run: python 01_data/fetch_data.py --dataset zebrafinch [--volume gt_z255-383_y14
 """
 
 import sys
-
-from lsd_nm.s3 import main_fetch_data
+from pathlib import Path
 
 if __name__ == "__main__":
-    sys.exit(main_fetch_data(sys.argv[1:]))
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))  # this repository's package
+    from lsd_nm.bootstrap import use_repository_venv
+
+    use_repository_venv()  # any `python` will do: the script re-runs itself with the repository's .venv
+    from lsd_nm.cli import main
+
+    sys.exit(main(["fetch-data", *sys.argv[1:]]))

@@ -1,11 +1,16 @@
-"""Agglomeration: waterz per block over volumes/fragments → region-graph edges with merge scores.
+"""Step 3: agglomeration — waterz per block over volumes/fragments → region-graph edges with merge scores.
 
 Run: python 03_predict/03_agglomerate.py 03_predict/configs/synthetic.json [--overwrite]
 """
 
 import sys
-
-from lsd_nm.agglomerate import main
+from pathlib import Path
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))  # this repository's package
+    from lsd_nm.bootstrap import use_repository_venv
+
+    use_repository_venv()  # any `python` will do: the script re-runs itself with the repository's .venv
+    from lsd_nm.cli import main
+
+    sys.exit(main(["agglomerate", *sys.argv[1:]]))

@@ -1,11 +1,16 @@
-"""Segmentation: volumes/fragments relabelled blockwise through the LUT of each extract_threshold.
+"""Step 5: segmentation — volumes/fragments relabelled blockwise through the LUT of each extract_threshold.
 
 Run: python 03_predict/05_extract_segmentation.py 03_predict/configs/synthetic.json [--overwrite]
 """
 
 import sys
-
-from lsd_nm.segments import main_extract_segmentation
+from pathlib import Path
 
 if __name__ == "__main__":
-    sys.exit(main_extract_segmentation(sys.argv[1:]))
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))  # this repository's package
+    from lsd_nm.bootstrap import use_repository_venv
+
+    use_repository_venv()  # any `python` will do: the script re-runs itself with the repository's .venv
+    from lsd_nm.cli import main
+
+    sys.exit(main(["extract-segmentation", *sys.argv[1:]]))

@@ -9,7 +9,6 @@ import subprocess
 import tomllib
 
 import pytest
-
 from s3_server import REPO, bucket, files_under, moto_endpoint, run_script  # noqa: F401
 
 DEFINITION = REPO / "00_containers/lsd_nm.def"

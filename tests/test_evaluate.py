@@ -1,475 +1,333 @@
-"""Metrics of ``lsd_nm.evaluate`` against hand-computed tiny cases and scikit-image.
+"""lsd_nm.evaluate.evaluate_run (03_predict/06_evaluate.py): the threshold sweep of a run against dense labels and
+skeletons, on a synthetic volume with ideal affinities."""
 
-Hand-computed numbers use H(1/3) = log2(3) − 2/3 (the entropy in bits of a 1/3–2/3 split).
-"""
+from __future__ import annotations
 
 import csv
 import json
-import math
-import time
+from pathlib import Path
 
-import matplotlib.image
 import numpy as np
 import pytest
-from skimage.metrics import adapted_rand_error, variation_of_information
-
-from lsd_nm.evaluate import (
-    contingency_table,
-    expected_run_length,
-    min_cut_metric,
-    plot_voi,
-    rand_voi,
-    relabel,
-    sample_segments,
-    sites_voi,
-    sweep_thresholds,
-    write_scores,
-)
-
-LOG3 = math.log2(3)
-
-
-def assert_scores(scores: dict, expected: dict) -> None:
-    for key, value in expected.items():
-        assert scores[key] == pytest.approx(value, abs=1e-12), key
-
-
-# ---------------------------------------------------------------------------------------------------------------------
-# rand_voi: hand-computed
-
-
-def test_rand_voi_pure_split():
-    """GT 1 (4 voxels) is split in halves 5/6, GT 2 is segment 7; the two GT-0 voxels are ignored (one has test 7).
-
-    n_ij = (2, 2, 2), a = (4, 2), b = (2, 2, 2), N = 6.
-    H(a) = H(1/3) = log2 3 − 2/3, H(b) = H(a,b) = log2 3.
-    voi_split = H(a,b) − H(a) = 2/3, voi_merge = 0.
-    rand_split = Σn²/Σa² = 12/20, rand_merge = Σn²/Σb² = 12/12, arand = 1 − 2·0.6·1/1.6 = 0.25.
-    """
-    truth = np.array([1, 1, 1, 1, 2, 2, 0, 0])
-    test = np.array([5, 5, 6, 6, 7, 7, 7, 0])
-    assert_scores(
-        rand_voi(truth, test),
-        {
-            "voi_split": 2 / 3,
-            "voi_merge": 0.0,
-            "rand_split": 0.6,
-            "rand_merge": 1.0,
-            "arand": 0.25,
-            "nvi_split": (2 / 3) / LOG3,
-            "nvi_merge": 0.0,
-            "nid": 1 - (LOG3 - 2 / 3) / LOG3,
-        },
-    )
-
-
-def test_rand_voi_test_zero_is_a_label():
-    """A test that is 0 everywhere merges the two GT objects: voi_merge = H(a) = 1 bit, not an empty score.
-
-    n = (2, 2), a = (2, 2), b = (4): rand_split = 8/8, rand_merge = 8/16, arand = 1 − 2·0.5/1.5 = 1/3;
-    H(a,b) = 1, H(b) = 0, so nvi_merge = 1 and nid = 1 − (1 + 0 − 1)/1 = 1.
-    """
-    assert_scores(
-        rand_voi(np.array([1, 1, 2, 2]), np.zeros(4, np.uint64)),
-        {"voi_split": 0.0, "voi_merge": 1.0, "rand_split": 1.0, "rand_merge": 0.5, "arand": 1 / 3,
-         "nvi_split": 0.0, "nvi_merge": 1.0, "nid": 1.0},
-    )  # fmt: skip
-
-
-def test_rand_voi_split_and_merge():
-    """truth (1,1,1,2,2,2), test (1,1,2,2,3,3): pairs (1,1)×2, (1,2)×1, (2,2)×1, (2,3)×2.
-
-    H(a) = 1, H(b) = log2 3, H(a,b) = log2 3 + 1/3, so voi_split = log2 3 − 2/3 and voi_merge = 1/3.
-    Σn² = 10, Σa² = 18, Σb² = 12: rand_split = 5/9, rand_merge = 5/6, F = 2Σn²/(Σa²+Σb²) = 2/3, arand = 1/3.
-    """
-    truth = np.array([1, 1, 1, 2, 2, 2])
-    test = np.array([1, 1, 2, 2, 3, 3])
-    assert_scores(
-        rand_voi(truth, test),
-        {"voi_split": LOG3 - 2 / 3, "voi_merge": 1 / 3, "rand_split": 5 / 9, "rand_merge": 5 / 6, "arand": 1 / 3,
-         "nvi_split": (LOG3 - 2 / 3) / (LOG3 + 1 / 3), "nvi_merge": (1 / 3) / (LOG3 + 1 / 3),
-         "nid": 1 - (2 / 3) / LOG3},
-    )  # fmt: skip
-
-
-def test_rand_voi_perfect_and_gt_background_ignored():
-    truth = np.array([0, 0, 1, 1, 2])
-    test = np.array([1, 2, 3, 3, 4])
-    assert_scores(
-        rand_voi(truth, test),
-        {"voi_split": 0.0, "voi_merge": 0.0, "arand": 0.0, "rand_split": 1.0, "rand_merge": 1.0, "nid": 0.0},
-    )
-
-
-def test_rand_voi_uint64_ids_are_exact():
-    """Ids near 2**64 give the same scores as small ids (no float conversion, no dense table)."""
-    truth = np.array([1, 1, 1, 2, 2, 2], np.uint64)
-    test = np.array([1, 1, 2, 2, 3, 3], np.uint64)
-    big = np.uint64(2**64 - 10)
-    assert rand_voi(truth * np.uint64(2**40), test + big) == rand_voi(truth, test)
-
-
-def test_rand_voi_errors():
-    with pytest.raises(ValueError, match="shape"):
-        rand_voi(np.ones(3, int), np.ones(4, int))
-    with pytest.raises(ValueError, match="no voxel"):
-        rand_voi(np.zeros(3, int), np.ones(3, int))
-
-
-def test_contingency_table_counts():
-    n_ij, a_i, b_j = contingency_table(np.array([[1, 1], [2, 0]]), np.array([[7, 8], [7, 9]]))
-    assert n_ij.tolist() == [1, 1, 1]
-    assert a_i.tolist() == [2, 1]
-    assert b_j.tolist() == [2, 1]  # test 9 sits on GT 0 and is dropped
-
-
-# ---------------------------------------------------------------------------------------------------------------------
-# rand_voi against scikit-image
-
-
-@pytest.fixture(scope="module")
-def random_pair():
-    rng = np.random.default_rng(3)
-    truth = rng.integers(0, 12, (20, 30, 30))
-    test = (truth + rng.integers(0, 3, truth.shape) * (rng.random(truth.shape) < 0.3)) % 15  # splits, merges, 0s
-    return truth, test
-
-
-def test_voi_matches_skimage(random_pair):
-    """skimage's ``variation_of_information(truth, test, ignore_labels=[0])`` returns, in bits (log2),
-    ``[H(test|truth), H(truth|test)]`` = ``[voi_split, voi_merge]``; its ignore_labels drops truth 0 only, as we do.
-    """
-    truth, test = random_pair
-    ours = rand_voi(truth, test)
-    split, merge = variation_of_information(truth, test, ignore_labels=[0])
-    assert ours["voi_split"] == pytest.approx(split, abs=1e-9)
-    assert ours["voi_merge"] == pytest.approx(merge, abs=1e-9)
-    assert ours["voi_split"] > 0.1 and ours["voi_merge"] > 0.1  # a case with both errors
-    # without background, swapping the arguments swaps split and merge
-    forward, backward = rand_voi(truth + 1, test + 1), rand_voi(test + 1, truth + 1)
-    assert forward["voi_split"] == pytest.approx(backward["voi_merge"], abs=1e-12)
-    assert forward["voi_merge"] == pytest.approx(backward["voi_split"], abs=1e-12)
-
-
-def test_voi_matches_skimage_on_large_ids(random_pair):
-    truth, test = random_pair
-    ours = rand_voi(truth.astype(np.uint64) * np.uint64(2**50), test.astype(np.uint64) + np.uint64(2**63))
-    split, merge = variation_of_information(truth, test, ignore_labels=[0])
-    assert ours["voi_split"] == pytest.approx(split, abs=1e-9)
-    assert ours["voi_merge"] == pytest.approx(merge, abs=1e-9)
-
-
-def test_arand_vs_skimage_counts_pairs_differently(random_pair):
-    """Where the definitions differ, and where they agree.
-
-    funlib/waterz (and we) use Σn_ij² over voxels, self-pairs included; skimage's ``adapted_rand_error`` counts pairs of
-    distinct voxels, Σn_ij² − N (likewise for a and b). Both use F = Σn²/(½Σa² + ½Σb²) = 2PR/(P+R) at alpha = 0.5.
-    Also, skimage's second output (documented as precision, "divided by the number in the test image") divides by the
-    *truth* sizes: it is the pair-counted ``rand_split``, and its third output the pair-counted ``rand_merge``.
-    So skimage's values equal ours exactly once self-pairs are removed from our contingency table.
-    """
-    truth, test = random_pair
-    n_ij, a_i, b_j = contingency_table(truth, test)
-    n = a_i.sum()
-    pairs = lambda x: float(np.dot(x, x) - n)  # noqa: E731
-    are, second, third = adapted_rand_error(truth, test)
-    assert second == pytest.approx(pairs(n_ij) / pairs(a_i), abs=1e-12)
-    assert third == pytest.approx(pairs(n_ij) / pairs(b_j), abs=1e-12)
-    assert are == pytest.approx(1 - pairs(n_ij) / (0.5 * pairs(a_i) + 0.5 * pairs(b_j)), abs=1e-12)
-    # ours: the same formulas with self-pairs; on 18,000 voxels the two differ by well under 1e-3
-    ours = rand_voi(truth, test)
-    sq = lambda x: float(np.dot(x, x))  # noqa: E731
-    assert ours["rand_split"] == pytest.approx(sq(n_ij) / sq(a_i), abs=1e-12)
-    assert ours["arand"] == pytest.approx(1 - sq(n_ij) / (0.5 * sq(a_i) + 0.5 * sq(b_j)), abs=1e-12)
-    assert abs(ours["arand"] - are) < 1e-3
-    assert ours["arand"] != pytest.approx(are, abs=1e-9)
-
-
-def test_arand_differs_from_skimage_on_a_tiny_case():
-    """truth (1,1,1,2,2,2), test (1,1,2,2,3,3): ours 1/3; skimage 1 − (10−6)/(½(18−6) + ½(12−6)) = 5/9."""
-    truth = np.array([1, 1, 1, 2, 2, 2])
-    test = np.array([1, 1, 2, 2, 3, 3])
-    assert rand_voi(truth, test)["arand"] == pytest.approx(1 / 3)
-    assert adapted_rand_error(truth, test)[0] == pytest.approx(5 / 9)
-
-
-def test_rand_voi_is_fast_on_ten_million_voxels():
-    """10^7 voxels with uint64 ids and 32,000 (truth, test) pairs: a few seconds at most (sort-based counting)."""
-    z, y, x = np.ogrid[:100, :320, :320]
-    truth = ((z // 10) * 10000 + (y // 16) * 100 + x // 16 + 1).astype(np.uint64) * np.uint64(2**33)
-    test = ((z // 5) * 10000 + (y // 12) * 100 + x // 12).astype(np.uint64) + np.uint64(2**63)
-    assert truth.size == 10_240_000 and test.dtype == np.uint64
-    start = time.perf_counter()
-    scores = rand_voi(truth, test)
-    assert time.perf_counter() - start < 30  # a guard against dense tables / quadratic code, not a benchmark
-    assert scores["voi_split"] > 0 and scores["voi_merge"] > 0
-
-
-# ---------------------------------------------------------------------------------------------------------------------
-# skeletons: a two-skeleton toy
-#
-#   skeleton A (neuron 1): nodes 1-2-3-4 along x at 0, 3, 7, 12 nm: edges 3, 4, 5 nm, L_A = 12
-#   skeleton B (neuron 2): nodes 10-11-12 along x at 0, 6, 8 nm (y = 100): edges 6, 2 nm, L_B = 8
-#   L = 20; max ERL = (12² + 8²)/20 = 10.4
-
-
-@pytest.fixture
-def toy():
-    return {
-        "node_ids": np.array([1, 2, 3, 4, 10, 11, 12], np.uint64),
-        "positions": np.array([[0, 0, 0], [0, 0, 3], [0, 0, 7], [0, 0, 12], [0, 100, 0], [0, 100, 6], [0, 100, 8]],
-                              np.float32),  # fmt: skip
-        "neuron_ids": np.array([1, 1, 1, 1, 2, 2, 2], np.uint64),
-        "edges": np.array([[1, 2], [2, 3], [3, 4], [10, 11], [11, 12]], np.uint64),
-    }
-
-
-def erl_of(toy, segments):
-    return expected_run_length(**toy, segment_ids=np.array(segments, np.uint64))
-
-
-def test_erl_perfect(toy):
-    scores = erl_of(toy, [7, 7, 7, 7, 9, 9, 9])
-    assert scores["erl"] == pytest.approx(10.4)
-    assert scores["max_erl"] == pytest.approx(10.4)
-    assert scores["normalized_erl"] == pytest.approx(1.0)
-    assert scores["total_path_length"] == pytest.approx(20.0)
-    assert scores["correct_edges"] == 5
-    assert scores["number_of_skeletons"] == 2
-
-
-def test_erl_split(toy):
-    """A split between nodes 2 and 3: A keeps 3 nm in segment 10 and 5 nm in 20 → ERL_A = (9 + 25)/12;
-    ERL_B = 64/8 = 8; total = (12/20)·34/12 + (8/20)·8 = 4.9, not the last skeleton's 8 (the old funlib pitfall)."""
-    scores = erl_of(toy, [10, 10, 20, 20, 30, 30, 30])
-    assert scores["erl"] == pytest.approx(4.9)
-    assert scores["normalized_erl"] == pytest.approx(4.9 / 10.4)
-    assert scores["number_of_split_skeletons"] == 1
-    assert (scores["split_edges"], scores["merged_edges"], scores["omitted_edges"]) == (1, 0, 0)
-
-
-def test_erl_omitted(toy):
-    """Node 2 on background: edges 1-2 and 2-3 are omitted, only 3-4 (5 nm) counts → (25 + 64)/20 = 4.45;
-    their lengths stay in L_A."""
-    scores = erl_of(toy, [10, 0, 10, 10, 30, 30, 30])
-    assert scores["erl"] == pytest.approx(4.45)
-    assert scores["total_path_length"] == pytest.approx(20.0)
-    assert (scores["split_edges"], scores["merged_edges"], scores["omitted_edges"]) == (0, 0, 2)
-    assert scores["number_of_split_skeletons"] == 0
-
-
-def test_erl_merged(toy):
-    """Segment 10 holds nodes 1, 2 (A) and 10 (B): it merges. A: 1-2 merged (counts 0), 2-3 split, 3-4 correct 5 nm
-    in segment 40 (merges are per edge, so A keeps it); B: 10-11 split, 11-12 correct 2 nm → (25 + 4)/20 = 1.45."""
-    scores = erl_of(toy, [10, 10, 40, 40, 10, 50, 50])
-    assert scores["erl"] == pytest.approx(1.45)
-    assert (scores["correct_edges"], scores["merged_edges"], scores["split_edges"]) == (2, 1, 2)
-    assert scores["number_of_merging_segments"] == 1
-    assert scores["number_of_split_skeletons"] == 2
-
-
-def test_erl_everything_merged_is_zero(toy):
-    scores = erl_of(toy, [5] * 7)
-    assert scores["erl"] == 0.0
-    assert scores["merged_edges"] == 5
-    assert scores["number_of_merging_segments"] == 1
-
-
-def test_erl_background_is_never_a_merging_segment(toy):
-    """Nodes of both skeletons on 0 are omissions, not a merge through segment 0: A keeps 4 + 5 nm, B 2 nm."""
-    scores = erl_of(toy, [0, 7, 7, 7, 0, 9, 9])
-    assert scores["number_of_merging_segments"] == 0
-    assert scores["erl"] == pytest.approx((9**2 + 2**2) / 20)
-
-
-def test_erl_rejects_bad_graphs(toy):
-    bad = dict(toy, edges=np.array([[1, 99]], np.uint64))
-    with pytest.raises(ValueError, match="node id"):
-        erl_of(bad, [1] * 7)
-    across = dict(toy, edges=np.array([[4, 10]], np.uint64))
-    with pytest.raises(ValueError, match="two different skeletons"):
-        erl_of(across, [1] * 7)
-
-
-def test_sites_voi_drops_background_sites():
-    """Sites (1,5) (1,5) (1,0) (2,5) (2,6): the site on 0 is dropped → truth (1,1,2,2), test (5,5,5,6).
-    voi_split = ½·0 + ½·1 = 0.5; voi_merge = ¾·H(1/3) (segment 5 holds 2 sites of 1 and 1 of 2)."""
-    scores = sites_voi(np.array([1, 1, 1, 2, 2]), np.array([5, 5, 0, 5, 6]))
-    assert scores["voi_split"] == pytest.approx(0.5, abs=1e-12)
-    assert scores["voi_merge"] == pytest.approx(0.75 * (LOG3 - 2 / 3), abs=1e-12)
-    assert (scores["num_sites"], scores["num_bg_sites"]) == (4, 1)
-
-
-def test_sample_segments():
-    segmentation = np.arange(1, 25, dtype=np.uint64).reshape(2, 3, 4)
-    positions = np.array([
-        [100, 18, 0],        # the first voxel's corner → [0, 0, 0]
-        [139.9, 44.9, 35.9],  # → [1, 2, 3], the last voxel
-        [99.9, 18, 0],       # before the offset → 0
-        [140, 18, 0],        # z index 2, past the end → 0
-        [120, 27, 9],        # → [1, 1, 1]
-    ])  # fmt: skip
-    segments = sample_segments(positions, segmentation, voxel_size=(20, 9, 9), offset=(100, 18, 0))
-    assert segments.dtype == np.uint64
-    assert segments.tolist() == [1, 24, 0, 0, int(segmentation[1, 1, 1])]
-
-
-# ---------------------------------------------------------------------------------------------------------------------
-# min-cut metric
-
-
-def line(xs):
-    return np.array([[0, 0, x] for x in xs], np.float64)
-
-
-@pytest.mark.parametrize("segment", [100, 2**64 - 1])
-def test_min_cut_one_weak_edge(segment):
-    """Fragments 1-2-3-4 in one segment, A on 1, B on 4; the weak edge 2-3 (score 0.45, capacity 0.55) is cut."""
-    scores = min_cut_metric(
-        [(1, 2, 0.1), (2, 3, 0.45), (3, 4, 0.1)],
-        fragment_of_node=np.array([1, 1, 4, 4], np.uint64),
-        segment_of_fragment={1: segment, 2: segment, 3: segment, 4: segment},
-        neuron_of_node=np.array([1, 1, 2, 2]),
-        positions=line([0, 10, 30, 40]),
-    )
-    assert scores == {"splits_needed": 1, "merges_needed": 0, "unsplittable": 0}
-
-
-def test_min_cut_capacity_is_one_minus_score():
-    """A on fragments 1 (x = 50, closest to B) and 2 (x = 0); B on 4 (x = 60); chain 1-2-3-4 with scores
-    0.45, 0.1, 0.2. With capacity 1 − score the cut between fragments 1 and 4 takes the weak 1-2; A's fragment 2 is
-    still joined to B, so a second cut takes 3-4 (capacity 0.8 < 0.9): 2 splits, and A lies in two pieces: 1 merge.
-    (Capacity = score would make one cut, 2-3, and need no merge.)"""
-    scores = min_cut_metric(
-        [(1, 2, 0.45), (2, 3, 0.1), (3, 4, 0.2)],
-        fragment_of_node=np.array([1, 2, 4]),
-        segment_of_fragment={1: 7, 2: 7, 3: 7, 4: 7},
-        neuron_of_node=np.array([1, 1, 2]),
-        positions=line([50, 0, 60]),
-    )
-    assert scores == {"splits_needed": 2, "merges_needed": 1, "unsplittable": 0}
-
-
-def test_min_cut_extra_merges_and_segment_splits():
-    """Segment 100 = chain 1-2-3 with A on 1 (x = 0) and 3 (x = 100), B on 2 (x = 95).
-    Cut 1: A's closest node (fragment 3) vs B (fragment 2) → edge 2-3. Cut 2: {1, 2} still holds A and B → edge 1-2.
-    A ends in two pieces (1 merge caused by the cuts); skeleton C lies in segments 200 and 300 (1 merge).
-    """
-    scores = min_cut_metric(
-        [(1, 2, 0.2), (2, 3, 0.3), (10, 11, 0.9)],  # 10-11 joins two segments: not inside any merging segment
-        fragment_of_node=np.array([1, 3, 2, 10, 11]),
-        segment_of_fragment={1: 100, 2: 100, 3: 100, 10: 200, 11: 300},
-        neuron_of_node=np.array([1, 1, 2, 3, 3]),
-        positions=line([0, 100, 95, 500, 510]),
-    )
-    assert scores == {"splits_needed": 2, "merges_needed": 2, "unsplittable": 0}
-
-
-def test_min_cut_three_skeletons_need_two_cuts():
-    scores = min_cut_metric(
-        [(1, 2, 0.3), (2, 3, 0.3)],
-        fragment_of_node=np.array([1, 1, 1, 2, 2, 3]),
-        segment_of_fragment={1: 5, 2: 5, 3: 5},
-        neuron_of_node=np.array([1, 1, 1, 2, 2, 3]),
-        positions=line([0, 1, 2, 10, 11, 20]),
-    )
-    assert scores == {"splits_needed": 2, "merges_needed": 0, "unsplittable": 0}
-
-
-def test_min_cut_no_merge_and_unsplittable():
-    # no segment merges: only the split of skeleton 1 across segments 5 and 6 counts
-    assert min_cut_metric(
-        [(1, 2, 0.9)], np.array([1, 2, 3]), {1: 5, 2: 6, 3: 7}, np.array([1, 1, 2]), line([0, 1, 9])
-    ) == {"splits_needed": 0, "merges_needed": 1, "unsplittable": 0}
-    # two skeletons inside one fragment cannot be cut apart; fragment 0 / unknown fragments are ignored
-    assert min_cut_metric(
-        [], np.array([1, 1, 0, 4]), {1: 5}, np.array([1, 2, 3, 3]), line([0, 1, 2, 3])
-    ) == {"splits_needed": 0, "merges_needed": 0, "unsplittable": 1}
-
-
-# ---------------------------------------------------------------------------------------------------------------------
-# threshold sweep
-
-
-def test_relabel_large_ids_and_missing_fragments():
-    """Fragments absent from the LUT (7) map to 0, as in the original's extraction; uint64 ids above 2**63 stay exact."""
-    big = 2**63 + 1
-    fragments = np.array([[0, big], [5, 7]], np.uint64)
-    lut = (np.array([5, big, 9], np.uint64), np.array([100, 200, 300], np.uint64))
-    expected = [[0, 200], [100, 0]]
-    assert relabel(fragments, lut).tolist() == expected
-    assert relabel(fragments, np.stack(lut)).tolist() == expected  # the original's (2, N) fragment_segment_lut
-    assert relabel(fragments, lut).dtype == np.uint64
-    small = relabel(np.array([3, 1, 2]), (np.array([1, 2, 3], np.int64), np.array([7, 8, 9], np.uint64)))
-    assert small.tolist() == [9, 7, 8]
-    assert relabel(fragments, (np.zeros(0, np.uint64), np.zeros(0, np.uint64))).tolist() == [[0, 0], [0, 0]]
-
-
-def test_sweep_thresholds_dense_and_skeletons():
-    """Four fragments (quadrants along x); GT objects are fragments {1, 2} and {3, 4}.
-    t = 0.2: every fragment its own segment → voi_split = 1, voi_merge = 0; t = 0.5: perfect; t = 0.8: all one
-    segment → voi_split = 0, voi_merge = 1, ERL 0."""
-    fragments = np.repeat(np.array([1, 2, 3, 4], np.uint64), 2)[None, None, :].repeat(2, axis=0)  # (2, 1, 8)
-    truth = np.where(fragments <= 2, 1, 2).astype(np.uint64)
-    f = np.array([1, 2, 3, 4], np.uint64)
-    luts = {
-        0.8: (f, np.array([9, 9, 9, 9], np.uint64)),
-        0.2: (f, np.array([1, 2, 3, 4], np.uint64)),
-        0.5: (f, np.array([5, 5, 6, 6], np.uint64)),
-    }
-    # one skeleton per object along x, one node per voxel (voxel size 1, offset 0)
-    positions = np.array([[0, 0, x + 0.5] for x in range(8)])
-    skeletons = {
-        "node_ids": np.arange(1, 9, dtype=np.uint64),
-        "positions": positions,
-        "neuron_ids": np.array([1, 1, 1, 1, 2, 2, 2, 2], np.uint64),
-        "edges": np.array([[1, 2], [2, 3], [3, 4], [5, 6], [6, 7], [7, 8]], np.uint64),
-    }
-    node_fragments = sample_segments(positions, fragments, (1, 1, 1), (0, 0, 0))
-    assert node_fragments.tolist() == [1, 1, 2, 2, 3, 3, 4, 4]
-    rows = sweep_thresholds(luts, fragments, truth, skeletons, node_fragments)
-    assert [r["threshold"] for r in rows] == [0.2, 0.5, 0.8]
-    assert [(r["voi_split"], r["voi_merge"], r["voi_sum"]) for r in rows] == [(1.0, 0.0, 1.0), (0.0, 0.0, 0.0), (0.0, 1.0, 1.0)]
-    # ERL: at 0.2 each skeleton keeps two 1 nm runs → Σ c² / L = 4·1/6; perfect = (3² + 3²)/6 = 3
-    assert [r["erl"] for r in rows] == pytest.approx([4 / 6, 3.0, 0.0])
-    assert rows[1]["normalized_erl"] == pytest.approx(1.0)
-    assert rows[2]["sites_voi_merge"] == pytest.approx(1.0)
-    # skeletons only: the site VOI fills voi_split/voi_merge
-    only = sweep_thresholds(luts, skeletons=skeletons, node_fragments=node_fragments)
-    assert [r["voi_sum"] for r in only] == [1.0, 0.0, 1.0]
-    with pytest.raises(ValueError):
-        sweep_thresholds(luts)
-
-
-ROWS = [
-    {"threshold": 0.1, "voi_split": 1.0, "voi_merge": 0.25, "arand": 0.5, "extra": 1},
-    {"threshold": 0.2, "voi_split": 0.5, "voi_merge": 0.5, "arand": 0.25},
-    {"threshold": 0.3, "voi_split": 0.25, "voi_merge": 1.5, "arand": 0.75, "erl": np.float64(2.0), "nid": float("nan")},
-]
-
-
-def test_write_scores(tmp_path):
-    csv_path, json_path = write_scores(ROWS, tmp_path / "out")
-    assert (csv_path.name, json_path.name) == ("scores.csv", "scores.json")
-    assert csv_path.read_text() == (
-        "threshold,voi_split,voi_merge,voi_sum,arand,erl,extra,nid\n"
-        "0.1,1.0,0.25,1.25,0.5,,1,\n"
-        "0.2,0.5,0.5,1.0,0.25,,,\n"
-        "0.3,0.25,1.5,1.75,0.75,2.0,,\n"
-    )
+import zarr
+from predict_volumes import OFFSET, VOXEL_SIZE, config, read_fragments
+from test_segments import GT, SETTINGS, base_run, copy_run, run_script, written  # noqa: F401 - base_run: a fixture
+
+from lsd_nm.config import ConfigError
+from lsd_nm.data import write_container
+from lsd_nm.evaluate import SCORE_COLUMNS, evaluate_run, scores_paths
+from lsd_nm.luts import all_thresholds, apply_lut, load_lut
+from lsd_nm.metrics import expected_run_length, rand_voi, sample_segments
+from lsd_nm.segments import find_segments
+from lsd_nm.skeletons import read_skeletons
+
+
+def _config(out: Path, dense: bool = True, skeletons: bool = True, **overrides):
+    folder = out.parent
+    values = dict(SETTINGS)
+    if dense:
+        values.update(gt_file=str(folder / "gt.zarr"), gt_dataset=GT)
+    if skeletons:
+        values.update(gt_skeletons=str(folder / "gt.skeletons.npz"))
+    values.update(overrides)
+    return config(out, **values)
+
+
+def test_ideal_affinities_score_near_perfectly_and_the_files_are_written(base_run: Path, tmp_path: Path) -> None:
+    out = copy_run(base_run, tmp_path)
+    cfg = _config(out)
+    find_segments(cfg, progress=False)
+    result = evaluate_run(cfg, progress=False)
+    rows, best = result["rows"], result["best"]
+    assert [r["threshold"] for r in rows] == all_thresholds(cfg)
+    # dense VOI decides (ideal affinities: only label pieces cut off by the boundaries split)
+    assert best["voi_sum"] == min(r["voi_sum"] for r in rows) < 0.1 and 0 < best["threshold"] < 1
+    # the watershed floods thin label pieces (mean affinity ≤ 0.5) from a neighbour: a few merges remain
+    assert best["arand"] < 0.01 and best["normalized_erl"] == max(r["normalized_erl"] for r in rows) > 0.9
+    assert best["number_of_merging_segments"] <= 2 and best["sites_voi_split"] + best["sites_voi_merge"] < 0.2
+    assert rows[0]["voi_split"] > 1.0 and rows[0]["normalized_erl"] < 0.5  # t = 0: every fragment is a segment
+    # the sweep equals scoring the written-out segmentation directly (the GT covers the fragments here)
+    truth = zarr.open_array(out.parent / "gt.zarr" / GT, mode="r")[:]
+    segmentation = apply_lut(read_fragments(out), load_lut(cfg, best["threshold"]))
+    direct = rand_voi(truth, segmentation)
+    assert all(direct[k] == pytest.approx(best[k], abs=1e-12) for k in direct)
+    skeletons = read_skeletons(out.parent / "gt.skeletons.npz")
+    on_skeletons = sample_segments(skeletons["positions"], segmentation, VOXEL_SIZE, OFFSET)
+    erl = expected_run_length(**skeletons, segment_ids=on_skeletons)
+    assert all(erl[k] == pytest.approx(best[k], abs=1e-9) for k in erl)
+
+    csv_path, json_path, png_path = scores_paths(out)
+    assert (result["csv"], result["json"], result["png"]) == (csv_path, json_path, png_path)
+    assert csv_path == tmp_path / "run" / "out.scores.csv" and png_path.name == "out.voi_vs_threshold.png"
     with open(csv_path) as f:
-        assert [float(r["voi_sum"]) for r in csv.DictReader(f)] == [1.25, 1.0, 1.75]
-    data = json.loads(json_path.read_text())
-    assert data["best"] == {"threshold": 0.2, "voi_split": 0.5, "voi_merge": 0.5, "arand": 0.25, "voi_sum": 1.0}
-    assert len(data["rows"]) == 3
-    assert data["rows"][2]["nid"] is None  # NaN is not JSON
-    assert data["rows"][2]["erl"] == 2.0
-    assert not list((tmp_path / "out").glob("*.partial"))
-    assert write_scores([], tmp_path, name="empty")[1].read_text() == '{\n  "rows": [],\n  "best": null\n}\n'
+        table = list(csv.DictReader(f))
+    assert tuple(next(iter(csv.reader(open(csv_path))))[: len(SCORE_COLUMNS)]) == SCORE_COLUMNS
+    assert len(table) == len(rows) and {"sites_voi_split", "number_of_split_skeletons", "max_erl"} <= set(table[0])
+    saved = json.loads(json_path.read_text())
+    assert saved["best"]["threshold"] == best["threshold"] and len(saved["rows"]) == len(rows)
+    assert png_path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert not list((out / "volumes").glob("segmentation_*"))  # the sweep writes no segmentation
 
 
-def test_plot_voi(tmp_path):
-    path = plot_voi([dict(r, voi_sum=r["voi_split"] + r["voi_merge"]) for r in ROWS], tmp_path / "voi_vs_threshold.png")
-    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert path.stat().st_size > 10_000
-    assert matplotlib.image.imread(path).shape[:2] == (500, 600)
+def test_without_dense_labels_the_site_voi_decides(base_run: Path, tmp_path: Path) -> None:
+    out = copy_run(base_run, tmp_path)
+    cfg = _config(out, dense=False)
+    find_segments(cfg, progress=False)
+    result = evaluate_run(cfg, progress=False)
+    for row in result["rows"]:
+        assert (row["voi_split"], row["voi_merge"]) == (row["sites_voi_split"], row["sites_voi_merge"])
+    best = result["best"]
+    assert best["voi_sum"] == min(r["sites_voi_split"] + r["sites_voi_merge"] for r in result["rows"]) < 0.2
+    assert "nvi_split" not in best  # no dense scores without dense labels
+
+
+def test_skeleton_nodes_outside_the_fragments_are_left_out(base_run: Path, tmp_path: Path) -> None:
+    out = copy_run(base_run, tmp_path)
+    skeletons = dict(np.load(out.parent / "gt.skeletons.npz"))
+    far = np.array([[1e6, 1e6, 1e6], [1e6, 1e6, 2e6]], np.float32)
+    extra = {
+        "node_ids": np.array([9001, 9002], np.uint64), "positions": far,
+        "neuron_ids": np.array([9000, 9000], np.uint64), "edges": np.array([[9001, 9002]], np.uint64),
+    }  # fmt: skip
+    np.savez_compressed(out.parent / "far.npz", **{k: np.concatenate([skeletons[k], extra[k]]) for k in extra})
+    cfg = _config(out, dense=False, gt_skeletons=str(out.parent / "far.npz"))
+    find_segments(cfg, progress=False)
+    with_far = evaluate_run(cfg, progress=False)["rows"]
+    without = evaluate_run(_config(out, dense=False), progress=False)["rows"]
+    assert with_far == without and with_far[0]["sites_num_bg_sites"] == 0
+
+
+def test_bad_inputs_are_one_line_errors_and_write_nothing(base_run: Path, tmp_path: Path) -> None:
+    out = copy_run(base_run, tmp_path)
+    cfg = _config(out)
+    before = written(tmp_path)
+    with pytest.raises(ConfigError, match=r"^no LUT for threshold 0.0 \('.*seg_hist_quant_75_0.npz'\); run 04_find"):
+        evaluate_run(cfg, progress=False)
+    with pytest.raises(ConfigError, match=r"^nothing to evaluate against"):
+        evaluate_run(_config(out, dense=False, skeletons=False), progress=False)
+    with pytest.raises(ConfigError, match=r"^gt_skeletons '.*missing.npz' does not exist$"):
+        evaluate_run(_config(out, gt_skeletons=str(tmp_path / "missing.npz")), progress=False)
+    empty = tmp_path / "run" / "empty.zarr"
+    zarr.open_group(empty, mode="w", zarr_format=2)
+    before_empty = written(tmp_path)
+    with pytest.raises(ConfigError, match=r"^fragments \(run 02_extract_fragments first\) '.*' does not exist$"):
+        evaluate_run(_config(empty), progress=False)
+    assert written(tmp_path) == before_empty
+
+    find_segments(cfg, progress=False)
+    labels = zarr.open_array(out.parent / "gt.zarr" / GT, mode="r")[:]
+    write_container(out.parent / "coarse.zarr", {GT: labels}, (40, 9, 9), OFFSET)
+    write_container(out.parent / "shifted.zarr", {GT: labels}, VOXEL_SIZE, (50, 18, 36))
+    before = written(tmp_path)
+    coarse = _config(out, gt_file=str(out.parent / "coarse.zarr"))
+    message = f"ground truth '{out.parent}/coarse.zarr/{GT}' has voxel size (40, 9, 9) nm, the fragments (20, 9, 9) nm"
+    with pytest.raises(ConfigError) as error:
+        evaluate_run(coarse, progress=False)
+    assert str(error.value) == message
+    with pytest.raises(ConfigError, match=r"offset \(50, 18, 36\) nm\) is not on the fragments' voxel grid$"):
+        evaluate_run(_config(out, gt_file=str(out.parent / "shifted.zarr")), progress=False)
+    assert written(tmp_path) == before
+
+    done = run_script("06_evaluate.py", coarse, tmp_path)
+    assert (done.returncode, done.stderr) == (2, f"error: {message}\n")
+    assert written(tmp_path) == before | {"config.json"}
+
+
+def test_the_script_prints_the_best_row(base_run: Path, tmp_path: Path) -> None:
+    out = copy_run(base_run, tmp_path)
+    cfg = _config(out, thresholds=(0.4, 0.6, 0.1), extract_thresholds=[])
+    find_segments(cfg, progress=False)
+    done = run_script("06_evaluate.py", cfg, tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("best: threshold 0.4, voi_split ") and "normalized_erl 0.9" in done.stdout
+    assert scores_paths(out)[1].is_file()
+
+
+def _hand_made_run(folder: Path) -> Path:
+    """Six fragments in a row (1 × 1 × 6 voxels, ids 1…6), a region graph written by hand and three skeletons:
+
+        fragments:   1     2     3     4     5     6
+        skeletons:   A     A    B B    C     C     C      (one node per fragment; B: two nodes in fragment 3)
+        edges:       1–2 0.35, 2–3 0.1, 1–3 0.1, 3–4 0.5, 4–5 0.1, 5–6 0.3
+
+    Thresholds 0, 0.2, 0.4, 0.6. At 0.4 the segments are {1, 2, 3} (A and B merged) and {4, 5, 6}: the lowest site
+    VOI sum, 4/7 bit (0.2 also splits C, 0.6 merges everything). The min-cut metric there: A's node closest to B lies
+    in fragment 2; the cheapest cut between fragments 2 and 3 (capacities 1 − score) isolates fragment 2 (1–2 and 2–3:
+    0.65 + 0.9 < 1–3 and 2–3: 1.8), which leaves A's other node with B in {1, 3}; a second cut (1–3) separates them.
+    Splits needed: 2. A is now in two pieces, {1} and {2}: merges needed 1. Nothing unsplittable.
+    """
+    from lsd_nm.graph import open_graph, write_edges, write_nodes
+
+    out = folder / "out.zarr"
+    write_container(out, {"volumes/fragments": np.arange(1, 7, dtype=np.uint64).reshape(1, 1, 6)}, VOXEL_SIZE, OFFSET)
+    cfg = _hand_made_config(out)
+    centre = lambda x, y=4.5: (OFFSET[0] + 10, OFFSET[1] + y, OFFSET[2] + 9 * x + 4.5)  # noqa: E731 - nm of voxel x
+    db = open_graph(cfg.db_location, "w")
+    centers = {i: tuple(int(c) for c in centre(i - 1)) for i in range(1, 7)}
+    write_nodes(db, centers)
+    scores = {(1, 2): 0.35, (2, 3): 0.1, (1, 3): 0.1, (3, 4): 0.5, (4, 5): 0.1, (5, 6): 0.3}
+    write_edges(db, centers, {pair: (score, True) for pair, score in scores.items()})
+    db.close()
+    (cfg.blocks_dir / "agglomerate.json").parent.mkdir(parents=True)
+    (cfg.blocks_dir / "agglomerate.json").write_text(json.dumps({"merge_function": cfg.merge_function}))
+    positions = [centre(0), centre(1), centre(2, 2.0), centre(2, 7.0), centre(3), centre(4), centre(5)]
+    np.savez_compressed(
+        folder / "gt.skeletons.npz",
+        node_ids=np.arange(1, 8, dtype=np.uint64), positions=np.array(positions, np.float32),
+        neuron_ids=np.array([1, 1, 2, 2, 3, 3, 3], np.uint64),
+        edges=np.array([[1, 2], [3, 4], [5, 6], [6, 7]], np.uint64),
+    )  # fmt: skip
+    return out
+
+
+def _hand_made_config(out: Path, **overrides):
+    values = dict(
+        thresholds=(0.0, 0.8, 0.2), extract_thresholds=[], gt_skeletons=str(out.parent / "gt.skeletons.npz"), min_cut=True
+    )
+    return config(out, **{**values, **overrides})
+
+
+def test_min_cut_metric_of_the_best_threshold_on_a_hand_made_run(tmp_path: Path) -> None:
+    out = _hand_made_run(tmp_path)
+    cfg = _hand_made_config(out)
+    find_segments(cfg, progress=False)
+    # off by default (slow on large region graphs), and it needs skeletons
+    rows = evaluate_run(cfg.model_copy(update={"min_cut": False}), progress=False)["rows"]
+    assert not any(k.startswith("min_cut") for row in rows for k in row)
+    with pytest.raises(ConfigError, match=r"^min_cut needs gt_skeletons \(the min-cut metric separates skeletons\)$"):
+        evaluate_run(_config(out, skeletons=False, min_cut=True), progress=False)
+    result = evaluate_run(cfg, progress=False)
+    rows, best = result["rows"], result["best"]
+    assert [r["threshold"] for r in rows] == [0.0, 0.2, 0.4, 0.6]
+    assert best["threshold"] == 0.4 and best["voi_sum"] == pytest.approx(4 / 7, abs=1e-12)
+    assert best["number_of_merging_segments"] == 1 and best["number_of_split_skeletons"] == 0
+    minimum_cut = {"min_cut_splits_needed": 2, "min_cut_merges_needed": 1, "min_cut_unsplittable": 0}
+    assert {k: best[k] for k in minimum_cut} == minimum_cut
+    assert [{k: r.get(k) for k in minimum_cut} == minimum_cut for r in rows] == [False, False, True, False]
+
+    # scores.csv: the min-cut columns come last, filled for the best threshold only; scores.json: in its row and best
+    with open(result["csv"]) as f:
+        table = list(csv.DictReader(f))
+    assert list(table[0])[-3:] == list(minimum_cut)
+    empty = ["", "", ""]
+    assert [[row[k] for k in minimum_cut] for row in table] == [empty, empty, ["2", "1", "0"], empty]
+    saved = json.loads(result["json"].read_text())
+    assert {k: saved["best"][k] for k in minimum_cut} == minimum_cut
+    assert [set(minimum_cut) <= set(r) for r in saved["rows"]] == [False, False, True, False]
+
+    done = run_script("06_evaluate.py", cfg, tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert "min_cut_splits_needed 2, min_cut_merges_needed 1" in done.stdout
+
+
+def test_roi_restricts_the_evaluation_to_it(base_run: Path, tmp_path: Path) -> None:
+    out = copy_run(base_run, tmp_path)
+    whole = _config(out)
+    find_segments(whole, progress=False)
+    fragments = zarr.open_array(out / "volumes/fragments", mode="r")
+    shape_nm = [s * v for s, v in zip(fragments.shape, VOXEL_SIZE)]
+    everything = evaluate_run(whole, progress=False)["rows"]
+    assert evaluate_run(_config(out, roi_offset=OFFSET, roi_shape=shape_nm), progress=False)["rows"] == everything
+
+    # the half of the volume with the smaller x: only its skeleton nodes and ground truth count
+    half = (shape_nm[0], shape_nm[1], shape_nm[2] // 2)
+    rows = evaluate_run(_config(out, roi_offset=OFFSET, roi_shape=half), progress=False)["rows"]
+    positions = read_skeletons(out.parent / "gt.skeletons.npz")["positions"]
+    inside = (positions[:, 2] >= OFFSET[2]) & (positions[:, 2] < OFFSET[2] + half[2])
+    assert 0 < rows[0]["sites_num_sites"] == inside.sum() < len(positions)
+    truth = zarr.open_array(out.parent / "gt.zarr" / GT, mode="r")[:, :, : half[2] // VOXEL_SIZE[2]]
+    lut = load_lut(whole, rows[3]["threshold"])
+    direct = rand_voi(truth, apply_lut(read_fragments(out)[:, :, : half[2] // VOXEL_SIZE[2]], lut))
+    assert all(direct[k] == pytest.approx(rows[3][k], abs=1e-12) for k in direct)
+
+    outside = r"^the ROI \[0:20, 0:9, 0:9\] \(20, 9, 9\) \(roi_offset/roi_shape\) is not inside '.*/volumes/fragments' "
+    with pytest.raises(ConfigError, match=outside):
+        evaluate_run(_config(out, roi_offset=(0, 0, 0), roi_shape=VOXEL_SIZE), progress=False)
+
+
+def _min_cut_metric_with_networkx(fragment_edges, fragment_of_node, segment_of_fragment, neuron_of_node, positions):
+    """The min-cut metric as first written, with networkx's minimum_cut (pure Python flows: minutes on a segment of
+    10⁴ fragments): the reference for :func:`lsd_nm.evaluate.min_cut_metric`."""
+    from collections import defaultdict
+
+    import networkx as nx
+    from scipy.spatial import cKDTree
+
+    segment = np.array([segment_of_fragment.get(int(f), 0) if f else 0 for f in fragment_of_node.tolist()], np.uint64)
+    skeletons = defaultdict(set)
+    for s, n in zip(segment.tolist(), neuron_of_node.tolist()):
+        if s:
+            skeletons[s].add(n)
+    merging = {s for s, members in skeletons.items() if len(members) > 1}
+    graphs = {s: nx.Graph() for s in merging}
+    for f, s in segment_of_fragment.items():
+        if s in merging:
+            graphs[s].add_node(f)
+    for u, v, score in fragment_edges:
+        s = segment_of_fragment.get(u)
+        if s in merging and segment_of_fragment.get(v) == s:
+            graphs[s].add_edge(u, v, capacity=1.0 - (1.0 if score is None else score))
+    pieces, splits, unsplittable = defaultdict(set), 0, 0
+    for i in np.flatnonzero((segment != 0) & ~np.isin(segment, np.array(sorted(merging), np.uint64))):
+        pieces[int(neuron_of_node[i])].add(("segment", int(segment[i])))
+    for s in sorted(merging):
+        graph, nodes = graphs[s], np.flatnonzero(segment == s)
+        group = {int(n): int(n) for n in np.unique(neuron_of_node[nodes])}
+
+        def find(n):
+            while group[n] != n:
+                n = group[n]
+            return n
+
+        while True:
+            component = {f: c for c, fs in enumerate(nx.connected_components(graph)) for f in fs}
+            groups = defaultdict(list)
+            for i in nodes:
+                groups[(component[int(fragment_of_node[i])], find(int(neuron_of_node[i])))].append(int(i))
+            per_component = defaultdict(list)
+            for (c, g), members in groups.items():
+                per_component[c].append((len(members), g, members))
+            merged = sorted(c for c, gs in per_component.items() if len(gs) > 1)
+            if not merged:
+                break
+            (_, a, nodes_a), (_, b, nodes_b) = sorted(per_component[merged[0]], key=lambda x: (-x[0], x[1]))[:2]
+            distance, nearest = cKDTree(positions[nodes_b]).query(positions[nodes_a])
+            k = int(np.argmin(distance))
+            source, sink = int(fragment_of_node[nodes_a[k]]), int(fragment_of_node[nodes_b[int(nearest[k])]])
+            if source == sink:
+                group[find(b)] = find(a)
+                unsplittable += 1
+                continue
+            sub = graph.subgraph([f for f, c in component.items() if c == merged[0]])
+            _, (side, _) = nx.minimum_cut(sub, source, sink, capacity="capacity")
+            graph.remove_edges_from([(u, v) for u, v in sub.edges() if (u in side) != (v in side)])
+            splits += 1
+        component = {f: c for c, fs in enumerate(nx.connected_components(graph)) for f in fs}
+        for i in nodes:
+            pieces[int(neuron_of_node[i])].add(("cut", s, component[int(fragment_of_node[i])]))
+    merges = sum(len(p) - 1 for p in pieces.values())
+    return {"splits_needed": splits, "merges_needed": merges, "unsplittable": unsplittable}
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_min_cut_metric_equals_the_networkx_reference(seed: int) -> None:
+    """Random region graphs (scores in waterz's steps of 1/512, some missing) with two segments and skeletons on
+    random fragments: scipy's flows make the same cuts as networkx's minimum_cut."""
+    from lsd_nm.metrics import min_cut_metric
+
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(20, 60))
+    ids = rng.permutation(np.arange(1, 10 * n))[:n].tolist()
+    segment_of_fragment = {f: (100 if k < n // 2 + 5 else 200) for k, f in enumerate(ids)}
+    chain = [(ids[k], ids[k + 1]) for k in range(n - 1)]
+    extra = [tuple(int(x) for x in rng.choice(ids, 2, replace=False)) for _ in range(2 * n)]
+    edges = [
+        (u, v, None if rng.random() < 0.1 else float(rng.integers(0, 512)) / 512) for u, v in chain + extra
+    ]
+    nodes = int(rng.integers(10, 40))
+    fragment_of_node = np.array(rng.choice(ids + [0], nodes), np.uint64)
+    neuron_of_node = rng.integers(1, 6, nodes)
+    positions = rng.uniform(0, 1000, (nodes, 3))
+    args = (edges, fragment_of_node, segment_of_fragment, neuron_of_node, positions)
+    expected = _min_cut_metric_with_networkx(*args)
+    assert min_cut_metric(*args) == expected

@@ -4,10 +4,10 @@ import json
 from pathlib import Path
 
 import pytest
-
 from conftest import REPO
+
 from lsd_nm.config import ConfigError
-from lsd_nm.experiment import load_network_config
+from lsd_nm.experiment import load_network_config, load_network_folder
 from lsd_nm.networks import folder_io
 
 DATASETS = ["zebrafinch", "fib25", "hemi", "synthetic"]
@@ -26,7 +26,7 @@ def test_config_validates_and_shapes_work(folder):
     config = load_network_config(folder)
     assert config.network == folder.name
     assert config.dataset == folder.parent.name
-    ios = folder_io(folder)
+    ios = folder_io(load_network_folder(folder))
     assert set(ios) == ({"train", "predict", "auto"} if folder.name in ("aclsd", "acrlsd") else {"train", "predict"})
 
 

@@ -6,9 +6,9 @@ import subprocess
 import sys
 
 import pytest
-
-from lsd_nm.checkpoints_tf1 import TF1Checkpoint, complete_checkpoints, find_tf1_checkpoints, latest_tf1_checkpoint
 from s3_server import REPO, bucket, files_under, moto_endpoint, run_script  # noqa: F401
+
+from lsd_nm.tf1 import TF1Checkpoint, complete_checkpoints, find_tf1_checkpoints, latest_tf1_checkpoint
 
 PREFIX = "funke/zebrafinch/training/checkpoints/baseline/"
 # what the bucket's state file says: an absolute path on the authors' cluster, and an iteration never published

@@ -12,9 +12,6 @@ from urllib.parse import urlparse
 import numpy as np
 import pytest
 import zarr
-
-from lsd_nm.data import NEURON_IDS, RAW, read_array
-from lsd_nm.datasets import load_datasets
 from s3_server import (  # noqa: F401
     REPO,
     ThrottledProxy,
@@ -26,6 +23,9 @@ from s3_server import (  # noqa: F401
     write_big_raw_volume,
     write_volume,
 )
+
+from lsd_nm.data import NEURON_IDS, RAW, read_array
+from lsd_nm.datasets import load_datasets
 
 ZEBRAFINCH = load_datasets()["zebrafinch"].volumes
 FIB25 = load_datasets()["fib25"].volumes

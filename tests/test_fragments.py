@@ -18,7 +18,16 @@ import numpy as np
 import pytest
 import zarr
 from predict_volumes import (
-    BLOCK, CONTEXT, OFFSET, SHAPE, VOXEL_SIZE, config, foreground, graph, make_out_file, read_fragments,
+    BLOCK,
+    CONTEXT,
+    OFFSET,
+    SHAPE,
+    VOXEL_SIZE,
+    config,
+    foreground,
+    graph,
+    make_out_file,
+    read_fragments,
     same_partition,
 )  # fmt: skip
 

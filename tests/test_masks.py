@@ -3,12 +3,12 @@
 import numpy as np
 import pytest
 import zarr
+from s3_server import run_script, write_volume
 
 from lsd_nm.config import ConfigError
 from lsd_nm.data import LABELS_MASK, NEURON_IDS, open_volume, read_array
 from lsd_nm.datasets import load_datasets
 from lsd_nm.masks import blocks, create_mask, create_masks
-from s3_server import run_script, write_volume
 
 UNLABELLED = 2**64 - 3
 ZEBRAFINCH = load_datasets()["zebrafinch"].volumes[0]

@@ -5,10 +5,10 @@ import sys
 
 import numpy as np
 import pytest
-
 from conftest import REPO
+
 from lsd_nm.config import ConfigError
-from lsd_nm.experiment import NetworkConfig, UNetConfig, load_network_config
+from lsd_nm.experiment import NetworkConfig, UNetConfig, load_network_config, load_network_folder
 from lsd_nm.networks import build_model, folder_io, network_io, unet_output_shape
 
 ZEBRAFINCH = REPO / "02_train" / "zebrafinch"
@@ -35,7 +35,7 @@ def test_zebrafinch_parameter_counts(network):
 
 @pytest.mark.parametrize("network", NETWORKS)
 def test_zebrafinch_shapes(network):
-    ios = folder_io(ZEBRAFINCH / network)
+    ios = folder_io(load_network_folder(ZEBRAFINCH / network))
     for head in ios["train"].outputs.values():
         assert head.shape == (48, 56, 56)
     for head in ios["predict"].outputs.values():

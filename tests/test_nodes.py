@@ -1,7 +1,7 @@
 """KerasTrain and KerasPredict: the paper's loss, learning, checkpoints, resuming, and predictions."""
 
-import numpy as np
 import gunpowder as gp
+import numpy as np
 import pytest
 from funlib.persistence import Array
 

@@ -151,7 +151,8 @@ def test_no_volumes_is_a_one_line_error(tmp_path):
 
 
 def test_missing_mask_says_make_masks(tmp_path):
-    from lsd_nm.data import NEURON_IDS, RAW as RAW_DS, write_container
+    from lsd_nm.data import NEURON_IDS, write_container
+    from lsd_nm.data import RAW as RAW_DS
 
     config = load_network_config(network_folder(tmp_path))
     path = tmp_path / "data/funke/synthetic/training/train_0.zarr"

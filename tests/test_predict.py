@@ -9,7 +9,7 @@ import zarr
 from lsd_nm.checkpoints import assign_weights, model_weights, save_checkpoint
 from lsd_nm.config import ConfigError
 from lsd_nm.data import RAW, write_container
-from lsd_nm.experiment import load_network_config
+from lsd_nm.experiment import load_network_config, load_network_folder
 from lsd_nm.networks import build_model
 from lsd_nm.predict import predict_scan
 
@@ -58,7 +58,7 @@ def forward(config, folder, inputs, role="predict"):
 def test_baseline_matches_whole_array_forward(tmp_path, raw_file):
     path, raw = raw_file
     folder, config = make_network(tmp_path / "toy", "baseline")
-    out = predict_scan(folder, raw_file=path, device="cpu")
+    out = predict_scan(load_network_folder(folder), raw_file=path, device="cpu")
     assert out == folder / "test_prediction.zarr"
     root = zarr.open_group(out, mode="r")
     assert set(root.array_keys()) == {"pred_affs"}
@@ -74,7 +74,7 @@ def test_baseline_matches_whole_array_forward(tmp_path, raw_file):
 def test_mtlsd_writes_affs_and_lsds(tmp_path, raw_file):
     path, _ = raw_file
     folder, _ = make_network(tmp_path / "toy", "mtlsd", unet={**TINY["unet"], "num_fmaps_out": 5})
-    root = zarr.open_group(predict_scan(folder, raw_file=path, device="cpu"), mode="r")
+    root = zarr.open_group(predict_scan(load_network_folder(folder), raw_file=path, device="cpu"), mode="r")
     assert root["pred_affs"].shape == (3, 10, 32, 32)
     assert root["pred_lsds"].shape == (10, 10, 32, 32)
     assert root["pred_lsds"].dtype == np.uint8
@@ -84,7 +84,7 @@ def test_small_raw_is_padded(tmp_path):
     path = tmp_path / "small.zarr"
     write_container(path, {RAW: np.full((12, 40, 40), 128, np.uint8)}, VOXEL, (0, 0, 0))
     folder, _ = make_network(tmp_path / "toy", "baseline")
-    affs = zarr.open_group(predict_scan(folder, raw_file=path, device="cpu"), mode="r")["pred_affs"]
+    affs = zarr.open_group(predict_scan(load_network_folder(folder), raw_file=path, device="cpu"), mode="r")["pred_affs"]
     assert affs.shape == (3, 4, 24, 24)  # one network output, centred on the volume
     assert affs.attrs["offset"] == [(6 - 2) * 20, (20 - 12) * 9, (20 - 12) * 9]
 
@@ -95,14 +95,14 @@ def test_autocontext_from_disk_and_on_the_fly(tmp_path, raw_file):
     acrlsd_folder, config = make_network(tmp_path / "toy", "acrlsd", seed=2, autocontext={"lsd_iteration": 7, "auto_input_shape": [44, 104, 104]})
     aclsd_folder, _ = make_network(tmp_path / "toy", "aclsd", seed=3, autocontext={"lsd_iteration": 7, "auto_input_shape": [44, 104, 104]})
     with pytest.raises(ConfigError, match="no LSDs; predict them first"):
-        predict_scan(acrlsd_folder, raw_file=path, device="cpu")
-    lsds = zarr.open_group(predict_scan(lsd_folder, raw_file=path, device="cpu"), mode="r")["pred_lsds"]
+        predict_scan(load_network_folder(acrlsd_folder), raw_file=path, device="cpu")
+    lsds = zarr.open_group(predict_scan(load_network_folder(lsd_folder), raw_file=path, device="cpu"), mode="r")["pred_lsds"]
     assert lsds.shape == (10, 10, 32, 32)
 
-    from_disk = zarr.open_group(predict_scan(acrlsd_folder, raw_file=path, device="cpu"), mode="r")["pred_affs"]
+    from_disk = zarr.open_group(predict_scan(load_network_folder(acrlsd_folder), raw_file=path, device="cpu"), mode="r")["pred_affs"]
     # affinities over the whole LSD region
     assert from_disk.shape == (3, 10, 32, 32) and from_disk.attrs["offset"] == lsds.attrs["offset"]
-    aclsd = zarr.open_group(predict_scan(aclsd_folder, raw_file=path, device="cpu"), mode="r")["pred_affs"]
+    aclsd = zarr.open_group(predict_scan(load_network_folder(aclsd_folder), raw_file=path, device="cpu"), mode="r")["pred_affs"]
     assert aclsd.shape == (3, 10, 32, 32)
 
     # acrlsd from disk equals a whole-array pass on (raw, stored LSDs zero-padded by the context)
@@ -117,9 +117,9 @@ def test_lsds_on_the_fly_agree_with_stored_ones(tmp_path):
     write_container(path, {RAW: np.random.default_rng(4).integers(0, 256, size=(44, 104, 104), dtype=np.uint8)}, VOXEL, OFFSET)
     lsd_folder, _ = make_network(tmp_path / "toy", "lsd", seed=1)
     folder, _ = make_network(tmp_path / "toy", "acrlsd", seed=2, autocontext={"lsd_iteration": 7, "auto_input_shape": [44, 104, 104]})
-    predict_scan(lsd_folder, raw_file=path, device="cpu")
-    from_disk = zarr.open_group(predict_scan(folder, raw_file=path, device="cpu"), mode="r")["pred_affs"]
-    otf = zarr.open_group(predict_scan(folder, raw_file=path, out_file=tmp_path / "otf.zarr", lsds_on_the_fly=True, device="cpu"), mode="r")["pred_affs"]
+    predict_scan(load_network_folder(lsd_folder), raw_file=path, device="cpu")
+    from_disk = zarr.open_group(predict_scan(load_network_folder(folder), raw_file=path, device="cpu"), mode="r")["pred_affs"]
+    otf = zarr.open_group(predict_scan(load_network_folder(folder), raw_file=path, out_file=tmp_path / "otf.zarr", lsds_on_the_fly=True, device="cpu"), mode="r")["pred_affs"]
     assert otf.shape == from_disk.shape == (3, 24, 64, 64)
     assert otf.attrs["offset"] == from_disk.attrs["offset"]
     interior = (slice(None), slice(10, 14), slice(20, 44), slice(20, 44))  # the LSD region shrunk by the context
@@ -133,4 +133,4 @@ def test_missing_checkpoint(tmp_path, raw_file):
     folder.mkdir(parents=True)
     (folder / "config.json").write_text(json.dumps({"network": "baseline", **TINY}))
     with pytest.raises(ConfigError, match="no checkpoint for iteration latest"):
-        predict_scan(folder, raw_file=raw_file[0])
+        predict_scan(load_network_folder(folder), raw_file=raw_file[0])

@@ -7,14 +7,15 @@ import sys
 import numpy as np
 import pytest
 import zarr
-
 from conftest import REPO
+from test_predict import OFFSET, VOXEL, make_network
+
 from lsd_nm.config import ConfigError
 from lsd_nm.data import RAW, write_container
+from lsd_nm.experiment import load_network_folder
 from lsd_nm.predict import predict_scan
 from lsd_nm.predict_blockwise import predict_blockwise
 from lsd_nm.run_config import RunConfig
-from test_predict import OFFSET, VOXEL, make_network
 
 
 @pytest.fixture
@@ -35,7 +36,7 @@ def test_blockwise_equals_scan(tmp_path, raw_file, workers):
     config = run_config(tmp_path, folder, raw_file, num_workers=workers)
     result = predict_blockwise(config, progress=False)
     assert result.processed == result.total > 1
-    scan = zarr.open_group(predict_scan(folder, raw_file=raw_file, device="cpu"), mode="r")
+    scan = zarr.open_group(predict_scan(load_network_folder(folder), raw_file=raw_file, device="cpu"), mode="r")
     out = zarr.open_group(tmp_path / "out.zarr", mode="r")
     for name, scan_name in (("volumes/affs", "pred_affs"), ("volumes/lsds", "pred_lsds")):
         assert out[name].dtype == np.uint8

@@ -14,12 +14,11 @@ import time
 import gunpowder as gp
 import numpy as np
 import pytest
+from conftest import REPO
 from funlib.persistence import Array
 
-from conftest import REPO
 from lsd_nm.config import user_error
-from lsd_nm.nodes import PreCache, RandomLocation
-from lsd_nm.nodes import random_location
+from lsd_nm.nodes import PreCache, RandomLocation, random_location
 
 MASK, RAW = gp.ArrayKey("RL_MASK"), gp.ArrayKey("RL_RAW")
 
@@ -162,7 +161,8 @@ def test_precache_relays_errors_that_cannot_be_pickled():
 
 def test_train_py_stops_with_one_line_error(tmp_path):
     """``python train.py`` on a volume whose mask is nearly empty: one line on stderr, exit code 2, no hang."""
-    from lsd_nm.data import LABELS_MASK, NEURON_IDS, RAW as RAW_DATASET, write_container
+    from lsd_nm.data import LABELS_MASK, NEURON_IDS, write_container
+    from lsd_nm.data import RAW as RAW_DATASET
     from lsd_nm.synthetic import generate_volume
 
     raw, labels = generate_volume((40, 128, 128), (20, 9, 9), seed=20)

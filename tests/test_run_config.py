@@ -1,8 +1,8 @@
 """The 03_predict run config: required keys, defaults, path resolution, one-line errors."""
 
 import pytest
-
 from conftest import REPO
+
 from lsd_nm.config import ConfigError
 from lsd_nm.run_config import load_run_config
 

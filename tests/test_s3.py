@@ -4,6 +4,7 @@ import hashlib
 
 import numpy as np
 import pytest
+from s3_server import bucket, files_under, moto_endpoint, write_volume  # noqa: F401
 
 from lsd_nm.s3 import (
     RemoteObject,
@@ -14,7 +15,6 @@ from lsd_nm.s3 import (
     list_objects,
     make_client,
 )
-from s3_server import bucket, files_under, moto_endpoint, write_volume  # noqa: F401
 
 KEY = "funke/zebrafinch/training/big.bin"
 

@@ -6,11 +6,12 @@ import sys
 
 import numpy as np
 import zarr
-
 from conftest import REPO
-from lsd_nm.data import NEURON_IDS, RAW, write_container
-from lsd_nm.synthetic import generate_volume, skeletonize, write_skeletons
 from test_predict import VOXEL, make_network
+
+from lsd_nm.data import NEURON_IDS, RAW, write_container
+from lsd_nm.skeletons import skeletonize, write_skeletons
+from lsd_nm.synthetic import generate_volume
 
 
 def test_segment_end_to_end(tmp_path):

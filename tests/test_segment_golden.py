@@ -12,11 +12,12 @@ import sys
 
 import numpy as np
 import zarr
-
 from conftest import REPO
-from lsd_nm.data import NEURON_IDS, RAW, write_container
-from lsd_nm.synthetic import generate_volume, skeletonize, write_skeletons
 from predict_volumes import ideal_affinities
+
+from lsd_nm.data import NEURON_IDS, RAW, write_container
+from lsd_nm.skeletons import skeletonize, write_skeletons
+from lsd_nm.synthetic import generate_volume
 
 VOXEL = (20, 9, 9)
 OFFSET = (40, 18, 36)

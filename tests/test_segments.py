@@ -21,18 +21,9 @@ from lsd_nm.agglomerate import agglomerate
 from lsd_nm.blockwise import BlockwiseError
 from lsd_nm.config import ConfigError
 from lsd_nm.data import write_container
-from lsd_nm.evaluate import relabel
 from lsd_nm.fragments import extract_fragments
-from lsd_nm.segments import (
-    all_thresholds,
-    connected_components,
-    extract_segmentation,
-    find_segments,
-    load_lut,
-    lut_path,
-    sweep,
-    threshold_name,
-)
+from lsd_nm.luts import all_thresholds, apply_lut, load_lut, lut_path, sweep, threshold_name
+from lsd_nm.segments import connected_components, extract_segmentation, find_segments
 
 REPO = Path(__file__).resolve().parents[1]
 GT = "volumes/labels/neuron_ids"
@@ -212,7 +203,7 @@ def test_segmentation_is_the_fragments_through_the_lut(base_run: Path, tmp_path:
         assert array.dtype == np.uint64 and array.shape == fragments.shape
         assert array.attrs["resolution"] == source_attrs["resolution"] == list(VOXEL_SIZE)
         assert array.attrs["offset"] == source_attrs["offset"]
-        expected = relabel(fragments, load_lut(cfg, t))
+        expected = apply_lut(fragments, load_lut(cfg, t))
         assert np.array_equal(array[:], expected) and np.all(array[:][fragments != 0] != 0)
     again = extract_segmentation(cfg, progress=False)
     assert all((r.processed, r.skipped) == (0, 8) for r in again.values())
@@ -249,7 +240,7 @@ def test_an_interrupted_extraction_resumes_without_redoing_blocks(
     assert (result.processed, result.skipped) == (5, 3)
     assert not set(calls) & set(first) and len(set(calls) | set(first)) == 8
     segmentation = zarr.open_array(out / "volumes/segmentation_50", mode="r")[:]
-    assert np.array_equal(segmentation, relabel(read_fragments(out), load_lut(cfg, 0.5)))
+    assert np.array_equal(segmentation, apply_lut(read_fragments(out), load_lut(cfg, 0.5)))
 
 
 def test_segmentation_from_another_lut_needs_overwrite(base_run: Path, tmp_path: Path) -> None:

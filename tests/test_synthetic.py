@@ -10,7 +10,8 @@ import zarr
 from scipy import ndimage
 
 from lsd_nm.data import NEURON_IDS, RAW, read_array
-from lsd_nm.synthetic import generate_volume, make_synthetic, read_skeletons, skeletons_path
+from lsd_nm.skeletons import read_skeletons, skeletons_path
+from lsd_nm.synthetic import generate_volume, make_synthetic
 
 SHAPE = (32, 128, 128)
 VOXEL = (20, 9, 9)

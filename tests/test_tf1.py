@@ -8,7 +8,7 @@ import tensorflow as tf
 
 from lsd_nm.checkpoints import assign_weights, list_checkpoints, load_checkpoint
 from lsd_nm.config import ConfigError
-from lsd_nm.experiment import load_network_config
+from lsd_nm.experiment import load_network_config, load_network_folder
 from lsd_nm.networks import build_model, network_io
 from lsd_nm.tf1 import SCOPES, find_tf1_checkpoints, import_tf1_checkpoint
 
@@ -114,7 +114,7 @@ def test_import_matches_reference(tmp_path, network):
     write_tf1_checkpoint(folder / "train_net_checkpoint_400000", SCOPES[network], variables)
     (folder / "checkpoint").write_text('model_checkpoint_path: "train_net_checkpoint_500000"\n')  # as published: wrong
 
-    iteration, path = import_tf1_checkpoint(folder)
+    iteration, path = import_tf1_checkpoint(load_network_folder(folder))
     assert iteration == 400000
     assert [it for it, _ in list_checkpoints(folder)] == [400000]
     weights, optimizer, trained = load_checkpoint(path)
@@ -149,14 +149,14 @@ def test_newest_present_checkpoint_is_picked(tmp_path):
     variables = tf1_variables(config, 1, np.random.default_rng(0))
     write_tf1_checkpoint(folder / "train_net_checkpoint_300000", "setup01", variables)
     write_tf1_checkpoint(folder / "train_net_checkpoint_400000", "setup01", variables)
-    assert list(find_tf1_checkpoints(folder)) == [300000, 400000]
-    assert import_tf1_checkpoint(folder)[0] == 400000
-    assert import_tf1_checkpoint(folder, iteration=300000)[0] == 300000
+    assert [c.iteration for c in find_tf1_checkpoints(folder)] == [300000, 400000]
+    assert import_tf1_checkpoint(load_network_folder(folder))[0] == 400000
+    assert import_tf1_checkpoint(load_network_folder(folder), iteration=300000)[0] == 300000
     with pytest.raises(ConfigError) as e:
-        import_tf1_checkpoint(folder, iteration=400000)
+        import_tf1_checkpoint(load_network_folder(folder), iteration=400000)
     assert str(e.value) == f"{folder / 'train_net_checkpoint_400000'} exists already; remove it to import again"
     with pytest.raises(ConfigError) as e:
-        import_tf1_checkpoint(folder, iteration=500000)
+        import_tf1_checkpoint(load_network_folder(folder), iteration=500000)
     assert str(e.value) == f"{folder}: no TF1 checkpoint of iteration 500000 (found: 300000, 400000)"
 
 
@@ -166,12 +166,12 @@ def test_wrong_scope_is_a_one_line_error(tmp_path):
     variables = tf1_variables(load_network_config(baseline), 1, np.random.default_rng(0))
     write_tf1_checkpoint(folder / "train_net_checkpoint_400000", "setup01", variables)
     with pytest.raises(ConfigError) as e:
-        import_tf1_checkpoint(folder)
+        import_tf1_checkpoint(load_network_folder(folder))
     assert str(e.value) == f"{folder / 'train_net_checkpoint_400000'}: no variables under the scope 'setup02'"
 
 
 def test_no_checkpoint(tmp_path):
     folder = make_folder(tmp_path, "lsd")
     with pytest.raises(ConfigError) as e:
-        import_tf1_checkpoint(folder)
+        import_tf1_checkpoint(load_network_folder(folder))
     assert str(e.value) == f"{folder}: no TF1 checkpoint (train_net_checkpoint_<N>.index + .data-*) to import"

@@ -12,8 +12,8 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
-
 from conftest import REPO
+
 from lsd_nm.checkpoints import list_checkpoints, model_weights, save_checkpoint
 from lsd_nm.data import NEURON_IDS, RAW, write_container
 from lsd_nm.experiment import load_network_config

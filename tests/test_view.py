@@ -14,11 +14,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import zarr
+from s3_server import REPO, run_script, write_volume
 
 from lsd_nm.config import ConfigError
 from lsd_nm.data import COMPRESSOR, LABELS_MASK, NEURON_IDS, RAW
 from lsd_nm.view import LayerSource, build_state, find_layers, resolve_container
-from s3_server import REPO, run_script, write_volume
 
 OFFSET = (200, 90, 90)  # nm: 10 voxels of (20, 9, 9) along each axis
 

@@ -9,10 +9,10 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
+from s3_server import REPO
 
 from lsd_nm.synthetic import generate_volume
 from lsd_nm.view_batch import BatchLayer, build_batch_state, find_snapshot, read_snapshot
-from s3_server import REPO
 
 VOXEL_SIZE = (20, 9, 9)
 RAW_SHAPE, OUT_SHAPE = (12, 64, 64), (4, 32, 32)

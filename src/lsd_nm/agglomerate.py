@@ -17,26 +17,16 @@ from __future__ import annotations
 
 import json
 import shutil
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from .blockwise import BlockwiseResult, run_job
+from .blockwise import BlockwiseResult, Geometry, block_geometry, run_job
 from .config import ConfigError
-from .fragments import (
-    AFFS,
-    FINGERPRINT_ATTR,
-    FRAGMENTS,
-    Geometry,
-    Volume,
-    block_geometry,
-    blocks_dir,
-    open_dataset,
-    read_padded,
-    run_blockwise_step,
-)
+from .data import AFFS, FRAGMENTS, FRAGMENTS_SETTINGS, Volume, open_dataset, read_padded, write_text
+from .graph import check_reachable, drop_edges, graph_exists, open_graph, read_nodes, write_edges
 from .run_config import RunConfig
 
 
@@ -115,8 +105,6 @@ class AgglomerateJob:
 
 
 def _setup_worker(job: AgglomerateJob) -> dict[str, Any]:
-    from .graph import open_graph
-
     return {"affs": job.affs.open("r"), "fragments": job.fragments.open("r"), "db": open_graph(job.db_location, "r+")}
 
 
@@ -155,8 +143,6 @@ def agglomerate_in_block(
 
 def process_block(job: AgglomerateJob, block, resources: dict[str, Any]) -> None:
     """Edges of the fragments whose centres lie in this block's write ROI → the region graph."""
-    from .graph import read_nodes, write_edges
-
     fragments = read_padded(resources["fragments"], job.fragments, block.read_roi)
     affs = read_padded(resources["affs"], job.affs, block.read_roi)
     owned = read_nodes(resources["db"], block.write_roi)
@@ -185,16 +171,14 @@ def agglomerate(config: RunConfig, overwrite: bool = False, progress: bool = Tru
     """
     import zarr
 
-    from .graph import check_reachable, drop_edges, graph_exists, open_graph
-
-    out_file = config.path(config.out_file)
+    out_file = config.out_path
     scoring = scoring_function(config.merge_function)
     affs = open_dataset(out_file, AFFS, "affinities")
     fragments = open_dataset(out_file, FRAGMENTS, "fragments (run 02_extract_fragments first)")
     if fragments.voxel_size != affs.voxel_size or fragments.roi != affs.roi:
         raise ConfigError(f"fragments {fragments.roi} and affinities {affs.roi} do not cover the same voxels")
     geometry = block_geometry(config, fragments)
-    made_with = zarr.open_array(fragments.path, mode="r").attrs.asdict().get(FINGERPRINT_ATTR, {})
+    made_with = zarr.open_array(fragments.path, mode="r").attrs.asdict().get(FRAGMENTS_SETTINGS, {})
     if made_with.get("block_size") != list(config.block_size) or made_with.get("context") != list(config.context):
         raise ConfigError(
             f"'{fragments.path}' was made with block_size {made_with.get('block_size')} and context "
@@ -205,8 +189,8 @@ def agglomerate(config: RunConfig, overwrite: bool = False, progress: bool = Tru
         raise ConfigError(f"db '{config.db_location}': no region graph there (run 02_extract_fragments first)")
 
     wanted = {"merge_function": config.merge_function, "fragments": made_with}
-    tracking = blocks_dir(config) / "agglomerate"
-    settings = blocks_dir(config) / "agglomerate.json"
+    tracking = config.blocks_dir / "agglomerate"
+    settings = config.blocks_dir / "agglomerate.json"
     existing = json.loads(settings.read_text()) if settings.exists() else None
     if existing is not None and existing != wanted and not overwrite:
         made = (
@@ -220,17 +204,9 @@ def agglomerate(config: RunConfig, overwrite: bool = False, progress: bool = Tru
         drop_edges(db)
         db.close()
         shutil.rmtree(tracking, ignore_errors=True)
-        settings.parent.mkdir(parents=True, exist_ok=True)
-        settings.write_text(json.dumps(wanted))
+        write_text(settings, json.dumps(wanted))
     job = AgglomerateJob(affs, fragments, geometry, config.db_location, scoring)
     return run_job(
         "agglomerate", geometry.total_roi, geometry.read_roi, geometry.write_roi,
         job, process_block, _setup_worker, config, tracking, progress,
-    )
-
-
-def main(argv: Sequence[str]) -> int:
-    """``03_agglomerate.py CONFIG.json [--overwrite]``."""
-    return run_blockwise_step(
-        argv, "03_agglomerate.py", "blockwise waterz agglomeration into region-graph edges", agglomerate, "agglomerate"
     )

@@ -1,6 +1,13 @@
-"""Blockwise processing with daisy 2, shared by every ``03_predict`` step (fragments, agglomeration, …).
+"""Blockwise processing with daisy 2: the one layer every ``03_predict`` step stands on.
 
-One call, :func:`run_blockwise`, runs a per-block function over a ROI:
+* **Geometry** (:class:`Geometry`, :func:`block_geometry`, :func:`processing_roi`): the blocks of a step — write blocks
+  of ``block_size`` tiling the processed region on the volume's block grid, each read with ``context`` around it.
+* **Outputs** (:class:`OutputDataset`, :func:`prepare_output`): a step's output dataset records the settings it was
+  made with; a re-run with the same settings resumes into it, other settings are refused unless ``--overwrite``,
+  which recreates it (and forgets its done blocks) — as funlib.persistence's ``prepare_ds`` does by mode.
+* **Running** (:func:`run_job`, :func:`run_blockwise`): done-block tracking, workers and their per-worker setup.
+
+:func:`run_blockwise` runs a per-block function over a ROI:
 
 * the per-worker setup (open arrays and the region graph, later: load a model) is apart from the per-block work:
   ``worker_setup()`` runs once per worker and its result is passed to every ``process_block(block, resources)``;
@@ -17,6 +24,7 @@ One call, :func:`run_blockwise`, runs a per-block function over a ROI:
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import traceback
@@ -26,7 +34,12 @@ from pathlib import Path
 from typing import Any
 
 import daisy
-from funlib.geometry import Roi
+import numpy as np
+from funlib.geometry import Coordinate, Roi
+
+from .config import ConfigError
+from .data import COMPRESSOR, Volume
+from .run_config import RunConfig
 
 HOST = "127.0.0.1"
 """The scheduler's default address: loopback (local workers only; remote workers need the machine's address)."""
@@ -272,3 +285,185 @@ def block_index(write_roi: Roi, total_write_roi: Roi, block_size: Sequence[int])
         index = index * n + p
     return index
 
+
+
+# ---- block geometry -----------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Geometry:
+    """The blocks of a post-processing step: write blocks tile ``write_total``; each reads ± ``context`` and writes
+    only inside ``region`` (``write_total`` is ``region`` with its begin moved back onto the block grid of the
+    volume, so that no two blocks share a chunk of the datasets, whose chunks are blocks from the volume's offset)."""
+
+    write_total: Roi
+    block_size: Coordinate
+    context: Coordinate
+    voxel_size: Coordinate
+    region: Roi
+
+    @property
+    def total_roi(self) -> Roi:
+        return self.write_total.grow(self.context, self.context)
+
+    @property
+    def read_roi(self) -> Roi:
+        return Roi(-self.context, self.block_size + self.context * 2)
+
+    @property
+    def write_roi(self) -> Roi:
+        return Roi((0,) * 3, self.block_size)
+
+    @property
+    def voxels_per_block(self) -> int:
+        return int(np.prod(self.block_size / self.voxel_size))
+
+
+def processing_roi(config: RunConfig, volume: Volume) -> Roi:
+    """The region (nm) the post-processing steps cover: ``roi_offset``/``roi_shape`` if the config gives them, else
+    the whole ``volume``.
+
+    Args:
+        config: the run config.
+        volume: the dataset the region must lie in (the affinities, or the fragments made from them).
+
+    Raises:
+        ConfigError: the ROI is not on the volume's voxel grid, or not inside it.
+    """
+    if config.roi_offset is None:
+        return volume.roi
+    roi = Roi(config.roi_offset, config.roi_shape)
+    vs = volume.voxel_size
+    off_grid = any((o - b) % v for o, b, v in zip(roi.offset, volume.roi.offset, vs))
+    if off_grid or any(s % v for s, v in zip(roi.shape, vs)):
+        raise ConfigError(
+            f"roi_offset/roi_shape {tuple(roi.offset)}/{tuple(roi.shape)} nm are not on the voxel grid of "
+            f"'{volume.path}' (offset {tuple(volume.roi.offset)} nm, voxel size {tuple(vs)} nm)"
+        )
+    if roi.empty or not volume.roi.contains(roi):
+        raise ConfigError(f"the ROI {roi} (roi_offset/roi_shape) is not inside '{volume.path}' {volume.roi}")
+    return roi
+
+
+def block_geometry(config: RunConfig, volume: Volume) -> Geometry:
+    """Blocks of ``config.block_size`` ± ``config.context`` over :func:`processing_roi` of ``volume`` (block size and
+    context multiples of its voxel size)."""
+    vs = volume.voxel_size
+    block, context = Coordinate(config.block_size), Coordinate(config.context)
+    for name, value in (("block_size", block), ("context", context)):
+        if any(x % v for x, v in zip(value, vs)) or any(x < 0 for x in value):
+            raise ConfigError(f"{name} {tuple(value)} nm is not a multiple of the voxel size {tuple(vs)} nm")
+    if any(b <= 0 for b in block):
+        raise ConfigError(f"block_size {tuple(block)} nm must be positive")
+    if any(c < v for c, v in zip(context, vs)):
+        # agglomeration must see every contact of a block's fragments: at least one voxel around the block
+        raise ConfigError(f"context {tuple(context)} nm must be at least one voxel {tuple(vs)} nm")
+    region = processing_roi(config, volume)
+    return Geometry(grid_aligned(region, volume.roi.offset, block), block, context, vs, region)
+
+
+def grid_aligned(region: Roi, origin: Coordinate, block_size: Coordinate) -> Roi:
+    """``region`` with its begin moved back onto the grid of ``block_size`` from ``origin`` (nm); its end stays.
+
+    Args:
+        region: the region to cover (nm).
+        origin: the grid's origin (nm), e.g. the offset of the datasets whose chunks are blocks.
+        block_size: the grid's spacing (nm).
+    """
+    begin = Coordinate(o + (b - o) // s * s for b, o, s in zip(region.begin, origin, block_size))
+    return Roi(begin, region.end - begin)
+
+
+# ---- output datasets ----------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class OutputDataset:
+    """A step's output dataset in a run's ``out_file``: where it goes, its layout, and the settings it is made with.
+
+    The settings are stored in the attr ``settings_attr`` beside ``resolution`` and ``offset``; they decide whether an
+    existing dataset can be resumed (:meth:`reusable`).
+    """
+
+    path: Path
+    """``<out_file>/volumes/<name>``."""
+    roi: Roi
+    """Its extent (nm)."""
+    voxel_size: Coordinate
+    chunk_shape: tuple[int, ...]
+    """Chunk shape (voxels, spatial axes; clipped to the shape)."""
+    dtype: Any
+    settings_attr: str
+    """The attr holding ``settings``."""
+    settings: dict
+    """What the content depends on: another value means other content."""
+    channels: int | None = None
+    """Leading channel axis (unchunked), or None for a (z, y, x) dataset."""
+    refused_as: str | None = None
+    """How a refusal names the difference (default: ``other settings (<keys that differ>)``)."""
+
+    def reusable(self, overwrite: bool) -> bool:
+        """Whether the dataset exists with the same settings (resume into it); False: it must be (re)created.
+
+        Raises:
+            ConfigError: it exists from other settings and ``overwrite`` is not given.
+        """
+        import zarr
+
+        if not self.path.exists():
+            return False
+        attrs = zarr.open_array(self.path, mode="r").attrs.asdict()
+        existing = attrs.get(self.settings_attr)
+        if existing == self.settings and not overwrite:
+            return True
+        if overwrite:
+            return False
+        if self.refused_as is None:
+            existing = existing or {}
+            differs = sorted(k for k in {**existing, **self.settings} if existing.get(k) != self.settings.get(k))
+            refused_as = f"other settings ({', '.join(differs)})"
+        else:
+            refused_as = self.refused_as
+        raise ConfigError(f"'{self.path}' exists from {refused_as}; pass --overwrite to replace it")
+
+    def create(self, tracking: Path | None = None) -> None:
+        """Create the dataset (replacing what is there, in a zarr v2 ``out_file``) and forget its done blocks."""
+        import zarr
+
+        shutil.rmtree(self.path, ignore_errors=True)
+        if tracking is not None:
+            shutil.rmtree(tracking, ignore_errors=True)
+        spatial = tuple(s // v for s, v in zip(self.roi.shape, self.voxel_size))
+        chunks = tuple(min(c, s) for c, s in zip(self.chunk_shape, spatial))
+        lead = () if self.channels is None else (self.channels,)
+        group = zarr.open_group(self.path.parents[1], mode="a")
+        array = group.require_group(self.path.parent.name).create_array(
+            self.path.name, shape=lead + spatial, chunks=lead + chunks, dtype=self.dtype, fill_value=0,
+            compressors=COMPRESSOR,
+        )  # fmt: skip
+        array.attrs.update({
+            "resolution": [int(v) for v in self.voxel_size],
+            "offset": [int(v) for v in self.roi.offset],
+            self.settings_attr: self.settings,
+        })  # fmt: skip
+
+    @property
+    def volume(self) -> Volume:
+        return Volume(self.path, self.roi, self.voxel_size)
+
+
+def prepare_output(output: OutputDataset, overwrite: bool, tracking: Path | None = None) -> bool:
+    """Reuse, refuse or recreate a step's output dataset; returns whether it was (re)created (False: resume).
+
+    Args:
+        output: the dataset and the settings it is made with.
+        overwrite: recreate it even when it exists from other settings.
+        tracking: the step's done-block folder, forgotten with a recreated dataset.
+
+    Raises:
+        ConfigError: it exists from other settings and ``overwrite`` is not given (nothing is changed).
+    """
+    if output.reusable(overwrite):
+        return False
+    output.create(tracking)
+    return True

@@ -14,12 +14,12 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 from pathlib import Path
 
 import numpy as np
 
 from .config import ConfigError
+from .data import atomic_path
 from .experiment import NetworkConfig
 
 PREFIX = "train_net_checkpoint_"
@@ -103,16 +103,12 @@ def _write_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
 def save_checkpoint(folder: Path, iteration: int, config: NetworkConfig, weights: dict[str, np.ndarray], optimizer: list[np.ndarray] | None = None) -> Path:
     """Write a checkpoint atomically and return its path."""
     final = checkpoint_path(folder, iteration)
-    tmp = final.with_name(final.name + ".partial")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    _write_npz(tmp / WEIGHTS, weights)
-    if optimizer is not None:
-        _write_npz(tmp / OPTIMIZER, {f"{i:04d}": v for i, v in enumerate(optimizer)})
-    (tmp / CONFIG).write_text(config.model_dump_json(indent=2) + "\n")
-    if final.exists():
-        shutil.rmtree(final)
-    tmp.rename(final)
+    with atomic_path(final) as tmp:
+        tmp.mkdir(parents=True)
+        _write_npz(tmp / WEIGHTS, weights)
+        if optimizer is not None:
+            _write_npz(tmp / OPTIMIZER, {f"{i:04d}": v for i, v in enumerate(optimizer)})
+        (tmp / CONFIG).write_text(config.model_dump_json(indent=2) + "\n")
     return final
 
 

@@ -1,16 +1,100 @@
-"""The ``lsd-nm`` command line: one subcommand per tutorial step; the numbered folders' scripts call into it.
+"""The ``lsd-nm`` command line: one subcommand per step of the tutorial. Every numbered script and network-folder
+script calls :func:`main`; nothing in the package imports this module.
 
-Run: ``lsd-nm --help`` (or ``python -m lsd_nm --help``).
+Run: ``lsd-nm --help`` (or ``python -m lsd_nm --help``); ``lsd-nm <command> --help`` for one step.
+
+Errors: a bad argument, a bad config or missing input is one line on stderr (``error: …``) and exit code 2, before
+any work starts; the package raises :class:`~lsd_nm.config.ConfigError` and only this module formats it. The heavy
+modules (TensorFlow, gunpowder, daisy) are imported by the subcommand that needs them, so ``--help`` and argument
+errors answer at once.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
-from pathlib import Path
 from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import get_args
 
+from . import REPO_ROOT
 from .config import ConfigError, user_error
+from .experiment import NetworkType, load_network_folder
+from .run_config import STEPS
+from .s3 import BUCKET, DEFAULT_JOBS, IMAGES
+from .tensorflow_logs import hide_import_noise
+
+NETWORK_FOLDER_HELP = "network folder, e.g. 02_train/zebrafinch/mtlsd"
+RUN_CONFIG_HELP = "the run's JSON config (see 03_predict/README.md)"
+
+
+# ---- argument types ------------------------------------------------------------------------------------------------
+
+
+def positive_int(noun: str = "") -> Callable[[str], int]:
+    """An argparse type: an integer ≥ 1 (``noun`` names it in the error, e.g. ``iteration``)."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer{' ' + noun if noun else ''}, got '{text}'") from None
+        if value < 1:
+            raise argparse.ArgumentTypeError(f"expected {'an ' + noun if noun else 'an integer'} ≥ 1, got {value}")
+        return value
+
+    return parse
+
+
+def iteration_or_latest(text: str) -> int | str:
+    """An argparse type: a checkpoint iteration, or ``latest``."""
+    if text == "latest":
+        return text
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer or 'latest', got '{text}'") from None
+
+
+def lsd_channels(text: str) -> tuple[int, int, int]:
+    """An argparse type: three LSD channels shown as red, green and blue."""
+    from .view_batch import parse_lsd_channels
+
+    try:
+        return parse_lsd_channels(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+# ---- shared groups of flags ------------------------------------------------------------------------------------------
+
+
+def _add_viewer_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--bind-address", "-b", default="127.0.0.1", help="address to serve on (default: 127.0.0.1)")
+    parser.add_argument("--port", type=int, default=0, help="port to serve on (default: a free one)")
+    parser.add_argument("--screenshot", type=Path, default=None, metavar="OUT.png", help="write a PNG of the view and exit")
+    parser.add_argument("--size", type=positive_int("size"), nargs=2, default=(800, 600), metavar=("WIDTH", "HEIGHT"),
+                        help="screenshot size (default: 800 600)")  # fmt: skip
+    parser.add_argument("--chromium", default=None, help="Chromium executable for --screenshot (default: found on PATH)")
+    parser.add_argument("--timeout", type=float, default=120.0, help="seconds to wait for the screenshot (default: 120)")
+
+
+def _add_transfer_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--bucket", default=BUCKET, help=f"the bucket (default: {BUCKET})")
+    parser.add_argument("--endpoint-url", default=None,
+                        help="an S3-compatible endpoint (default: $AWS_ENDPOINT_URL_S3 or $AWS_ENDPOINT_URL, else AWS)")  # fmt: skip
+    parser.add_argument("--jobs", type=positive_int(), default=DEFAULT_JOBS,
+                        help=f"objects transferred in parallel (default: {DEFAULT_JOBS})")  # fmt: skip
+
+
+def _add_run_config_args(parser: argparse.ArgumentParser, overwrite: bool = True) -> None:
+    parser.add_argument("config", type=Path, help=RUN_CONFIG_HELP)
+    if overwrite:
+        parser.add_argument("--overwrite", action="store_true", help="replace results made with other settings")
+
+
+# ---- 01_data and 00_containers -----------------------------------------------------------------------------------
 
 
 def _synthetic(args: argparse.Namespace) -> None:
@@ -23,10 +107,68 @@ def _synthetic(args: argparse.Namespace) -> None:
         print(plot_volume(paths[0], args.png))
 
 
+def _print_transfer(paths: Sequence[Path], summary) -> None:
+    for path in paths:
+        print(path)
+    print(summary.line())
+
+
+def _fetch_data(args: argparse.Namespace) -> None:
+    from .s3 import fetch_data
+
+    _print_transfer(*fetch_data(args.dataset, args.volume, args.all, args.bucket, args.endpoint_url, args.out, args.jobs))
+
+
+def _images(args: argparse.Namespace) -> None:
+    from .s3 import download_images
+
+    _print_transfer(*download_images(args.image, args.all, args.bucket, args.endpoint_url, args.out, args.jobs))
+
+
+def _create_masks(args: argparse.Namespace) -> None:
+    from .data import LABELS_MASK
+    from .masks import create_masks
+
+    for r in create_masks(args.data_dir, args.dataset, args.force):
+        if r.written:
+            print(f"{r.container / LABELS_MASK}: {r.masked_out} of {r.voxels} voxels masked out")
+        else:
+            print(f"{r.container / LABELS_MASK}: exists, kept (--force rewrites it)")
+
+
+def _view(args: argparse.Namespace) -> None:
+    from .view import view
+
+    view(args.data, args.bind_address, args.port, args.screenshot, tuple(args.size), args.chromium, args.timeout)
+
+
+def _fetch_checkpoint(args: argparse.Namespace) -> None:
+    from pathlib import PurePosixPath
+
+    from .tf1 import fetch_checkpoint
+
+    found, published, summary = fetch_checkpoint(args.dataset, args.network, args.out, args.bucket, args.endpoint_url, args.jobs)
+    print(summary.line())
+    note = ""
+    if published is not None and PurePosixPath(published).name != found.prefix.name:
+        note = f" (the bucket's state file names {PurePosixPath(published).name}, which is not there: ignored)"
+    print(f"iteration {found.iteration}: {found.prefix}{note}")
+
+
+def _import_checkpoint(args: argparse.Namespace) -> None:
+    from .tf1 import import_tf1_checkpoint
+
+    iteration, path = import_tf1_checkpoint(load_network_folder(args.folder), args.iteration, args.scope)
+    print(f"imported the TF1 checkpoint of iteration {iteration} into {path}")
+
+
+# ---- 02_train --------------------------------------------------------------------------------------------------------
+
+
 def _mknet(args: argparse.Namespace) -> None:
     from .networks import describe, mknet
 
-    ios = mknet(args.folder)
+    ios = mknet(load_network_folder(args.folder))
     print(describe(ios["train"]))
     for role in ("predict", "auto"):
         if role in ios:
@@ -37,81 +179,111 @@ def _mknet(args: argparse.Namespace) -> None:
     print(f"wrote net_{{{','.join(ios)}}}.json in {args.folder}")
 
 
-def _positive_int(value: str) -> int:
-    try:
-        number = int(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer iteration, got '{value}'") from None
-    if number < 1:
-        raise argparse.ArgumentTypeError(f"expected an iteration ≥ 1, got {number}")
-    return number
+def _train(args: argparse.Namespace) -> None:
+    from .train import train
+
+    folder = load_network_folder(args.folder)
+    if args.seed is not None:
+        import keras
+
+        keras.utils.set_random_seed(args.seed)  # Python, NumPy (augmentations) and TensorFlow (initial weights)
+    done = train(folder, args.iteration, device=args.device)
+    print(f"trained until iteration {done}")
 
 
-def _iteration(value: str) -> int | str:
-    if value == "latest":
-        return value
-    try:
-        return int(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer or 'latest', got '{value}'") from None
+def _view_batch(args: argparse.Namespace) -> None:
+    from .view_batch import view_batch
+
+    view_batch(
+        Path(args.folder), args.iteration, Path(args.file) if args.file else None, args.lsd_channels, args.bind_address,
+        args.port, args.screenshot, tuple(args.size), args.chromium, args.timeout,
+    )  # fmt: skip
 
 
 def _predict_scan(args: argparse.Namespace) -> None:
     from .predict import predict_scan
 
+    iteration = args.iteration if args.iteration is not None else args.positional_iteration
     out = predict_scan(
-        args.folder, args.iteration, args.raw_file, args.raw_dataset, args.out_file, args.lsds_on_the_fly, args.device
-    )
+        load_network_folder(args.folder), iteration if iteration is not None else "latest", args.raw_file, args.raw_dataset, args.out_file,
+        args.lsds_on_the_fly, args.device,
+    )  # fmt: skip
     print(f"wrote {out}")
 
 
-def _import_checkpoint(args: argparse.Namespace) -> None:
-    from .tf1 import import_tf1_checkpoint
-
-    iteration, path = import_tf1_checkpoint(args.folder, args.iteration, args.scope)
-    print(f"imported the TF1 checkpoint of iteration {iteration} into {path}")
+# ---- 03_predict ------------------------------------------------------------------------------------------------------
 
 
-def _train(args: argparse.Namespace) -> None:
-    from .train import train
+def _load_run_config(args: argparse.Namespace):
+    from .run_config import load_run_config
 
-    if args.seed is not None:
-        import keras
-
-        keras.utils.set_random_seed(args.seed)  # Python, NumPy (augmentations) and TensorFlow (initial weights)
-    done = train(args.folder, args.iteration, device=args.device)
-    print(f"trained until iteration {done}")
+    return load_run_config(args.config)
 
 
-def _lsd_channels(value: str) -> tuple[int, int, int]:
-    from .view_batch import parse_lsd_channels
+def _predict(args: argparse.Namespace) -> None:
+    from .predict_blockwise import predict_blockwise
 
-    try:
-        return parse_lsd_channels(value)
-    except ValueError as e:
-        raise argparse.ArgumentTypeError(str(e)) from None
+    if len(args.paths) > 2:
+        raise ConfigError(f"expected [NETWORK_FOLDER] CONFIG.json, got {len(args.paths)} paths")
+    folder, config_path = (None, args.paths[0]) if len(args.paths) == 1 else args.paths
+    args.config = Path(config_path)
+    config = _load_run_config(args)
+    if folder is not None:  # a network folder's predict.py: this folder's network, whatever the config says
+        config = config.model_copy(update={"setup": str(Path(folder).resolve())})
+    print(f"predict: {predict_blockwise(config, overwrite=args.overwrite)}")
 
 
-def _view_batch(args: argparse.Namespace) -> None:
+def _extract_fragments(args: argparse.Namespace) -> None:
+    from .fragments import extract_fragments
 
-    from .view_batch import view_batch
+    print(f"fragments: {extract_fragments(_load_run_config(args), overwrite=args.overwrite)}")
 
-    view_batch(
-        Path(args.folder),
-        args.iteration,
-        Path(args.file) if args.file else None,
-        args.lsd_channels,
-        args.bind_address,
-        args.port,
-        Path(args.screenshot) if args.screenshot else None,
-        tuple(args.size),
-        args.chromium,
-        args.timeout,
-    )
+
+def _agglomerate(args: argparse.Namespace) -> None:
+    from .agglomerate import agglomerate
+
+    print(f"agglomerate: {agglomerate(_load_run_config(args), overwrite=args.overwrite)}")
+
+
+def _find_segments(args: argparse.Namespace) -> None:
+    from .segments import find_segments
+
+    paths = find_segments(_load_run_config(args), overwrite=args.overwrite)
+    folder = next(iter(paths.values())).parent if paths else "(no thresholds)"
+    print(f"find segments: {len(paths)} LUTs in {folder}")
+
+
+def _extract_segmentation(args: argparse.Namespace) -> None:
+    from .luts import segmentation_dataset
+    from .segments import extract_segmentation
+
+    for t, result in extract_segmentation(_load_run_config(args), overwrite=args.overwrite).items():
+        print(f"{segmentation_dataset(t)}: {result}")
+
+
+def _evaluate(args: argparse.Namespace) -> None:
+    from .evaluate import MIN_CUT_PREFIX, evaluate_run
+
+    result = evaluate_run(_load_run_config(args))
+    best = result["best"]
+    keys = [k for k in ("threshold", "voi_split", "voi_merge", "voi_sum", "arand", "erl", "normalized_erl",
+                        f"{MIN_CUT_PREFIX}splits_needed", f"{MIN_CUT_PREFIX}merges_needed")
+            if best is not None and k in best]  # fmt: skip
+    summary = ", ".join(f"{k} {best[k]:.4g}" for k in keys) if best else "no threshold scored"
+    print(f"best: {summary}")
+    print(f"wrote {result['csv']}, {result['json']}, {result['png']}")
+
+
+def _segment(args: argparse.Namespace) -> None:
+    from .segment import segment
+
+    segment(_load_run_config(args), args.config, overwrite=args.overwrite, start_step=args.start)
+
+
+# ---- the whole pipeline ----------------------------------------------------------------------------------------------
 
 
 def _demo(args: argparse.Namespace) -> None:
-    from . import REPO_ROOT
     from .demo import StageFailed, demo
 
     out = Path(args.out) if args.out else REPO_ROOT / "demo" / ("fast" if args.fast else "")
@@ -121,14 +293,10 @@ def _demo(args: argparse.Namespace) -> None:
         raise ConfigError(str(e)) from None
 
 
-def _not_built(step: str) -> Callable[[argparse.Namespace], None]:
-    def fail(args: argparse.Namespace) -> None:
-        raise ConfigError(f"`{step}` is not built yet")
-
-    return fail
+# ---- the parser ------------------------------------------------------------------------------------------------------
 
 
-class _Parser(argparse.ArgumentParser):
+class OneLineParser(argparse.ArgumentParser):
     """argparse with one-line errors (no usage dump): ``error: <prog>: <message>``, exit code 2."""
 
     def error(self, message):
@@ -136,73 +304,109 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="lsd-nm", description=__doc__.splitlines()[0])
-    sub = parser.add_subparsers(dest="command", required=True)
+    """The ``lsd-nm`` parser: every subcommand, each with its handler as ``func``."""
+    parser = OneLineParser(prog="lsd-nm", description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=OneLineParser)
 
-    p = sub.add_parser("demo", help="the whole pipeline on the synthetic dataset, with a report (make demo)")
+    def command(name: str, func: Callable[[argparse.Namespace], None], help: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help, description=help)
+        p.set_defaults(func=func, parser=p)
+        return p
+
+    p = command("demo", _demo, "the whole pipeline on the synthetic dataset, with a report (make demo)")
     p.add_argument("--networks", nargs="*", default=None, help="networks to train and score (default: demo.json's)")
     p.add_argument("--fast", action="store_true", help="a tiny version that checks the plumbing in a few minutes")
     p.add_argument("--out", default=None, help="output folder (default: demo/, or demo/fast/ with --fast)")
-    p.set_defaults(func=_demo)
 
-    p = sub.add_parser("synthetic", help="generate a synthetic dataset of 01_data/datasets.json")
+    # 00_containers, 01_data
+    p = command("synthetic", _synthetic, "generate a synthetic dataset of 01_data/datasets.json (make synthetic)")
     p.add_argument("--dataset", default="synthetic", help="synthetic dataset to generate (default: synthetic)")
-    p.add_argument("--out", default=None, help="data folder (default: 01_data/)")
-    p.add_argument("--workers", type=int, default=2, help="volumes generated in parallel (default: 2)")
+    p.add_argument("--out", type=Path, default=None, help="data folder (default: 01_data/)")
+    p.add_argument("--workers", type=positive_int(), default=2, help="volumes generated in parallel (default: 2)")
     p.add_argument("--force", action="store_true", help="redraw volumes that already exist")
-    p.add_argument("--png", default=None, help="also save a picture of the first volume's middle section")
-    p.set_defaults(func=_synthetic)
+    p.add_argument("--png", type=Path, default=None, help="also save a picture of the first volume's middle section")
 
-    p = sub.add_parser("mknet", help="build a network folder's network, print its summary, write net_*.json")
-    p.add_argument("folder", help="network folder, e.g. 02_train/zebrafinch/mtlsd")
-    p.set_defaults(func=_mknet)
+    p = command("fetch-data", _fetch_data, "download training volumes of the public bucket into 01_data/funke/ (make fetch-data)")
+    p.add_argument("--dataset", required=True, help="zebrafinch, fib25 or hemi")
+    p.add_argument("--volume", action="append", default=[], help="a volume to fetch (repeatable; default: the first)")
+    p.add_argument("--all", action="store_true", help="fetch every volume of the dataset")
+    p.add_argument("--out", type=Path, default=None, help="data folder (default: 01_data/)")
+    _add_transfer_args(p)
 
-    p = sub.add_parser("predict-scan", help="predict a volume in memory into <folder>/test_prediction.zarr")
-    p.add_argument("folder", help="network folder")
-    p.add_argument("positional_iteration", nargs="?", type=_iteration, default=None, metavar="ITERATION")
-    p.add_argument("--iteration", type=_iteration, default=None, help="checkpoint iteration (default: latest)")
+    p = command("create-masks", _create_masks, "write volumes/labels/labels_mask into every fetched or synthetic volume (make masks)")
+    p.add_argument("--dataset", action="append", default=[], help="only this dataset (repeatable; default: all)")
+    p.add_argument("--data-dir", type=Path, default=None, help="data folder (default: 01_data/)")
+    p.add_argument("--force", action="store_true", help="rewrite masks that exist")
+
+    p = command("view", _view, "show a zarr container in neuroglancer, or write a screenshot (make view)")
+    p.add_argument("data", type=Path, help="a zarr container, or a folder of them (the first is shown)")
+    _add_viewer_args(p)
+
+    p = command("fetch-checkpoint", _fetch_checkpoint, "download a network's published TF1 checkpoints (make fetch-checkpoint)")
+    p.add_argument("--dataset", required=True, help="zebrafinch, fib25 or hemi")
+    p.add_argument("--network", required=True, help=", ".join(get_args(NetworkType)))
+    p.add_argument("--out", type=Path, default=None, help="network folder (default: 02_train/<dataset>/<network>/)")
+    _add_transfer_args(p)
+
+    p = command("import-checkpoint", _import_checkpoint, "convert a published TF1 checkpoint in a network folder into ours")
+    p.add_argument("folder", help="network folder holding train_net_checkpoint_<N>.index/.data-*")
+    p.add_argument("--iteration", type=positive_int("iteration"), default=None, help="which one (default: the newest present)")
+    p.add_argument("--scope", default=None, help="TF1 variable scope (default: the network's, e.g. setup01)")
+
+    p = command("images", _images, "download the original Singularity images into 00_containers/ (make images)")
+    p.add_argument("--image", action="append", default=[], help=f"one of {', '.join(IMAGES)} (repeatable; default: {IMAGES[0]})")
+    p.add_argument("--all", action="store_true", help="download both images")
+    p.add_argument("--out", type=Path, default=None, help="folder for the images (default: 00_containers/)")
+    _add_transfer_args(p)
+
+    # 02_train
+    p = command("mknet", _mknet, "build a network folder's network, print its summary, write net_*.json")
+    p.add_argument("folder", help=NETWORK_FOLDER_HELP)
+
+    p = command("train", _train, "train a network folder until ITERATION, resuming from its latest checkpoint")
+    p.add_argument("folder", help=NETWORK_FOLDER_HELP)
+    p.add_argument("iteration", type=positive_int("iteration"), help="train until this iteration")
+    p.add_argument("--device", default=None, help="cpu, gpu or gpu:N (default: a GPU if there is one)")
+    p.add_argument("--seed", type=int, default=None, help="seed the initial weights and the augmentations")
+
+    p = command("view-batch", _view_batch, "show a training snapshot (snapshots/batch_<n>.hdf) in neuroglancer")
+    p.add_argument("folder", help=NETWORK_FOLDER_HELP)
+    p.add_argument("iteration", nargs="?", type=positive_int("iteration"), default=None, metavar="ITERATION",
+                   help="the snapshot's iteration (default: the newest)")  # fmt: skip
+    p.add_argument("--file", "-f", default=None, help="a snapshot file to show instead of one of the folder's")
+    p.add_argument("--lsd-channels", type=lsd_channels, default=(0, 1, 2), metavar="A,B,C",
+                   help="LSD channels shown as red, green, blue (default: 0,1,2 = mean offset z,y,x; "
+                   "3,4,5 = covariance diagonal; 6,7,8 = Pearson off-diagonal)")  # fmt: skip
+    _add_viewer_args(p)
+
+    p = command("predict-scan", _predict_scan, "predict a volume in memory into <folder>/test_prediction.zarr")
+    p.add_argument("folder", help=NETWORK_FOLDER_HELP)
+    p.add_argument("positional_iteration", nargs="?", type=iteration_or_latest, default=None, metavar="ITERATION")
+    p.add_argument("--iteration", type=iteration_or_latest, default=None, help="checkpoint iteration (default: latest)")
     p.add_argument("--raw-file", default=None, help="raw zarr (default: the dataset's test volume)")
     p.add_argument("--raw-dataset", default="volumes/raw", help="raw dataset in it (default: volumes/raw)")
     p.add_argument("--out-file", default=None, help="output zarr (default: <folder>/test_prediction.zarr)")
     p.add_argument("--lsds-on-the-fly", action="store_true", help="aclsd/acrlsd: predict the LSDs here from the lsd net")
     p.add_argument("--device", default=None, help="cpu, gpu or gpu:N (default: a GPU if there is one)")
-    p.set_defaults(func=_predict_scan)
 
-    p = sub.add_parser("import-checkpoint", help="convert a published TF1 checkpoint in a network folder into ours")
-    p.add_argument("folder", help="network folder holding train_net_checkpoint_<N>.index/.data-*")
-    p.add_argument("--iteration", type=int, default=None, help="which one (default: the newest present)")
-    p.add_argument("--scope", default=None, help="TF1 variable scope (default: the network's, e.g. setup01)")
-    p.set_defaults(func=_import_checkpoint)
-
-    p = sub.add_parser("train", help="train a network folder until ITERATION, resuming from its latest checkpoint")
-    p.add_argument("folder", help="network folder")
-    p.add_argument("iteration", type=_positive_int, help="train until this iteration")
-    p.add_argument("--device", default=None, help="cpu, gpu or gpu:N (default: a GPU if there is one)")
-    p.add_argument("--seed", type=int, default=None, help="seed the initial weights and the augmentations")
-    p.set_defaults(func=_train)
-
-    p = sub.add_parser("view-batch", help="show a training snapshot (snapshots/batch_<n>.hdf) in neuroglancer")
-    p.add_argument("folder", help="network folder")
-    p.add_argument("iteration", nargs="?", type=_positive_int, default=None, metavar="ITERATION",
-                   help="the snapshot's iteration (default: the newest)")
-    p.add_argument("--file", "-f", default=None, help="a snapshot file to show instead of one of the folder's")
-    p.add_argument("--bind-address", "-b", default="127.0.0.1", help="address to serve on (default: 127.0.0.1)")
-    p.add_argument("--port", type=int, default=0, help="port to serve on (default: a free one)")
-    p.add_argument("--lsd-channels", type=_lsd_channels, default=(0, 1, 2), metavar="A,B,C",
-                   help="LSD channels shown as red, green, blue (default: 0,1,2 = mean offset z,y,x; "
-                   "3,4,5 = covariance diagonal; 6,7,8 = Pearson off-diagonal)")
-    p.add_argument("--screenshot", default=None, metavar="OUT.png", help="write a PNG of the view and exit")
-    p.add_argument("--size", type=int, nargs=2, default=(800, 600), metavar=("WIDTH", "HEIGHT"),
-                   help="screenshot size (default: 800 600)")
-    p.add_argument("--chromium", default=None, help="Chromium executable for --screenshot (default: found on PATH)")
-    p.add_argument("--timeout", type=float, default=120.0, help="seconds to wait for the screenshot (default: 120)")
-    p.set_defaults(func=_view_batch)
-
-    for step in ("predict",):
-        p = sub.add_parser(step, help=f"{step} (network folder scripts)")
-        p.add_argument("folder")
-        p.add_argument("rest", nargs=argparse.REMAINDER)
-        p.set_defaults(func=_not_built(step))
+    # 03_predict
+    p = command("predict", _predict, "step 1: predict affinities (and LSDs) blockwise into out_file")
+    p.add_argument("paths", nargs="+", metavar="[NETWORK_FOLDER] CONFIG.json",
+                   help="the run config; a network folder before it predicts with that folder's network")  # fmt: skip
+    p.add_argument("--overwrite", action="store_true", help="replace results made with other settings")
+    steps = (
+        ("extract-fragments", _extract_fragments, "step 2: blockwise watershed fragments and region-graph nodes"),
+        ("agglomerate", _agglomerate, "step 3: blockwise waterz agglomeration into region-graph edges"),
+        ("find-segments", _find_segments, "step 4: fragment → segment LUTs at every merge threshold"),
+        ("extract-segmentation", _extract_segmentation, "step 5: blockwise segmentations at extract_thresholds"),
+    )
+    for name, func, help in steps:
+        _add_run_config_args(command(name, func, help))
+    _add_run_config_args(command("evaluate", _evaluate, "step 6: VOI, ARAND and ERL of a run over its merge thresholds"), overwrite=False)
+    p = command("segment", _segment, "steps 1–6 in order, each resuming its finished work (make segment)")
+    _add_run_config_args(p)
+    p.add_argument("--start", type=int, default=1, choices=range(1, len(STEPS) + 1), metavar="N",
+                   help="start at step N (1 = 01_predict_blockwise … 6 = 06_evaluate); earlier steps are not run")  # fmt: skip
     return parser
 
 
@@ -223,13 +427,11 @@ def run(func: Callable[[], object]) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    if getattr(args, "positional_iteration", None) is not None:  # `python predict_scan.py 400000`, as the original
-        args.iteration = args.iteration if args.iteration is not None else args.positional_iteration
-    if getattr(args, "iteration", "missing") is None and args.func is _predict_scan:
-        args.iteration = "latest"
+    """Parse ``argv`` (default: ``sys.argv[1:]``) and run the subcommand; returns the exit code."""
+    # TensorFlow's C++ start-up and runtime notices (oneDNN, CPU features) are not for users
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    hide_import_noise()
+    args, unknown = build_parser().parse_known_args(argv)
+    if unknown:  # reported by the subcommand, as every other error of its arguments
+        args.parser.error(f"unrecognized arguments: {' '.join(unknown)}")
     return run(lambda: args.func(args))
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,27 +1,93 @@
-"""Volumes on disk: zarr containers in the public bucket's layout.
+"""Volumes on disk: zarr containers in the public bucket's layout, and the one way we write files atomically.
 
 The bucket's training zarrs are zarr format 2 groups holding ``volumes/raw`` (uint8) and
 ``volumes/labels/neuron_ids`` (uint64, 0 = no label), each with the attrs ``resolution`` (voxel size, nm, zyx) and
 ``offset`` (nm, zyx). gunpowder's ``ZarrSource`` reads exactly these attrs; funlib.persistence reads them through
-``[tool.funlib_persistence] voxel_size_attr = "resolution"`` (see :func:`open_volume`).
+``[tool.funlib_persistence] voxel_size_attr = "resolution"`` (see :func:`open_volume`). A run's ``out_file`` of
+``03_predict`` uses the same attrs for ``volumes/affs``, ``volumes/lsds``, ``volumes/fragments`` and the
+segmentations (:class:`Volume` describes one such dataset by its ROI in nm).
+
+Every output that must never look complete before it is goes through :func:`atomic_path`: written under a
+``.partial`` name, then renamed.
 """
 
 from __future__ import annotations
 
+import os
 import shutil
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import zarr
+from funlib.geometry import Coordinate, Roi
 from numcodecs import Blosc
+
+from .config import ConfigError
 
 RAW = "volumes/raw"
 NEURON_IDS = "volumes/labels/neuron_ids"
 LABELS_MASK = "volumes/labels/labels_mask"
+AFFS = "volumes/affs"
+LSDS = "volumes/lsds"
+FRAGMENTS = "volumes/fragments"
+PREDICTION_SETTINGS = "lsd_nm_prediction"
+"""Attr of ``volumes/affs`` and ``volumes/lsds``: the network, iteration, ROI and voxel size they were predicted with."""
+FRAGMENTS_SETTINGS = "lsd_nm_fragments"
+"""Attr of ``volumes/fragments``: the settings it was made with (block geometry, watershed options, mask, ROI)."""
+SEGMENTATION_SETTINGS = "lsd_nm_segmentation"
+"""Attr of ``volumes/segmentation_<t>``: the LUT and block size it was made with."""
 
 COMPRESSOR = Blosc(cname="zstd", clevel=5, shuffle=Blosc.SHUFFLE)
 """Chunk compressor of the containers we write (deterministic: gzip would stamp the time into every chunk)."""
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    else:
+        path.unlink(missing_ok=True)
+
+
+@contextmanager
+def atomic_path(path: Path, suffix: str = ".partial") -> Iterator[Path]:
+    """Write ``path`` (a file or a folder) under a temporary name beside it; it replaces ``path`` only when complete.
+
+    Yields the temporary path (``<name><suffix>``; ``.partial.npz`` for numpy's savez, which adds ``.npz`` to any other
+    name) to write into. When the block finishes, the temporary replaces ``path``: a file in one ``os.replace``; a folder
+    by moving the old one aside (``<name>.old``) first, so that ``path`` is never missing and never half-written. If
+    the block raises, the temporary is removed and ``path`` stays as it was.
+
+    Args:
+        path: the file or folder to write.
+        suffix: appended to the name of the temporary.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + suffix)
+    _remove(tmp)
+    try:
+        yield tmp
+    except BaseException:
+        _remove(tmp)
+        raise
+    if tmp.is_dir() and path.exists():
+        old = path.with_name(path.name + ".old")
+        _remove(old)
+        os.replace(path, old)
+        os.replace(tmp, path)
+        _remove(old)
+    else:
+        os.replace(tmp, path)
+
+
+def write_text(path: Path, text: str) -> Path:
+    """Write a text file atomically (see :func:`atomic_path`); returns ``path``."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(text)
+    return Path(path)
 
 
 def write_container(
@@ -40,22 +106,17 @@ def write_container(
         offset: offset in nm, stored as the attr ``offset``.
         chunk_shape: chunk shape in voxels.
     """
-    path = Path(path)
-    tmp = path.with_name(path.name + ".partial")
-    shutil.rmtree(tmp, ignore_errors=True)
-    root = zarr.open_group(tmp, mode="w", zarr_format=2)
-    for name, data in arrays.items():
-        group = root
-        *parents, leaf = name.split("/")
-        for parent in parents:
-            group = group.require_group(parent)
-        # channels (leading axes) are not chunked
-        chunks = data.shape[:-3] + tuple(min(c, s) for c, s in zip(chunk_shape, data.shape[-3:]))
-        array = group.create_array(leaf, data=data, chunks=chunks, compressors=COMPRESSOR)
-        array.attrs.update({"resolution": [int(v) for v in voxel_size], "offset": [int(v) for v in offset]})
-    if path.exists():
-        shutil.rmtree(path)
-    tmp.rename(path)
+    with atomic_path(path) as tmp:
+        root = zarr.open_group(tmp, mode="w", zarr_format=2)
+        for name, data in arrays.items():
+            group = root
+            *parents, leaf = name.split("/")
+            for parent in parents:
+                group = group.require_group(parent)
+            # channels (leading axes) are not chunked
+            chunks = data.shape[:-3] + tuple(min(c, s) for c, s in zip(chunk_shape, data.shape[-3:]))
+            array = group.create_array(leaf, data=data, chunks=chunks, compressors=COMPRESSOR)
+            array.attrs.update({"resolution": [int(v) for v in voxel_size], "offset": [int(v) for v in offset]})
 
 
 def read_array(path: Path, dataset: str) -> tuple[np.ndarray, tuple[int, ...], tuple[int, ...]]:
@@ -76,3 +137,56 @@ def open_volume(path: Path, mode: str = "r"):
     from funlib.persistence.arrays.metadata import MetaDataFormat
 
     return open_ds(str(path), mode=mode, metadata_format=MetaDataFormat(voxel_size_attr="resolution"))
+
+
+@dataclass(frozen=True)
+class Volume:
+    """A zarr dataset with its ROI (nm, spatial axes) and voxel size."""
+
+    path: Path
+    roi: Roi
+    voxel_size: Coordinate
+
+    def open(self, mode: str = "r"):
+        return zarr.open_array(self.path, mode=mode)
+
+
+def open_dataset(container: Path, dataset: str, what: str) -> Volume:
+    """Describe ``container/dataset`` (attrs ``resolution``/``offset`` in nm); missing → one-line ConfigError."""
+    path = Path(container) / dataset
+    try:
+        array = zarr.open_array(path, mode="r")
+    except (FileNotFoundError, zarr.errors.NodeTypeValidationError, ValueError, KeyError):
+        raise ConfigError(f"{what} '{path}' does not exist") from None
+    except Exception as e:  # zarr raises several kinds for a path that is no array
+        if "not found" in str(e).lower() or "nothing found" in str(e).lower():
+            raise ConfigError(f"{what} '{path}' does not exist") from None
+        raise
+    attrs = array.attrs.asdict()
+    spatial = array.shape[-3:]
+    voxel_size = Coordinate(int(v) for v in attrs.get("resolution", (1, 1, 1)))
+    offset = Coordinate(int(v) for v in attrs.get("offset", (0, 0, 0)))
+    if len(voxel_size) != 3 or len(offset) != 3:
+        raise ConfigError(f"{what} '{path}': expected 3-D attrs resolution/offset, got {attrs}")
+    return Volume(path, Roi(offset, voxel_size * Coordinate(spatial)), voxel_size)
+
+
+def voxel_slices(volume: Volume, roi: Roi) -> tuple[slice, ...]:
+    """The voxel slices of ``roi`` (nm, inside the volume) in the volume's array."""
+    return tuple(
+        slice((b - o) // v, (e - o) // v) for b, e, o, v in zip(roi.begin, roi.end, volume.roi.begin, volume.voxel_size)
+    )
+
+
+def read_padded(array, volume: Volume, roi: Roi) -> np.ndarray:
+    """Read ``roi`` (nm, voxel-aligned) of an open zarr array; what lies outside the volume reads as 0."""
+    vs = volume.voxel_size
+    shape = tuple(s // v for s, v in zip(roi.shape, vs))
+    out = np.zeros(array.shape[:-3] + shape, dtype=array.dtype)
+    inside = roi.intersect(volume.roi)
+    if inside.empty:
+        return out
+    src = voxel_slices(volume, inside)
+    dst = tuple(slice((b - o) // v, (e - o) // v) for b, e, o, v in zip(inside.begin, inside.end, roi.begin, vs))
+    out[(Ellipsis, *dst)] = array[(Ellipsis, *src)]
+    return out

@@ -33,8 +33,25 @@ from typing import Any, get_args
 import numpy as np
 
 from . import REPO_ROOT
+from .checkpoints import checkpoint_path, latest_checkpoint
 from .config import ConfigError, StrictBaseModel, load_model
-from .experiment import NetworkType, load_network_config, merge_config
+from .data import (
+    COMPRESSOR,
+    FRAGMENTS,
+    NEURON_IDS,
+    RAW,
+    atomic_path,
+    open_dataset,
+    read_array,
+    write_container,
+    write_text,
+)
+from .datasets import DATA_DIR, get_dataset, volume_path
+from .evaluate import scores_paths
+from .experiment import AUTOCONTEXT_NETWORKS, NetworkType, load_network_folder, merge_config
+from .luts import apply_lut, load_lut
+from .run_config import load_run_config
+from .train import read_losses
 from .view import CHROMIUM_NAMES
 
 DEMO_CONFIG = REPO_ROOT / "02_train" / "synthetic" / "demo.json"
@@ -133,13 +150,11 @@ class Plan:
 
     @property
     def test_volume(self) -> Path:
-        from .datasets import volume_path
 
         return volume_path(DATASET, self.config.test_volume, test=True, data_dir=self.data_dir)
 
     @property
     def voxel_size(self) -> tuple[int, ...]:
-        from .datasets import get_dataset
 
         return tuple(get_dataset(DATASET).voxel_size)
 
@@ -155,7 +170,6 @@ class Plan:
 
 def make_plan(out: Path, networks: Sequence[str] | None, fast: bool, config_path: Path = DEMO_CONFIG) -> Plan:
     """Validate the choice of networks against ``demo.json`` and the network folders; one-line errors."""
-    from .datasets import DATA_DIR
 
     config = load_model(DemoConfig, config_path)
     chosen = list(networks) if networks else list(config.networks)
@@ -168,11 +182,9 @@ def make_plan(out: Path, networks: Sequence[str] | None, fast: bool, config_path
             raise ConfigError("DEMO_NETWORKS: 'lsd' predicts no affinities; name 'acrlsd' or 'aclsd' (they train lsd first)")
     trained: list[str] = []
     for name in chosen:
-        autocontext = load_network_config(REPO_ROOT / "02_train" / DATASET / name).autocontext
-        if autocontext is not None:
-            lsd = Path(autocontext.lsd_setup).name
-            if lsd not in trained:
-                trained.append(lsd)
+        lsd = load_network_folder(REPO_ROOT / "02_train" / DATASET / name).lsd
+        if lsd is not None and lsd.name not in trained:
+            trained.append(lsd.name)
         if name not in trained:
             trained.append(name)
     iterations = {}
@@ -209,18 +221,10 @@ def write_training_folders(plan: Plan) -> None:
         _write_if_changed(plan.folder(name) / "config.json", merge_config(config, delta))
 
 
-def _write_text(path: Path, text: str) -> None:
-    """Write a text file atomically (a ``.partial`` file renamed when complete)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".partial")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 def _write_if_changed(path: Path, data: dict) -> None:
     text = json.dumps(data, indent=2) + "\n"
     if not (path.exists() and path.read_text() == text):
-        _write_text(path, text)
+        write_text(path, text)
 
 
 def write_run_configs(plan: Plan) -> None:
@@ -297,23 +301,18 @@ def write_no_learning_affinities(plan: Plan) -> None:
     """``<out>/no_learning.zarr/volumes/affs`` (uint8 ×255) over the evaluated region, as a network would write it."""
     import zarr
 
-    from .data import COMPRESSOR, RAW, read_array
 
     raw, vs, offset = read_array(plan.test_volume, RAW)
     affs = intensity_affinities(raw, vs, plan.config.no_learning)
     affs = (affs[(slice(None), *plan.roi_crop(offset))] * 255).astype(np.uint8)
-    out = plan.out_file(NO_LEARNING)
-    tmp = out.with_name(out.name + ".partial")
-    shutil.rmtree(tmp, ignore_errors=True)
-    group = zarr.open_group(tmp, mode="w", zarr_format=2)
-    array = group.require_group("volumes").create_array("affs", data=affs, chunks=(3, 32, 128, 128), compressors=COMPRESSOR)
-    array.attrs.update({
-        "resolution": [int(v) for v in vs],
-        "offset": [int(v) for v in plan.roi_offset],
-        "lsd_nm_no_learning": plan.config.no_learning.model_dump(mode="json"),
-    })  # fmt: skip
-    shutil.rmtree(out, ignore_errors=True)
-    tmp.rename(out)
+    with atomic_path(plan.out_file(NO_LEARNING)) as tmp:
+        group = zarr.open_group(tmp, mode="w", zarr_format=2)
+        array = group.require_group("volumes").create_array("affs", data=affs, chunks=(3, 32, 128, 128), compressors=COMPRESSOR)
+        array.attrs.update({
+            "resolution": [int(v) for v in vs],
+            "offset": [int(v) for v in plan.roi_offset],
+            "lsd_nm_no_learning": plan.config.no_learning.model_dump(mode="json"),
+        })  # fmt: skip
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -361,8 +360,6 @@ def _python(*args: str | Path) -> list[str]:
 
 def plan_stages(plan: Plan) -> list[Stage]:
     """Every stage of the demo, in order."""
-    from .checkpoints import checkpoint_path, latest_checkpoint
-    from .evaluate import scores_paths
 
     stages = [
         Stage("synthetic data", 45, _python(REPO_ROOT / "01_data/make_synthetic.py", "--dataset", DATASET), always=True),
@@ -382,7 +379,7 @@ def plan_stages(plan: Plan) -> list[Stage]:
     for name in plan.networks:
         config = plan.run_config(name)
         stages.append(Stage(
-            f"predict {name}", 20 + plan.roi_voxels / 40_000 * (2 if name in ("aclsd", "acrlsd") else 1),
+            f"predict {name}", 20 + plan.roi_voxels / 40_000 * (2 if name in AUTOCONTEXT_NETWORKS else 1),
             _python(REPO_ROOT / "03_predict/01_predict_blockwise.py", config), outputs=[plan.out_file(name) / "volumes/affs"],
             inputs=[config, checkpoint_path(plan.folder(name), plan.iterations[name]) / "weights.npz"], overwrite="--overwrite",
         ))  # fmt: skip
@@ -463,7 +460,7 @@ def run_stages(plan: Plan, stages: list[Stage]) -> dict[str, dict[str, Any]]:
         spent += seconds
         spent_estimate += stage.estimate
         state[stage.name] = {"key": key, "seconds": round(seconds, 2)}
-        _write_text(state_path, json.dumps(state, indent=2) + "\n")
+        write_text(state_path, json.dumps(state, indent=2) + "\n")
         print(f"demo [{i}/{len(stages)}] {stage.name}: done in {_clock(seconds)}", flush=True)
     return state
 
@@ -473,7 +470,6 @@ def run_stages(plan: Plan, stages: list[Stage]) -> dict[str, dict[str, Any]]:
 
 
 def _best(plan: Plan, name: str) -> dict[str, Any]:
-    from .evaluate import scores_paths
 
     scores = json.loads(scores_paths(plan.out_file(name))[1].read_text())
     best = scores["best"]
@@ -490,7 +486,6 @@ def _best(plan: Plan, name: str) -> dict[str, Any]:
 
 def collect_results(plan: Plan, state: dict[str, dict[str, Any]]) -> dict[str, Any]:
     """``report.json``: the numbers of every network and of the no-learning reference."""
-    from .train import read_losses
 
     networks = {}
     for name in plan.networks:
@@ -594,19 +589,14 @@ def error_masks(truth: np.ndarray, segmentation: np.ndarray) -> tuple[np.ndarray
 
 def best_segmentation(plan: Plan, name: str) -> tuple[np.ndarray, float]:
     """The segmentation of a run at its best threshold, relabelled in memory from the fragments and the LUT."""
-    from .evaluate import relabel
-    from .fragments import FRAGMENTS, open_dataset
-    from .run_config import load_run_config
-    from .segments import load_lut
 
     threshold = _best(plan, name)["best_threshold"]
     config = load_run_config(plan.run_config(name))
     fragments = open_dataset(plan.out_file(name), FRAGMENTS, "fragments").open("r")[:]
-    return relabel(fragments, load_lut(config, threshold)), threshold
+    return apply_lut(fragments, load_lut(config, threshold)), threshold
 
 
 def _truth_and_raw(plan: Plan) -> tuple[np.ndarray, np.ndarray, tuple[int, ...]]:
-    from .data import NEURON_IDS, RAW, read_array
 
     raw, vs, offset = read_array(plan.test_volume, RAW)
     truth, _, _ = read_array(plan.test_volume, NEURON_IDS)
@@ -619,9 +609,6 @@ def draw_pictures(plan: Plan) -> None:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    from .data import RAW, write_container
-    from .evaluate import scores_paths
-    from .train import read_losses
 
     raw, truth, vs = _truth_and_raw(plan)
     z = raw.shape[0] // 2
@@ -744,7 +731,7 @@ def write_report(plan: Plan, stages: list[Stage], state: dict[str, dict[str, Any
         "",
         "Training time is the time spent in training iterations (`loss.tsv`); prediction throughput is the evaluated "
         "voxels over the wall time of `01_predict_blockwise` with its "
-        f"{plan.config.num_workers} workers (including their start-up{'; acrlsd/aclsd include predicting their LSDs' if any(n in ('aclsd', 'acrlsd') for n in plan.networks) else ''}).",
+        f"{plan.config.num_workers} workers (including their start-up{'; acrlsd/aclsd include predicting their LSDs' if any(n in AUTOCONTEXT_NETWORKS for n in plan.networks) else ''}).",
         "",
         "## Quality targets",
         "",
@@ -780,7 +767,7 @@ def write_report(plan: Plan, stages: list[Stage], state: dict[str, dict[str, Any
         "",
     ]
     path = plan.out / "report.md"
-    _write_text(path, "\n".join(lines))
+    write_text(path, "\n".join(lines))
     return path
 
 

@@ -1,34 +1,7 @@
-"""Segmentation metrics: VOI, Rand, ERL and the min-cut metric, as numpy / scipy functions.
+"""Step 6 of ``03_predict``: evaluate a run — score every merge threshold against dense labels and skeletons, write
+``<out_file stem>.scores.csv``/``.scores.json`` and ``.voi_vs_threshold.png`` (the metrics: :mod:`lsd_nm.metrics`).
 
-Re-implemented from the definitions (paper.md §4, original.md §6.4.6–§6.4.7); no daisy, no database, no graph-tool.
-
-**Dense metrics** (:func:`rand_voi`). Over the voxels where ``truth != 0`` (test label 0 is an ordinary label), let
-n_ij be the number of voxels with truth label i and test label j, a_i = Σ_j n_ij, b_j = Σ_i n_ij, N = Σ n_ij and
-p = n / N. Entropies are in bits (log2): H(a), H(b), H(a,b).
-
-* ``voi_split`` = H(b|a) = H(a,b) − H(a) (over-segmentation), ``voi_merge`` = H(a|b) = H(a,b) − H(b) (false merges).
-* ``nvi_split`` = voi_split / H(a,b), ``nvi_merge`` = voi_merge / H(a,b) (0 when H(a,b) = 0).
-* ``nid`` = 1 − (H(a) + H(b) − H(a,b)) / max(H(a), H(b)) (0 when both entropies are 0: two single clusters).
-* ``rand_split`` = Σn_ij² / Σa_i² (the Rand recall R), ``rand_merge`` = Σn_ij² / Σb_j² (the Rand precision P),
-  ``arand`` = 1 − 2PR / (P + R), the adapted Rand error of CREMI/SNEMI computed on raw counts as funlib/waterz do
-  (scikit-image counts pairs of distinct voxels instead, Σn² − N; see the tests).
-
-**Skeleton metrics.** Skeletons are arrays as in ``*.skeletons.npz`` (:func:`lsd_nm.synthetic.read_skeletons`):
-``node_ids`` (N,), ``positions`` (N, 3) zyx nm, ``neuron_ids`` (N,) and ``edges`` (E, 2) node-id pairs, plus a segment id
-per node (from :func:`sample_segments`, then :func:`relabel` through a LUT).
-
-* :func:`expected_run_length` (Januszewski 2018, with the rules of funlib.evaluate's ``expected_run_length`` at HEAD):
-  an edge is *omitted* if either node's segment is 0, else *split* if the segments differ, else *merged* if the segment
-  holds nodes of ≥ 2 skeletons, else *correct*. Only correct edges count. For a skeleton s of length L_s (all its edges),
-  ERL_s = Σ_segments c²/L_s with c the length of its correct edges in that segment; the total is the length-weighted
-  mean Σ_s (L_s/L) ERL_s. ``max_erl`` is the same with the perfect assignment (segment = skeleton) = Σ L_s²/L.
-* :func:`sites_voi`: :func:`rand_voi` on (neuron id, segment id) per node, as the paper's zebrafinch VOI.
-* :func:`min_cut_metric`: how many cuts of the fragment graph separate the skeletons every merging segment joins,
-  and how many merges then reconnect every skeleton.
-
-**Threshold sweep** without writing segmentations: :func:`relabel` maps fragments through each LUT in memory,
-:func:`sweep_thresholds` scores every threshold, :func:`write_scores` and :func:`plot_voi` save the results.
-:func:`evaluate_run` (step 6 of ``03_predict``) adds the min-cut metric of the best threshold.
+Run: ``python 03_predict/06_evaluate.py CONFIG.json``
 """
 
 from __future__ import annotations
@@ -36,530 +9,22 @@ from __future__ import annotations
 import csv
 import json
 import math
-import os
-from collections import defaultdict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
-from scipy.spatial import cKDTree
+
+from .blockwise import processing_roi
+from .config import ConfigError
+from .data import FRAGMENTS, Volume, atomic_path, open_dataset, voxel_slices, write_text
+from .graph import check_reachable, graph_exists, open_graph, read_edges
+from .luts import all_thresholds, load_lut
+from .metrics import best_row, min_cut_metric, sample_segments, sweep_thresholds
+from .run_config import RunConfig
+from .skeletons import crop_skeletons, read_skeletons
 
 # the first columns of scores.csv, in this order; any other keys follow in order of first appearance
 SCORE_COLUMNS = ("threshold", "voi_split", "voi_merge", "voi_sum", "arand", "erl", "normalized_erl")
-
-
-# ---------------------------------------------------------------------------------------------------------------------
-# dense metrics
-
-
-def _dense_ids(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The sorted distinct values of ``x`` and the index of each element among them.
-
-    ``np.unique(return_inverse=True)`` argsorts, which is several times slower than a sort plus a binary search.
-    """
-    values = np.unique(x)
-    return values, np.searchsorted(values, x)
-
-
-def contingency_table(truth: np.ndarray, test: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The non-zero entries of the contingency table over the voxels where ``truth != 0``.
-
-    Works for any integer ids (uint64 included) without a dense table: pairs are mapped to consecutive indices and
-    counted by sorting.
-
-    Args:
-        truth: Ground-truth labels; 0 is ignored.
-        test: Labels to evaluate, same shape; 0 is an ordinary label.
-
-    Returns:
-        ``(n_ij, a_i, b_j)`` as int64 arrays: the counts of the occurring (truth, test) pairs, the truth label sizes and
-        the test label sizes (each in sorted id order).
-
-    Raises:
-        ValueError: if the shapes differ or no voxel has a truth label.
-    """
-    truth = np.asarray(truth)
-    test = np.asarray(test)
-    if truth.shape != test.shape:
-        raise ValueError(f"truth and test differ in shape: {truth.shape} vs {test.shape}")
-    mask = truth.ravel() != 0
-    t = truth.ravel()[mask]
-    s = test.ravel()[mask]
-    if t.size == 0:
-        raise ValueError("no voxel has a ground-truth label (truth is 0 everywhere)")
-    t_values, ti = _dense_ids(t)
-    s_values, si = _dense_ids(s)
-    # one integer per (truth, test) pair; uint32 keys sort about twice as fast where they fit
-    key = ti.astype(np.int64) * len(s_values) + si
-    if len(t_values) * len(s_values) < 2**32:
-        key = key.astype(np.uint32)
-    key.sort()
-    starts = np.flatnonzero(np.concatenate(([True], key[1:] != key[:-1])))
-    n_ij = np.diff(np.append(starts, key.size)).astype(np.int64)
-    a_i = np.bincount(ti).astype(np.int64)
-    b_j = np.bincount(si).astype(np.int64)
-    return n_ij, a_i, b_j
-
-
-def _entropy(counts: np.ndarray, total: int) -> float:
-    """Entropy in bits of the distribution ``counts / total``: log2(N) − Σ n log2 n / N."""
-    counts = counts[counts > 0].astype(np.float64)
-    return float(math.log2(total) - np.dot(counts, np.log2(counts)) / total)
-
-
-def rand_voi(truth: np.ndarray, test: np.ndarray) -> dict[str, float]:
-    """VOI, Rand and normalised information metrics of ``test`` against ``truth`` (definitions: module docstring).
-
-    Args:
-        truth: Ground-truth labels (any integer dtype, any shape); voxels with label 0 are ignored.
-        test: The segmentation, same shape; label 0 is kept as a label (a background prediction is a merge).
-
-    Returns:
-        ``voi_split``, ``voi_merge``, ``rand_split``, ``rand_merge``, ``arand``, ``nvi_split``, ``nvi_merge``, ``nid``.
-    """
-    n_ij, a_i, b_j = contingency_table(truth, test)
-    total = int(a_i.sum())
-    h_a = _entropy(a_i, total)
-    h_b = _entropy(b_j, total)
-    h_ab = _entropy(n_ij, total)
-    # conditional entropies are ≥ 0; rounding can leave −1e-16
-    voi_split = max(h_ab - h_a, 0.0)
-    voi_merge = max(h_ab - h_b, 0.0)
-    sum_n2 = float(np.dot(n_ij, n_ij))
-    rand_split = sum_n2 / float(np.dot(a_i, a_i))
-    rand_merge = sum_n2 / float(np.dot(b_j, b_j))
-    f_score = 2.0 * rand_split * rand_merge / (rand_split + rand_merge)
-    h_max = max(h_a, h_b)
-    return {
-        "voi_split": voi_split,
-        "voi_merge": voi_merge,
-        "rand_split": rand_split,
-        "rand_merge": rand_merge,
-        "arand": 1.0 - f_score,
-        "nvi_split": voi_split / h_ab if h_ab > 0 else 0.0,
-        "nvi_merge": voi_merge / h_ab if h_ab > 0 else 0.0,
-        "nid": 1.0 - (h_a + h_b - h_ab) / h_max if h_max > 0 else 0.0,
-    }
-
-
-# ---------------------------------------------------------------------------------------------------------------------
-# skeleton metrics
-
-
-def sample_segments(
-    positions_nm: np.ndarray,
-    segmentation: np.ndarray,
-    voxel_size: Sequence[float],
-    offset: Sequence[float],
-) -> np.ndarray:
-    """The segment id under each skeleton node.
-
-    A node at world position p (nm) lies in voxel ⌊(p − offset) / voxel_size⌋ (the voxel whose box contains it).
-
-    Args:
-        positions_nm: (N, 3) node positions, zyx in nm, offset included.
-        segmentation: The 3-D label array.
-        voxel_size: Its voxel size (nm).
-        offset: World position (nm) of its first voxel's corner.
-
-    Returns:
-        (N,) ids with the segmentation's dtype; nodes outside the array get 0.
-    """
-    positions = np.asarray(positions_nm, dtype=np.float64).reshape(-1, 3)
-    index = np.floor((positions - np.asarray(offset, np.float64)) / np.asarray(voxel_size, np.float64)).astype(np.int64)
-    inside = np.all((index >= 0) & (index < np.asarray(segmentation.shape)), axis=1)
-    out = np.zeros(len(positions), dtype=segmentation.dtype)
-    idx = index[inside]
-    out[inside] = segmentation[idx[:, 0], idx[:, 1], idx[:, 2]]
-    return out
-
-
-def _edge_rows(node_ids: np.ndarray, edges: np.ndarray) -> np.ndarray:
-    """(E, 2) row indices of the edges' end nodes (edges are given as node ids)."""
-    node_ids = np.asarray(node_ids)
-    edges = np.asarray(edges).reshape(-1, 2)
-    order = np.argsort(node_ids, kind="stable")
-    sorted_ids = node_ids[order]
-    edges = edges.astype(node_ids.dtype)
-    pos = np.searchsorted(sorted_ids, edges).clip(0, max(len(node_ids) - 1, 0))
-    if len(edges) and (len(node_ids) == 0 or np.any(sorted_ids[pos] != edges)):
-        raise ValueError("an edge refers to a node id that is not in node_ids")
-    return order[pos]
-
-
-def expected_run_length(
-    node_ids: np.ndarray,
-    positions: np.ndarray,
-    neuron_ids: np.ndarray,
-    edges: np.ndarray,
-    segment_ids: np.ndarray,
-) -> dict[str, float | int]:
-    """Expected run length of a segmentation on ground-truth skeletons, with merge/split statistics.
-
-    The parameter names match :func:`lsd_nm.synthetic.read_skeletons`, so
-    ``expected_run_length(**read_skeletons(path), segment_ids=segments)`` works.
-
-    Args:
-        node_ids: (N,) node ids.
-        positions: (N, 3) node positions (nm); edge lengths are Euclidean distances.
-        neuron_ids: (N,) skeleton (connected component) id of each node.
-        edges: (E, 2) node-id pairs; both ends must belong to the same skeleton.
-        segment_ids: (N,) segment of each node; 0 = no segment (background, outside the ROI).
-
-    Returns:
-        ``erl``; ``max_erl`` (every skeleton one segment); ``normalized_erl`` = erl / max_erl;
-        ``total_path_length`` (nm, all edges); ``number_of_skeletons`` (skeletons with ≥ 1 edge);
-        ``number_of_split_skeletons`` (skeletons with ≥ 1 split edge); ``number_of_merging_segments`` (non-zero
-        segments holding nodes of ≥ 2 skeletons); ``correct_edges``, ``merged_edges``, ``split_edges``,
-        ``omitted_edges`` (edge counts).
-    """
-    positions = np.asarray(positions, dtype=np.float64).reshape(-1, 3)
-    neuron_ids = np.asarray(neuron_ids)
-    segment_ids = np.asarray(segment_ids)
-    if not (len(node_ids) == len(positions) == len(neuron_ids) == len(segment_ids)):
-        raise ValueError("node_ids, positions, neuron_ids and segment_ids must have one entry per node")
-    rows = _edge_rows(node_ids, edges)
-    u, v = rows[:, 0], rows[:, 1]
-    if np.any(neuron_ids[u] != neuron_ids[v]):
-        raise ValueError("an edge joins nodes of two different skeletons")
-    length = np.linalg.norm(positions[u] - positions[v], axis=1)
-    skeleton = neuron_ids[u]
-    seg_u, seg_v = segment_ids[u], segment_ids[v]
-
-    # merging segments: non-zero segments that hold nodes of at least two skeletons (nodes, not edges, decide)
-    labelled = segment_ids != 0
-    pairs = np.unique(np.stack([segment_ids[labelled], neuron_ids[labelled].astype(segment_ids.dtype)], axis=1), axis=0)
-    segments, skeletons_per_segment = np.unique(pairs[:, 0], return_counts=True)
-    merging_segments = segments[skeletons_per_segment > 1]
-
-    omitted = (seg_u == 0) | (seg_v == 0)
-    split = ~omitted & (seg_u != seg_v)
-    merged = ~omitted & ~split & np.isin(seg_u, merging_segments)
-    correct = ~omitted & ~split & ~merged
-
-    skeleton_ids, skeleton_index = np.unique(skeleton, return_inverse=True)
-    skeleton_length = np.bincount(skeleton_index, weights=length, minlength=len(skeleton_ids))
-    total_length = float(skeleton_length.sum())
-
-    # per skeleton, Σ_segments c² / L_s; summed with weights L_s / L this is Σ_(s, segment) c² / L
-    pair_keys = np.stack([skeleton_index[correct], _dense_ids(seg_u[correct])[1]], axis=1)
-    if len(pair_keys):
-        _, pair_index = np.unique(pair_keys, axis=0, return_inverse=True)
-        correct_length = np.bincount(pair_index.ravel(), weights=length[correct])
-    else:
-        correct_length = np.zeros(0)
-    erl = float(np.dot(correct_length, correct_length) / total_length) if total_length > 0 else 0.0
-    max_erl = float(np.dot(skeleton_length, skeleton_length) / total_length) if total_length > 0 else 0.0
-    return {
-        "erl": erl,
-        "max_erl": max_erl,
-        "normalized_erl": erl / max_erl if max_erl > 0 else 0.0,
-        "total_path_length": total_length,
-        "number_of_skeletons": len(skeleton_ids),
-        "number_of_split_skeletons": len(np.unique(skeleton[split])),
-        "number_of_merging_segments": len(merging_segments),
-        "correct_edges": int(correct.sum()),
-        "merged_edges": int(merged.sum()),
-        "split_edges": int(split.sum()),
-        "omitted_edges": int(omitted.sum()),
-    }
-
-
-def sites_voi(neuron_ids: np.ndarray, segment_ids: np.ndarray) -> dict[str, float | int]:
-    """:func:`rand_voi` over skeleton nodes ("sites"): truth = neuron id, test = segment id.
-
-    As in the original's ``05_evaluate_annotations.py``, sites on segment 0 (fragment 0: background, outside the
-    volume) are dropped and only counted in ``num_bg_sites``: a node the segmentation misses is not a merge with
-    everything else in 0. Nodes with neuron id 0 are ignored as in :func:`rand_voi`.
-
-    Args:
-        neuron_ids: (N,) skeleton id per node.
-        segment_ids: (N,) segment id per node.
-
-    Returns:
-        The :func:`rand_voi` keys plus ``num_sites`` (nodes scored) and ``num_bg_sites`` (nodes dropped).
-    """
-    neuron_ids = np.asarray(neuron_ids)
-    segment_ids = np.asarray(segment_ids)
-    on_segment = segment_ids != 0
-    scores: dict[str, float | int] = dict(rand_voi(neuron_ids[on_segment], segment_ids[on_segment]))
-    scores["num_sites"] = int(np.count_nonzero(on_segment & (neuron_ids != 0)))
-    scores["num_bg_sites"] = int(np.count_nonzero(~on_segment))
-    return scores
-
-
-# ---------------------------------------------------------------------------------------------------------------------
-# min-cut metric
-
-
-def _separate_skeletons(
-    n_fragments: int,
-    edges: np.ndarray,
-    capacity: np.ndarray,
-    fragment_of_node: np.ndarray,
-    neuron_of_node: np.ndarray,
-    positions: np.ndarray,
-) -> tuple[int, int, np.ndarray]:
-    """Cut a segment's fragment graph until no connected component holds nodes of two skeletons.
-
-    Args:
-        n_fragments: the segment's fragments, numbered 0 … n − 1 in the order they were listed.
-        edges: (E, 2) fragment-number pairs, each undirected edge once.
-        capacity: (E,) integer capacities.
-        fragment_of_node: (N,) fragment number of each skeleton node of the segment (in node order).
-        neuron_of_node: (N,) their skeletons.
-        positions: (N, 3) their positions (nm).
-
-    Returns:
-        ``(cuts, unsplittable, component)``: the number of min-cuts made, the number of skeleton pairs that could not
-        be separated because their closest nodes lie in one fragment (those pairs are then treated as one group), and
-        the component of every fragment afterwards.
-    """
-    from scipy.sparse import coo_array
-    from scipy.sparse.csgraph import breadth_first_order, connected_components, maximum_flow
-
-    skeletons, skeleton_of_node = np.unique(neuron_of_node, return_inverse=True)
-    group = np.arange(len(skeletons))  # union-find over skeletons (by index): the pairs no cut separates
-
-    def find(n: int) -> int:
-        while group[n] != n:
-            group[n] = group[group[n]]
-            n = group[n]
-        return int(n)
-
-    alive = np.ones(len(edges), bool)
-    cuts = unsplittable = 0
-    while True:
-        graph = coo_array(
-            (np.ones(int(alive.sum()), np.int8), (edges[alive, 0], edges[alive, 1])), shape=(n_fragments,) * 2
-        )
-        _, labels = connected_components(graph, directed=False)
-        # number the components as networkx enumerates them: by their first fragment
-        first = np.full(labels.max() + 1, n_fragments)
-        np.minimum.at(first, labels, np.arange(n_fragments))
-        component = np.argsort(np.argsort(first))[labels]
-        # skeleton-node groups: the nodes of one skeleton (group) within one component
-        roots = np.array([find(g) for g in range(len(skeletons))])
-        node_group = roots[skeleton_of_node]
-        node_component = component[fragment_of_node]
-        pairs = np.unique(np.stack([node_component, node_group], axis=1), axis=0)
-        merged_components, groups_per_component = np.unique(pairs[:, 0], return_counts=True)
-        merged = merged_components[groups_per_component > 1]
-        if len(merged) == 0:
-            return cuts, unsplittable, component
-        # the two largest groups of the first still-merged component (ties: smaller skeleton id)
-        c = merged[0]
-        in_c = node_component == c
-        ids, sizes = np.unique(node_group[in_c], return_counts=True)
-        ranked = sorted(zip(-sizes, skeletons[ids], ids))
-        group_a, group_b = ranked[0][2], ranked[1][2]
-        nodes_a = np.flatnonzero(in_c & (node_group == group_a))
-        nodes_b = np.flatnonzero(in_c & (node_group == group_b))
-        distance, nearest = cKDTree(positions[nodes_b]).query(positions[nodes_a])
-        k = int(np.argmin(distance))
-        source = int(fragment_of_node[nodes_a[k]])
-        sink = int(fragment_of_node[nodes_b[int(nearest[k])]])
-        if source == sink:
-            group[find(group_b)] = find(group_a)
-            unsplittable += 1
-            continue
-        # a minimum s-t cut of the component: its sink side is what can still reach the sink in the residual graph
-        # of a maximum flow (the cut closest to the sink, as networkx's minimum_cut gives)
-        members = np.flatnonzero(component == c)
-        local = np.full(n_fragments, -1)
-        local[members] = np.arange(len(members))
-        inside = alive & (component[edges[:, 0]] == c)
-        u, v, cap = local[edges[inside, 0]], local[edges[inside, 1]], capacity[inside]
-        network = coo_array(
-            (np.concatenate([cap, cap]), (np.concatenate([u, v]), np.concatenate([v, u]))), shape=(len(members),) * 2
-        ).tocsr()
-        network.sort_indices()
-        rows = np.repeat(np.arange(len(members)), np.diff(network.indptr))
-        flow = maximum_flow(network, int(local[source]), int(local[sink])).flow
-        if np.array_equal(flow.indptr, network.indptr) and np.array_equal(flow.indices, network.indices):
-            residual = network.data - flow.data
-        else:  # not the network's layout: look the arcs' flows up
-            residual = network.data - np.asarray(flow[rows, network.indices]).ravel()
-        usable = residual > 0
-        # arcs a → b with residual capacity, reversed: a breadth-first search from the sink finds who reaches it
-        reverse = coo_array(
-            (np.ones(int(usable.sum()), np.int8), (network.indices[usable], rows[usable])), shape=(len(members),) * 2
-        ).tocsr()
-        sink_side = np.zeros(len(members), bool)
-        sink_side[breadth_first_order(reverse, int(local[sink]), directed=True, return_predecessors=False)] = True
-        crossing = sink_side[u] != sink_side[v]
-        alive[np.flatnonzero(inside)[crossing]] = False
-        cuts += 1
-
-
-CAPACITY_BITS = 24
-"""Capacities 1 − merge_score are integers in units of 2^-24 for the max-flow (scipy's is integer); fewer bits where a
-fragment has so many edges that its flow could exceed int32. waterz's histogram scores (multiples of 1/512) stay exact."""
-
-
-def min_cut_metric(
-    fragment_edges: Iterable[tuple[int, int, float | None]],
-    fragment_of_node: np.ndarray,
-    segment_of_fragment: Mapping[int, int],
-    neuron_of_node: np.ndarray,
-    positions: np.ndarray,
-) -> dict[str, int]:
-    """Splits and merges needed to correct a segmentation, by min-cuts on the fragment graph (the LSD paper's MCM).
-
-    For every segment holding nodes of ≥ 2 skeletons, the fragments of that segment and the region-graph edges
-    between them form a graph with capacity 1 − merge_score (edges that merged early are hard to cut; a missing
-    score, an edge that never merged, has capacity 0). Repeatedly, in a component that still holds several skeletons,
-    the two largest skeleton-node groups (most nodes) are separated by a minimum s-t cut between the fragments of
-    their two spatially closest nodes — the cut closest to the sink, whose sink side is what can still reach the sink
-    in the residual graph of a maximum flow, as networkx's ``minimum_cut`` gives; each cut is one split needed.
-    Afterwards every skeleton lies in some pieces (the segments it touches, with merging segments replaced by the
-    components left after the cuts); the merges needed are Σ_skeletons (#pieces − 1): the splits of the
-    segmentation plus those the cuts caused. The flows run in scipy (Dinic, integer capacities: see
-    :data:`CAPACITY_BITS`): a segment of 12,574 fragments and 71,209 edges that took 795 cuts ran in ~12 s, where
-    networkx's pure-Python flows took 14 minutes (same counts).
-
-    The segment's fragment graph is assumed connected (segments are connected components of the region graph). Nodes
-    on fragment 0 or on a fragment missing from ``segment_of_fragment`` have no segment and are ignored.
-
-    Args:
-        fragment_edges: Region-graph edges ``(u, v, merge_score)``; a repeated pair keeps its last score.
-        fragment_of_node: (N,) fragment id under each skeleton node.
-        segment_of_fragment: Fragment id → segment id (the LUT at one threshold).
-        neuron_of_node: (N,) skeleton id of each node.
-        positions: (N, 3) node positions (nm), to find the closest nodes of two skeletons.
-
-    Returns:
-        ``splits_needed``, ``merges_needed``, and ``unsplittable``: skeleton pairs whose closest nodes share a
-        fragment, which no cut of the fragment graph separates (they are left merged and not counted as splits).
-    """
-    fragment_of_node = np.asarray(fragment_of_node)
-    neuron_of_node = np.asarray(neuron_of_node)
-    positions = np.asarray(positions, dtype=np.float64).reshape(-1, 3)
-    # uint64: a Python-int list with ids ≥ 2**63 would otherwise become float64
-    segment = np.array(
-        [segment_of_fragment.get(int(f), 0) if f != 0 else 0 for f in fragment_of_node.tolist()], dtype=np.uint64
-    )
-
-    skeletons_of_segment: dict[int, set[int]] = defaultdict(set)
-    for s, n in zip(segment.tolist(), neuron_of_node.tolist()):
-        if s != 0:
-            skeletons_of_segment[s].add(int(n))
-    merging = {s for s, skeletons in skeletons_of_segment.items() if len(skeletons) > 1}
-
-    # each merging segment's fragments, numbered in the order the LUT lists them, and its edges (the last score of a
-    # repeated pair)
-    number: dict[int, dict[int, int]] = {s: {} for s in merging}
-    for f, s in segment_of_fragment.items():
-        if s in merging:
-            number[s].setdefault(int(f), len(number[s]))
-    scores: dict[int, dict[tuple[int, int], float]] = {s: {} for s in merging}
-    for u, v, score in fragment_edges:
-        s = segment_of_fragment.get(int(u))
-        if s in merging and segment_of_fragment.get(int(v)) == s and int(u) != int(v):
-            a, b = number[s][int(u)], number[s][int(v)]
-            scores[s][(min(a, b), max(a, b))] = 1.0 if score is None else float(score)
-
-    pieces: dict[int, set[tuple]] = defaultdict(set)
-    splits = unsplittable = 0
-    for i in np.flatnonzero((segment != 0) & ~np.isin(segment, np.array(sorted(merging), dtype=np.uint64))):
-        pieces[int(neuron_of_node[i])].add(("segment", int(segment[i])))
-    for s in sorted(merging):
-        edges = np.array(list(scores[s]), dtype=np.int64).reshape(-1, 2)
-        capacity = np.clip(1.0 - np.array(list(scores[s].values()), dtype=np.float64), 0.0, 1.0)
-        degree = np.bincount(edges.ravel(), minlength=len(number[s])).max(initial=1)
-        bits = min(CAPACITY_BITS, int(np.log2((2**31 - 1) / max(degree, 1))))
-        nodes = np.flatnonzero(segment == s)
-        fragments = np.array([number[s][int(f)] for f in fragment_of_node[nodes].tolist()], dtype=np.int64)
-        cuts, unsplit, component = _separate_skeletons(
-            len(number[s]), edges, np.rint(capacity * 2**bits).astype(np.int32), fragments, neuron_of_node[nodes],
-            positions[nodes],
-        )  # fmt: skip
-        splits += cuts
-        unsplittable += unsplit
-        for i, f in zip(nodes, fragments):
-            pieces[int(neuron_of_node[i])].add(("cut", s, int(component[f])))
-    merges = sum(len(p) - 1 for p in pieces.values())
-    return {"splits_needed": splits, "merges_needed": merges, "unsplittable": unsplittable}
-
-
-# ---------------------------------------------------------------------------------------------------------------------
-# threshold sweep
-
-
-def relabel(fragments: np.ndarray, lut: tuple[np.ndarray, np.ndarray] | np.ndarray) -> np.ndarray:
-    """Map fragment ids to segment ids through a LUT, in memory (vectorised binary search).
-
-    Fragment ids missing from the LUT map to **0**, as in the original's ``05_extract_segmentation_from_lut.py``
-    (its output is zero-initialised): they are not part of the region graph, so they belong to no segment. Fragment
-    0 maps to 0 unless the LUT says otherwise.
-
-    Args:
-        fragments: Fragment ids, any shape (a volume, or one id per skeleton node).
-        lut: ``(fragment_ids, segment_ids)``, or the original's (2, N) ``fragment_segment_lut`` array.
-
-    Returns:
-        Segment ids, the shape of ``fragments``, the dtype of ``segment_ids``.
-    """
-    fragment_ids, segment_ids = (np.asarray(x) for x in lut)
-    fragments = np.asarray(fragments)
-    out = np.zeros(fragments.shape, dtype=segment_ids.dtype)
-    if fragment_ids.size == 0:
-        return out
-    # compare in the fragments' dtype: mixing uint64 with int64 would promote to float64 and lose large ids
-    keys = fragment_ids.astype(fragments.dtype)
-    order = np.argsort(keys, kind="stable")
-    keys, values = keys[order], segment_ids[order]
-    flat = fragments.ravel()
-    index = np.searchsorted(keys, flat).clip(0, len(keys) - 1)
-    found = keys[index] == flat
-    out.ravel()[found] = values[index[found]]
-    return out
-
-
-def sweep_thresholds(
-    luts: Mapping[float, tuple[np.ndarray, np.ndarray] | np.ndarray],
-    fragments: np.ndarray | None = None,
-    truth: np.ndarray | None = None,
-    skeletons: Mapping[str, np.ndarray] | None = None,
-    node_fragments: np.ndarray | None = None,
-) -> list[dict[str, float | int]]:
-    """Score the segmentation at every threshold without writing it: relabel fragments through each LUT.
-
-    Dense scores (``fragments`` and ``truth``) fill ``voi_split``, ``voi_merge``, ``arand``, … . Skeleton scores
-    (``skeletons`` and ``node_fragments``) add the ERL keys and the site VOI as ``sites_voi_split``, … ; without dense
-    ground truth the site VOI/ARAND also fill ``voi_split``, ``voi_merge`` and ``arand`` (the paper's zebrafinch
-    numbers are site-based). ``voi_sum`` = voi_split + voi_merge. The min-cut metric is not part of the sweep (it
-    needs the region graph and is slow); call :func:`min_cut_metric` for chosen thresholds.
-
-    Args:
-        luts: Threshold → LUT (see :func:`relabel`).
-        fragments: The fragment volume, cropped to ``truth``.
-        truth: Dense ground-truth labels (0 ignored).
-        skeletons: Skeleton arrays as returned by :func:`lsd_nm.synthetic.read_skeletons`.
-        node_fragments: The fragment under each skeleton node (:func:`sample_segments` on the fragments).
-
-    Returns:
-        One row per threshold, in increasing threshold order.
-    """
-    dense = fragments is not None and truth is not None
-    on_skeletons = skeletons is not None and node_fragments is not None
-    if not (dense or on_skeletons):
-        raise ValueError("give fragments and truth, or skeletons and node_fragments (or both)")
-    rows = []
-    for threshold in sorted(luts):
-        row: dict[str, float | int] = {"threshold": float(threshold)}
-        if dense:
-            row.update(rand_voi(truth, relabel(fragments, luts[threshold])))
-        if on_skeletons:
-            segments = relabel(node_fragments, luts[threshold])
-            row.update(expected_run_length(**skeletons, segment_ids=segments))
-            sites = sites_voi(skeletons["neuron_ids"], segments)
-            row.update({f"sites_{k}": value for k, value in sites.items()})
-            if not dense:
-                row.update({k: sites[k] for k in ("voi_split", "voi_merge", "arand")})
-        row["voi_sum"] = row["voi_split"] + row["voi_merge"]
-        rows.append(row)
-    return rows
 
 
 def _plain(value):
@@ -569,16 +34,6 @@ def _plain(value):
     if isinstance(value, float) and not math.isfinite(value):
         return None
     return value
-
-
-def best_row(rows: Sequence[Mapping[str, float]]) -> dict | None:
-    """The row with the lowest ``voi_sum`` (the first of equal ones), or None if no row has one.
-
-    Args:
-        rows: Score rows, e.g. from :func:`sweep_thresholds`.
-    """
-    scored = [r for r in rows if r.get("voi_sum") is not None and math.isfinite(r["voi_sum"])]
-    return dict(min(scored, key=lambda r: r["voi_sum"])) if scored else None
 
 
 def write_scores(rows: Sequence[Mapping[str, float]], out_dir: Path, name: str = "scores") -> tuple[Path, Path]:
@@ -608,15 +63,11 @@ def write_scores(rows: Sequence[Mapping[str, float]], out_dir: Path, name: str =
 
     csv_path = out_dir / f"{name}.csv"
     json_path = out_dir / f"{name}.json"
-    tmp = csv_path.with_name(csv_path.name + ".partial")
-    with open(tmp, "w", newline="") as f:
+    with atomic_path(csv_path) as tmp, open(tmp, "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=columns, restval="", lineterminator="\n")
         writer.writeheader()
         writer.writerows({k: ("" if v is None else v) for k, v in r.items()} for r in rows)
-    os.replace(tmp, csv_path)
-    tmp = json_path.with_name(json_path.name + ".partial")
-    tmp.write_text(json.dumps({"rows": rows, "best": best_row(rows)}, indent=2) + "\n")
-    os.replace(tmp, json_path)
+    write_text(json_path, json.dumps({"rows": rows, "best": best_row(rows)}, indent=2) + "\n")
     return csv_path, json_path
 
 
@@ -661,10 +112,6 @@ def plot_voi(rows: Sequence[Mapping[str, float]], path: Path) -> Path:
     return path
 
 
-# ---------------------------------------------------------------------------------------------------------------------
-# step 6 of 03_predict: evaluate a run
-
-
 def scores_paths(out_file: Path) -> tuple[Path, Path, Path]:
     """Where a run's scores go, beside ``out_file``: ``<stem>.scores.csv``, ``<stem>.scores.json`` and
     ``<stem>.voi_vs_threshold.png``, with ``<stem>`` = out_file's name without ``.zarr`` (as the region graph's
@@ -678,42 +125,14 @@ def scores_paths(out_file: Path) -> tuple[Path, Path, Path]:
     )
 
 
-def crop_skeletons(
-    skeletons: Mapping[str, np.ndarray], begin: Sequence[int], end: Sequence[int]
-) -> dict[str, np.ndarray]:
-    """The skeleton nodes with ``begin ≤ position < end`` (nm) and the edges between two of them, as the original
-    keeps only the nodes inside the evaluated ROI.
-
-    Args:
-        skeletons: arrays as returned by :func:`lsd_nm.synthetic.read_skeletons`.
-        begin: the ROI's begin (nm, zyx).
-        end: the ROI's end (nm, zyx).
-    """
-    positions = np.asarray(skeletons["positions"], dtype=np.float64).reshape(-1, 3)
-    inside = np.all((positions >= np.asarray(begin)) & (positions < np.asarray(end)), axis=1)
-    node_ids = np.asarray(skeletons["node_ids"])
-    edges = np.asarray(skeletons["edges"]).reshape(-1, 2)
-    kept = node_ids[inside]
-    edges = edges[np.isin(edges[:, 0], kept) & np.isin(edges[:, 1], kept)]
-    return {
-        "node_ids": kept,
-        "positions": np.asarray(skeletons["positions"])[inside],
-        "neuron_ids": np.asarray(skeletons["neuron_ids"])[inside],
-        "edges": edges,
-    }
-
-
 MIN_CUT_PREFIX = "min_cut_"
 """Prefix of the min-cut keys in a row of scores: ``min_cut_splits_needed``, ``min_cut_merges_needed``,
 ``min_cut_unsplittable`` (the keys of :func:`min_cut_metric`)."""
 
 
-def _read_region_graph_edges(config) -> list[tuple[int, int, float | None]]:
+def _read_region_graph_edges(config: RunConfig) -> list[tuple[int, int, float | None]]:
     """The region graph's edges ``(u, v, merge_score)`` (None: never merged); a one-line ConfigError if there is
     no region graph."""
-    from .config import ConfigError
-    from .graph import check_reachable, graph_exists, open_graph, read_edges
-
     check_reachable(config.db_location)
     if not graph_exists(config.db_location):
         raise ConfigError(f"db '{config.db_location}': no region graph there (the min-cut metric needs it)")
@@ -744,7 +163,7 @@ def min_cut_scores(
     return {f"{MIN_CUT_PREFIX}{k}": v for k, v in scores.items()}
 
 
-def evaluate_run(config, progress: bool = True) -> dict:
+def evaluate_run(config: RunConfig, progress: bool = True) -> dict:
     """Score a run at every threshold (sweep and ``extract_thresholds``) without writing segmentations.
 
     The evaluated region is ``roi_offset``/``roi_shape`` if the config gives them (inside the fragments, on their
@@ -778,16 +197,11 @@ def evaluate_run(config, progress: bool = True) -> dict:
     """
     from tqdm import tqdm
 
-    from .config import ConfigError
-    from .fragments import FRAGMENTS, Volume, open_dataset, processing_roi, voxel_slices
-    from .segments import all_thresholds, load_lut
-    from .synthetic import read_skeletons
-
     if config.gt_dataset is None and config.gt_skeletons is None:
         raise ConfigError("nothing to evaluate against: set gt_file and gt_dataset, and/or gt_skeletons")
     if config.min_cut and config.gt_skeletons is None:
         raise ConfigError("min_cut needs gt_skeletons (the min-cut metric separates skeletons)")
-    out_file = config.path(config.out_file)
+    out_file = config.out_path
     fragments = open_dataset(out_file, FRAGMENTS, "fragments (run 02_extract_fragments first)")
     vs = fragments.voxel_size
     region = Volume(fragments.path, processing_roi(config, fragments), vs)
@@ -844,25 +258,3 @@ def evaluate_run(config, progress: bool = True) -> dict:
     write_scores(rows, csv_path.parent, name=csv_path.name.removesuffix(".csv"))
     plot_voi(rows, png_path)
     return {"rows": rows, "best": best, "csv": csv_path, "json": json_path, "png": png_path}
-
-
-def main(argv: Sequence[str]) -> int:
-    """``06_evaluate.py CONFIG.json``: score every threshold, write the scores and the plot, print the best row."""
-    from .cli import _Parser, run
-    from .run_config import load_run_config
-
-    parser = _Parser(prog="06_evaluate.py", description="VOI, ARAND and ERL of a run over its merge thresholds")
-    parser.add_argument("config", help="the run's JSON config (see 03_predict/README.md)")
-    args = parser.parse_args(list(argv))
-
-    def step() -> None:
-        result = evaluate_run(load_run_config(Path(args.config)))
-        best = result["best"]
-        keys = [k for k in ("threshold", "voi_split", "voi_merge", "voi_sum", "arand", "erl", "normalized_erl",
-                            f"{MIN_CUT_PREFIX}splits_needed", f"{MIN_CUT_PREFIX}merges_needed")
-                if best is not None and k in best]  # fmt: skip
-        summary = ", ".join(f"{k} {best[k]:.4g}" for k in keys) if best else "no threshold scored"
-        print(f"best: {summary}")
-        print(f"wrote {result['csv']}, {result['json']}, {result['png']}")
-
-    return run(step)

@@ -12,6 +12,7 @@ layers, each overriding the one before (dicts merge key by key, lists are replac
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -20,6 +21,8 @@ from pydantic import ValidationError, model_validator
 from .config import ConfigError, StrictBaseModel, format_validation_error, read_json
 
 NetworkType = Literal["baseline", "lsd", "mtlsd", "aclsd", "acrlsd", "long_range", "malis"]
+AUTOCONTEXT_NETWORKS = ("aclsd", "acrlsd")
+"""The networks fed by the LSDs of a frozen lsd net."""
 Shape = tuple[int, int, int]
 
 
@@ -169,11 +172,16 @@ class NetworkConfig(StrictBaseModel):
     train: TrainConfig = TrainConfig()
     """Training pipeline and schedule."""
 
+    @property
+    def is_autocontext(self) -> bool:
+        """Whether the LSDs of a frozen lsd net feed this network (aclsd, acrlsd)."""
+        return self.network in AUTOCONTEXT_NETWORKS
+
     @model_validator(mode="after")
     def _autocontext_where_needed(self) -> NetworkConfig:
-        if self.network in ("aclsd", "acrlsd") and self.autocontext is None:
+        if self.is_autocontext and self.autocontext is None:
             raise ValueError(f"network '{self.network}' needs an 'autocontext' section (the lsd net that feeds it)")
-        if self.network not in ("aclsd", "acrlsd") and self.autocontext is not None:
+        if not self.is_autocontext and self.autocontext is not None:
             raise ValueError(f"network '{self.network}' takes no 'autocontext' section")
         return self
 
@@ -226,6 +234,41 @@ def load_network_config(folder: Path) -> NetworkConfig:
         return NetworkConfig.model_validate(merged)
     except ValidationError as e:
         raise ConfigError(format_validation_error(str(_source(layers, tuple(e.errors()[0]["loc"]))), NetworkConfig, e)) from None
+
+
+@dataclass(frozen=True)
+class NetworkFolder:
+    """A network folder, read once at the entry point and passed down: its path, its config and, for the autocontext
+    networks, the lsd folder that feeds them."""
+
+    path: Path
+    """The folder (absolute)."""
+    config: NetworkConfig
+    """Its configuration (defaults ← dataset ``config.json`` ← network ``config.json``)."""
+    lsd: NetworkFolder | None = None
+    """aclsd/acrlsd: the lsd network folder of ``autocontext.lsd_setup``."""
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+
+def load_network_folder(folder: Path) -> NetworkFolder:
+    """Read a network folder (and the lsd folder feeding an autocontext network); one-line errors.
+
+    Raises:
+        ConfigError: no such folder, a bad config (naming the file and key), or an ``autocontext.lsd_setup`` that is
+            not an lsd network.
+    """
+    path = Path(folder).resolve()
+    config = load_network_config(path)
+    lsd = None
+    if config.autocontext is not None:
+        lsd_path = (path / config.autocontext.lsd_setup).resolve()
+        lsd = NetworkFolder(lsd_path, load_network_config(lsd_path))
+        if lsd.config.network != "lsd":
+            raise ConfigError(f"{path}: autocontext.lsd_setup points to a '{lsd.config.network}' network, expected 'lsd'")
+    return NetworkFolder(path, config, lsd)
 
 
 def _source(layers: list[tuple[Path, dict[str, Any]]], loc: tuple[Any, ...]) -> Path:

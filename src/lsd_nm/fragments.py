@@ -20,172 +20,22 @@ Run: ``python 03_predict/02_extract_fragments.py CONFIG.json [--overwrite]``
 from __future__ import annotations
 
 import shutil
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 from funlib.geometry import Coordinate, Roi
 
-from .blockwise import BlockwiseResult, block_index, run_job
+from .blockwise import BlockwiseResult, Geometry, OutputDataset, block_geometry, block_index, run_job
 from .config import ConfigError
-from .run_config import RunConfig, load_run_config
+from .data import AFFS, FRAGMENTS, FRAGMENTS_SETTINGS, Volume, open_dataset, read_padded, voxel_slices
+from .graph import check_reachable, graph_exists, open_graph, write_nodes
+from .run_config import RunConfig
 
-AFFS = "volumes/affs"
-FRAGMENTS = "volumes/fragments"
-FINGERPRINT_ATTR = "lsd_nm_fragments"
-"""Attr of ``volumes/fragments`` holding the settings it was made with (a re-run with others needs --overwrite)."""
 MIN_SEED_DISTANCE = 10
 """Window (voxels) of the maximum filter that picks seeds, as in the original."""
 EPSILON_SCORING = "OneMinus<HistogramQuantileAffinity<RegionGraphType, 25, ScoreValue, 256, false>>"
-
-
-# ---- volumes ------------------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Volume:
-    """A zarr dataset with its ROI (nm, spatial axes) and voxel size."""
-
-    path: Path
-    roi: Roi
-    voxel_size: Coordinate
-
-    def open(self, mode: str = "r"):
-        import zarr
-
-        return zarr.open_array(self.path, mode=mode)
-
-
-def open_dataset(container: Path, dataset: str, what: str) -> Volume:
-    """Describe ``container/dataset`` (attrs ``resolution``/``offset`` in nm); missing → one-line ConfigError."""
-    import zarr
-
-    path = Path(container) / dataset
-    try:
-        array = zarr.open_array(path, mode="r")
-    except (FileNotFoundError, zarr.errors.NodeTypeValidationError, ValueError, KeyError):
-        raise ConfigError(f"{what} '{path}' does not exist") from None
-    except Exception as e:  # zarr raises several kinds for a path that is no array
-        if "not found" in str(e).lower() or "nothing found" in str(e).lower():
-            raise ConfigError(f"{what} '{path}' does not exist") from None
-        raise
-    attrs = array.attrs.asdict()
-    spatial = array.shape[-3:]
-    voxel_size = Coordinate(int(v) for v in attrs.get("resolution", (1, 1, 1)))
-    offset = Coordinate(int(v) for v in attrs.get("offset", (0, 0, 0)))
-    if len(voxel_size) != 3 or len(offset) != 3:
-        raise ConfigError(f"{what} '{path}': expected 3-D attrs resolution/offset, got {attrs}")
-    return Volume(path, Roi(offset, voxel_size * Coordinate(spatial)), voxel_size)
-
-
-def read_padded(array, volume: Volume, roi: Roi) -> np.ndarray:
-    """Read ``roi`` (nm, voxel-aligned) of an open zarr array; what lies outside the volume reads as 0."""
-    vs = volume.voxel_size
-    shape = tuple(s // v for s, v in zip(roi.shape, vs))
-    out = np.zeros(array.shape[:-3] + shape, dtype=array.dtype)
-    inside = roi.intersect(volume.roi)
-    if inside.empty:
-        return out
-    src = tuple(slice((b - o) // v, (e - o) // v) for b, e, o, v in zip(inside.begin, inside.end, volume.roi.begin, vs))
-    dst = tuple(slice((b - o) // v, (e - o) // v) for b, e, o, v in zip(inside.begin, inside.end, roi.begin, vs))
-    out[(Ellipsis, *dst)] = array[(Ellipsis, *src)]
-    return out
-
-
-def voxel_slices(volume: Volume, roi: Roi) -> tuple[slice, ...]:
-    """The voxel slices of ``roi`` (nm, inside the volume) in the volume's array."""
-    return tuple(
-        slice((b - o) // v, (e - o) // v) for b, e, o, v in zip(roi.begin, roi.end, volume.roi.begin, volume.voxel_size)
-    )
-
-
-# ---- block geometry -----------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Geometry:
-    """The blocks of a post-processing step: write blocks tile ``write_total``; each reads ± ``context`` and writes
-    only inside ``region`` (``write_total`` is ``region`` with its begin moved back onto the block grid of the
-    volume, so that no two blocks share a chunk of the datasets, whose chunks are blocks from the volume's offset)."""
-
-    write_total: Roi
-    block_size: Coordinate
-    context: Coordinate
-    voxel_size: Coordinate
-    region: Roi
-
-    @property
-    def total_roi(self) -> Roi:
-        return self.write_total.grow(self.context, self.context)
-
-    @property
-    def read_roi(self) -> Roi:
-        return Roi(-self.context, self.block_size + self.context * 2)
-
-    @property
-    def write_roi(self) -> Roi:
-        return Roi((0,) * 3, self.block_size)
-
-    @property
-    def voxels_per_block(self) -> int:
-        return int(np.prod(self.block_size / self.voxel_size))
-
-
-def processing_roi(config: RunConfig, volume: Volume) -> Roi:
-    """The region (nm) the post-processing steps cover: ``roi_offset``/``roi_shape`` if the config gives them, else
-    the whole ``volume``.
-
-    Args:
-        config: the run config.
-        volume: the dataset the region must lie in (the affinities, or the fragments made from them).
-
-    Raises:
-        ConfigError: the ROI is not on the volume's voxel grid, or not inside it.
-    """
-    if config.roi_offset is None:
-        return volume.roi
-    roi = Roi(config.roi_offset, config.roi_shape)
-    vs = volume.voxel_size
-    off_grid = any((o - b) % v for o, b, v in zip(roi.offset, volume.roi.offset, vs))
-    if off_grid or any(s % v for s, v in zip(roi.shape, vs)):
-        raise ConfigError(
-            f"roi_offset/roi_shape {tuple(roi.offset)}/{tuple(roi.shape)} nm are not on the voxel grid of "
-            f"'{volume.path}' (offset {tuple(volume.roi.offset)} nm, voxel size {tuple(vs)} nm)"
-        )
-    if roi.empty or not volume.roi.contains(roi):
-        raise ConfigError(f"the ROI {roi} (roi_offset/roi_shape) is not inside '{volume.path}' {volume.roi}")
-    return roi
-
-
-def block_geometry(config: RunConfig, volume: Volume) -> Geometry:
-    """Blocks of ``config.block_size`` ± ``config.context`` over :func:`processing_roi` of ``volume`` (block size and
-    context multiples of its voxel size)."""
-    vs = volume.voxel_size
-    block, context = Coordinate(config.block_size), Coordinate(config.context)
-    for name, value in (("block_size", block), ("context", context)):
-        if any(x % v for x, v in zip(value, vs)) or any(x < 0 for x in value):
-            raise ConfigError(f"{name} {tuple(value)} nm is not a multiple of the voxel size {tuple(vs)} nm")
-    if any(b <= 0 for b in block):
-        raise ConfigError(f"block_size {tuple(block)} nm must be positive")
-    if any(c < v for c, v in zip(context, vs)):
-        # agglomeration must see every contact of a block's fragments: at least one voxel around the block
-        raise ConfigError(f"context {tuple(context)} nm must be at least one voxel {tuple(vs)} nm")
-    region = processing_roi(config, volume)
-    return Geometry(grid_aligned(region, volume.roi.offset, block), block, context, vs, region)
-
-
-def grid_aligned(region: Roi, origin: Coordinate, block_size: Coordinate) -> Roi:
-    """``region`` with its begin moved back onto the grid of ``block_size`` from ``origin`` (nm); its end stays.
-
-    Args:
-        region: the region to cover (nm).
-        origin: the grid's origin (nm), e.g. the offset of the datasets whose chunks are blocks.
-        block_size: the grid's spacing (nm).
-    """
-    begin = Coordinate(o + (b - o) // s * s for b, o, s in zip(region.begin, origin, block_size))
-    return Roi(begin, region.end - begin)
 
 
 # ---- the watershed ------------------------------------------------------------------------------------------------
@@ -239,7 +89,7 @@ def watershed_from_affinities(
     return labels
 
 
-def relabel(labels: np.ndarray) -> np.ndarray:
+def relabel_consecutive(labels: np.ndarray) -> np.ndarray:
     """Consecutive ids 1…n in order of the old ids, 0 kept."""
     unique, inverse = np.unique(labels, return_inverse=True)
     inverse = inverse.reshape(labels.shape).astype(np.uint64)
@@ -279,7 +129,7 @@ def fragments_in_block(
     if epsilon_agglomerate > 0 and fragments.max() > 0:
         import waterz
 
-        local = relabel(fragments)
+        local = relabel_consecutive(fragments)
         merged = next(
             waterz.agglomerate(
                 np.ascontiguousarray(affs[:3]), [epsilon_agglomerate], fragments=np.ascontiguousarray(local),
@@ -317,8 +167,6 @@ class FragmentsJob:
 
 
 def _setup_worker(job: FragmentsJob) -> dict[str, Any]:
-    from .graph import open_graph
-
     return {
         "affs": job.affs.open("r"),
         "fragments": job.fragments.open("r+"),
@@ -341,8 +189,6 @@ def _read_mask(array, volume: Volume, roi: Roi, voxel_size: Coordinate) -> np.nd
 
 def process_block(job: FragmentsJob, block, resources: dict[str, Any]) -> None:
     """Fragments of one block → ``volumes/fragments`` and nodes of the region graph."""
-    from .graph import write_nodes
-
     geometry = job.geometry
     read_roi, write_roi = block.read_roi, block.write_roi.intersect(geometry.region)
     if write_roi.empty:
@@ -356,7 +202,7 @@ def process_block(job: FragmentsJob, block, resources: dict[str, Any]) -> None:
         slice((w - r) // v, (w - r) // v + s // v)
         for w, r, s, v in zip(write_roi.begin, read_roi.begin, write_roi.shape, geometry.voxel_size)
     )
-    local = relabel(fragments[crop])
+    local = relabel_consecutive(fragments[crop])
     index = block_index(block.write_roi, geometry.write_total, geometry.block_size)
     ids = np.where(local > 0, local + np.uint64(index * geometry.voxels_per_block), np.uint64(0)).astype(np.uint64)
     # nodes first: a block whose fragments are written is then never without its nodes (a crash in between
@@ -383,11 +229,6 @@ def fingerprint(config: RunConfig, affs: Volume) -> dict[str, Any]:
     return wanted
 
 
-def blocks_dir(config: RunConfig) -> Path:
-    """Where done blocks (and worker logs) of the steps of this run are recorded."""
-    return config.path(config.out_file) / ".blocks"
-
-
 def extract_fragments(config: RunConfig, overwrite: bool = False, progress: bool = True) -> BlockwiseResult:
     """Write ``volumes/fragments`` into ``out_file`` and the fragment nodes into the region graph, blockwise.
 
@@ -407,10 +248,7 @@ def extract_fragments(config: RunConfig, overwrite: bool = False, progress: bool
     """
     import zarr
 
-    from .data import COMPRESSOR
-    from .graph import check_reachable, graph_exists, open_graph
-
-    out_file = config.path(config.out_file)
+    out_file = config.out_path
     affs = open_dataset(out_file, AFFS, "affinities")
     if len(zarr.open_array(affs.path, mode="r").shape) != 4:
         raise ConfigError(f"affinities '{affs.path}' must be (channels, z, y, x)")
@@ -425,46 +263,25 @@ def extract_fragments(config: RunConfig, overwrite: bool = False, progress: bool
             )
     check_reachable(config.db_location)
 
-    wanted = fingerprint(config, affs)
-    fragments_path = out_file / FRAGMENTS
-    tracking = blocks_dir(config) / "extract_fragments"
-    fresh = True
-    if fragments_path.exists():
-        existing = zarr.open_array(fragments_path, mode="r").attrs.asdict().get(FINGERPRINT_ATTR)
-        if existing == wanted and not overwrite:
-            if not graph_exists(config.db_location):
-                raise ConfigError(
-                    f"'{fragments_path}' exists but the region graph '{config.db_location}' does not; "
-                    "pass --overwrite to start over"
-                )
-            fresh = False
-        elif not overwrite:
-            differs = sorted(k for k in {**(existing or {}), **wanted} if (existing or {}).get(k) != wanted.get(k))
+    output = OutputDataset(
+        out_file / FRAGMENTS, affs.roi, affs.voxel_size, chunk_shape=tuple(geometry.block_size / affs.voxel_size),
+        dtype=np.uint64, settings_attr=FRAGMENTS_SETTINGS, settings=fingerprint(config, affs),
+    )  # fmt: skip
+    tracking = config.blocks_dir / "extract_fragments"
+    if output.reusable(overwrite):
+        if not graph_exists(config.db_location):  # fragments without their nodes: they cannot be resumed
             raise ConfigError(
-                f"'{fragments_path}' exists from other settings ({', '.join(differs)}); pass --overwrite to replace it"
+                f"'{output.path}' exists but the region graph '{config.db_location}' does not; "
+                "pass --overwrite to start over"
             )
-    if fresh:
-        shutil.rmtree(fragments_path, ignore_errors=True)
-        shutil.rmtree(tracking, ignore_errors=True)
-        shutil.rmtree(blocks_dir(config) / "agglomerate", ignore_errors=True)  # new nodes: no edges yet
-        (blocks_dir(config) / "agglomerate.json").unlink(missing_ok=True)
+    else:
+        shutil.rmtree(config.blocks_dir / "agglomerate", ignore_errors=True)  # new nodes: no edges yet
+        (config.blocks_dir / "agglomerate.json").unlink(missing_ok=True)
         open_graph(config.db_location, "w").close()
-        group = zarr.open_group(out_file, mode="r+")
-        shape = tuple(s // v for s, v in zip(affs.roi.shape, affs.voxel_size))
-        chunks = tuple(min(b // v, s) for b, v, s in zip(geometry.block_size, affs.voxel_size, shape))
-        array = group.require_group("volumes").create_array(
-            "fragments", shape=shape, chunks=chunks, dtype=np.uint64, fill_value=0, compressors=COMPRESSOR
-        )
-        array.attrs.update(
-            {
-                "resolution": [int(v) for v in affs.voxel_size],
-                "offset": [int(v) for v in affs.roi.offset],
-                FINGERPRINT_ATTR: wanted,
-            }
-        )
+        output.create(tracking)
     job = FragmentsJob(
         affs=affs,
-        fragments=Volume(fragments_path, affs.roi, affs.voxel_size),
+        fragments=output.volume,
         mask=mask,
         geometry=geometry,
         db_location=config.db_location,
@@ -476,42 +293,3 @@ def extract_fragments(config: RunConfig, overwrite: bool = False, progress: bool
         "extract_fragments", geometry.total_roi, geometry.read_roi, geometry.write_roi,
         job, process_block, _setup_worker, config, tracking, progress,
     )
-
-
-
-def step_parser(prog: str, description: str):
-    """The ``CONFIG.json [--overwrite]`` parser of a ``03_predict`` step script (one-line errors)."""
-    from .cli import _Parser
-
-    parser = _Parser(prog=prog, description=description)
-    parser.add_argument("config", help="the run's JSON config (see 03_predict/README.md)")
-    parser.add_argument("--overwrite", action="store_true", help="replace results made with other settings")
-    return parser
-
-
-def parse_step_args(argv: Sequence[str], prog: str, description: str):
-    """``CONFIG.json [--overwrite]`` of a ``03_predict`` step script."""
-    return step_parser(prog, description).parse_args(list(argv))
-
-
-def run_blockwise_step(
-    argv: Sequence[str], prog: str, description: str, function: Callable[..., BlockwiseResult], label: str
-) -> int:
-    """The ``main`` of a one-task step script: ``function(config, overwrite=…)``, then ``<label>: N blocks processed,
-    M skipped``; a bad config is a one-line error and exit code 2."""
-    from .cli import run
-
-    args = parse_step_args(argv, prog, description)
-
-    def step() -> None:
-        print(f"{label}: {function(load_run_config(Path(args.config)), overwrite=args.overwrite)}")
-
-    return run(step)
-
-
-def main(argv: Sequence[str]) -> int:
-    """``02_extract_fragments.py CONFIG.json [--overwrite]``."""
-    return run_blockwise_step(
-        argv, "02_extract_fragments.py", "blockwise watershed fragments and region-graph nodes", extract_fragments, "fragments"
-    )
-

@@ -10,10 +10,7 @@ Run: python 01_data/create_masks.py [--dataset hemi ...] [--data-dir DIR] [--for
 
 from __future__ import annotations
 
-import argparse
 import itertools
-import os
-import shutil
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,7 +18,8 @@ from pathlib import Path
 import numpy as np
 
 from .config import ConfigError
-from .data import COMPRESSOR, LABELS_MASK, NEURON_IDS
+from .data import COMPRESSOR, LABELS_MASK, NEURON_IDS, atomic_path
+from .datasets import DATA_DIR, DATASETS_FILE, get_dataset, load_datasets, volume_path
 
 BLOCK_VOXELS = 1 << 25
 """Voxels read per block (256 MiB of uint64 labels)."""
@@ -88,34 +86,25 @@ def create_mask(container: Path, unlabelled_id: int | None = None, force: bool =
     final = container / LABELS_MASK
     if final.exists() and not force:
         return MaskResult(container, False, int(labels.size), -1)
-    tmp = final.with_name(final.name + ".partial")
-    shutil.rmtree(tmp, ignore_errors=True)
-    mask = zarr.create_array(
-        store=str(tmp),
-        shape=labels.shape,
-        chunks=labels.chunks,
-        dtype=np.uint8,
-        fill_value=0,
-        compressors=COMPRESSOR if labels.metadata.zarr_format == 2 else "auto",
-        zarr_format=labels.metadata.zarr_format,
-        attributes=labels.attrs.asdict(),
-    )
     masked_out = 0
-    for block in blocks(labels.shape, labels.chunks, max_voxels):
-        values = np.ones(tuple(s.stop - s.start for s in block), np.uint8)
-        if unlabelled_id is not None:
-            unlabelled = labels[block] == np.uint64(unlabelled_id)
-            values[unlabelled] = 0
-            masked_out += int(unlabelled.sum())
-        mask[block] = values
-    if final.exists():  # --force: the old mask goes only once the new one is complete
-        old = final.with_name(final.name + ".old")
-        shutil.rmtree(old, ignore_errors=True)
-        os.replace(final, old)
-        os.replace(tmp, final)
-        shutil.rmtree(old)
-    else:
-        os.replace(tmp, final)
+    with atomic_path(final) as tmp:  # --force: the old mask goes only once the new one is complete
+        mask = zarr.create_array(
+            store=str(tmp),
+            shape=labels.shape,
+            chunks=labels.chunks,
+            dtype=np.uint8,
+            fill_value=0,
+            compressors=COMPRESSOR if labels.metadata.zarr_format == 2 else "auto",
+            zarr_format=labels.metadata.zarr_format,
+            attributes=labels.attrs.asdict(),
+        )
+        for block in blocks(labels.shape, labels.chunks, max_voxels):
+            values = np.ones(tuple(s.stop - s.start for s in block), np.uint8)
+            if unlabelled_id is not None:
+                unlabelled = labels[block] == np.uint64(unlabelled_id)
+                values[unlabelled] = 0
+                masked_out += int(unlabelled.sum())
+            mask[block] = values
     return MaskResult(container, True, int(labels.size), masked_out)
 
 
@@ -127,7 +116,6 @@ def find_volumes(data_dir: Path, datasets: Sequence[str] = (), datasets_file: Pa
         datasets: only these datasets (default: all).
         datasets_file: the registry (default ``01_data/datasets.json``).
     """
-    from .datasets import DATASETS_FILE, get_dataset, load_datasets, volume_path
 
     datasets_file = datasets_file or DATASETS_FILE
     registry = {name: get_dataset(name, datasets_file) for name in datasets} if datasets else load_datasets(datasets_file)
@@ -156,7 +144,6 @@ def create_masks(
         datasets_file: the registry (default ``01_data/datasets.json``).
         max_voxels: the largest block read at once.
     """
-    from .datasets import DATA_DIR
 
     data_dir = Path(data_dir) if data_dir is not None else DATA_DIR
     volumes = find_volumes(data_dir, datasets, datasets_file)
@@ -165,23 +152,3 @@ def create_masks(
     for container, _ in volumes:
         _open_labels(container)
     return [create_mask(container, unlabelled_id, force, max_voxels) for container, unlabelled_id in volumes]
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """``01_data/create_masks.py``: parse the arguments, write the masks, print one line per volume."""
-    from .cli import run
-
-    parser = argparse.ArgumentParser(prog="create_masks.py", description=__doc__.splitlines()[0])
-    parser.add_argument("--dataset", action="append", default=[], help="only this dataset (repeatable; default: all)")
-    parser.add_argument("--data-dir", type=Path, default=None, help="data folder (default: 01_data/)")
-    parser.add_argument("--force", action="store_true", help="rewrite masks that exist")
-    args = parser.parse_args(argv)
-
-    def masks() -> None:
-        for r in create_masks(args.data_dir, args.dataset, args.force):
-            if r.written:
-                print(f"{r.container / LABELS_MASK}: {r.masked_out} of {r.voxels} voxels masked out")
-            else:
-                print(f"{r.container / LABELS_MASK}: exists, kept (--force rewrites it)")
-
-    return run(masks)

@@ -23,12 +23,14 @@ acrlsd      raw (1) + lsds (10)               affs (3)          MSE
 
 from __future__ import annotations
 
+import json
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
 from .config import ConfigError
-from .experiment import NetworkConfig, Shape, UNetConfig
+from .data import write_text
+from .experiment import NetworkConfig, NetworkFolder, Shape, UNetConfig
 
 NUM_LSDS = 10
 """Channels of the 3D local shape descriptor: mean offset (3), covariance (6), size (1)."""
@@ -282,52 +284,30 @@ def describe(io: NetworkIO) -> str:
 # ---- mknet ---------------------------------------------------------------------------------------------------------
 
 
-def lsd_folder(folder, config: NetworkConfig):
-    """The lsd network folder that feeds an autocontext network."""
-    from pathlib import Path
-
-    return (Path(folder) / config.autocontext.lsd_setup).resolve()
-
-
-def folder_io(folder) -> dict[str, NetworkIO]:
+def folder_io(folder: NetworkFolder) -> dict[str, NetworkIO]:
     """The descriptions (by role: train, predict, auto) of a folder's network, checking that its shapes work.
 
     Shapes that do not work (pooling that does not divide, outputs ≤ 0, an auto net whose output does not cover the
     affs net's input) are one-line :class:`ConfigError`\\ s.
     """
-    from pathlib import Path
-
-    from .experiment import load_network_config
-
-    folder = Path(folder).resolve()
-    config = load_network_config(folder)
+    config = folder.config
     ios = {"train": network_io(config, "train"), "predict": network_io(config, "predict")}
-    if config.autocontext is not None:
-        lsd_config = load_network_config(lsd_folder(folder, config))
-        if lsd_config.network != "lsd":
-            raise ConfigError(f"{folder}: autocontext.lsd_setup points to a '{lsd_config.network}' network, expected 'lsd'")
-        auto = auto_io(lsd_config, config.autocontext.auto_input_shape)
+    if folder.lsd is not None:
+        auto = auto_io(folder.lsd.config, config.autocontext.auto_input_shape)
         have, need = auto.outputs["lsds"].shape, config.input_shape
         if any(h < n for h, n in zip(have, need)):
             raise ConfigError(
-                f"{folder}: the lsd net's output {have} at autocontext.auto_input_shape "
+                f"{folder.path}: the lsd net's output {have} at autocontext.auto_input_shape "
                 f"{tuple(config.autocontext.auto_input_shape)} does not cover input_shape {tuple(need)}"
             )
         ios["auto"] = auto
     return ios
 
 
-def mknet(folder) -> dict[str, NetworkIO]:
+def mknet(folder: NetworkFolder) -> dict[str, NetworkIO]:
     """Check a folder's network (:func:`folder_io`) and write ``net_train.json``, ``net_predict.json`` (+ auto)."""
-    import json
-    from pathlib import Path
-
-    from .experiment import load_network_config
-
-    folder = Path(folder).resolve()
     ios = folder_io(folder)
-    config = load_network_config(folder)
     for role, io in ios.items():
-        description = {"network": config.network, "role": role, **io.to_json()}
-        (folder / f"net_{role}.json").write_text(json.dumps(description, indent=2) + "\n")
+        description = {"network": folder.config.network, "role": role, **io.to_json()}
+        write_text(folder.path / f"net_{role}.json", json.dumps(description, indent=2) + "\n")
     return ios

@@ -16,11 +16,21 @@ import numpy as np
 from .checkpoints import check_compatible, resolve_checkpoint
 from .config import ConfigError
 from .data import LABELS_MASK as LABELS_MASK_DATASET
-from .data import NEURON_IDS, RAW as RAW_DATASET
+from .data import NEURON_IDS
+from .data import RAW as RAW_DATASET
 from .datasets import DATA_DIR, get_dataset, volume_path
-from .experiment import NetworkConfig, load_network_config
-from .networks import build_auto_model, build_model, lsd_folder, network_io
-from .nodes import KerasPredict, KerasTrain, PreCache, QuantizeUInt8, RandomLocation, RenumberConnectedComponents, Snapshot
+from .experiment import NetworkConfig, NetworkFolder
+from .malis import malis_loss_weights
+from .networks import build_auto_model, build_model, network_io
+from .nodes import (
+    KerasPredict,
+    KerasTrain,
+    PreCache,
+    QuantizeUInt8,
+    RandomLocation,
+    RenumberConnectedComponents,
+    Snapshot,
+)
 
 # ---- array keys ------------------------------------------------------------------------------------------------------
 RAW = gp.ArrayKey("RAW")
@@ -85,7 +95,7 @@ class TrainingSetup:
 
 
 def build_train_pipeline(
-    folder: Path,
+    folder: NetworkFolder,
     max_iteration: int,
     first_iteration: int = 1,
     phase: str = "euclid",
@@ -95,22 +105,21 @@ def build_train_pipeline(
     """The training pipeline of a network folder.
 
     Args:
-        folder: the network folder.
+        folder: the network folder (read once by the caller).
         max_iteration: the last iteration (a checkpoint is written there).
         first_iteration: the iteration of the first batch (for snapshot numbering when resuming).
         phase: ``euclid`` (MSE) or ``malis`` (the malis network after its phase switch).
         device: ``cpu``, ``gpu``, ``gpu:N`` (default: a GPU if there is one).
         data_dir: where the datasets live.
     """
-    folder = Path(folder).resolve()
-    config = load_network_config(folder)
+    config = folder.config
     t = config.train
     ds = get_dataset(config.dataset)
     voxel_size = gp.Coordinate(ds.voxel_size)
     io = network_io(config, "train")
     heads = set(io.outputs)
     out_shape = next(iter(io.outputs.values())).shape
-    autocontext = config.network in ("aclsd", "acrlsd")
+    autocontext = config.is_autocontext
     raw_shape = config.autocontext.auto_input_shape if autocontext else config.input_shape
     labels_padding = gp.Coordinate(t.labels_padding)
 
@@ -133,7 +142,7 @@ def build_train_pipeline(
             snapshot_request[grad] = gp.ArraySpec(roi=_roi(out_shape, voxel_size))
 
     # ---- the network's inputs and losses -------------------------------------------------------------------------
-    inputs = {"raw": RAW} if config.network not in ("aclsd", "acrlsd") else {}
+    inputs = {"raw": RAW} if not autocontext else {}
     if autocontext:
         inputs["lsds"] = PRETRAINED_LSDS
         if config.network == "acrlsd":
@@ -145,7 +154,6 @@ def build_train_pipeline(
     if "affs" in heads:
         targets["affs"] = (GT_AFFS, GT_AFFS_SCALE if phase == "euclid" else GT_AFFS_MASK)
     if phase == "malis":
-        from .malis import malis_loss_weights
 
         neighborhood = [tuple(o) for o in config.neighborhood]
 
@@ -163,7 +171,7 @@ def build_train_pipeline(
     train_node = KerasTrain(
         lambda: build_model(config, "train"),
         config,
-        folder,
+        folder.path,
         inputs=inputs,
         targets=targets,
         outputs={h: k for h, k in (("affs", PRED_AFFS), ("lsds", PRED_LSDS)) if h in heads},
@@ -197,7 +205,7 @@ def build_train_pipeline(
         + gp.Pad(LABELS, labels_padding)
         + gp.Pad(LABELS_MASK, labels_padding)
         # a random batch location with at least min_masked of it inside the mask (an error if there is none)
-        + RandomLocation(min_masked=t.min_masked, mask=LABELS_MASK, volume=str(path), setting=f"train.min_masked in {folder / 'config.json'}")
+        + RandomLocation(min_masked=t.min_masked, mask=LABELS_MASK, volume=str(path), setting=f"train.min_masked in {folder.path / 'config.json'}")
         for path in volumes
     )
     probabilities = None
@@ -247,10 +255,9 @@ def build_train_pipeline(
     # prepare batches in parallel (a worker's error stops training)
     pipeline += PreCache(cache_size=t.cache_size, num_workers=max(1, min(t.num_workers, os.cpu_count() or 1)))
     if autocontext:
-        lsd_dir = lsd_folder(folder, config)
-        lsd_config = load_network_config(lsd_dir)
+        lsd_config = folder.lsd.config
         try:
-            _, lsd_checkpoint = resolve_checkpoint(lsd_dir, config.autocontext.lsd_iteration)
+            _, lsd_checkpoint = resolve_checkpoint(folder.lsd.path, config.autocontext.lsd_iteration)
         except ConfigError as e:
             raise ConfigError(f"{config.network} needs the lsd net at iteration {config.autocontext.lsd_iteration}: {e}") from None
         # the frozen lsd net's LSDs from the larger raw input
@@ -271,7 +278,7 @@ def build_train_pipeline(
     # batches, predictions and gradients to snapshots/batch_<iteration>.hdf
     pipeline += Snapshot(
         {k: v for k, v in SNAPSHOT_DATASETS.items() if k in request or k in snapshot_request},
-        folder / "snapshots",
+        folder.path / "snapshots",
         every=t.snapshot_every,
         first_iteration=first_iteration,
         additional_request=snapshot_request,

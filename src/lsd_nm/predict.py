@@ -19,8 +19,8 @@ from .config import ConfigError
 from .data import RAW as RAW_DATASET
 from .data import write_container
 from .datasets import get_dataset, volume_path
-from .experiment import NetworkConfig, load_network_config
-from .networks import build_model, lsd_folder, network_io, smallest_input_for, unet_output_shape
+from .experiment import NetworkConfig, NetworkFolder
+from .networks import build_model, network_io, smallest_input_for, unet_output_shape
 from .nodes import KerasPredict, QuantizeUInt8
 
 OUT_FILE = "test_prediction.zarr"
@@ -70,7 +70,7 @@ def _output_roi(roi: gp.Roi, context: gp.Coordinate, chunk: gp.Coordinate, voxel
 
 
 def predict_scan(
-    folder: Path,
+    folder: NetworkFolder,
     iteration: int | str = "latest",
     raw_file: Path | None = None,
     raw_dataset: str = RAW_DATASET,
@@ -81,33 +81,31 @@ def predict_scan(
     """Predict a volume with a network folder's checkpoint and write it; returns the output container.
 
     Args:
-        folder: the network folder.
+        folder: the network folder (read once by the caller).
         iteration: the checkpoint (an int or ``"latest"``).
         raw_file, raw_dataset: the raw volume (default: the dataset's test volume, ``volumes/raw``).
         out_file: the output container (default: ``<folder>/test_prediction.zarr``); replaced only when complete.
         lsds_on_the_fly: aclsd/acrlsd: predict the LSDs with the lsd net here instead of reading them from disk.
         device: ``cpu``, ``gpu``, ``gpu:N`` (default: a GPU if there is one).
     """
-    folder = Path(folder).resolve()
-    config = load_network_config(folder)
-    _, checkpoint = resolve_checkpoint(folder, iteration)
+    config = folder.config
+    _, checkpoint = resolve_checkpoint(folder.path, iteration)
     raw_file = Path(raw_file) if raw_file else default_raw_file(config)
-    out_file = Path(out_file) if out_file else folder / OUT_FILE
+    out_file = Path(out_file) if out_file else folder.path / OUT_FILE
     io = network_io(config, "predict")
     in_shape = gp.Coordinate(config.predict_input_shape)
     out_shape = gp.Coordinate(next(iter(io.outputs.values())).shape)
     outputs = {head: gp.ArrayKey(f"PRED_{head.upper()}") for head in io.outputs}
     raw_shape = in_shape  # the raw input of a chunk
 
-    if config.network not in ("aclsd", "acrlsd"):
+    if not config.is_autocontext:
         spec = _spec(raw_file, raw_dataset, RAW)
         pipeline = _source(raw_file, raw_dataset, RAW, scale_shift=True)
         region, context = spec.roi, (in_shape - out_shape) / 2
         inputs = {"raw": RAW}
     elif lsds_on_the_fly:
-        lsd_dir = lsd_folder(folder, config)
-        lsd_config = load_network_config(lsd_dir)
-        _, lsd_checkpoint = resolve_checkpoint(lsd_dir, config.autocontext.lsd_iteration)
+        lsd_config = folder.lsd.config
+        _, lsd_checkpoint = resolve_checkpoint(folder.lsd.path, config.autocontext.lsd_iteration)
         # a raw input large enough for the lsd net to give LSDs over the whole affs input
         raw_shape = gp.Coordinate(smallest_input_for(lsd_config.unet, tuple(in_shape), tuple(lsd_config.predict_input_shape)))
         lsd_at_shape = lsd_config.model_copy(update={"predict_input_shape": tuple(raw_shape)})
@@ -125,7 +123,7 @@ def predict_scan(
         context = (raw_shape - gp.Coordinate(unet_output_shape(lsd_config.unet, tuple(raw_shape)))) / 2
         inputs = {"lsds": LSDS} if config.network == "aclsd" else {"raw": RAW, "lsds": LSDS}
     else:
-        lsd_file = lsd_folder(folder, config) / OUT_FILE
+        lsd_file = folder.lsd.path / OUT_FILE
         if not lsd_file.exists():
             raise ConfigError(f"{lsd_file}: no LSDs; predict them first (python predict_scan.py in {lsd_file.parent}) or use --lsds-on-the-fly")
         spec = _spec(lsd_file, DATASETS["lsds"], LSDS)

@@ -15,8 +15,6 @@ Run: ``python 03_predict/01_predict_blockwise.py CONFIG.json [--overwrite]``
 from __future__ import annotations
 
 import os
-import shutil
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,16 +22,17 @@ from typing import Any
 import numpy as np
 from funlib.geometry import Coordinate, Roi
 
-from .blockwise import BlockwiseResult, run_job
-from .checkpoints import check_compatible, load_checkpoint, resolve_checkpoint
+from .blockwise import BlockwiseResult, OutputDataset, run_job
+from .checkpoints import assign_weights, check_compatible, load_checkpoint, resolve_checkpoint
 from .config import ConfigError
-from .experiment import NetworkConfig, load_network_config
-from .fragments import Volume, blocks_dir, open_dataset, read_padded, voxel_slices
-from .networks import lsd_folder, network_io
+from .data import AFFS, LSDS, PREDICTION_SETTINGS, Volume, open_dataset, read_padded, voxel_slices
+from .device import select_device
+from .experiment import NetworkConfig, NetworkFolder, load_network_folder
+from .networks import build_model, network_io
+from .nodes.layout import from_keras, to_keras
 from .run_config import RunConfig
 
-OUTPUTS = {"affs": "volumes/affs", "lsds": "volumes/lsds"}
-FINGERPRINT_ATTR = "lsd_nm_prediction"
+OUTPUTS = {"affs": AFFS, "lsds": LSDS}
 
 
 @dataclass(frozen=True)
@@ -53,10 +52,6 @@ def _setup_worker(job: PredictJob) -> dict[str, Any]:
     """Load the model once per worker (TensorFlow threads split between the workers)."""
     import tensorflow as tf
 
-    from .checkpoints import assign_weights
-    from .device import select_device
-    from .networks import build_model
-
     try:
         tf.config.threading.set_intra_op_parallelism_threads(job.threads)
     except RuntimeError:
@@ -74,8 +69,6 @@ def _setup_worker(job: PredictJob) -> dict[str, Any]:
 
 def process_block(job: PredictJob, block, resources: dict[str, Any]) -> None:
     """One network pass: read the block's input (zeros outside the volume), write its output where it is inside."""
-    from .nodes.layout import from_keras, to_keras
-
     x = {}
     if job.raw is not None:
         raw = read_padded(resources["raw"], job.raw, block.read_roi).astype(np.float32)
@@ -90,75 +83,32 @@ def process_block(job: PredictJob, block, resources: dict[str, Any]) -> None:
         resources["outputs"][head][(slice(None), *voxel_slices(volume, inside))] = data[(slice(None), *crop)]
 
 
-def _existing_voxel_size(path: Path) -> tuple[int, ...] | None:
-    """The ``resolution`` attr (nm) of an existing output dataset, or None."""
+def _check_voxel_size(path: Path, voxel_size: Coordinate, overwrite: bool) -> None:
+    """An existing output of another voxel size (e.g. from another tool, without our settings) needs ``overwrite``."""
     import zarr
 
+    if overwrite or not path.exists():
+        return
     resolution = zarr.open_array(path, mode="r").attrs.asdict().get("resolution")
-    return tuple(int(v) for v in resolution) if resolution is not None else None
-
-
-def _check_output(path: Path, fingerprint: dict, voxel_size: Coordinate, overwrite: bool) -> bool:
-    """Whether an output dataset can be kept as it is (an earlier run with the same settings: resume).
-
-    Raises:
-        ConfigError: it exists from other settings (another voxel size, ROI, network or iteration) and
-            ``overwrite`` is not given.
-    """
-    import zarr
-
-    if not path.exists():
-        return False
-    existing = zarr.open_array(path, mode="r").attrs.asdict().get(FINGERPRINT_ATTR)
-    if existing == fingerprint and not overwrite:
-        return True
-    if overwrite:
-        return False
-    stored = _existing_voxel_size(path)
-    if stored is not None and stored != tuple(voxel_size):
+    if resolution is not None and tuple(int(v) for v in resolution) != tuple(voxel_size):
         raise ConfigError(
-            f"'{path}' has voxel size {stored} nm, the raw {tuple(voxel_size)} nm; pass --overwrite to predict it again"
+            f"'{path}' has voxel size {tuple(int(v) for v in resolution)} nm, the raw {tuple(voxel_size)} nm; "
+            "pass --overwrite to predict it again"
         )
-    differs = sorted(k for k in fingerprint if (existing or {}).get(k) != fingerprint[k])
-    raise ConfigError(f"'{path}' exists from other settings ({', '.join(differs)}); pass --overwrite to replace it")
-
-
-def _create_output(
-    path: Path, channels: int, roi: Roi, voxel_size: Coordinate, chunk: Coordinate, fingerprint: dict, tracking: Path
-) -> None:
-    """Create an output dataset (replacing what is there) and forget its done blocks."""
-    import zarr
-
-    from .data import COMPRESSOR
-
-    shutil.rmtree(path, ignore_errors=True)
-    shutil.rmtree(tracking, ignore_errors=True)
-    container = path.parents[1]
-    group = zarr.open_group(container, mode="a")
-    shape = (channels,) + tuple(s // v for s, v in zip(roi.shape, voxel_size))
-    array = group.require_group("volumes").create_array(
-        path.name, shape=shape, chunks=(channels,) + tuple(min(c, s) for c, s in zip(chunk, shape[1:])),
-        dtype=np.uint8, fill_value=0, compressors=COMPRESSOR,
-    )
-    array.attrs.update({"resolution": [int(v) for v in voxel_size], "offset": [int(v) for v in roi.offset], FINGERPRINT_ATTR: fingerprint})
 
 
 @dataclass(frozen=True)
 class _Pass:
     """One network's prediction over a region: what it writes and how its blocks are laid out."""
 
-    folder: Path
-    config: NetworkConfig
+    folder: NetworkFolder
     checkpoint: Path
     out_roi: Roi
     voxel_size: Coordinate
     in_shape: Coordinate
     out_shape: Coordinate
-    channels: dict[str, int]
-    """Output head → channels."""
-    paths: dict[str, Path]
+    outputs: dict[str, OutputDataset]
     """Output head → its dataset in out_file."""
-    fingerprint: dict
     tracking: Path
 
     @property
@@ -166,28 +116,34 @@ class _Pass:
         return (self.in_shape - self.out_shape) * self.voxel_size / 2
 
 
-def _plan(run: RunConfig, folder: Path, iteration, out_roi: Roi, voxel_size: Coordinate) -> _Pass:
-    """Resolve the checkpoint and lay out the prediction of ``out_roi`` with the network of ``folder`` (no writes)."""
-    config = load_network_config(folder)
-    it, checkpoint = resolve_checkpoint(folder, iteration)
+def _plan(run: RunConfig, folder: NetworkFolder, setup: Path, iteration, out_roi: Roi, voxel_size: Coordinate) -> _Pass:
+    """Resolve the checkpoint and lay out the prediction of ``out_roi`` with the network of ``folder`` (no writes);
+    ``setup`` is the folder as the outputs' settings record it."""
+    config = folder.config
+    it, checkpoint = resolve_checkpoint(folder.path, iteration)
     check_compatible(checkpoint, load_checkpoint(checkpoint)[2], config)
     io = network_io(config, "predict")
-    out_file = run.path(run.out_file)
+    out_shape = Coordinate(next(iter(io.outputs.values())).shape)
+    settings = {
+        "setup": str(setup), "iteration": it, "roi": [list(out_roi.offset), list(out_roi.shape)],
+        "voxel_size": list(voxel_size),
+    }  # fmt: skip
+    outputs = {
+        head: OutputDataset(
+            run.out_path / OUTPUTS[head], out_roi, voxel_size, chunk_shape=tuple(out_shape), dtype=np.uint8,
+            settings_attr=PREDICTION_SETTINGS, settings=settings, channels=spec.channels,
+        )
+        for head, spec in io.outputs.items()
+    }  # fmt: skip
     return _Pass(
         folder=folder,
-        config=config,
         checkpoint=checkpoint,
         out_roi=out_roi,
         voxel_size=voxel_size,
         in_shape=Coordinate(config.predict_input_shape),
-        out_shape=Coordinate(next(iter(io.outputs.values())).shape),
-        channels={head: spec.channels for head, spec in io.outputs.items()},
-        paths={head: out_file / OUTPUTS[head] for head in io.outputs},
-        fingerprint={
-            "setup": str(folder), "iteration": it, "roi": [list(out_roi.offset), list(out_roi.shape)],
-            "voxel_size": list(voxel_size),
-        },  # fmt: skip
-        tracking=blocks_dir(run) / f"predict_{folder.name}",
+        out_shape=out_shape,
+        outputs=outputs,
+        tracking=run.blocks_dir / f"predict_{folder.name}",
     )
 
 
@@ -197,11 +153,11 @@ def _run_pass(
     """Create the outputs of ``plan`` (unless ``keep``: resume into them) and predict its blocks."""
     vs = plan.voxel_size
     if not keep:
-        for head, path in plan.paths.items():
-            _create_output(path, plan.channels[head], plan.out_roi, vs, plan.out_shape, plan.fingerprint, plan.tracking)
-    outputs = {head: Volume(path, plan.out_roi, vs) for head, path in plan.paths.items()}
-    inputs = network_io(plan.config, "predict").inputs
-    job = PredictJob(plan.config, plan.checkpoint, raw if "raw" in inputs else None, lsds if "lsds" in inputs else None,
+        for output in plan.outputs.values():
+            output.create(plan.tracking)
+    outputs = {head: output.volume for head, output in plan.outputs.items()}
+    inputs = network_io(plan.folder.config, "predict").inputs
+    job = PredictJob(plan.folder.config, plan.checkpoint, raw if "raw" in inputs else None, lsds if "lsds" in inputs else None,
                      outputs, run.device, max(1, (os.cpu_count() or 1) // run.num_workers))
     context = plan.context
     result = run_job(
@@ -236,8 +192,9 @@ def predict_blockwise(run: RunConfig, overwrite: bool = False, progress: bool = 
 
     if run.setup is None:
         raise ConfigError("no 'setup' (network folder) in the run config: nothing to predict with")
-    folder = run.path(run.setup)
-    config = load_network_config(folder)
+    setup = run.path(run.setup)
+    folder = load_network_folder(setup)
+    config = folder.config
     raw = open_dataset(run.path(run.raw_file), run.raw_dataset, "raw")
     vs = raw.voxel_size
     io = network_io(config, "predict")
@@ -253,14 +210,17 @@ def predict_blockwise(run: RunConfig, overwrite: bool = False, progress: bool = 
         if out_roi.empty or any(s <= 0 for s in out_roi.shape):
             raise ConfigError(f"raw volume {raw.roi} is smaller than the network's context; give roi_offset/roi_shape")
     plans = []
-    if config.autocontext is not None:
+    if folder.lsd is not None:
         # the LSDs over everything the affs net reads (a re-run resumes them, or skips them when done)
-        lsd_dir = lsd_folder(folder, config)
-        plans.append(_plan(run, lsd_dir, config.autocontext.lsd_iteration, out_roi.grow(context, context), vs))
-    plans.append(_plan(run, folder, run.iteration, out_roi, vs))
+        lsd = folder.lsd
+        plans.append(_plan(run, lsd, lsd.path, config.autocontext.lsd_iteration, out_roi.grow(context, context), vs))
+    plans.append(_plan(run, folder, setup, run.iteration, out_roi, vs))
     # every existing output is checked before any block runs (a mismatched affs must not wait for the LSD pass)
-    keep = [all([_check_output(p, plan.fingerprint, vs, overwrite) for p in plan.paths.values()]) for plan in plans]
-    out_file = run.path(run.out_file)
+    for plan in plans:
+        for output in plan.outputs.values():
+            _check_voxel_size(output.path, vs, overwrite)
+    keep = [all([output.reusable(overwrite) for output in plan.outputs.values()]) for plan in plans]
+    out_file = run.out_path
     out_file.parent.mkdir(parents=True, exist_ok=True)
     zarr.open_group(out_file, mode="a", zarr_format=2)
     lsds = None
@@ -268,12 +228,3 @@ def predict_blockwise(run: RunConfig, overwrite: bool = False, progress: bool = 
         outputs, result = _run_pass(run, plan, raw, lsds, kept, progress)
         lsds = outputs.get("lsds")
     return result
-
-
-def main(argv: Sequence[str]) -> int:
-    """``01_predict_blockwise.py CONFIG.json [--overwrite]``."""
-    from .fragments import run_blockwise_step
-
-    return run_blockwise_step(
-        argv, "01_predict_blockwise.py", "blockwise network prediction into out_file", predict_blockwise, "predict"
-    )

@@ -14,6 +14,9 @@ from pydantic import model_validator
 from . import REPO_ROOT
 from .config import StrictBaseModel, load_model
 
+STEPS = ["01_predict_blockwise", "02_extract_fragments", "03_agglomerate", "04_find_segments", "05_extract_segmentation", "06_evaluate"]
+"""The steps of a run, in order (each is a script ``03_predict/<step>.py``)."""
+
 MergeFunction = Literal[
     "mean",
     "hist_quant_10", "hist_quant_10_initmax", "hist_quant_25", "hist_quant_25_initmax",
@@ -98,6 +101,16 @@ class RunConfig(StrictBaseModel):
             return None
         p = Path(value)
         return p if p.is_absolute() else REPO_ROOT / p
+
+    @property
+    def out_path(self) -> Path:
+        """``out_file``, resolved."""
+        return self.path(self.out_file)
+
+    @property
+    def blocks_dir(self) -> Path:
+        """Where the steps of this run record their done blocks and settings (and workers write their logs)."""
+        return self.out_path / ".blocks"
 
     @property
     def db_location(self) -> str:

@@ -18,7 +18,6 @@ Run: ``python 01_data/fetch_data.py --dataset zebrafinch [--volume V ...|--all]`
 
 from __future__ import annotations
 
-import argparse
 import glob
 import hashlib
 import os
@@ -33,6 +32,7 @@ from typing import TYPE_CHECKING
 
 from . import REPO_ROOT
 from .config import ConfigError
+from .datasets import DATA_DIR, get_dataset, load_datasets, volume_path
 
 if TYPE_CHECKING:
     from botocore.client import BaseClient
@@ -422,7 +422,6 @@ def select_volumes(dataset: str, volumes: Sequence[str] = (), all_volumes: bool 
         volumes: volume names (``.zarr`` may be left out); empty: see ``all_volumes``.
         all_volumes: every volume of the dataset.
     """
-    from .datasets import get_dataset, load_datasets
 
     ds = get_dataset(dataset)
     if ds.synthetic is not None:
@@ -467,7 +466,6 @@ def fetch_data(
     Returns:
         The local containers and what the transfer did.
     """
-    from .datasets import DATA_DIR, volume_path
 
     out = Path(out) if out is not None else DATA_DIR
     chosen = select_volumes(dataset, volumes, all_volumes)
@@ -475,50 +473,6 @@ def fetch_data(
     objects = list_prefixes(client, bucket, [volume_prefix(dataset, v) for v in chosen], out)
     summary = download(client, bucket, objects, jobs, desc=f"{dataset}: {plural(len(chosen), 'volume')}")
     return [volume_path(dataset, v, data_dir=out) for v in chosen], summary
-
-
-def positive_int(text: str) -> int:
-    """An argparse type: an integer of at least 1."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer, got '{text}'") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected at least 1, got {value}")
-    return value
-
-
-def _add_transfer_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--bucket", default=BUCKET, help=f"the bucket (default: {BUCKET})")
-    parser.add_argument(
-        "--endpoint-url",
-        default=None,
-        help="an S3-compatible endpoint (default: $AWS_ENDPOINT_URL_S3 or $AWS_ENDPOINT_URL, else AWS)",
-    )
-    parser.add_argument("--jobs", type=positive_int, default=DEFAULT_JOBS, help=f"objects transferred in parallel (default: {DEFAULT_JOBS})")
-
-
-def main_fetch_data(argv: Sequence[str] | None = None) -> int:
-    """``01_data/fetch_data.py``: parse the arguments, fetch, print the containers and a summary line."""
-    from .cli import run
-
-    parser = argparse.ArgumentParser(
-        prog="fetch_data.py", description="Download training volumes of the public bucket into 01_data/funke/."
-    )
-    parser.add_argument("--dataset", required=True, help="zebrafinch, fib25 or hemi")
-    parser.add_argument("--volume", action="append", default=[], help="a volume to fetch (repeatable; default: the first)")
-    parser.add_argument("--all", action="store_true", help="fetch every volume of the dataset")
-    parser.add_argument("--out", type=Path, default=None, help="data folder (default: 01_data/)")
-    _add_transfer_args(parser)
-    args = parser.parse_args(argv)
-
-    def fetch() -> None:
-        paths, summary = fetch_data(args.dataset, args.volume, args.all, args.bucket, args.endpoint_url, args.out, args.jobs)
-        for path in paths:
-            print(path)
-        print(summary.line())
-
-    return run(fetch)
 
 
 # ---- download-imgs ---------------------------------------------------------------------------------------------------
@@ -560,25 +514,3 @@ def download_images(
         objects += found
     summary = download(client, bucket, objects, jobs, desc="images")
     return [o.path for o in objects], summary
-
-
-def main_download_imgs(argv: Sequence[str] | None = None) -> int:
-    """``00_containers/download_imgs.py``: parse the arguments, download, print the images and a summary line."""
-    from .cli import run
-
-    parser = argparse.ArgumentParser(
-        prog="download_imgs.py", description="Download the original Singularity images of the public bucket."
-    )
-    parser.add_argument("--image", action="append", default=[], help=f"one of {', '.join(IMAGES)} (repeatable; default: {IMAGES[0]})")
-    parser.add_argument("--all", action="store_true", help="download both images")
-    parser.add_argument("--out", type=Path, default=None, help="folder for the images (default: 00_containers/)")
-    _add_transfer_args(parser)
-    args = parser.parse_args(argv)
-
-    def fetch() -> None:
-        paths, summary = download_images(args.image, args.all, args.bucket, args.endpoint_url, args.out, args.jobs)
-        for path in paths:
-            print(path)
-        print(summary.line())
-
-    return run(fetch)

@@ -7,25 +7,21 @@ Run: ``python 03_predict/segment.py CONFIG.json [--overwrite] [--start N]``   (o
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
 from pathlib import Path
 
-from .run_config import RunConfig, load_run_config
-
-STEPS = ["01_predict_blockwise", "02_extract_fragments", "03_agglomerate", "04_find_segments", "05_extract_segmentation", "06_evaluate"]
+from .agglomerate import agglomerate
+from .blockwise import BlockwiseResult
+from .config import ConfigError
+from .evaluate import evaluate_run
+from .fragments import extract_fragments
+from .predict_blockwise import predict_blockwise
+from .run_config import STEPS, RunConfig
+from .segments import extract_segmentation, find_segments
 
 
 def segment(config: RunConfig, config_path: Path, overwrite: bool = False, start_step: int = 1) -> None:
     """Run every step of a run config from step ``start_step`` on; on a failure, say which step and the command that
     re-runs it."""
-    from .agglomerate import agglomerate
-    from .blockwise import BlockwiseResult
-    from .config import ConfigError
-    from .evaluate import evaluate_run
-    from .fragments import extract_fragments
-    from .predict_blockwise import predict_blockwise
-    from .segments import extract_segmentation, find_segments
-
     functions = [
         lambda: predict_blockwise(config, overwrite=overwrite),
         lambda: extract_fragments(config, overwrite=overwrite),
@@ -56,16 +52,3 @@ def segment(config: RunConfig, config_path: Path, overwrite: bool = False, start
             total = BlockwiseResult(*(sum(getattr(r, k) for r in blockwise) for k in ("total", "processed", "skipped")))
             print(f"{name}: {total}", flush=True)
     print(f"segment: done in {time.time() - start:.0f} s")
-
-
-def main(argv: Sequence[str]) -> int:
-    """``segment.py CONFIG.json [--overwrite] [--start N]``."""
-    from .cli import run
-    from .fragments import step_parser
-
-    parser = step_parser("segment.py", "predict, fragments, agglomerate, segments, evaluate")
-    parser.add_argument("--start", type=int, default=1, choices=range(1, len(STEPS) + 1), metavar="N",
-                        help="start at step N (1 = 01_predict_blockwise … 6 = 06_evaluate); earlier steps are not run")  # fmt: skip
-    args = parser.parse_args(list(argv))
-    config_path = Path(args.config)
-    return run(lambda: segment(load_run_config(config_path), config_path, overwrite=args.overwrite, start_step=args.start))

@@ -28,9 +28,7 @@ Run: ``python 03_predict/04_find_segments.py CONFIG.json [--overwrite]`` and
 from __future__ import annotations
 
 import hashlib
-import math
-import shutil
-from collections.abc import Sequence
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -38,82 +36,21 @@ from typing import Any
 import numpy as np
 from funlib.geometry import Coordinate, Roi
 
-from .blockwise import BlockwiseResult, run_job
+from .blockwise import BlockwiseResult, OutputDataset, grid_aligned, processing_roi, run_job
 from .config import ConfigError
-from .fragments import (
-    FRAGMENTS, Volume, blocks_dir, grid_aligned, open_dataset, parse_step_args, processing_roi, voxel_slices,
+from .data import FRAGMENTS, SEGMENTATION_SETTINGS, Volume, open_dataset, voxel_slices
+from .graph import check_reachable, graph_exists, open_graph, read_edges, read_nodes
+from .luts import (
+    all_thresholds,
+    apply_lut,
+    load_lut,
+    lut_digest,
+    lut_path,
+    save_lut,
+    segmentation_dataset,
+    threshold_name,
 )  # fmt: skip
-from .run_config import RunConfig, load_run_config
-
-LUT_DIR = "luts/fragment_segment"
-SEGMENTATION_ATTR = "lsd_nm_segmentation"
-"""Attr of ``volumes/segmentation_<…>`` naming the LUT it was made from (another one needs --overwrite)."""
-
-
-# ---- thresholds and LUT files -------------------------------------------------------------------------------------
-
-
-def threshold_name(threshold: float) -> int:
-    """The integer of a threshold in file and dataset names: ``int(round(100·t))`` (0.29 → 29, 0.58 → 58)."""
-    return int(round(100 * threshold))
-
-
-def sweep(thresholds: Sequence[float]) -> list[float]:
-    """The thresholds of ``[min, max, step]``: min + i·step below max (max excluded), rounded to 10 decimals.
-
-    Args:
-        thresholds: ``[min, max, step]`` with step > 0.
-    """
-    low, high, step = (float(x) for x in thresholds)
-    if step <= 0:
-        raise ConfigError(f"thresholds {list(thresholds)}: the step must be positive")
-    count = max(0, math.ceil((high - low) / step - 1e-9))
-    return [round(low + i * step, 10) for i in range(count)]
-
-
-def all_thresholds(config: RunConfig) -> list[float]:
-    """The sweep of ``config.thresholds`` plus ``config.extract_thresholds``, sorted, without duplicates.
-
-    Raises:
-        ConfigError: two different thresholds would share one LUT name (their int(round(100·t)) are equal).
-    """
-    values = sorted(set(sweep(config.thresholds)) | {round(float(t), 10) for t in config.extract_thresholds})
-    names: dict[int, float] = {}
-    for t in values:
-        if threshold_name(t) in names:
-            raise ConfigError(
-                f"thresholds {names[threshold_name(t)]} and {t} would share the name _{threshold_name(t)}; "
-                "use thresholds 0.01 apart"
-            )
-        names[threshold_name(t)] = t
-    return values
-
-
-def lut_path(config: RunConfig, threshold: float) -> Path:
-    """``<out_file>/luts/fragment_segment/seg_<merge_function>_<int(round(100·t))>.npz``."""
-    return config.path(config.out_file) / LUT_DIR / f"seg_{config.merge_function}_{threshold_name(threshold)}.npz"
-
-
-def load_lut(config: RunConfig, threshold: float) -> tuple[np.ndarray, np.ndarray]:
-    """The ``(fragments, segments)`` LUT of a threshold.
-
-    Raises:
-        ConfigError: the LUT file does not exist (one line naming it).
-    """
-    path = lut_path(config, threshold)
-    if not path.is_file():
-        raise ConfigError(f"no LUT for threshold {threshold} ('{path}'); run 04_find_segments first")
-    with np.load(path) as f:
-        return f["fragments"], f["segments"]
-
-
-def lut_digest(lut: tuple[np.ndarray, np.ndarray]) -> str:
-    """A SHA-256 of a LUT's contents (not of its file, whose zip timestamps change)."""
-    digest = hashlib.sha256()
-    for array in lut:
-        digest.update(np.ascontiguousarray(array, dtype=np.uint64).tobytes())
-    return digest.hexdigest()
-
+from .run_config import RunConfig
 
 # ---- connected components -----------------------------------------------------------------------------------------
 
@@ -160,8 +97,6 @@ def connected_components(
 
 def _read_graph(config: RunConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``(nodes, edges, scores)`` of the region graph (nodes sorted; NaN for a missing score)."""
-    from .graph import open_graph, read_edges, read_nodes
-
     db = open_graph(config.db_location, "r")
     try:
         nodes = np.array(sorted(read_nodes(db)), dtype=np.uint64)
@@ -181,14 +116,10 @@ def _edges_digest(edges: np.ndarray, scores: np.ndarray) -> str:
 
 def _check_agglomerated(config: RunConfig) -> None:
     """The region graph's edges must exist and come from ``config.merge_function``."""
-    import json
-
-    from .graph import check_reachable, graph_exists
-
     check_reachable(config.db_location)
     if not graph_exists(config.db_location):
         raise ConfigError(f"db '{config.db_location}': no region graph there (run 02_extract_fragments first)")
-    settings = blocks_dir(config) / "agglomerate.json"
+    settings = config.blocks_dir / "agglomerate.json"
     if not settings.is_file():
         raise ConfigError(f"the region graph '{config.db_location}' has no edges yet (run 03_agglomerate first)")
     made_with = json.loads(settings.read_text()).get("merge_function")
@@ -197,14 +128,6 @@ def _check_agglomerated(config: RunConfig) -> None:
             f"the region graph's edges come from merge_function '{made_with}', not '{config.merge_function}'; "
             "run 03_agglomerate with it first"
         )
-
-
-def _save_lut(path: Path, fragments: np.ndarray, segments: np.ndarray, edges_sha256: str) -> None:
-    """Write a LUT ``.npz`` atomically (a partial file renamed when complete)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".partial.npz")
-    np.savez_compressed(tmp, fragments=fragments, segments=segments, edges_sha256=np.array(edges_sha256))
-    tmp.replace(path)
 
 
 def find_segments(config: RunConfig, overwrite: bool = False, progress: bool = True) -> dict[float, Path]:
@@ -240,16 +163,11 @@ def find_segments(config: RunConfig, overwrite: bool = False, progress: bool = T
             continue
         todo.append(t)
     for t in tqdm(todo, desc="find segments", unit="threshold", disable=not progress):
-        _save_lut(paths[t], nodes, connected_components(nodes, edges, scores, t), digest)
+        save_lut(paths[t], nodes, connected_components(nodes, edges, scores, t), digest)
     return paths
 
 
 # ---- extract segmentation -----------------------------------------------------------------------------------------
-
-
-def segmentation_dataset(threshold: float) -> str:
-    """``volumes/segmentation_<int(round(100·t))>``."""
-    return f"volumes/segmentation_{threshold_name(threshold)}"
 
 
 @dataclass(frozen=True)
@@ -275,11 +193,9 @@ def _setup_worker(job: SegmentationJob) -> dict[str, Any]:
 
 def process_block(job: SegmentationJob, block, resources: dict[str, Any]) -> None:
     """Relabel the fragments of this block's write ROI through the LUT into the segmentation."""
-    from .evaluate import relabel
-
     where = voxel_slices(job.fragments, block.write_roi)
     fragments = resources["fragments"][where]
-    resources["segmentation"][where] = relabel(fragments, resources["lut"]).astype(np.uint64)
+    resources["segmentation"][where] = apply_lut(fragments, resources["lut"]).astype(np.uint64)
 
 
 def _check_block_size(config: RunConfig, voxel_size: Coordinate) -> Coordinate:
@@ -310,85 +226,34 @@ def extract_segmentation(
         ConfigError: missing fragments, a missing LUT, a bad block size, a segmentation from another LUT without
             ``overwrite`` — all before anything is written.
     """
-    import zarr
-
-    from .data import COMPRESSOR
-
-    out_file = config.path(config.out_file)
+    out_file = config.out_path
     fragments = open_dataset(out_file, FRAGMENTS, "fragments (run 02_extract_fragments first)")
     block = _check_block_size(config, fragments.voxel_size)
     # with roi_offset/roi_shape only the region's blocks (on the chunk grid): outside it the fragments are 0
     total = grid_aligned(processing_roi(config, fragments), fragments.roi.offset, block)
     thresholds = sorted({round(float(t), 10) for t in config.extract_thresholds})
-    # every LUT must exist before anything is written
-    wanted = {
-        t: {"lut": lut_path(config, t).name, "lut_sha256": lut_digest(load_lut(config, t)), "block_size": list(block)}
+    # every LUT must exist, and no segmentation of another LUT be in the way, before anything is written
+    outputs = {
+        t: OutputDataset(
+            out_file / segmentation_dataset(t), fragments.roi, fragments.voxel_size,
+            chunk_shape=tuple(b // v for b, v in zip(block, fragments.voxel_size)), dtype=np.uint64,
+            settings_attr=SEGMENTATION_SETTINGS,
+            settings={"lut": lut_path(config, t).name, "lut_sha256": lut_digest(load_lut(config, t)), "block_size": list(block)},
+            refused_as="another LUT or block size",
+        )
         for t in thresholds
-    }
-    fresh = {}
-    for t in thresholds:
-        path = out_file / segmentation_dataset(t)
-        existing = zarr.open_array(path, mode="r").attrs.asdict().get(SEGMENTATION_ATTR) if path.exists() else None
-        if path.exists() and existing != wanted[t] and not overwrite:
-            raise ConfigError(f"'{path}' exists from another LUT or block size; pass --overwrite to replace it")
-        fresh[t] = overwrite or existing != wanted[t]
+    }  # fmt: skip
+    reusable = {t: output.reusable(overwrite) for t, output in outputs.items()}
 
     results = {}
-    shape = tuple(s // v for s, v in zip(fragments.roi.shape, fragments.voxel_size))
-    chunks = tuple(min(b // v, s) for b, v, s in zip(block, fragments.voxel_size, shape))
-    for t in thresholds:
-        name = segmentation_dataset(t)
-        path = out_file / name
-        tracking = blocks_dir(config) / name.split("/")[-1]
-        if fresh[t]:
-            shutil.rmtree(path, ignore_errors=True)
-            shutil.rmtree(tracking, ignore_errors=True)
-            group = zarr.open_group(out_file, mode="r+")
-            array = group.require_group("volumes").create_array(
-                name.split("/")[-1], shape=shape, chunks=chunks, dtype=np.uint64, fill_value=0, compressors=COMPRESSOR
-            )
-            array.attrs.update(
-                {
-                    "resolution": [int(v) for v in fragments.voxel_size],
-                    "offset": [int(v) for v in fragments.roi.offset],
-                    SEGMENTATION_ATTR: wanted[t],
-                }
-            )
-        job = SegmentationJob(fragments, path, lut_path(config, t))
-        block_roi = Roi((0, 0, 0), block)
+    block_roi = Roi((0, 0, 0), block)
+    for t, output in outputs.items():
+        tracking = config.blocks_dir / output.path.name
+        if not reusable[t]:
+            output.create(tracking)
+        job = SegmentationJob(fragments, output.path, lut_path(config, t))
         results[t] = run_job(
             f"segmentation_{threshold_name(t)}", total, block_roi, block_roi,
             job, process_block, _setup_worker, config, tracking, progress,
         )
     return results
-
-
-# ---- command lines ------------------------------------------------------------------------------------------------
-
-
-def main_find_segments(argv: Sequence[str]) -> int:
-    """``04_find_segments.py CONFIG.json [--overwrite]``."""
-    from .cli import run
-
-    args = parse_step_args(argv, "04_find_segments.py", "fragment → segment LUTs at every merge threshold")
-
-    def step() -> None:
-        paths = find_segments(load_run_config(Path(args.config)), overwrite=args.overwrite)
-        folder = next(iter(paths.values())).parent if paths else "(no thresholds)"
-        print(f"find segments: {len(paths)} LUTs in {folder}")
-
-    return run(step)
-
-
-def main_extract_segmentation(argv: Sequence[str]) -> int:
-    """``05_extract_segmentation.py CONFIG.json [--overwrite]``."""
-    from .cli import run
-
-    args = parse_step_args(argv, "05_extract_segmentation.py", "blockwise segmentations at extract_thresholds")
-
-    def step() -> None:
-        results = extract_segmentation(load_run_config(Path(args.config)), overwrite=args.overwrite)
-        for t, result in results.items():
-            print(f"{segmentation_dataset(t)}: {result}")
-
-    return run(step)

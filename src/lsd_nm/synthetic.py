@@ -9,7 +9,7 @@ offline, this module writes volumes that look like neuropil and are laid out lik
 * the raw image renders dark membranes (1–2 voxels thick) on every label boundary, intracellular texture, dark
   mitochondria, vesicle clouds, blur, noise and per-section brightness/contrast jitter; a few membranes are faint;
 * a few objects are unlabelled (id 0), as glia and unproofread objects are in the real ground truth;
-* ground-truth skeletons are derived from the labels with kimimaro (see :func:`write_skeletons` for the format).
+* ground-truth skeletons are derived from the labels with kimimaro (:mod:`lsd_nm.skeletons` has the format).
 
 Everything is a pure function of the seed: the same seed gives identical bytes.
 """
@@ -23,7 +23,10 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage
 
-from .config import StrictBaseModel
+from .config import ConfigError, StrictBaseModel
+from .data import NEURON_IDS, RAW, read_array, write_container
+from .datasets import DATA_DIR, DATASETS_FILE, get_dataset, volume_path
+from .skeletons import skeletonize, skeletons_path, write_skeletons
 
 
 class SyntheticParams(StrictBaseModel):
@@ -307,71 +310,8 @@ def _gauss_quantile(q: float) -> float:
     return float(ndtri(q))
 
 
-def skeletonize(labels: np.ndarray, voxel_size, offset) -> dict[str, np.ndarray]:
-    """Ground-truth skeletons of every labelled object, with kimimaro (TEASAR).
-
-    Returns:
-        A dict of arrays (the format of the ``*.skeletons.npz`` files):
-        ``node_ids`` (N,) uint64, ``positions`` (N, 3) float32 zyx in nm (world units, offset included),
-        ``neuron_ids`` (N,) uint64 (the label each node belongs to), and ``edges`` (E, 2) uint64 node-id pairs.
-    """
-    import kimimaro
-
-    skeletons = kimimaro.skeletonize(
-        labels,
-        teasar_params={"scale": 1.5, "const": 150},
-        anisotropy=tuple(float(v) for v in voxel_size),
-        dust_threshold=200,
-        fix_branching=True,
-        progress=False,
-        parallel=1,
-    )
-    node_ids, positions, neuron_ids, edges = [], [], [], []
-    next_id = 1
-    for neuron in sorted(skeletons):
-        s = skeletons[neuron]
-        if len(s.vertices) < 2:
-            continue
-        ids = np.arange(next_id, next_id + len(s.vertices), dtype=np.uint64)
-        node_ids.append(ids)
-        positions.append(s.vertices.astype(np.float32) + np.asarray(offset, np.float32))
-        neuron_ids.append(np.full(len(ids), neuron, np.uint64))
-        edges.append(ids[s.edges.astype(np.int64)])
-        next_id += len(ids)
-    if not node_ids:
-        return {
-            "node_ids": np.zeros(0, np.uint64),
-            "positions": np.zeros((0, 3), np.float32),
-            "neuron_ids": np.zeros(0, np.uint64),
-            "edges": np.zeros((0, 2), np.uint64),
-        }
-    return {
-        "node_ids": np.concatenate(node_ids),
-        "positions": np.concatenate(positions),
-        "neuron_ids": np.concatenate(neuron_ids),
-        "edges": np.concatenate(edges),
-    }
-
-
-def write_skeletons(path: Path, skeletons: dict[str, np.ndarray]) -> None:
-    """Write skeletons (see :func:`skeletonize`) to an ``.npz`` file, atomically."""
-    path = Path(path)
-    tmp = path.with_name(path.name + ".partial.npz")
-    np.savez_compressed(tmp, **skeletons)
-    tmp.replace(path)
-
-
-def read_skeletons(path: Path) -> dict[str, np.ndarray]:
-    """Read a ``*.skeletons.npz`` file written by :func:`write_skeletons`."""
-    with np.load(path) as f:
-        return {k: f[k] for k in ("node_ids", "positions", "neuron_ids", "edges")}
-
-
 def _draw_and_write(dataset: str, volume: str, test: bool, voxel_size, recipe, data_dir: Path) -> str:
     """Draw one volume, write its container and its skeletons (the skeletons first: the container marks done)."""
-    from .data import NEURON_IDS, RAW, write_container
-    from .datasets import volume_path
-
     path = volume_path(dataset, volume, test, data_dir)
     path.parent.mkdir(parents=True, exist_ok=True)
     raw, labels = generate_volume(recipe.shape, voxel_size, recipe.seed)
@@ -380,18 +320,10 @@ def _draw_and_write(dataset: str, volume: str, test: bool, voxel_size, recipe, d
     return volume
 
 
-def skeletons_path(container: Path) -> Path:
-    """The skeletons file beside a container: ``<name>.zarr`` → ``<name>.skeletons.npz``."""
-    container = Path(container)
-    return container.with_name(container.name.removesuffix(".zarr") + ".skeletons.npz")
-
-
 def _is_current(path: Path, recipe) -> bool:
     """Whether a generated volume is complete and drawn with the recipe's shape and offset (a changed recipe in
     ``datasets.json`` redraws it)."""
     import zarr
-
-    from .data import RAW
 
     if not (path.exists() and skeletons_path(path).exists()):
         return False
@@ -419,9 +351,6 @@ def make_synthetic(
     from concurrent.futures import ProcessPoolExecutor
 
     from tqdm import tqdm
-
-    from .config import ConfigError
-    from .datasets import DATA_DIR, DATASETS_FILE, get_dataset, volume_path
 
     data_dir = Path(data_dir) if data_dir is not None else DATA_DIR
     ds = get_dataset(dataset, datasets_file or DATASETS_FILE)
@@ -453,7 +382,6 @@ def plot_volume(container: Path, out_png: Path, section: int | None = None) -> P
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from .data import NEURON_IDS, RAW, read_array
 
     raw, voxel_size, _ = read_array(container, RAW)
     labels, _, _ = read_array(container, NEURON_IDS)

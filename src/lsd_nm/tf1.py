@@ -1,22 +1,184 @@
-"""Import the published TF1 checkpoints (``train_net_checkpoint_<N>.{index,data-*}``) into our checkpoints.
+"""The published TF1 checkpoints: fetch them into a network folder, find the iteration that is really there, and
+import their weights into our checkpoints.
 
-The original networks were TF1 graphs built with ``mala.networks.unet`` inside a variable scope per network
-(``setup01`` baseline, ``setup02`` mtlsd, ``setup03`` lsd and the autocontext nets' frozen lsd net, ``setup04``
-aclsd, ``setup05`` acrlsd, ``setup07`` malis, ``setup23`` long_range). Their variables are
-``<scope>/<layer>/{kernel,bias}`` with our layer names, except the LSD head (``embedding_0`` → ``lsds_0``).
-Kernel layouts need no change: convolutions are DHWIO in both, transposed convolutions (kD, kH, kW, out, in) in
-both. TensorFlow 2 reads these checkpoints directly (``tf.train.load_checkpoint``); the ``.meta`` file is not used.
+**Fetch** (:func:`fetch_checkpoint`). The bucket holds, per dataset and network,
+``funke/<dataset>/training/checkpoints/<network>/`` with the TF1 files
+``train_net_checkpoint_<N>.{index,data-00000-of-00001,meta}`` and a ``checkpoint`` state file. The published state
+file names iteration 500000 while 400000 is what was published, so TensorFlow found nothing and training silently
+restarted from scratch. Here the state file is not copied: the iteration is found from the ``.index`` and ``.data``
+files on disk, and a ``checkpoint`` file naming it is written, so TF tools (``tf.train.latest_checkpoint``) and our
+importer agree with no hand edits.
+
+**Import** (:func:`import_tf1_checkpoint`). The original networks were TF1 graphs built with
+``mala.networks.unet`` inside a variable scope per network (``setup01`` baseline, ``setup02`` mtlsd, ``setup03`` lsd
+and the autocontext nets' frozen lsd net, ``setup04`` aclsd, ``setup05`` acrlsd, ``setup07`` malis, ``setup23``
+long_range). Their variables are ``<scope>/<layer>/{kernel,bias}`` with our layer names, except the LSD head
+(``embedding_0`` → ``lsds_0``). Kernel layouts need no change: convolutions are DHWIO in both, transposed
+convolutions (kD, kH, kW, out, in) in both. TensorFlow 2 reads these checkpoints directly
+(``tf.train.load_checkpoint``); the ``.meta`` file is not used.
+
+Run: ``python 01_data/fetch_checkpoint.py --dataset zebrafinch --network mtlsd [--out DIR]``
+(or ``make fetch-checkpoint DATASET=zebrafinch NETWORK=mtlsd``), then ``make import-checkpoint …``.
 """
 
 from __future__ import annotations
 
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, get_args
 
 import numpy as np
 
+from . import REPO_ROOT
 from .checkpoints import checkpoint_path, model_weights, save_checkpoint
 from .config import ConfigError
-from .experiment import load_network_config
+from .data import write_text
+from .datasets import get_dataset, load_datasets
+from .experiment import NetworkFolder, NetworkType
+from .networks import build_model
+from .s3 import BUCKET, DEFAULT_JOBS, S3Error, TransferSummary, download, list_prefixes, make_client, s3_error
+
+if TYPE_CHECKING:
+    from botocore.client import BaseClient
+
+TRAIN_DIR = REPO_ROOT / "02_train"
+NETWORKS = get_args(NetworkType)
+"""The networks of the original's fetch_checkpoint.py (the paper's names, which are also the bucket's folders)."""
+STATE_FILE = "checkpoint"
+"""TensorFlow's checkpoint state file: names the latest checkpoint prefix."""
+
+_INDEX = re.compile(r"^(?P<base>.+)_checkpoint_(?P<iteration>\d+)\.index$")
+_SHARD = re.compile(r"\.data-(?P<shard>\d{5})-of-(?P<count>\d{5})")
+_STATE_PATH = re.compile(r'^model_checkpoint_path:\s*"(?P<path>[^"]*)"\s*$', re.MULTILINE)
+
+
+@dataclass(frozen=True)
+class TF1Checkpoint:
+    """One complete TF1 checkpoint in a folder."""
+
+    iteration: int
+    prefix: Path
+    """``<folder>/<base>_checkpoint_<N>``: what TF's readers take (without ``.index``)."""
+
+
+def checkpoint_prefix(network: str, dataset: str) -> str:
+    """The bucket prefix of a network's published checkpoints."""
+    return f"funke/{dataset}/training/checkpoints/{network}/"
+
+
+def complete_checkpoints(names: Iterable[str]) -> list[tuple[int, str]]:
+    """The complete TF1 checkpoints among file names: ``(iteration, prefix name)`` by iteration.
+
+    Complete means ``<prefix>.index`` and every ``<prefix>.data-XXXXX-of-NNNNN`` shard are there.
+
+    Args:
+        names: file names of one folder (or keys of one bucket prefix, without the prefix).
+    """
+    names = set(names)
+    found = []
+    for name in names:
+        match = _INDEX.match(name)
+        if match is None:
+            continue
+        prefix = name.removesuffix(".index")
+        shards = [_SHARD.fullmatch(n.removeprefix(prefix)) for n in names if n.startswith(prefix + ".data-")]
+        shards = [m for m in shards if m is not None]
+        counts = {int(m["count"]) for m in shards}
+        if len(counts) == 1 and {int(m["shard"]) for m in shards} == set(range(counts.pop())):
+            found.append((int(match["iteration"]), prefix))
+    return sorted(found)
+
+
+def find_tf1_checkpoints(folder: Path) -> list[TF1Checkpoint]:
+    """The complete TF1 checkpoints in ``folder`` (``.index`` and every ``.data`` shard present), by iteration.
+
+    Args:
+        folder: a network folder, e.g. ``02_train/zebrafinch/mtlsd``.
+    """
+    folder = Path(folder)
+    names = [p.name for p in folder.iterdir() if p.is_file()] if folder.is_dir() else []
+    return [TF1Checkpoint(iteration, folder / prefix) for iteration, prefix in complete_checkpoints(names)]
+
+
+def latest_tf1_checkpoint(folder: Path) -> TF1Checkpoint | None:
+    """The complete TF1 checkpoint with the highest iteration in ``folder``, or None."""
+    found = find_tf1_checkpoints(folder)
+    return found[-1] if found else None
+
+
+def parse_state(text: str) -> str | None:
+    """The ``model_checkpoint_path`` a checkpoint state file names (None if it names none)."""
+    match = _STATE_PATH.search(text)
+    return match["path"] if match else None
+
+
+def write_state(folder: Path, checkpoint: TF1Checkpoint) -> Path:
+    """Write the ``checkpoint`` state file naming ``checkpoint`` (a relative path, as TF writes it), atomically."""
+    name = checkpoint.prefix.name
+    return write_text(Path(folder) / STATE_FILE, f'model_checkpoint_path: "{name}"\nall_model_checkpoint_paths: "{name}"\n')
+
+
+def _published_state(client: BaseClient, bucket: str, key: str) -> str | None:
+    """What the bucket's state file names (None if there is none)."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    try:
+        body = client.get_object(Bucket=bucket, Key=key)["Body"].read()
+    except ClientError as e:
+        if e.response.get("ResponseMetadata", {}).get("HTTPStatusCode") == 404:
+            return None
+        raise s3_error(e, client, bucket, key) from None
+    except BotoCoreError as e:
+        raise s3_error(e, client, bucket, key) from None
+    return parse_state(body.decode(errors="replace"))
+
+
+def fetch_checkpoint(
+    dataset: str,
+    network: str,
+    out: Path | None = None,
+    bucket: str = BUCKET,
+    endpoint_url: str | None = None,
+    jobs: int = DEFAULT_JOBS,
+) -> tuple[TF1Checkpoint, str | None, TransferSummary]:
+    """Download a network's published checkpoints and write a state file naming the iteration found on disk.
+
+    Args:
+        dataset: zebrafinch, fib25 or hemi.
+        network: one of :data:`NETWORKS`.
+        out: the network folder (default ``02_train/<dataset>/<network>/``).
+        bucket: the bucket (default ``open-neurodata``).
+        endpoint_url: an S3-compatible endpoint (None: the standard variables, else AWS).
+        jobs: objects transferred in parallel.
+
+    Returns:
+        The checkpoint found, what the bucket's state file named (or None), and the transfer summary.
+    """
+    ds = get_dataset(dataset)
+    if ds.synthetic is not None:
+        real = [name for name, d in load_datasets().items() if d.synthetic is None]
+        raise ConfigError(f"no published checkpoints for the generated dataset '{dataset}' (expected one of: {', '.join(real)})")
+    if network not in NETWORKS:
+        raise ConfigError(f"unknown network '{network}' (expected one of: {', '.join(NETWORKS)})")
+    out = Path(out) if out is not None else TRAIN_DIR / dataset / network
+    prefix = checkpoint_prefix(network, dataset)
+    client = make_client(endpoint_url, jobs)
+    listed = list_prefixes(client, bucket, [prefix], out, strip=prefix)
+    objects = [o for o in listed if o.key != prefix + STATE_FILE]
+    if not complete_checkpoints(o.key.removeprefix(prefix) for o in objects):
+        raise S3Error(f"no complete TF1 checkpoint (<name>_checkpoint_<N>.index + .data-*) under s3://{bucket}/{prefix}")
+    published = _published_state(client, bucket, prefix + STATE_FILE) if len(objects) < len(listed) else None
+    summary = download(client, bucket, objects, jobs, desc=f"{dataset}/{network} checkpoints")
+    found = latest_tf1_checkpoint(out)
+    if found is None:  # the files were there when listed: the folder was changed meanwhile
+        raise S3Error(f"{out}: no complete TF1 checkpoint after the download; run again")
+    write_state(out, found)
+    return found, published, summary
+
+
+# ---- import into our checkpoints -------------------------------------------------------------------------------------
 
 SCOPES = {
     "baseline": "setup01",
@@ -30,13 +192,6 @@ SCOPES = {
 """The TF1 variable scope of each network's published checkpoints."""
 
 _HEADS = {"embedding_0": "lsds_0", "affs_0": "affs_0"}
-
-
-def find_tf1_checkpoints(folder: Path) -> dict[int, Path]:
-    """Complete TF1 checkpoint prefixes in a folder by iteration (by their files, not the ``checkpoint`` file)."""
-    from .checkpoints_tf1 import find_tf1_checkpoints as complete
-
-    return {c.iteration: c.prefix for c in complete(folder)}
 
 
 def read_tf1_weights(prefix: Path, scope: str) -> dict[str, np.ndarray]:
@@ -54,7 +209,7 @@ def read_tf1_weights(prefix: Path, scope: str) -> dict[str, np.ndarray]:
     return weights
 
 
-def import_tf1_checkpoint(folder: Path, iteration: int | None = None, scope: str | None = None) -> tuple[int, Path]:
+def import_tf1_checkpoint(folder: NetworkFolder, iteration: int | None = None, scope: str | None = None) -> tuple[int, Path]:
     """Convert a TF1 checkpoint in a network folder into our checkpoint of the same iteration.
 
     Args:
@@ -65,19 +220,16 @@ def import_tf1_checkpoint(folder: Path, iteration: int | None = None, scope: str
     Returns:
         (iteration, path of the written checkpoint).
     """
-    from .networks import build_model
-
-    folder = Path(folder).resolve()
-    config = load_network_config(folder)
-    found = find_tf1_checkpoints(folder)
+    config, path = folder.config, folder.path
+    found = {c.iteration: c.prefix for c in find_tf1_checkpoints(path)}
     if not found:
-        raise ConfigError(f"{folder}: no TF1 checkpoint (train_net_checkpoint_<N>.index + .data-*) to import")
+        raise ConfigError(f"{path}: no TF1 checkpoint (train_net_checkpoint_<N>.index + .data-*) to import")
     if iteration is None:
         iteration = max(found)
     elif iteration not in found:
-        raise ConfigError(f"{folder}: no TF1 checkpoint of iteration {iteration} (found: {', '.join(map(str, found))})")
-    if checkpoint_path(folder, iteration).exists():
-        raise ConfigError(f"{checkpoint_path(folder, iteration)} exists already; remove it to import again")
+        raise ConfigError(f"{path}: no TF1 checkpoint of iteration {iteration} (found: {', '.join(map(str, found))})")
+    if checkpoint_path(path, iteration).exists():
+        raise ConfigError(f"{checkpoint_path(path, iteration)} exists already; remove it to import again")
     scope = scope or SCOPES[config.network]
     weights = read_tf1_weights(found[iteration], scope)
     if not weights:
@@ -90,4 +242,4 @@ def import_tf1_checkpoint(folder: Path, iteration: int | None = None, scope: str
     for name, shape in expected.items():
         if weights[name].shape != shape:
             raise ConfigError(f"{found[iteration]}: {scope}/{name} has shape {weights[name].shape}, the network expects {shape}")
-    return iteration, save_checkpoint(folder, iteration, config, {k: weights[k] for k in expected})
+    return iteration, save_checkpoint(path, iteration, config, {k: weights[k] for k in expected})

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from .checkpoints import latest_checkpoint
 from .datasets import DATA_DIR
-from .experiment import load_network_config
+from .experiment import NetworkFolder
 
 logger = logging.getLogger(__name__)
 
@@ -70,7 +70,7 @@ def plot_losses(folder: Path) -> Path:
     return path
 
 
-def _run_phase(folder: Path, first: int, last: int, phase: str, device: str | None, data_dir: Path) -> int:
+def _run_phase(folder: NetworkFolder, first: int, last: int, phase: str, device: str | None, data_dir: Path) -> int:
     """Train iterations ``first``..``last`` of one phase; returns the last iteration done."""
     import gunpowder as gp
     from tqdm import tqdm
@@ -78,12 +78,12 @@ def _run_phase(folder: Path, first: int, last: int, phase: str, device: str | No
     from .pipelines import build_train_pipeline
 
     setup = build_train_pipeline(folder, last, first_iteration=first, phase=phase, device=device, data_dir=data_dir)
-    setup.train_node.on_save = lambda iteration, path: plot_losses(folder)
+    setup.train_node.on_save = lambda iteration, path: plot_losses(folder.path)
     # the train node logs each iteration before it may checkpoint it: a kill never loses a logged iteration
-    setup.train_node.loss_log = Path(folder) / LOSS_LOG
+    setup.train_node.loss_log = folder.path / LOSS_LOG
     done = first - 1
     with gp.build(setup.pipeline):
-        bar = tqdm(total=last, initial=first - 1, desc=f"{Path(folder).name} ({phase})", unit="it", dynamic_ncols=True)
+        bar = tqdm(total=last, initial=first - 1, desc=f"{folder.name} ({phase})", unit="it", dynamic_ncols=True)
         try:
             for _ in range(first, last + 1):
                 start = time.time()
@@ -103,7 +103,7 @@ def _run_phase(folder: Path, first: int, last: int, phase: str, device: str | No
     return done
 
 
-def train(folder: Path, max_iteration: int, device: str | None = None, data_dir: Path = DATA_DIR) -> int:
+def train(folder: NetworkFolder, max_iteration: int, device: str | None = None, data_dir: Path = DATA_DIR) -> int:
     """Train a network folder until ``max_iteration``, resuming from its latest checkpoint; returns the iteration.
 
     malis trains with MSE until ``train.malis_phase_switch`` and with the constrained MALIS loss after it; unlike
@@ -117,13 +117,12 @@ def train(folder: Path, max_iteration: int, device: str | None = None, data_dir:
         logging.getLogger(name).setLevel(logging.INFO)
     # dask's threaded scheduler does not survive PreCache's fork (a known hang): compute in the calling thread
     dask.config.set(scheduler="synchronous")
-    folder = Path(folder).resolve()
-    config = load_network_config(folder)
-    trained_until, _ = latest_checkpoint(folder)
+    config = folder.config
+    trained_until, _ = latest_checkpoint(folder.path)
     if trained_until >= max_iteration:
         print(f"{folder.name}: trained until {trained_until} already (≥ {max_iteration}); nothing to do")
         return trained_until
-    _truncate_losses(folder, trained_until)
+    _truncate_losses(folder.path, trained_until)
     phase = "euclid"
     if config.network == "malis":
         switch = config.train.malis_phase_switch
@@ -131,5 +130,5 @@ def train(folder: Path, max_iteration: int, device: str | None = None, data_dir:
             trained_until = _run_phase(folder, trained_until + 1, switch, "euclid", device, data_dir)
         phase = "euclid" if max_iteration <= switch else "malis"
     done = _run_phase(folder, trained_until + 1, max_iteration, phase, device, data_dir)
-    plot_losses(folder)
+    plot_losses(folder.path)
     return done

@@ -11,7 +11,6 @@ Run: python 01_data/view_data.py 01_data/funke/synthetic/training/train_0.zarr [
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import shutil
@@ -30,7 +29,7 @@ import numpy as np
 
 from . import REPO_ROOT
 from .config import ConfigError
-from .data import LABELS_MASK, NEURON_IDS, RAW
+from .data import LABELS_MASK, NEURON_IDS, RAW, atomic_path
 
 LayerKind = Literal["image", "segmentation", "mask", "channels"]
 IN_MEMORY_BYTES = 1 << 30
@@ -330,10 +329,8 @@ def write_png(path: Path, data: bytes) -> Path:
     if not data.startswith(b"\x89PNG\r\n\x1a\n"):
         raise ConfigError("the screenshot is not a PNG")
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".partial")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
     return path
 
 
@@ -413,19 +410,3 @@ def view(
 
     summary = f"{container}: {', '.join(f'{layer.name} ({layer.kind})' for layer in layers)}"
     serve(fill, summary, bind_address, port, screenshot_path, size, chromium, timeout)
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """``01_data/view_data.py``: parse the arguments and serve (or screenshot) the viewer."""
-    from .cli import run
-
-    parser = argparse.ArgumentParser(prog="view_data.py", description=__doc__.splitlines()[0])
-    parser.add_argument("data", type=Path, help="a zarr container, or a folder of them (the first is shown)")
-    parser.add_argument("--bind-address", "-b", default="127.0.0.1", help="address to serve on (default: 127.0.0.1)")
-    parser.add_argument("--port", type=int, default=0, help="port to serve on (default: a free one)")
-    parser.add_argument("--screenshot", type=Path, default=None, metavar="OUT.png", help="write a PNG of the view and exit")
-    parser.add_argument("--size", type=int, nargs=2, default=(800, 600), metavar=("WIDTH", "HEIGHT"), help="screenshot size (default: 800 600)")
-    parser.add_argument("--chromium", default=None, help="Chromium executable for --screenshot (default: found on PATH)")
-    parser.add_argument("--timeout", type=float, default=120.0, help="seconds to wait for the screenshot (default: 120)")
-    args = parser.parse_args(argv)
-    return run(lambda: view(args.data, args.bind_address, args.port, args.screenshot, tuple(args.size), args.chromium, args.timeout))

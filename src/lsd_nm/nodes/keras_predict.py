@@ -10,6 +10,7 @@ import numpy as np
 from gunpowder.nodes.generic_predict import GenericPredict
 
 from ..checkpoints import assign_weights, load_checkpoint
+from ..device import select_device
 from .layout import from_keras, to_keras
 
 
@@ -46,7 +47,6 @@ class KerasPredict(GenericPredict):
         self.check = check
 
     def start(self):
-        from ..device import select_device
 
         select_device(self.device)
         weights, _, trained = load_checkpoint(self.checkpoint)

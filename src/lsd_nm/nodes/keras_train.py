@@ -11,8 +11,16 @@ import gunpowder as gp
 import numpy as np
 from gunpowder.nodes.generic_train import GenericTrain
 
-from ..checkpoints import assign_weights, check_compatible, latest_checkpoint, load_checkpoint, model_weights, save_checkpoint
+from ..checkpoints import (
+    assign_weights,
+    check_compatible,
+    latest_checkpoint,
+    load_checkpoint,
+    model_weights,
+    save_checkpoint,
+)
 from ..config import ConfigError
+from ..device import select_device
 from ..experiment import NetworkConfig
 from .layout import from_keras, to_keras
 
@@ -111,7 +119,6 @@ class KerasTrain(GenericTrain):
         import keras
         import tensorflow as tf
 
-        from ..device import select_device
 
         self.device_name = select_device(self.device)
         self.model = self.model_fn()

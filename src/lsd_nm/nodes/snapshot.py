@@ -7,6 +7,8 @@ from pathlib import Path
 import gunpowder as gp
 import numpy as np
 
+from ..data import atomic_path
+
 
 class Snapshot(gp.BatchFilter):
     """Write the arrays of every ``every``-th batch (iterations 1, every + 1, 2·every + 1, …) to an HDF5 file.
@@ -61,8 +63,7 @@ class Snapshot(gp.BatchFilter):
         self.output_dir.mkdir(parents=True, exist_ok=True)
         iteration = int(batch.iteration or self.next_iteration - 1)
         path = self.output_dir / f"batch_{iteration}.hdf"
-        tmp = path.with_name(path.name + ".partial")
-        with h5py.File(tmp, "w") as f:
+        with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
             f.attrs["iteration"] = iteration
             if batch.loss is not None:
                 f.attrs["loss"] = float(batch.loss)
@@ -74,7 +75,6 @@ class Snapshot(gp.BatchFilter):
                 dataset = f.create_dataset(name, data=np.asarray(data), compression="gzip")
                 dataset.attrs["offset"] = tuple(int(v) for v in array.spec.roi.offset)
                 dataset.attrs["resolution"] = tuple(int(v) for v in array.spec.voxel_size)
-        tmp.replace(path)
         # arrays that only the snapshot asked for do not travel further
         for key in list(batch.arrays):
             if key not in request:

@@ -1,0 +1,474 @@
+"""Metrics of ``lsd_nm.evaluate`` against hand-computed tiny cases and scikit-image.
+
+Hand-computed numbers use H(1/3) = log2(3) − 2/3 (the entropy in bits of a 1/3–2/3 split).
+"""
+
+import csv
+import json
+import math
+import time
+
+import matplotlib.image
+import numpy as np
+import pytest
+from skimage.metrics import adapted_rand_error, variation_of_information
+
+from lsd_nm.evaluate import plot_voi, write_scores
+from lsd_nm.luts import apply_lut
+from lsd_nm.metrics import (
+    contingency_table,
+    expected_run_length,
+    min_cut_metric,
+    rand_voi,
+    sample_segments,
+    sites_voi,
+    sweep_thresholds,
+)
+
+LOG3 = math.log2(3)
+
+
+def assert_scores(scores: dict, expected: dict) -> None:
+    for key, value in expected.items():
+        assert scores[key] == pytest.approx(value, abs=1e-12), key
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# rand_voi: hand-computed
+
+
+def test_rand_voi_pure_split():
+    """GT 1 (4 voxels) is split in halves 5/6, GT 2 is segment 7; the two GT-0 voxels are ignored (one has test 7).
+
+    n_ij = (2, 2, 2), a = (4, 2), b = (2, 2, 2), N = 6.
+    H(a) = H(1/3) = log2 3 − 2/3, H(b) = H(a,b) = log2 3.
+    voi_split = H(a,b) − H(a) = 2/3, voi_merge = 0.
+    rand_split = Σn²/Σa² = 12/20, rand_merge = Σn²/Σb² = 12/12, arand = 1 − 2·0.6·1/1.6 = 0.25.
+    """
+    truth = np.array([1, 1, 1, 1, 2, 2, 0, 0])
+    test = np.array([5, 5, 6, 6, 7, 7, 7, 0])
+    assert_scores(
+        rand_voi(truth, test),
+        {
+            "voi_split": 2 / 3,
+            "voi_merge": 0.0,
+            "rand_split": 0.6,
+            "rand_merge": 1.0,
+            "arand": 0.25,
+            "nvi_split": (2 / 3) / LOG3,
+            "nvi_merge": 0.0,
+            "nid": 1 - (LOG3 - 2 / 3) / LOG3,
+        },
+    )
+
+
+def test_rand_voi_test_zero_is_a_label():
+    """A test that is 0 everywhere merges the two GT objects: voi_merge = H(a) = 1 bit, not an empty score.
+
+    n = (2, 2), a = (2, 2), b = (4): rand_split = 8/8, rand_merge = 8/16, arand = 1 − 2·0.5/1.5 = 1/3;
+    H(a,b) = 1, H(b) = 0, so nvi_merge = 1 and nid = 1 − (1 + 0 − 1)/1 = 1.
+    """
+    assert_scores(
+        rand_voi(np.array([1, 1, 2, 2]), np.zeros(4, np.uint64)),
+        {"voi_split": 0.0, "voi_merge": 1.0, "rand_split": 1.0, "rand_merge": 0.5, "arand": 1 / 3,
+         "nvi_split": 0.0, "nvi_merge": 1.0, "nid": 1.0},
+    )  # fmt: skip
+
+
+def test_rand_voi_split_and_merge():
+    """truth (1,1,1,2,2,2), test (1,1,2,2,3,3): pairs (1,1)×2, (1,2)×1, (2,2)×1, (2,3)×2.
+
+    H(a) = 1, H(b) = log2 3, H(a,b) = log2 3 + 1/3, so voi_split = log2 3 − 2/3 and voi_merge = 1/3.
+    Σn² = 10, Σa² = 18, Σb² = 12: rand_split = 5/9, rand_merge = 5/6, F = 2Σn²/(Σa²+Σb²) = 2/3, arand = 1/3.
+    """
+    truth = np.array([1, 1, 1, 2, 2, 2])
+    test = np.array([1, 1, 2, 2, 3, 3])
+    assert_scores(
+        rand_voi(truth, test),
+        {"voi_split": LOG3 - 2 / 3, "voi_merge": 1 / 3, "rand_split": 5 / 9, "rand_merge": 5 / 6, "arand": 1 / 3,
+         "nvi_split": (LOG3 - 2 / 3) / (LOG3 + 1 / 3), "nvi_merge": (1 / 3) / (LOG3 + 1 / 3),
+         "nid": 1 - (2 / 3) / LOG3},
+    )  # fmt: skip
+
+
+def test_rand_voi_perfect_and_gt_background_ignored():
+    truth = np.array([0, 0, 1, 1, 2])
+    test = np.array([1, 2, 3, 3, 4])
+    assert_scores(
+        rand_voi(truth, test),
+        {"voi_split": 0.0, "voi_merge": 0.0, "arand": 0.0, "rand_split": 1.0, "rand_merge": 1.0, "nid": 0.0},
+    )
+
+
+def test_rand_voi_uint64_ids_are_exact():
+    """Ids near 2**64 give the same scores as small ids (no float conversion, no dense table)."""
+    truth = np.array([1, 1, 1, 2, 2, 2], np.uint64)
+    test = np.array([1, 1, 2, 2, 3, 3], np.uint64)
+    big = np.uint64(2**64 - 10)
+    assert rand_voi(truth * np.uint64(2**40), test + big) == rand_voi(truth, test)
+
+
+def test_rand_voi_errors():
+    with pytest.raises(ValueError, match="shape"):
+        rand_voi(np.ones(3, int), np.ones(4, int))
+    with pytest.raises(ValueError, match="no voxel"):
+        rand_voi(np.zeros(3, int), np.ones(3, int))
+
+
+def test_contingency_table_counts():
+    n_ij, a_i, b_j = contingency_table(np.array([[1, 1], [2, 0]]), np.array([[7, 8], [7, 9]]))
+    assert n_ij.tolist() == [1, 1, 1]
+    assert a_i.tolist() == [2, 1]
+    assert b_j.tolist() == [2, 1]  # test 9 sits on GT 0 and is dropped
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# rand_voi against scikit-image
+
+
+@pytest.fixture(scope="module")
+def random_pair():
+    rng = np.random.default_rng(3)
+    truth = rng.integers(0, 12, (20, 30, 30))
+    test = (truth + rng.integers(0, 3, truth.shape) * (rng.random(truth.shape) < 0.3)) % 15  # splits, merges, 0s
+    return truth, test
+
+
+def test_voi_matches_skimage(random_pair):
+    """skimage's ``variation_of_information(truth, test, ignore_labels=[0])`` returns, in bits (log2),
+    ``[H(test|truth), H(truth|test)]`` = ``[voi_split, voi_merge]``; its ignore_labels drops truth 0 only, as we do.
+    """
+    truth, test = random_pair
+    ours = rand_voi(truth, test)
+    split, merge = variation_of_information(truth, test, ignore_labels=[0])
+    assert ours["voi_split"] == pytest.approx(split, abs=1e-9)
+    assert ours["voi_merge"] == pytest.approx(merge, abs=1e-9)
+    assert ours["voi_split"] > 0.1 and ours["voi_merge"] > 0.1  # a case with both errors
+    # without background, swapping the arguments swaps split and merge
+    forward, backward = rand_voi(truth + 1, test + 1), rand_voi(test + 1, truth + 1)
+    assert forward["voi_split"] == pytest.approx(backward["voi_merge"], abs=1e-12)
+    assert forward["voi_merge"] == pytest.approx(backward["voi_split"], abs=1e-12)
+
+
+def test_voi_matches_skimage_on_large_ids(random_pair):
+    truth, test = random_pair
+    ours = rand_voi(truth.astype(np.uint64) * np.uint64(2**50), test.astype(np.uint64) + np.uint64(2**63))
+    split, merge = variation_of_information(truth, test, ignore_labels=[0])
+    assert ours["voi_split"] == pytest.approx(split, abs=1e-9)
+    assert ours["voi_merge"] == pytest.approx(merge, abs=1e-9)
+
+
+def test_arand_vs_skimage_counts_pairs_differently(random_pair):
+    """Where the definitions differ, and where they agree.
+
+    funlib/waterz (and we) use Σn_ij² over voxels, self-pairs included; skimage's ``adapted_rand_error`` counts pairs of
+    distinct voxels, Σn_ij² − N (likewise for a and b). Both use F = Σn²/(½Σa² + ½Σb²) = 2PR/(P+R) at alpha = 0.5.
+    Also, skimage's second output (documented as precision, "divided by the number in the test image") divides by the
+    *truth* sizes: it is the pair-counted ``rand_split``, and its third output the pair-counted ``rand_merge``.
+    So skimage's values equal ours exactly once self-pairs are removed from our contingency table.
+    """
+    truth, test = random_pair
+    n_ij, a_i, b_j = contingency_table(truth, test)
+    n = a_i.sum()
+    pairs = lambda x: float(np.dot(x, x) - n)  # noqa: E731
+    are, second, third = adapted_rand_error(truth, test)
+    assert second == pytest.approx(pairs(n_ij) / pairs(a_i), abs=1e-12)
+    assert third == pytest.approx(pairs(n_ij) / pairs(b_j), abs=1e-12)
+    assert are == pytest.approx(1 - pairs(n_ij) / (0.5 * pairs(a_i) + 0.5 * pairs(b_j)), abs=1e-12)
+    # ours: the same formulas with self-pairs; on 18,000 voxels the two differ by well under 1e-3
+    ours = rand_voi(truth, test)
+    sq = lambda x: float(np.dot(x, x))  # noqa: E731
+    assert ours["rand_split"] == pytest.approx(sq(n_ij) / sq(a_i), abs=1e-12)
+    assert ours["arand"] == pytest.approx(1 - sq(n_ij) / (0.5 * sq(a_i) + 0.5 * sq(b_j)), abs=1e-12)
+    assert abs(ours["arand"] - are) < 1e-3
+    assert ours["arand"] != pytest.approx(are, abs=1e-9)
+
+
+def test_arand_differs_from_skimage_on_a_tiny_case():
+    """truth (1,1,1,2,2,2), test (1,1,2,2,3,3): ours 1/3; skimage 1 − (10−6)/(½(18−6) + ½(12−6)) = 5/9."""
+    truth = np.array([1, 1, 1, 2, 2, 2])
+    test = np.array([1, 1, 2, 2, 3, 3])
+    assert rand_voi(truth, test)["arand"] == pytest.approx(1 / 3)
+    assert adapted_rand_error(truth, test)[0] == pytest.approx(5 / 9)
+
+
+def test_rand_voi_is_fast_on_ten_million_voxels():
+    """10^7 voxels with uint64 ids and 32,000 (truth, test) pairs: a few seconds at most (sort-based counting)."""
+    z, y, x = np.ogrid[:100, :320, :320]
+    truth = ((z // 10) * 10000 + (y // 16) * 100 + x // 16 + 1).astype(np.uint64) * np.uint64(2**33)
+    test = ((z // 5) * 10000 + (y // 12) * 100 + x // 12).astype(np.uint64) + np.uint64(2**63)
+    assert truth.size == 10_240_000 and test.dtype == np.uint64
+    start = time.perf_counter()
+    scores = rand_voi(truth, test)
+    assert time.perf_counter() - start < 30  # a guard against dense tables / quadratic code, not a benchmark
+    assert scores["voi_split"] > 0 and scores["voi_merge"] > 0
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# skeletons: a two-skeleton toy
+#
+#   skeleton A (neuron 1): nodes 1-2-3-4 along x at 0, 3, 7, 12 nm: edges 3, 4, 5 nm, L_A = 12
+#   skeleton B (neuron 2): nodes 10-11-12 along x at 0, 6, 8 nm (y = 100): edges 6, 2 nm, L_B = 8
+#   L = 20; max ERL = (12² + 8²)/20 = 10.4
+
+
+@pytest.fixture
+def toy():
+    return {
+        "node_ids": np.array([1, 2, 3, 4, 10, 11, 12], np.uint64),
+        "positions": np.array([[0, 0, 0], [0, 0, 3], [0, 0, 7], [0, 0, 12], [0, 100, 0], [0, 100, 6], [0, 100, 8]],
+                              np.float32),  # fmt: skip
+        "neuron_ids": np.array([1, 1, 1, 1, 2, 2, 2], np.uint64),
+        "edges": np.array([[1, 2], [2, 3], [3, 4], [10, 11], [11, 12]], np.uint64),
+    }
+
+
+def erl_of(toy, segments):
+    return expected_run_length(**toy, segment_ids=np.array(segments, np.uint64))
+
+
+def test_erl_perfect(toy):
+    scores = erl_of(toy, [7, 7, 7, 7, 9, 9, 9])
+    assert scores["erl"] == pytest.approx(10.4)
+    assert scores["max_erl"] == pytest.approx(10.4)
+    assert scores["normalized_erl"] == pytest.approx(1.0)
+    assert scores["total_path_length"] == pytest.approx(20.0)
+    assert scores["correct_edges"] == 5
+    assert scores["number_of_skeletons"] == 2
+
+
+def test_erl_split(toy):
+    """A split between nodes 2 and 3: A keeps 3 nm in segment 10 and 5 nm in 20 → ERL_A = (9 + 25)/12;
+    ERL_B = 64/8 = 8; total = (12/20)·34/12 + (8/20)·8 = 4.9, not the last skeleton's 8 (the old funlib pitfall)."""
+    scores = erl_of(toy, [10, 10, 20, 20, 30, 30, 30])
+    assert scores["erl"] == pytest.approx(4.9)
+    assert scores["normalized_erl"] == pytest.approx(4.9 / 10.4)
+    assert scores["number_of_split_skeletons"] == 1
+    assert (scores["split_edges"], scores["merged_edges"], scores["omitted_edges"]) == (1, 0, 0)
+
+
+def test_erl_omitted(toy):
+    """Node 2 on background: edges 1-2 and 2-3 are omitted, only 3-4 (5 nm) counts → (25 + 64)/20 = 4.45;
+    their lengths stay in L_A."""
+    scores = erl_of(toy, [10, 0, 10, 10, 30, 30, 30])
+    assert scores["erl"] == pytest.approx(4.45)
+    assert scores["total_path_length"] == pytest.approx(20.0)
+    assert (scores["split_edges"], scores["merged_edges"], scores["omitted_edges"]) == (0, 0, 2)
+    assert scores["number_of_split_skeletons"] == 0
+
+
+def test_erl_merged(toy):
+    """Segment 10 holds nodes 1, 2 (A) and 10 (B): it merges. A: 1-2 merged (counts 0), 2-3 split, 3-4 correct 5 nm
+    in segment 40 (merges are per edge, so A keeps it); B: 10-11 split, 11-12 correct 2 nm → (25 + 4)/20 = 1.45."""
+    scores = erl_of(toy, [10, 10, 40, 40, 10, 50, 50])
+    assert scores["erl"] == pytest.approx(1.45)
+    assert (scores["correct_edges"], scores["merged_edges"], scores["split_edges"]) == (2, 1, 2)
+    assert scores["number_of_merging_segments"] == 1
+    assert scores["number_of_split_skeletons"] == 2
+
+
+def test_erl_everything_merged_is_zero(toy):
+    scores = erl_of(toy, [5] * 7)
+    assert scores["erl"] == 0.0
+    assert scores["merged_edges"] == 5
+    assert scores["number_of_merging_segments"] == 1
+
+
+def test_erl_background_is_never_a_merging_segment(toy):
+    """Nodes of both skeletons on 0 are omissions, not a merge through segment 0: A keeps 4 + 5 nm, B 2 nm."""
+    scores = erl_of(toy, [0, 7, 7, 7, 0, 9, 9])
+    assert scores["number_of_merging_segments"] == 0
+    assert scores["erl"] == pytest.approx((9**2 + 2**2) / 20)
+
+
+def test_erl_rejects_bad_graphs(toy):
+    bad = dict(toy, edges=np.array([[1, 99]], np.uint64))
+    with pytest.raises(ValueError, match="node id"):
+        erl_of(bad, [1] * 7)
+    across = dict(toy, edges=np.array([[4, 10]], np.uint64))
+    with pytest.raises(ValueError, match="two different skeletons"):
+        erl_of(across, [1] * 7)
+
+
+def test_sites_voi_drops_background_sites():
+    """Sites (1,5) (1,5) (1,0) (2,5) (2,6): the site on 0 is dropped → truth (1,1,2,2), test (5,5,5,6).
+    voi_split = ½·0 + ½·1 = 0.5; voi_merge = ¾·H(1/3) (segment 5 holds 2 sites of 1 and 1 of 2)."""
+    scores = sites_voi(np.array([1, 1, 1, 2, 2]), np.array([5, 5, 0, 5, 6]))
+    assert scores["voi_split"] == pytest.approx(0.5, abs=1e-12)
+    assert scores["voi_merge"] == pytest.approx(0.75 * (LOG3 - 2 / 3), abs=1e-12)
+    assert (scores["num_sites"], scores["num_bg_sites"]) == (4, 1)
+
+
+def test_sample_segments():
+    segmentation = np.arange(1, 25, dtype=np.uint64).reshape(2, 3, 4)
+    positions = np.array([
+        [100, 18, 0],        # the first voxel's corner → [0, 0, 0]
+        [139.9, 44.9, 35.9],  # → [1, 2, 3], the last voxel
+        [99.9, 18, 0],       # before the offset → 0
+        [140, 18, 0],        # z index 2, past the end → 0
+        [120, 27, 9],        # → [1, 1, 1]
+    ])  # fmt: skip
+    segments = sample_segments(positions, segmentation, voxel_size=(20, 9, 9), offset=(100, 18, 0))
+    assert segments.dtype == np.uint64
+    assert segments.tolist() == [1, 24, 0, 0, int(segmentation[1, 1, 1])]
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# min-cut metric
+
+
+def line(xs):
+    return np.array([[0, 0, x] for x in xs], np.float64)
+
+
+@pytest.mark.parametrize("segment", [100, 2**64 - 1])
+def test_min_cut_one_weak_edge(segment):
+    """Fragments 1-2-3-4 in one segment, A on 1, B on 4; the weak edge 2-3 (score 0.45, capacity 0.55) is cut."""
+    scores = min_cut_metric(
+        [(1, 2, 0.1), (2, 3, 0.45), (3, 4, 0.1)],
+        fragment_of_node=np.array([1, 1, 4, 4], np.uint64),
+        segment_of_fragment={1: segment, 2: segment, 3: segment, 4: segment},
+        neuron_of_node=np.array([1, 1, 2, 2]),
+        positions=line([0, 10, 30, 40]),
+    )
+    assert scores == {"splits_needed": 1, "merges_needed": 0, "unsplittable": 0}
+
+
+def test_min_cut_capacity_is_one_minus_score():
+    """A on fragments 1 (x = 50, closest to B) and 2 (x = 0); B on 4 (x = 60); chain 1-2-3-4 with scores
+    0.45, 0.1, 0.2. With capacity 1 − score the cut between fragments 1 and 4 takes the weak 1-2; A's fragment 2 is
+    still joined to B, so a second cut takes 3-4 (capacity 0.8 < 0.9): 2 splits, and A lies in two pieces: 1 merge.
+    (Capacity = score would make one cut, 2-3, and need no merge.)"""
+    scores = min_cut_metric(
+        [(1, 2, 0.45), (2, 3, 0.1), (3, 4, 0.2)],
+        fragment_of_node=np.array([1, 2, 4]),
+        segment_of_fragment={1: 7, 2: 7, 3: 7, 4: 7},
+        neuron_of_node=np.array([1, 1, 2]),
+        positions=line([50, 0, 60]),
+    )
+    assert scores == {"splits_needed": 2, "merges_needed": 1, "unsplittable": 0}
+
+
+def test_min_cut_extra_merges_and_segment_splits():
+    """Segment 100 = chain 1-2-3 with A on 1 (x = 0) and 3 (x = 100), B on 2 (x = 95).
+    Cut 1: A's closest node (fragment 3) vs B (fragment 2) → edge 2-3. Cut 2: {1, 2} still holds A and B → edge 1-2.
+    A ends in two pieces (1 merge caused by the cuts); skeleton C lies in segments 200 and 300 (1 merge).
+    """
+    scores = min_cut_metric(
+        [(1, 2, 0.2), (2, 3, 0.3), (10, 11, 0.9)],  # 10-11 joins two segments: not inside any merging segment
+        fragment_of_node=np.array([1, 3, 2, 10, 11]),
+        segment_of_fragment={1: 100, 2: 100, 3: 100, 10: 200, 11: 300},
+        neuron_of_node=np.array([1, 1, 2, 3, 3]),
+        positions=line([0, 100, 95, 500, 510]),
+    )
+    assert scores == {"splits_needed": 2, "merges_needed": 2, "unsplittable": 0}
+
+
+def test_min_cut_three_skeletons_need_two_cuts():
+    scores = min_cut_metric(
+        [(1, 2, 0.3), (2, 3, 0.3)],
+        fragment_of_node=np.array([1, 1, 1, 2, 2, 3]),
+        segment_of_fragment={1: 5, 2: 5, 3: 5},
+        neuron_of_node=np.array([1, 1, 1, 2, 2, 3]),
+        positions=line([0, 1, 2, 10, 11, 20]),
+    )
+    assert scores == {"splits_needed": 2, "merges_needed": 0, "unsplittable": 0}
+
+
+def test_min_cut_no_merge_and_unsplittable():
+    # no segment merges: only the split of skeleton 1 across segments 5 and 6 counts
+    assert min_cut_metric(
+        [(1, 2, 0.9)], np.array([1, 2, 3]), {1: 5, 2: 6, 3: 7}, np.array([1, 1, 2]), line([0, 1, 9])
+    ) == {"splits_needed": 0, "merges_needed": 1, "unsplittable": 0}
+    # two skeletons inside one fragment cannot be cut apart; fragment 0 / unknown fragments are ignored
+    assert min_cut_metric(
+        [], np.array([1, 1, 0, 4]), {1: 5}, np.array([1, 2, 3, 3]), line([0, 1, 2, 3])
+    ) == {"splits_needed": 0, "merges_needed": 0, "unsplittable": 1}
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# threshold sweep
+
+
+def test_relabel_large_ids_and_missing_fragments():
+    """Fragments absent from the LUT (7) map to 0, as in the original's extraction; uint64 ids above 2**63 stay exact."""
+    big = 2**63 + 1
+    fragments = np.array([[0, big], [5, 7]], np.uint64)
+    lut = (np.array([5, big, 9], np.uint64), np.array([100, 200, 300], np.uint64))
+    expected = [[0, 200], [100, 0]]
+    assert apply_lut(fragments, lut).tolist() == expected
+    assert apply_lut(fragments, np.stack(lut)).tolist() == expected  # the original's (2, N) fragment_segment_lut
+    assert apply_lut(fragments, lut).dtype == np.uint64
+    small = apply_lut(np.array([3, 1, 2]), (np.array([1, 2, 3], np.int64), np.array([7, 8, 9], np.uint64)))
+    assert small.tolist() == [9, 7, 8]
+    assert apply_lut(fragments, (np.zeros(0, np.uint64), np.zeros(0, np.uint64))).tolist() == [[0, 0], [0, 0]]
+
+
+def test_sweep_thresholds_dense_and_skeletons():
+    """Four fragments (quadrants along x); GT objects are fragments {1, 2} and {3, 4}.
+    t = 0.2: every fragment its own segment → voi_split = 1, voi_merge = 0; t = 0.5: perfect; t = 0.8: all one
+    segment → voi_split = 0, voi_merge = 1, ERL 0."""
+    fragments = np.repeat(np.array([1, 2, 3, 4], np.uint64), 2)[None, None, :].repeat(2, axis=0)  # (2, 1, 8)
+    truth = np.where(fragments <= 2, 1, 2).astype(np.uint64)
+    f = np.array([1, 2, 3, 4], np.uint64)
+    luts = {
+        0.8: (f, np.array([9, 9, 9, 9], np.uint64)),
+        0.2: (f, np.array([1, 2, 3, 4], np.uint64)),
+        0.5: (f, np.array([5, 5, 6, 6], np.uint64)),
+    }
+    # one skeleton per object along x, one node per voxel (voxel size 1, offset 0)
+    positions = np.array([[0, 0, x + 0.5] for x in range(8)])
+    skeletons = {
+        "node_ids": np.arange(1, 9, dtype=np.uint64),
+        "positions": positions,
+        "neuron_ids": np.array([1, 1, 1, 1, 2, 2, 2, 2], np.uint64),
+        "edges": np.array([[1, 2], [2, 3], [3, 4], [5, 6], [6, 7], [7, 8]], np.uint64),
+    }
+    node_fragments = sample_segments(positions, fragments, (1, 1, 1), (0, 0, 0))
+    assert node_fragments.tolist() == [1, 1, 2, 2, 3, 3, 4, 4]
+    rows = sweep_thresholds(luts, fragments, truth, skeletons, node_fragments)
+    assert [r["threshold"] for r in rows] == [0.2, 0.5, 0.8]
+    assert [(r["voi_split"], r["voi_merge"], r["voi_sum"]) for r in rows] == [(1.0, 0.0, 1.0), (0.0, 0.0, 0.0), (0.0, 1.0, 1.0)]
+    # ERL: at 0.2 each skeleton keeps two 1 nm runs → Σ c² / L = 4·1/6; perfect = (3² + 3²)/6 = 3
+    assert [r["erl"] for r in rows] == pytest.approx([4 / 6, 3.0, 0.0])
+    assert rows[1]["normalized_erl"] == pytest.approx(1.0)
+    assert rows[2]["sites_voi_merge"] == pytest.approx(1.0)
+    # skeletons only: the site VOI fills voi_split/voi_merge
+    only = sweep_thresholds(luts, skeletons=skeletons, node_fragments=node_fragments)
+    assert [r["voi_sum"] for r in only] == [1.0, 0.0, 1.0]
+    with pytest.raises(ValueError):
+        sweep_thresholds(luts)
+
+
+ROWS = [
+    {"threshold": 0.1, "voi_split": 1.0, "voi_merge": 0.25, "arand": 0.5, "extra": 1},
+    {"threshold": 0.2, "voi_split": 0.5, "voi_merge": 0.5, "arand": 0.25},
+    {"threshold": 0.3, "voi_split": 0.25, "voi_merge": 1.5, "arand": 0.75, "erl": np.float64(2.0), "nid": float("nan")},
+]
+
+
+def test_write_scores(tmp_path):
+    csv_path, json_path = write_scores(ROWS, tmp_path / "out")
+    assert (csv_path.name, json_path.name) == ("scores.csv", "scores.json")
+    assert csv_path.read_text() == (
+        "threshold,voi_split,voi_merge,voi_sum,arand,erl,extra,nid\n"
+        "0.1,1.0,0.25,1.25,0.5,,1,\n"
+        "0.2,0.5,0.5,1.0,0.25,,,\n"
+        "0.3,0.25,1.5,1.75,0.75,2.0,,\n"
+    )
+    with open(csv_path) as f:
+        assert [float(r["voi_sum"]) for r in csv.DictReader(f)] == [1.25, 1.0, 1.75]
+    data = json.loads(json_path.read_text())
+    assert data["best"] == {"threshold": 0.2, "voi_split": 0.5, "voi_merge": 0.5, "arand": 0.25, "voi_sum": 1.0}
+    assert len(data["rows"]) == 3
+    assert data["rows"][2]["nid"] is None  # NaN is not JSON
+    assert data["rows"][2]["erl"] == 2.0
+    assert not list((tmp_path / "out").glob("*.partial"))
+    assert write_scores([], tmp_path, name="empty")[1].read_text() == '{\n  "rows": [],\n  "best": null\n}\n'
+
+
+def test_plot_voi(tmp_path):
+    path = plot_voi([dict(r, voi_sum=r["voi_split"] + r["voi_merge"]) for r in ROWS], tmp_path / "voi_vs_threshold.png")
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert path.stat().st_size > 10_000
+    assert matplotlib.image.imread(path).shape[:2] == (500, 600)
