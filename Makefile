@@ -38,9 +38,11 @@ ENV_READY = $(VENV)/.installed-$(TF_EXTRA)
 else
 RUN = $(SINGULARITY) $(CONTAINER_MODE) --nv --bind $(ROOT) $(CONTAINER) python
 ENV_READY =
-# the repository's package is importable inside any image that has the dependencies
+# the repository's package is importable inside any image that has the dependencies; the image's Python runs it
 export SINGULARITYENV_PYTHONPATH := $(ROOT)/src
 export APPTAINERENV_PYTHONPATH := $(ROOT)/src
+export SINGULARITYENV_LSD_NM_NO_VENV := 1
+export APPTAINERENV_LSD_NM_NO_VENV := 1
 endif
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
@@ -85,7 +87,7 @@ images: $(ENV_READY) ## download the original Singularity images into 00_contain
 
 # ---- 01_data ----------------------------------------------------------------------------------------------------
 synthetic: $(ENV_READY) ## generate the embedded synthetic dataset (DATASET=synthetic|synthetic_iso)
-	$(RUN) $(ROOT)/01_data/make_synthetic.py --dataset $(if $(filter synthetic%,$(DATASET)),$(DATASET),synthetic) $(ARGS)
+	$(RUN) $(ROOT)/01_data/make_synthetic.py --dataset $(DATASET) $(ARGS)
 
 fetch-data: $(ENV_READY) ## download training volumes from S3 (DATASET=… [VOLUMES=…|ALL=1])
 	$(call script,01_data/fetch_data.py,--dataset $(DATASET) $(foreach v,$(VOLUMES),--volume $(v)) $(if $(ALL),--all) $(ARGS))
@@ -109,8 +111,8 @@ mknet: $(ENV_READY) ## build the network and write its description (DATASET=… 
 train: $(ENV_READY) ## train up to ITERATION (DATASET=… NETWORK=… ITERATION=…)
 	$(call in_network,train.py,$(ITERATION) $(ARGS))
 
-view-batch: $(ENV_READY) ## look at a training snapshot (DATASET=… NETWORK=… ITERATION=…)
-	$(call in_network,view_batch.py,$(ITERATION) $(ARGS))
+view-batch: $(ENV_READY) ## look at a training snapshot (DATASET=… NETWORK=… [ITERATION=…]; default: the newest)
+	$(call in_network,view_batch.py,$(filter-out latest,$(ITERATION)) $(ARGS))
 
 predict-scan: $(ENV_READY) ## predict a small volume in memory (DATASET=… NETWORK=… ITERATION=…)
 	$(call in_network,predict_scan.py,$(ITERATION) $(ARGS))
@@ -133,9 +135,8 @@ clean: ## delete caches and logs (data, checkpoints and .venv stay)
 	find $(ROOT) -name __pycache__ -type d -prune -exec rm -rf {} + ; rm -rf $(ROOT)/.pytest_cache $(ROOT)/daisy_logs
 
 # ---- helpers -------------------------------------------------------------------------------------------------------
-# $(call script,path/in/repo.py,args): run a script through $(RUN), or say that it is not built yet
+# $(call script,path/in/repo.py,args): run a script through $(RUN)
 define script
-	@if [ ! -f "$(ROOT)/$(1)" ]; then echo "make $@: $(1) is not built yet" >&2; exit 2; fi
 	$(RUN) $(ROOT)/$(1) $(2)
 endef
 
@@ -155,6 +156,5 @@ endef
 # $(call in_network,script.py,args): run a network folder's script from inside that folder
 define in_network
 	@if [ ! -d "$(NETWORK_DIR)" ]; then echo "make $@: no network folder 02_train/$(DATASET)/$(NETWORK)" >&2; exit 2; fi
-	@if [ ! -f "$(NETWORK_DIR)/$(1)" ]; then echo "make $@: 02_train/$(DATASET)/$(NETWORK)/$(1) is not built yet" >&2; exit 2; fi
 	cd $(NETWORK_DIR) && $(RUN) $(1) $(2)
 endef

@@ -86,3 +86,21 @@ def test_find_python_finds_a_python_312():
     version = subprocess.run([result.stdout.strip(), "-c", "import sys; print(sys.version_info >= (3, 12))"],
                              capture_output=True, text=True).stdout
     assert version.strip() == "True"
+
+
+def test_synthetic_of_a_real_dataset_is_a_one_line_error():
+    """`make synthetic DATASET=zebrafinch` once generated `synthetic` and exited 0 (the Makefile rewrote the name)."""
+    result = subprocess.run(["make", "-s", "-C", str(REPO), "synthetic", "DATASET=zebrafinch"], capture_output=True, text=True)
+    assert result.returncode != 0
+    assert result.stderr.splitlines()[0] == (
+        "error: dataset 'zebrafinch' is not synthetic: fetch it with `make fetch-data DATASET=zebrafinch`"
+    )
+
+
+def test_view_batch_defaults_to_the_newest_snapshot():
+    """The Makefile's ITERATION default `latest` is not passed on (view_batch.py takes no `latest`: no ITERATION is the
+    newest)."""
+    out = make_n("view-batch", "DATASET=synthetic", "NETWORK=mtlsd")
+    line = next(line for line in out.splitlines() if "view_batch.py" in line)
+    assert line.split() == ["cd", f"{REPO}/02_train/synthetic/mtlsd", "&&", f"{REPO}/.venv/bin/python", "view_batch.py"]
+    assert "view_batch.py 300" in make_n("view-batch", "DATASET=synthetic", "NETWORK=mtlsd", "ITERATION=300")

@@ -9,13 +9,14 @@
 
 :func:`run_blockwise` runs a per-block function over a ROI:
 
-* the per-worker setup (open arrays and the region graph, later: load a model) is apart from the per-block work:
+* the per-worker setup (open arrays and the region graph, load a model) is apart from the per-block work:
   ``worker_setup()`` runs once per worker and its result is passed to every ``process_block(block, resources)``;
 * ``num_workers == 1`` runs in this process, serially (daisy's ``multiprocessing=False``), for debugging;
   otherwise daisy spawns ``num_workers`` worker processes, or — with a ``worker_command`` prefix such as
   ``["bsub", "-n", "5"]`` — each worker runs ``worker_command + [python, -m, lsd_nm.blockwise_worker, SPEC]``;
 * finished blocks are recorded on disk (daisy's block tracking in ``tracking_dir``), so a re-run skips them;
-* the scheduler listens on 127.0.0.1 only; a block that raises is reported by daisy with its id and traceback and
+* the scheduler listens on ``host`` (default 127.0.0.1: local workers only; the run config's ``scheduler_host`` for
+  workers on other nodes); a block that raises is reported by daisy with its id and traceback and
   retried (at most ``max_retries`` times; the worker goes on with other blocks, a worker that dies is replaced);
   if it still fails, :class:`BlockwiseError` names the task and the failed blocks and carries the worker's traceback;
 * worker output goes to ``<tracking_dir>/../logs/<task>/worker_<n>.{out,err}``; daisy's progress bar shows.
