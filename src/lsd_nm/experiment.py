@@ -159,7 +159,8 @@ class NetworkConfig(StrictBaseModel):
     predict_input_shape: Shape = (96, 484, 484)
     """Network input during prediction (voxels); larger for throughput, same weights."""
     neighborhood: list[Shape] = [(-1, 0, 0), (0, -1, 0), (0, 0, -1)]
-    """Affinity offsets (voxels); one output channel each (long_range: 12)."""
+    """Affinity offsets (voxels); one output channel each (long_range: 12; for fib25/hemi derived from zebrafinch's
+    by their reach in nm, see ``02_train/README.md``)."""
     lsds: LsdConfig = LsdConfig()
     """LSD targets (lsd, mtlsd)."""
     autocontext: AutocontextConfig | None = None
