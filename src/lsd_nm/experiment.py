@@ -169,6 +169,9 @@ class NetworkConfig(StrictBaseModel):
     """The optimizer."""
     train: TrainConfig = TrainConfig()
     """Training pipeline and schedule."""
+    tf32: bool = False
+    """Allow TensorFloat-32 on GPUs that have it (Ampere and newer), in training and prediction: faster, but
+    convolutions then round their inputs to 10-bit mantissas. Off: FP32, as the original ran (TF1 has no TF32)."""
 
     @model_validator(mode="after")
     def _autocontext_where_needed(self) -> NetworkConfig:
