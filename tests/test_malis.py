@@ -30,7 +30,7 @@ def std_sort(items, comp):
     """std::sort(items, comp) in place: introsort loop, then the final insertion sort."""
     n = len(items)
     if n > 1:
-        introsort_loop(items, 0, n, 2 * int(math.floor(math.log2(n))), comp)
+        introsort_loop(items, 0, n, 2 * math.floor(math.log2(n)), comp)
         final_insertion_sort(items, 0, n, comp)
 
 
