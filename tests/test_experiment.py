@@ -3,10 +3,12 @@
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 from conftest import REPO
 
 from lsd_nm.config import ConfigError
+from lsd_nm.datasets import get_dataset
 from lsd_nm.experiment import load_network_config, load_network_folder
 from lsd_nm.networks import folder_io
 
@@ -107,3 +109,25 @@ def test_bad_json(tmp_path):
     with pytest.raises(ConfigError) as e:
         load_network_config(folder)
     assert str(e.value) == f"{folder / 'config.json'}: invalid JSON at line 1 column 24: Expecting property name enclosed in double quotes"
+
+
+@pytest.mark.parametrize("dataset", ["fib25", "hemi"])
+def test_isotropic_long_range_reaches_as_far_as_zebrafinch(dataset):
+    """Channels 0-2 are the nearest neighbours; every other channel's reach in nm is zebrafinch's within half a voxel
+    (the nearest grid point), on the same axis; the labels padding grows over the baseline's by the longest offset
+    minus one voxel, as zebrafinch's does (02_train/README.md)."""
+    zebrafinch = load_network_config(REPO / "02_train/zebrafinch/long_range")
+    isotropic = load_network_config(REPO / "02_train" / dataset / "long_range")
+    zf_voxel = np.array(get_dataset("zebrafinch").voxel_size)
+    voxel = np.array(get_dataset(dataset).voxel_size)
+    assert voxel.tolist() == [8, 8, 8]
+    assert len(isotropic.neighborhood) == len(zebrafinch.neighborhood) == 12
+    assert isotropic.neighborhood[:3] == zebrafinch.neighborhood[:3] == [(-1, 0, 0), (0, -1, 0), (0, 0, -1)]
+    for ours, theirs in zip(isotropic.neighborhood[3:], zebrafinch.neighborhood[3:]):
+        ours, theirs = np.array(ours), np.array(theirs)
+        assert (np.sign(ours) == np.sign(theirs)).all()
+        assert (np.abs(ours * voxel - theirs * zf_voxel) <= voxel / 2).all(), (ours.tolist(), theirs.tolist())
+    for name, config, v in (("zebrafinch", zebrafinch, zf_voxel), (dataset, isotropic, voxel)):
+        baseline = np.array(load_network_config(REPO / "02_train" / name / "baseline").train.labels_padding)
+        longest = np.abs(np.array(config.neighborhood)).max(axis=0)
+        assert config.train.labels_padding == tuple((baseline + (longest - 1) * v).tolist()), name

@@ -88,6 +88,7 @@ def test_loss_falls_and_outputs_are_given(tmp_path):
             losses.append(batch.loss)
             assert batch.iteration == i + 1
     assert np.mean(losses[-3:]) < 0.8 * losses[0]
+    assert not tf32_enabled(), "training runs in FP32 unless the config allows TF32"
     assert batch[PRED_AFFS].data.shape == (3, 2, 16, 16)
     assert batch[AFFS_GRADIENT].data.shape == (3, 2, 16, 16)
     assert batch[PRED_AFFS].spec.roi == request[PRED_AFFS].roi
@@ -98,6 +99,38 @@ def test_loss_falls_and_outputs_are_given(tmp_path):
     assert trained == config
     assert optimizer is not None and len(optimizer) > 0
     assert any((tmp_path / "log").iterdir())
+
+
+def tf32_enabled() -> bool:
+    import tensorflow as tf
+
+    return tf.config.experimental.tensor_float_32_execution_enabled()
+
+
+def test_tf32_follows_the_network_config(tmp_path):
+    """KerasTrain, KerasPredict and the blockwise prediction worker set TF32 from the network config (default off)."""
+    from lsd_nm.predict_blockwise import PredictJob, _setup_worker
+
+    config = tiny_config(tf32=True)
+    pipeline, request = training_pipeline(config, tmp_path, max_iteration=1)
+    with gp.build(pipeline):
+        pipeline.request_batch(request)
+        assert tf32_enabled()
+    _, checkpoint = latest_checkpoint(tmp_path)
+    raw = np.zeros((24, 64, 64), dtype=np.float32)
+    source = gp.ArraySource(RAW, Array(raw, (0, 0, 0), VOXEL), interpolatable=True)
+    request = gp.BatchRequest()
+    request[RAW] = gp.ArraySpec(roi=gp.Roi((0, 0, 0), gp.Coordinate(raw.shape) * VOXEL))
+    out_shape = gp.Coordinate(network_io(config, "predict").outputs["affs"].shape)
+    request[PRED_AFFS] = gp.ArraySpec(roi=gp.Roi((gp.Coordinate(raw.shape) - out_shape) / 2 * VOXEL, out_shape * VOXEL))
+    for tf32 in (False, True):
+        predict = KerasPredict(lambda: build_model(config, "predict"), checkpoint, {"raw": RAW}, {"affs": PRED_AFFS}, device="cpu", tf32=tf32)
+        with gp.build(source + predict) as p:
+            p.request_batch(request)
+            assert tf32_enabled() is tf32
+    for tf32 in (False, True):
+        _setup_worker(PredictJob(config=tiny_config(tf32=tf32), checkpoint=checkpoint, raw=None, lsds=None, outputs={}, device="cpu", threads=1))
+        assert tf32_enabled() is tf32
 
 
 def test_resume_continues_the_iteration_count(tmp_path):

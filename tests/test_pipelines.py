@@ -163,18 +163,65 @@ def test_missing_mask_says_make_masks(tmp_path):
     assert str(e.value) == f"{path}: no volumes/labels/labels_mask; create the masks first with `make masks`"
 
 
-def test_renumber_connected_components():
+def renumber(labels):
     from lsd_nm.nodes import RenumberConnectedComponents
 
-    labels = np.array([[[5, 5, 0, 5], [0, 0, 0, 5], [7, 0, 7, 7]]], np.uint64)
     key = gp.ArrayKey("RENUMBER")
     pipeline = gp.ArraySource(key, Array(labels, (0, 0, 0), (1, 1, 1)), interpolatable=False) + RenumberConnectedComponents(key)
     request = gp.BatchRequest()
-    request[key] = gp.ArraySpec(roi=gp.Roi((0, 0, 0), (1, 3, 4)))
+    request[key] = gp.ArraySpec(roi=gp.Roi((0, 0, 0), labels.shape))
     with gp.build(pipeline):
-        out = pipeline.request_batch(request)[key].data
+        return pipeline.request_batch(request)[key].data
+
+
+def original_renumber(labels):
+    """The original's RenumberConnectedComponents: malis seg_to_affgraph (6-neighbourhood, 1 iff the same non-zero
+    label), connected components by union-find, then prune_and_renum(threshold 1): ids by decreasing size,
+    components of one voxel (so every background voxel) to 0. Equal sizes keep their root order here."""
+    flat = labels.reshape(-1)
+    parent = list(range(flat.size))
+
+    def find(x):
+        while parent[x] != x:
+            x = parent[x]
+        return x
+
+    for p in np.ndindex(labels.shape):
+        for offset in ((-1, 0, 0), (0, -1, 0), (0, 0, -1)):
+            q = tuple(a + o for a, o in zip(p, offset))
+            if all(0 <= a < s for a, s in zip(q, labels.shape)) and labels[p] != 0 and labels[p] == labels[q]:
+                parent[find(np.ravel_multi_index(q, labels.shape))] = find(np.ravel_multi_index(p, labels.shape))
+    roots = np.array([find(i) for i in range(flat.size)])
+    ids, sizes = np.unique(roots, return_counts=True)
+    order = np.argsort(-sizes, kind="stable")
+    renum = dict(zip(ids[order].tolist(), range(1, len(ids) + 1)))
+    for root, size in zip(ids.tolist(), sizes.tolist()):
+        if size <= 1:
+            renum[root] = 0
+    return np.array([renum[r] for r in roots.tolist()], dtype=np.uint64).reshape(labels.shape)
+
+
+def test_renumber_connected_components():
+    """Pieces of one label get their own ids, largest first; one-voxel pieces become 0, as in the original."""
+    labels = np.array([[[5, 5, 0, 5], [0, 0, 0, 5], [7, 0, 7, 7], [0, 7, 7, 7]]], np.uint64)
+    out = renumber(labels)
     assert out.dtype == np.uint64
-    assert out.tolist() == [[[1, 1, 0, 2], [0, 0, 0, 2], [3, 0, 4, 4]]]
+    # 7 at (2, 0) touches the big 7 only diagonally: a component of its own, of one voxel -> 0
+    assert out.tolist() == [[[2, 2, 0, 3], [0, 0, 0, 3], [0, 0, 1, 1], [0, 1, 1, 1]]]
+    np.testing.assert_array_equal(out, original_renumber(labels))
+
+
+def test_renumber_connected_components_matches_the_original():
+    """Random 3D labels: the same background (with the one-voxel pieces), the same pieces, ids by decreasing size."""
+    rng = np.random.default_rng(0)
+    labels = rng.choice(np.array([0, 3, 9, 2**64 - 3], dtype=np.uint64), size=(4, 7, 7), p=[0.2, 0.3, 0.3, 0.2])
+    out, expected = renumber(labels), original_renumber(labels)
+    assert (expected == 0).sum() > (labels == 0).sum(), "the case must have one-voxel pieces"
+    np.testing.assert_array_equal(out == 0, expected == 0)
+    pairs = set(zip(out[out > 0].tolist(), expected[expected > 0].tolist()))
+    assert len(pairs) == len({a for a, _ in pairs}) == len({b for _, b in pairs}), "a one-to-one map of the pieces"
+    sizes = np.bincount(out.ravel())[1:]
+    assert sizes.min() > 1 and (np.diff(sizes) <= 0).all() and len(sizes) == expected.max()
 
 
 def test_lsd_targets_match_the_reference():

@@ -162,7 +162,8 @@ class NetworkConfig(StrictBaseModel):
     predict_input_shape: Shape = (96, 484, 484)
     """Network input during prediction (voxels); larger for throughput, same weights."""
     neighborhood: list[Shape] = [(-1, 0, 0), (0, -1, 0), (0, 0, -1)]
-    """Affinity offsets (voxels); one output channel each (long_range: 12)."""
+    """Affinity offsets (voxels); one output channel each (long_range: 12; for fib25/hemi derived from zebrafinch's
+    by their reach in nm, see ``02_train/README.md``)."""
     lsds: LsdConfig = LsdConfig()
     """LSD targets (lsd, mtlsd)."""
     autocontext: AutocontextConfig | None = None
@@ -171,6 +172,9 @@ class NetworkConfig(StrictBaseModel):
     """The optimizer."""
     train: TrainConfig = TrainConfig()
     """Training pipeline and schedule."""
+    tf32: bool = False
+    """Allow TensorFloat-32 on GPUs that have it (Ampere and newer), in training and prediction: faster, but
+    convolutions then round their inputs to 10-bit mantissas. Off: FP32, as the original ran (TF1 has no TF32)."""
 
     @property
     def is_autocontext(self) -> bool:

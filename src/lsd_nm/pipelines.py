@@ -268,6 +268,7 @@ def build_train_pipeline(
             {"lsds": PRETRAINED_LSDS},
             device=device,
             check=lambda trained: check_compatible(lsd_checkpoint, trained, lsd_config),
+            tf32=config.tf32,
         )
         # as stored at inference: uint8
         pipeline += QuantizeUInt8(PRETRAINED_LSDS)

@@ -114,7 +114,8 @@ def predict_scan(
             _source(raw_file, raw_dataset, RAW, scale_shift=True)
             # the frozen lsd net's LSDs over the affs net's input
             + KerasPredict(lambda: build_model(lsd_at_shape, "predict"), lsd_checkpoint, {"raw": RAW}, {"lsds": LSDS},
-                           device=device, check=lambda trained: check_compatible(lsd_checkpoint, trained, lsd_config))
+                           device=device, check=lambda trained: check_compatible(lsd_checkpoint, trained, lsd_config),
+                           tf32=config.tf32)
             # what storing them as uint8 would do
             + QuantizeUInt8(LSDS)
         )
@@ -141,7 +142,7 @@ def predict_scan(
     model_raw_shape = tuple(raw_shape) if config.network == "acrlsd" else None
     pipeline += KerasPredict(
         lambda: build_model(config, "predict", raw_shape=model_raw_shape), checkpoint, inputs, outputs,
-        device=device, check=lambda trained: check_compatible(checkpoint, trained, config),
+        device=device, check=lambda trained: check_compatible(checkpoint, trained, config), tf32=config.tf32,
     )
     # one network pass per chunk: inputs at the input size, predictions at the output size, all centred
     chunk = gp.BatchRequest()

@@ -56,7 +56,7 @@ def _setup_worker(job: PredictJob) -> dict[str, Any]:
         tf.config.threading.set_intra_op_parallelism_threads(job.threads)
     except RuntimeError:
         pass  # TensorFlow already running in this process (serial path): keep its threads
-    select_device(job.device)
+    select_device(job.device, tf32=job.config.tf32)
     model = build_model(job.config, "predict")
     assign_weights(model, load_checkpoint(job.checkpoint)[0], str(job.checkpoint))
     return {

@@ -28,6 +28,7 @@ class KerasPredict(GenericPredict):
         array_specs (dict, optional): specs of the outputs (e.g. a voxel size).
         device (str, optional): ``cpu``, ``gpu``, ``gpu:N`` (default: a GPU if there is one).
         check (callable, optional): ``check(trained_config)`` run on the checkpoint's config before loading.
+        tf32 (bool): allow TensorFloat-32 on the GPU (the network config's ``tf32``); default FP32.
     """
 
     def __init__(
@@ -39,16 +40,18 @@ class KerasPredict(GenericPredict):
         array_specs: dict | None = None,
         device: str | None = None,
         check: Callable | None = None,
+        tf32: bool = False,
     ):
         super().__init__(inputs, outputs, array_specs, spawn_subprocess=False)
         self.model_fn = model_fn
         self.checkpoint = Path(checkpoint)
         self.device = device
         self.check = check
+        self.tf32 = tf32
 
     def start(self):
 
-        select_device(self.device)
+        select_device(self.device, tf32=self.tf32)
         weights, _, trained = load_checkpoint(self.checkpoint)
         if self.check is not None:
             self.check(trained)

@@ -120,7 +120,7 @@ class KerasTrain(GenericTrain):
         import tensorflow as tf
 
 
-        self.device_name = select_device(self.device)
+        self.device_name = select_device(self.device, tf32=self.config.tf32)
         self.model = self.model_fn()
         c = self.config.optimizer
         self.optimizer = keras.optimizers.Adam(learning_rate=c.learning_rate, beta_1=c.beta1, beta_2=c.beta2, epsilon=c.epsilon)
