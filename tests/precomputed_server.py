@@ -4,8 +4,8 @@
   ``jpeg``), written here by hand from the format's description: the code under test must read what neuroglancer
   reads, not what it writes itself.
 * :class:`StaticServer` (``http.server`` in a thread, HTTP/1.1 keep-alive) serves a dict of objects, optionally with
-  ``Content-Encoding: gzip``; it counts the GETs per path and can fail every request after the first ``fail_after``
-  chunk requests (503), to interrupt a fetch half way.
+  ``Content-Encoding: gzip``; it counts the GETs per path, can fail every request after the first ``fail_after``
+  chunk requests (503) and can answer chunk requests slowly (``delay``), to interrupt a fetch half way.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import gzip
 import io
 import json
 import threading
+import time
 from collections import Counter
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -89,6 +90,8 @@ class StaticServer:
         self.gzip_paths = gzip_paths
         self.gets: Counter[str] = Counter()
         self.fail_after: int | None = None
+        self.delay = 0.0
+        """Seconds each chunk request waits before it is answered (to kill a fetch half way)."""
         self._chunk_gets = 0
         self._lock = threading.Lock()
         server = self
@@ -111,6 +114,8 @@ class StaticServer:
                 if failing:
                     self._send(503, b"unavailable")
                     return
+                if is_chunk and server.delay:
+                    time.sleep(server.delay)
                 if relative is None or relative not in server.objects:
                     self._send(404, b"not found")
                     return

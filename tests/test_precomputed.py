@@ -1,6 +1,10 @@
 """The precomputed reader and the ROI → zarr copy (lsd_nm.precomputed) against a real HTTP server on loopback."""
 
 import json
+import signal
+import subprocess
+import sys
+import time
 
 import numpy as np
 import pytest
@@ -152,6 +156,37 @@ def test_an_interrupted_copy_resumes_with_the_missing_chunks(serve, tmp_path):
     assert sum(server.chunk_gets().values()) - before == 17
     np.testing.assert_array_equal(zarr.open_array(out / "volumes/raw", mode="r")[:], zyx(data))
     assert not partial.exists()
+
+
+def test_a_killed_copy_resumes(serve, tmp_path):
+    """kill -9 of a copy in another process: the next run fetches only the chunks the log does not list."""
+    data = source_xyz(seed=5)
+    server = serve(write_precomputed(data, CHUNK, voxel_offset=VOXEL_OFFSET))
+    server.delay = 0.05
+    offset = tuple(o * s for o, s in zip(VOXEL_OFFSET[::-1], (20, 9, 9)))
+    shape = tuple(n * s for n, s in zip(SIZE[::-1], (20, 9, 9)))
+    out = tmp_path / "raw.zarr"
+    code = (
+        "from lsd_nm.precomputed import PrecomputedVolume, copy_to_zarr\n"
+        f"v = PrecomputedVolume({server.url!r})\n"
+        f"copy_to_zarr(v, v.scale((20, 9, 9)), {str(out)!r}, {offset!r}, {shape!r}, jobs=1)\n"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    log = tmp_path / "raw.zarr.partial" / DONE_LOG
+    deadline = time.monotonic() + 60
+    while not (log.exists() and len(log.read_text().splitlines()) >= 5):
+        assert proc.poll() is None and time.monotonic() < deadline, "the copy ended before it could be killed"
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    done = len([line for line in log.read_text().splitlines() if line.count("_") == 2])
+    assert 5 <= done < 27 and not out.exists()
+    server.delay = 0.0
+    before = sum(server.chunk_gets().values())
+    summary = copy_to_zarr(PrecomputedVolume(server.url), PrecomputedVolume(server.url).scale((20, 9, 9)), out, offset, shape)
+    assert (summary.resumed, summary.fetched) == (done, 27 - done)
+    assert sum(server.chunk_gets().values()) - before == 27 - done
+    np.testing.assert_array_equal(zarr.open_array(out / "volumes/raw", mode="r")[:], zyx(data))
 
 
 def test_a_partial_of_another_region_starts_over(serve, tmp_path):
