@@ -1,4 +1,4 @@
-"""The paper's zebrafinch ROIs (03_predict/configs/zebrafinch_rois.json) and their checks (lsd_nm.rois)."""
+"""The paper's zebrafinch ROIs (03_predict/configs/rois/zebrafinch.json) and their checks (lsd_nm.rois)."""
 
 import json
 
@@ -41,8 +41,8 @@ def test_an_unknown_roi_lists_the_names():
 
 def test_a_registry_that_does_not_exist(tmp_path):
     with pytest.raises(ConfigError) as e:
-        load_rois("hemi", tmp_path / "hemi_rois.json")
-    assert str(e.value) == f"no ROI registry for dataset 'hemi' at {tmp_path / 'hemi_rois.json'} (registries exist for: zebrafinch)"
+        load_rois("hemi", tmp_path / "hemi.json")
+    assert str(e.value) == f"no ROI registry for dataset 'hemi' at {tmp_path / 'hemi.json'} (registries exist for: zebrafinch)"
 
 
 @pytest.mark.parametrize(
@@ -56,7 +56,7 @@ def test_a_registry_that_does_not_exist(tmp_path):
 )
 def test_bad_registries_are_one_line_errors(tmp_path, change, message):
     roi = {"roi_offset": [50800, 43200, 44100], "roi_shape": [10800] * 3, "offset_source": "published", "note": "n"}
-    path = tmp_path / "x_rois.json"
+    path = tmp_path / "x.json"
     path.write_text(json.dumps({"dataset": "x", "voxel_size": [20, 9, 9], "rois": {"a": {**roi, **change}}}))
     with pytest.raises(ConfigError) as e:
         load_rois("x", path)

@@ -277,7 +277,7 @@ def attribute_key(name: str, roi_names: Iterable[str] = ()) -> str:
 
     Args:
         name: the collection (without ``.bson``) or field name.
-        roi_names: ROI names, e.g. those of ``03_predict/configs/zebrafinch_rois.json``.
+        roi_names: ROI names, e.g. those of ``03_predict/configs/rois/zebrafinch.json``.
     """
     name = name.removeprefix("nodes_")
     best: tuple[int, int] | None = None  # (start, -length): the earliest, then the longest match

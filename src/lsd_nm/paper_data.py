@@ -171,7 +171,7 @@ def fetch_test_skeletons(
         The ``.skeletons.npz`` files (see :func:`skeletons_file`), the transfer summary and one conversion summary
         per split.
     """
-    from .rois import ROIS_DIR, load_rois
+    from .rois import load_rois, rois_path
     from .synthetic import write_skeletons
 
     if dataset not in SKELETON_DATASETS:
@@ -180,8 +180,7 @@ def fetch_test_skeletons(
         if split not in SPLITS:
             raise ConfigError(f"unknown split '{split}' (expected one of: {', '.join(SPLITS)})")
     splits = list(dict.fromkeys(splits)) or list(SPLITS)
-    roi_path = ROIS_DIR / f"{dataset}_rois.json"
-    roi_names = list(load_rois(dataset).rois) if roi_path.exists() else []
+    roi_names = list(load_rois(dataset).rois) if rois_path(dataset).exists() else []
     out = _data_dir(out)
     client = make_client(endpoint_url, jobs)
     structure, summary = fetch_structure(client, bucket, out)
@@ -498,7 +497,7 @@ def fetch_test_raw(
     """Copy the test raw of a ROI (grown by ``context``) from the precomputed volume into a zarr.
 
     Args:
-        roi: a ROI name of ``03_predict/configs/<dataset>_rois.json``; or give ``roi_offset`` and ``roi_shape``.
+        roi: a ROI name of ``03_predict/configs/rois/<dataset>.json``; or give ``roi_offset`` and ``roi_shape``.
         roi_offset: offset (nm, z, y, x).
         roi_shape: shape (nm, z, y, x).
         context: nm added on every side (z, y, x), e.g. the network's context ((input − output) / 2 · voxel size).

@@ -1,4 +1,4 @@
-"""The paper's evaluation ROIs: a registry per dataset (``03_predict/configs/<dataset>_rois.json``).
+"""The paper's evaluation ROIs: a registry per dataset (``03_predict/configs/rois/<dataset>.json``).
 
 Zebrafinch (Sheridan et al., Fig. 4 and the authors' per-ROI result tables): ten nested cubes with edges 10.8, 18.0,
 …, 75.6 µm (named ``11_micron_roi`` … ``76_micron_roi`` as in the authors' tables) and the Benchmark ROI
@@ -19,7 +19,8 @@ from pydantic import model_validator
 from . import REPO_ROOT
 from .config import ConfigError, StrictBaseModel, load_model
 
-ROIS_DIR = REPO_ROOT / "03_predict" / "configs"
+ROIS_DIR = REPO_ROOT / "03_predict" / "configs" / "rois"
+"""The registries (a folder of their own: every ``03_predict/configs/*.json`` is a run config)."""
 
 
 class EvaluationRoi(StrictBaseModel):
@@ -78,15 +79,15 @@ class RoiRegistry(StrictBaseModel):
 
 
 def rois_path(dataset: str) -> Path:
-    """The registry file of a dataset: ``03_predict/configs/<dataset>_rois.json``."""
-    return ROIS_DIR / f"{dataset}_rois.json"
+    """The registry file of a dataset: ``03_predict/configs/rois/<dataset>.json``."""
+    return ROIS_DIR / f"{dataset}.json"
 
 
 def load_rois(dataset: str = "zebrafinch", path: Path | None = None) -> RoiRegistry:
     """Read and validate a dataset's ROI registry (one-line errors naming the file and key)."""
     path = Path(path) if path is not None else rois_path(dataset)
-    if path is None or not path.exists():
-        have = sorted(p.name.removesuffix("_rois.json") for p in ROIS_DIR.glob("*_rois.json"))
+    if not path.exists():
+        have = sorted(p.stem for p in ROIS_DIR.glob("*.json"))
         raise ConfigError(f"no ROI registry for dataset '{dataset}' at {path} (registries exist for: {', '.join(have) or 'none'})")
     return load_model(RoiRegistry, path)
 
