@@ -28,13 +28,17 @@ def write_dumps(folder: Path, n: int) -> tuple[Path, Path]:
     centers = rng.uniform(0, 100_000, (n, 3))
     nodes, edges = folder / "nodes.bson", folder / "edges_hist_quant_75.bson"
     with open(nodes, "wb") as f:
-        for i, (z, y, x) in zip(ids.tolist(), centers.tolist()):
-            f.write(bson.encode({"_id": bson.ObjectId(), "id": i, "center_z": z, "center_y": y, "center_x": x}))
+        f.writelines(
+            bson.encode({"_id": bson.ObjectId(), "id": i, "center_z": z, "center_y": y, "center_x": x})
+            for i, (z, y, x) in zip(ids.tolist(), centers.tolist())
+        )
     u, v = rng.integers(0, n, (2, 3 * n))
     scores = rng.uniform(0, 1, 3 * n)
     with open(edges, "wb") as f:
-        for a, b, s in zip(ids[u].tolist(), ids[v].tolist(), scores.tolist()):
-            f.write(bson.encode({"_id": bson.ObjectId(), "u": a, "v": b, "merge_score": s, "agglomerated": True}))
+        f.writelines(
+            bson.encode({"_id": bson.ObjectId(), "u": a, "v": b, "merge_score": s, "agglomerated": True})
+            for a, b, s in zip(ids[u].tolist(), ids[v].tolist(), scores.tolist())
+        )
     return nodes, edges
 
 

@@ -8,6 +8,8 @@ import bson
 import numpy as np
 import pytest
 import zarr
+from precomputed_server import StaticServer, write_precomputed
+from s3_server import bucket, moto_endpoint  # noqa: F401
 
 from lsd_nm.bson_dump import NO_COMPONENT
 from lsd_nm.config import ConfigError
@@ -22,8 +24,6 @@ from lsd_nm.paper_data import (
 )
 from lsd_nm.s3 import S3Error
 from lsd_nm.synthetic import read_skeletons, write_skeletons
-from precomputed_server import StaticServer, write_precomputed
-from s3_server import bucket, moto_endpoint  # noqa: F401
 
 STRUCTURE = b"# open-neurodata/funke\n\n- zebrafinch/testing/ground_truth/{validation,testing}/consolidated/...\n"
 GT = "funke/zebrafinch/testing/ground_truth"

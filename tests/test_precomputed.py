@@ -9,6 +9,7 @@ import time
 import numpy as np
 import pytest
 import zarr
+from precomputed_server import StaticServer, write_precomputed
 
 from lsd_nm.config import ConfigError
 from lsd_nm.precomputed import (
@@ -18,7 +19,6 @@ from lsd_nm.precomputed import (
     copy_to_zarr,
     normalize_url,
 )
-from precomputed_server import StaticServer, write_precomputed
 
 # a volume of 20 × 24 × 10 voxels (x, y, z) at 9 × 9 × 20 nm, first voxel (4, 8, 2): chunks 8 × 8 × 4, so the last
 # chunk along every axis is clipped (20 = 8 + 8 + 4, 24 = 3 · 8, 10 = 4 + 4 + 2)

@@ -1,5 +1,6 @@
 """The paper's zebrafinch ROIs (03_predict/configs/rois/zebrafinch.json) and their checks (lsd_nm.rois)."""
 
+import itertools
 import json
 
 import numpy as np
@@ -29,7 +30,7 @@ def test_the_registry_holds_the_papers_rois():
     assert {registry.rois[n].offset_source for n in names[1:]} == {"derived"}
     # nested: each ROI holds the one before
     rois = [registry.rois[n] for n in names]
-    assert all(outer.contains(inner) for inner, outer in zip(rois, rois[1:]))
+    assert all(outer.contains(inner) for inner, outer in itertools.pairwise(rois))
     assert not rois[0].contains(rois[1])
 
 

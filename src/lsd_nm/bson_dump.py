@@ -98,7 +98,7 @@ def _convert(values: list, kind: Kind, path: Path, name: str, start: int) -> np.
             f"{path}: document {start + index}: field '{name}' is {value!r} ({type(value).__name__}), expected {kind.replace('_', ' ')}"
         )
 
-    is_number = lambda v: isinstance(v, int | float) and not isinstance(v, bool)  # noqa: E731
+    is_number = lambda v: isinstance(v, int | float) and not isinstance(v, bool)
     if kind == "bool":
         if not all(isinstance(v, bool) for v in values):
             raise bad(lambda v: isinstance(v, bool))

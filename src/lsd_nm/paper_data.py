@@ -28,7 +28,12 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .bson_dump import RegionGraphArrays, SkeletonDumpSummary, read_region_graph, read_skeleton_dump
+from .bson_dump import (
+    RegionGraphArrays,
+    SkeletonDumpSummary,
+    read_region_graph,
+    read_skeleton_dump,
+)
 from .config import ConfigError
 from .s3 import (
     BUCKET,
@@ -97,7 +102,7 @@ def match_name(wanted: str, names: Sequence[str], what: str, where: str) -> str:
     Raises:
         ConfigError: none or several match (one line listing ``names``).
     """
-    key = lambda s: re.sub(r"[_\-]", "", s).lower()  # noqa: E731
+    key = lambda s: re.sub(r"[_\-]", "", s).lower()
     if wanted in names:
         return wanted
     found = [n for n in names if key(n) == key(wanted)]

@@ -23,15 +23,11 @@ from collections.abc import Iterator
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from .config import ConfigError, format_validation_error
-
-if TYPE_CHECKING:
-    import urllib3
 
 SUPPORTED_ENCODINGS = ("raw", "jpeg")
 DATA_TYPES = ("uint8", "uint16", "uint32", "uint64", "int8", "int16", "int32", "int64", "float32")
