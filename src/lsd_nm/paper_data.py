@@ -1,0 +1,539 @@
+"""The paper's test data and the authors' published results, fetched anonymously from where the authors put them.
+
+* :func:`fetch_test_skeletons`: the consolidated zebrafinch validation (12) and test (50) skeletons, a ``mongodump``
+  in ``s3://open-neurodata/funke/zebrafinch/testing/ground_truth/{validation,testing}/consolidated/…`` →
+  ``<split>/zebrafinch_<split>.skeletons.npz`` with every per-ROI mask and component array.
+* :func:`fetch_published`: one network's region graph (``…/segmentations/data.zarr/rags/<NETWORK>/<run>/``
+  ``nodes.bson`` + ``edges_<merge_function>.bson``) → our region graph (SQLite), and its supervoxels
+  (``…/segmentations/data.zarr/volumes/…``) — only the chunks under skeleton nodes when skeletons are given.
+* :func:`fetch_test_raw`: the zebrafinch test raw of a ROI from the precomputed volume ``rawdata_realigned`` on
+  Google Cloud Storage → a zarr ``volumes/raw`` (z, y, x) with ``resolution`` and ``offset``.
+
+No key below a dataset's ``testing/`` folder is written into the code: the bucket is listed and files are picked
+by name (the bucket's own map, ``funke/structure.md``, is fetched first and kept beside the data for the user).
+Transfers go through :mod:`lsd_nm.s3` (resumable, size/MD5-checked, one-line errors); nothing is converted before
+every listing succeeded, and converted files are written atomically.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from .bson_dump import (
+    RegionGraphArrays,
+    SkeletonDumpSummary,
+    read_region_graph,
+    read_skeleton_dump,
+)
+from .config import ConfigError
+from .s3 import (
+    BUCKET,
+    DEFAULT_JOBS,
+    RemoteObject,
+    S3Error,
+    TransferSummary,
+    _local_path,
+    download,
+    list_objects,
+    make_client,
+    s3_error,
+)
+
+if TYPE_CHECKING:
+    from botocore.client import BaseClient
+
+STRUCTURE_KEY = "funke/structure.md"
+"""The bucket's own description of its layout."""
+J0126_RAW_URL = (
+    "https://storage.googleapis.com/j0126-nature-methods-data/GgwKmcKgrcoNxJccKuGIzRnQqfit9hnfK1ctZzNbnuU/rawdata_realigned"
+)
+"""The zebrafinch (j0126) test raw: a public neuroglancer precomputed volume (x, y, z voxels)."""
+SPLITS = ("validation", "testing")
+"""The zebrafinch skeleton sets: 12 validation skeletons (threshold choice) and 50 test skeletons (scores)."""
+SKELETON_DATASETS = ("zebrafinch",)
+"""Datasets whose ground truth is skeletons (hemi and FIB-25 have dense labels)."""
+
+
+def _data_dir(out: Path | None) -> Path:
+    from .datasets import DATA_DIR
+
+    return Path(out) if out is not None else DATA_DIR
+
+
+def _add(total: TransferSummary, part: TransferSummary) -> None:
+    for name in ("fetched", "fetched_bytes", "resumed", "skipped", "skipped_bytes", "seconds"):
+        setattr(total, name, getattr(total, name) + getattr(part, name))
+
+
+# ---- listing ------------------------------------------------------------------------------------------------------
+
+
+def list_folder(client: BaseClient, bucket: str, prefix: str) -> tuple[list[str], list[str]]:
+    """The sub-folder names and object names directly under ``prefix`` (which ends with ``/``), sorted."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    folders, files = [], []
+    try:
+        for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix, Delimiter="/"):
+            folders += [p["Prefix"][len(prefix) :].rstrip("/") for p in page.get("CommonPrefixes", [])]
+            files += [o["Key"][len(prefix) :] for o in page.get("Contents", []) if not o["Key"].endswith("/")]
+    except (BotoCoreError, ClientError) as e:
+        raise s3_error(e, client, bucket, prefix) from None
+    return sorted(folders), sorted(files)
+
+
+def _names(names: Sequence[str], limit: int = 12) -> str:
+    shown = ", ".join(names[:limit]) or "nothing"
+    return shown + (f", … ({len(names)} in all)" if len(names) > limit else "")
+
+
+def match_name(wanted: str, names: Sequence[str], what: str, where: str) -> str:
+    """The one of ``names`` that is ``wanted``, ignoring case, ``_`` and ``-`` (``long_range`` finds ``LONG-RANGE``).
+
+    Raises:
+        ConfigError: none or several match (one line listing ``names``).
+    """
+    key = lambda s: re.sub(r"[_\-]", "", s).lower()
+    if wanted in names:
+        return wanted
+    found = [n for n in names if key(n) == key(wanted)]
+    if len(found) != 1:
+        raise ConfigError(f"no single {what} '{wanted}' under {where} (found: {_names(list(names))})")
+    return found[0]
+
+
+def fetch_structure(client: BaseClient, bucket: str, out: Path) -> tuple[Path, TransferSummary]:
+    """Download ``funke/structure.md`` (the bucket's map) to ``<out>/funke/structure.md``; returns its path."""
+    found = [o for o in list_objects(client, bucket, STRUCTURE_KEY, out) if o.key == STRUCTURE_KEY]
+    if not found:
+        raise S3Error(f"s3://{bucket}/{STRUCTURE_KEY}: not found at {client.meta.endpoint_url} (the bucket's map of its layout)")
+    return found[0].path, download(client, bucket, found, jobs=1, desc="structure.md")
+
+
+# ---- skeletons ----------------------------------------------------------------------------------------------------
+
+
+def ground_truth_prefix(dataset: str, split: str) -> str:
+    """Where the consolidated skeletons of a split are: ``funke/<dataset>/testing/ground_truth/<split>/consolidated/``."""
+    return f"funke/{dataset}/testing/ground_truth/{split}/consolidated/"
+
+
+def skeletons_file(dataset: str, split: str, out: Path | None = None) -> Path:
+    """Our converted skeletons: ``<out>/funke/<dataset>/testing/ground_truth/<split>/<dataset>_<split>.skeletons.npz``."""
+    return _data_dir(out) / "funke" / dataset / "testing" / "ground_truth" / split / f"{dataset}_{split}.skeletons.npz"
+
+
+def _skeleton_objects(client, bucket, dataset, split, out, folder_name, structure) -> list[RemoteObject]:
+    """The objects of the one dump folder (holding ``*.nodes.bson``) under a split's ``consolidated/``."""
+    prefix = ground_truth_prefix(dataset, split)
+    objects = list_objects(client, bucket, prefix, out)
+    folders: dict[str, list[RemoteObject]] = {}
+    for obj in objects:
+        folders.setdefault(obj.key.rsplit("/", 1)[0], []).append(obj)
+    dumps = sorted(f for f, objs in folders.items() if any(o.key.endswith(".nodes.bson") for o in objs))
+    if folder_name is not None:
+        dumps = [f for f in dumps if f.rsplit("/", 1)[-1] == folder_name]
+    if len(dumps) != 1:
+        names = [f.removeprefix(prefix) or "." for f in sorted(folders)]
+        which = f"named '{folder_name}' " if folder_name else ""
+        raise ConfigError(
+            f"expected one dump folder {which}with a <name>.nodes.bson under s3://{bucket}/{prefix}, found "
+            f"{len(dumps)} (folders: {_names(names)}; the bucket's layout: {structure})"
+        )
+    return folders[dumps[0]]
+
+
+def fetch_test_skeletons(
+    dataset: str = "zebrafinch",
+    splits: Sequence[str] = SPLITS,
+    folder_name: str | None = None,
+    bucket: str = BUCKET,
+    endpoint_url: str | None = None,
+    out: Path | None = None,
+    jobs: int = DEFAULT_JOBS,
+) -> tuple[list[Path], TransferSummary, list[SkeletonDumpSummary]]:
+    """Download the consolidated skeletons of each split and convert them to ``.skeletons.npz``.
+
+    Args:
+        dataset: zebrafinch (the only dataset with skeleton ground truth).
+        splits: ``validation`` and/or ``testing``.
+        folder_name: the dump folder to take when a split's ``consolidated/`` holds several.
+        bucket: the bucket.
+        endpoint_url: an S3-compatible endpoint (None: the standard variables, else AWS).
+        out: the data folder (default ``01_data/``); keys are kept as paths below it.
+        jobs: objects transferred in parallel.
+
+    Returns:
+        The ``.skeletons.npz`` files (see :func:`skeletons_file`), the transfer summary and one conversion summary
+        per split.
+    """
+    from .rois import load_rois, rois_path
+    from .synthetic import write_skeletons
+
+    if dataset not in SKELETON_DATASETS:
+        raise ConfigError(f"dataset '{dataset}' has no skeleton ground truth (skeletons exist for: {', '.join(SKELETON_DATASETS)})")
+    for split in splits:
+        if split not in SPLITS:
+            raise ConfigError(f"unknown split '{split}' (expected one of: {', '.join(SPLITS)})")
+    splits = list(dict.fromkeys(splits)) or list(SPLITS)
+    roi_names = list(load_rois(dataset).rois) if rois_path(dataset).exists() else []
+    out = _data_dir(out)
+    client = make_client(endpoint_url, jobs)
+    structure, summary = fetch_structure(client, bucket, out)
+    plan = {split: _skeleton_objects(client, bucket, dataset, split, out, folder_name, structure) for split in splits}
+    _add(summary, download(client, bucket, [o for objs in plan.values() for o in objs], jobs, desc=f"{dataset} skeletons"))
+    paths, conversions = [], []
+    for split, objs in plan.items():
+        arrays, conversion = read_skeleton_dump(objs[0].path.parent, roi_names)
+        path = skeletons_file(dataset, split, out)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_skeletons(path, arrays)
+        paths.append(path)
+        conversions.append(conversion)
+    return paths, summary, conversions
+
+
+# ---- the authors' region graphs and supervoxels --------------------------------------------------------------------
+
+
+def segmentations_prefix(dataset: str) -> str:
+    """The authors' results for a dataset: ``funke/<dataset>/testing/segmentations/data.zarr/``."""
+    return f"funke/{dataset}/testing/segmentations/data.zarr/"
+
+
+@dataclass
+class PublishedResult:
+    """What :func:`fetch_published` made."""
+
+    network: str
+    """The network's folder name in the bucket."""
+    run: str
+    """The run's folder name."""
+    db: str
+    """Our region graph (SQLite file)."""
+    nodes: int
+    edges: int
+    supervoxels: Path | None
+    """The local supervoxel array (a zarr v2 array folder), None if not fetched."""
+    supervoxel_chunks: int = 0
+    """Chunks fetched."""
+    absent_chunks: int = 0
+    """Chunks under skeleton nodes that the bucket does not hold (zarr reads them as the fill value)."""
+    transfer: TransferSummary = field(default_factory=TransferSummary)
+
+    def line(self) -> str:
+        sv = f"supervoxels {self.supervoxels} ({self.supervoxel_chunks} chunks, {self.absent_chunks} absent)" if self.supervoxels else "no supervoxels"
+        return f"{self.network}/{self.run}: region graph {self.db} ({self.nodes} nodes, {self.edges} edges); {sv}; {self.transfer.line()}"
+
+
+def _run_folder(client, bucket, dataset, network, run, structure) -> tuple[str, str, str]:
+    """``(network folder, run folder, prefix of the run)`` of a region graph in the bucket."""
+    rags = segmentations_prefix(dataset) + "rags/"
+    networks, _ = list_folder(client, bucket, rags)
+    net = match_name(network, networks, "network", f"s3://{bucket}/{rags} (layout: {structure})")
+    runs, files = list_folder(client, bucket, f"{rags}{net}/")
+    if "nodes.bson" in files and not runs:
+        return net, "", f"{rags}{net}/"
+    if run is not None:
+        chosen = match_name(run, runs, "run", f"s3://{bucket}/{rags}{net}/")
+    elif len(runs) == 1:
+        chosen = runs[0]
+    else:
+        raise ConfigError(f"network '{net}' has {len(runs)} runs under s3://{bucket}/{rags}{net}/; choose one with --run (runs: {_names(runs)})")
+    return net, chosen, f"{rags}{net}/{chosen}/"
+
+
+def _find_array(client, bucket, dataset, net, run, supervoxels_dataset) -> str:
+    """The prefix (ending with ``/``) of the supervoxel array of a network's run, found by listing."""
+    base = segmentations_prefix(dataset)
+    if supervoxels_dataset is not None:
+        prefix = base + supervoxels_dataset.strip("/") + "/"
+        _, files = list_folder(client, bucket, prefix)
+        if ".zarray" not in files:
+            raise ConfigError(f"s3://{bucket}/{prefix}: not a zarr array (no .zarray)")
+        return prefix
+    prefix = base + "volumes/"
+    folders, _ = list_folder(client, bucket, prefix)
+    prefix += match_name(net, folders, "supervoxel folder for network", f"s3://{bucket}/{prefix}") + "/"
+    for _ in range(4):
+        folders, files = list_folder(client, bucket, prefix)
+        if ".zarray" in files:
+            return prefix
+        if run and run in folders:
+            prefix += run + "/"
+        elif len(folders) == 1:
+            prefix += folders[0] + "/"
+        else:
+            break
+    raise ConfigError(
+        f"cannot tell the supervoxel array under s3://{bucket}/{prefix} (folders: {_names(folders)}); "
+        f"name it with --supervoxels-dataset (a path below data.zarr/)"
+    )
+
+
+def _get_json(client, bucket: str, key: str) -> dict:
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    try:
+        body = client.get_object(Bucket=bucket, Key=key)["Body"].read()
+    except (BotoCoreError, ClientError) as e:
+        raise s3_error(e, client, bucket, key) from None
+    try:
+        data = json.loads(body)
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise S3Error(f"s3://{bucket}/{key}: invalid JSON ({e})") from None
+    if not isinstance(data, dict):
+        raise S3Error(f"s3://{bucket}/{key}: expected a JSON object")
+    return data
+
+
+def chunk_keys_under(positions: np.ndarray, zarray: dict, zattrs: dict) -> list[str]:
+    """The chunk keys of a 3-D zarr v2 array that hold the voxels under ``positions`` (N × 3, z, y, x in nm).
+
+    Positions outside the array are left out. The array's ``offset`` and ``resolution`` attrs (nm, z, y, x) place
+    it in the world; the key separator is the array's ``dimension_separator`` (default ``.``).
+    """
+    shape = np.asarray(zarray["shape"], np.int64)
+    chunks = np.asarray(zarray["chunks"], np.int64)
+    if len(shape) != 3:
+        raise ConfigError(f"expected a 3-D supervoxel array, got shape {list(shape)}")
+    resolution = np.asarray(zattrs.get("resolution", (1, 1, 1)), np.float64)
+    offset = np.asarray(zattrs.get("offset", (0, 0, 0)), np.float64)
+    voxels = np.floor((np.asarray(positions, np.float64).reshape(-1, 3) - offset) / resolution).astype(np.int64)
+    inside = ((voxels >= 0) & (voxels < shape)).all(axis=1)
+    indices = np.unique(voxels[inside] // chunks, axis=0)
+    separator = zarray.get("dimension_separator") or "."
+    return [separator.join(str(int(i)) for i in index) for index in indices]
+
+
+def _head_objects(client, bucket: str, keys: Sequence[str], out: Path, jobs: int) -> tuple[list[RemoteObject], int]:
+    """RemoteObjects of the keys that exist (HEAD each, ``jobs`` at a time) and the number that do not."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    def head(key: str) -> RemoteObject | None:
+        try:
+            meta = client.head_object(Bucket=bucket, Key=key)
+        except ClientError as e:
+            if e.response.get("ResponseMetadata", {}).get("HTTPStatusCode") == 404:
+                return None
+            raise s3_error(e, client, bucket, key) from None
+        except BotoCoreError as e:
+            raise s3_error(e, client, bucket, key) from None
+        return RemoteObject(key, int(meta["ContentLength"]), meta.get("ETag", "").strip('"'), _local_path(out, key, key))
+
+    with ThreadPoolExecutor(max_workers=jobs) as pool:
+        found = list(pool.map(head, keys))
+    return [o for o in found if o is not None], sum(o is None for o in found)
+
+
+def write_region_graph(graph: RegionGraphArrays, location: Path, batch: int = 100_000) -> None:
+    """Write a region graph into a new SQLite region graph of ours (``nodes``: ``center`` rounded to whole nm;
+    ``edges``: ``merge_score`` None where NaN), atomically: built under a temporary name, renamed when complete.
+
+    Args:
+        graph: from :func:`~lsd_nm.bson_dump.read_region_graph`.
+        location: the SQLite file (its ``<stem>-meta.json`` goes beside it); an existing one is an error.
+        batch: nodes or edges per insert.
+    """
+    from .graph import graph_exists, open_graph, write_edges, write_nodes
+
+    location = Path(location)
+    if graph_exists(str(location)) or location.exists():
+        raise ConfigError(f"db '{location}': a region graph exists there already; remove it to convert again")
+    tmp = location.with_name(location.stem + ".partial" + location.suffix)
+    tmp_meta = tmp.with_name(f"{tmp.stem}-meta.json")
+    tmp.unlink(missing_ok=True)
+    tmp_meta.unlink(missing_ok=True)
+    location.parent.mkdir(parents=True, exist_ok=True)
+    node_ids = graph.node_ids.astype(np.uint64)
+    centers = np.rint(graph.centers).astype(np.int64)
+    order = np.argsort(node_ids)
+    sorted_ids = node_ids[order]
+    db = open_graph(str(tmp), "w")
+    try:
+        for s in range(0, len(node_ids), batch):
+            write_nodes(db, {int(i): c for i, c in zip(node_ids[s : s + batch], centers[s : s + batch])})
+        for s in range(0, len(graph.edges), batch):
+            pairs = np.sort(graph.edges[s : s + batch].astype(np.uint64), axis=1)
+            where = np.minimum(np.searchsorted(sorted_ids, pairs), max(len(sorted_ids) - 1, 0))
+            known = (sorted_ids[where] == pairs).all(axis=1) if len(sorted_ids) else np.zeros(len(pairs), bool)
+            if not known.all():
+                u, v = (int(x) for x in pairs[~known][0])
+                raise ConfigError(f"region graph: the edge ({u}, {v}) has an endpoint that is not a node")
+            scores = graph.merge_scores[s : s + batch]
+            part = {
+                (int(u), int(v)): (None if np.isnan(score) else float(score), bool(agglomerated))
+                for (u, v), score, agglomerated in zip(pairs, scores, graph.agglomerated[s : s + batch])
+            }
+            u_centers = {int(u): centers[order[w]] for u, w in zip(pairs[:, 0], where[:, 0])}
+            write_edges(db, u_centers, part)
+    finally:
+        db.close()
+    os.replace(tmp, location)
+    os.replace(tmp_meta, location.with_name(f"{location.stem}-meta.json"))  # last: graph_exists() looks for it
+
+
+def fetch_published(
+    dataset: str,
+    network: str,
+    run: str | None = None,
+    merge_function: str = "hist_quant_75",
+    skeletons: Path | None = None,
+    supervoxels: bool = True,
+    supervoxels_dataset: str | None = None,
+    db: Path | None = None,
+    bucket: str = BUCKET,
+    endpoint_url: str | None = None,
+    out: Path | None = None,
+    jobs: int = DEFAULT_JOBS,
+) -> PublishedResult:
+    """Download a network's published region graph (and supervoxels) and convert the graph to our SQLite graph.
+
+    Args:
+        dataset: zebrafinch, hemi or fib25.
+        network: the network's folder under ``rags/`` (matched ignoring case, ``_`` and ``-``), e.g. ``acrlsd``.
+        run: the run folder below it (needed when there are several).
+        merge_function: the edges file is ``edges_<merge_function>.bson``.
+        skeletons: a ``.skeletons.npz``; given, only the supervoxel chunks under its nodes are fetched (the whole
+            Benchmark ROI is 4.78·10¹¹ voxels), and the array is marked sparse (``<array>.sparse.json``).
+        supervoxels: also fetch the supervoxels.
+        supervoxels_dataset: the supervoxel array's path below ``data.zarr/`` (default: found by listing).
+        db: our region graph file (default: ``<run folder>/<merge_function>.rag.db`` beside the downloaded dump).
+        bucket: the bucket.
+        endpoint_url: an S3-compatible endpoint (None: the standard variables, else AWS).
+        out: the data folder (default ``01_data/``); keys are kept as paths below it.
+        jobs: objects transferred in parallel.
+    """
+    from .synthetic import read_skeletons
+
+    out = _data_dir(out)
+    if skeletons is not None and not Path(skeletons).is_file():
+        raise ConfigError(f"{skeletons}: file not found (expected a .skeletons.npz, e.g. from fetch_test_skeletons)")
+    client = make_client(endpoint_url, jobs)
+    structure, transfer = fetch_structure(client, bucket, out)
+    net, run_name, run_prefix = _run_folder(client, bucket, dataset, network, run, structure)
+    _, files = list_folder(client, bucket, run_prefix)
+    edges_name = f"edges_{merge_function}.bson"
+    for name in ("nodes.bson", edges_name):
+        if name not in files:
+            raise ConfigError(f"s3://{bucket}/{run_prefix}{name}: not found (the folder holds: {_names(files)})")
+    wanted = {run_prefix + "nodes.bson", run_prefix + edges_name}
+    rag_objects = [o for o in list_objects(client, bucket, run_prefix, out) if o.key in wanted]
+    location = Path(db) if db is not None else rag_objects[0].path.parent / f"{merge_function}.rag.db"
+    if location.exists():
+        raise ConfigError(f"db '{location}': a region graph exists there already; remove it to convert again")
+
+    sv_objects: list[RemoteObject] = []
+    absent = 0
+    array_path = None
+    sparse_note = None
+    if supervoxels:
+        array_prefix = _find_array(client, bucket, dataset, net, run_name, supervoxels_dataset)
+        array_path = _local_path(out, array_prefix.rstrip("/"), array_prefix)
+        if skeletons is None:
+            sv_objects = list_objects(client, bucket, array_prefix, out)
+        else:
+            zarray = _get_json(client, bucket, array_prefix + ".zarray")
+            _, meta_files = list_folder(client, bucket, array_prefix)
+            zattrs = _get_json(client, bucket, array_prefix + ".zattrs") if ".zattrs" in meta_files else {}
+            positions = read_skeletons(Path(skeletons))["positions"]
+            keys = [array_prefix + k for k in chunk_keys_under(positions, zarray, zattrs)]
+            meta = [array_prefix + m for m in (".zarray", ".zattrs") if m in meta_files]
+            sv_objects, absent = _head_objects(client, bucket, meta + keys, out, jobs)
+            sparse_note = {
+                "sparse": True,
+                "skeletons": str(skeletons),
+                "chunks_under_nodes": len(keys),
+                "chunks_absent": absent,
+                "note": "only the chunks under the skeletons' nodes were fetched: read supervoxels at those nodes only",
+            }
+
+    _add(transfer, download(client, bucket, rag_objects + sv_objects, jobs, desc=f"{dataset} {net}"))
+    by_name = {o.key.rsplit("/", 1)[-1]: o.path for o in rag_objects}
+    graph = read_region_graph(by_name["nodes.bson"], by_name[edges_name])
+    write_region_graph(graph, location)
+    if sparse_note is not None and array_path is not None:
+        tmp = array_path.with_name(array_path.name + ".sparse.json.partial")
+        tmp.write_text(json.dumps(sparse_note, indent=2) + "\n")
+        tmp.replace(array_path.with_name(array_path.name + ".sparse.json"))
+    return PublishedResult(
+        network=net,
+        run=run_name,
+        db=str(location),
+        nodes=len(graph.node_ids),
+        edges=len(graph.edges),
+        supervoxels=array_path,
+        supervoxel_chunks=sum(1 for o in sv_objects if not o.key.endswith((".zarray", ".zattrs"))),
+        absent_chunks=absent,
+        transfer=transfer,
+    )
+
+
+# ---- the test raw -------------------------------------------------------------------------------------------------
+
+
+def raw_path(roi_name: str, out: Path | None = None) -> Path:
+    """Where the test raw of a ROI goes: ``<out>/funke/zebrafinch/testing/rawdata_realigned_<roi>.zarr``."""
+    return _data_dir(out) / "funke" / "zebrafinch" / "testing" / f"rawdata_realigned_{roi_name}.zarr"
+
+
+def fetch_test_raw(
+    roi: str | None = None,
+    roi_offset: Sequence[int] | None = None,
+    roi_shape: Sequence[int] | None = None,
+    context: Sequence[int] = (0, 0, 0),
+    url: str = J0126_RAW_URL,
+    dataset: str = "zebrafinch",
+    out: Path | None = None,
+    container: Path | None = None,
+    jobs: int = DEFAULT_JOBS,
+    fill_missing: bool = False,
+    retries: int = 3,
+):
+    """Copy the test raw of a ROI (grown by ``context``) from the precomputed volume into a zarr.
+
+    Args:
+        roi: a ROI name of ``03_predict/configs/rois/<dataset>.json``; or give ``roi_offset`` and ``roi_shape``.
+        roi_offset: offset (nm, z, y, x).
+        roi_shape: shape (nm, z, y, x).
+        context: nm added on every side (z, y, x), e.g. the network's context ((input − output) / 2 · voxel size).
+        url: the precomputed volume (default: the zebrafinch test raw).
+        dataset: the dataset whose voxel size picks the volume's scale.
+        out: the data folder (default ``01_data/``).
+        container: the zarr to write (default: :func:`raw_path` of the ROI's name, or of ``<offset>_<shape>``).
+        jobs: chunks fetched in parallel.
+        fill_missing: read chunks the volume does not have as zeros instead of failing.
+        retries: HTTP retries per request.
+
+    Returns:
+        The zarr path and a :class:`~lsd_nm.precomputed.CopySummary`.
+    """
+    from .datasets import get_dataset
+    from .precomputed import PrecomputedVolume, copy_to_zarr
+    from .rois import get_roi
+
+    if (roi is None) == (roi_offset is None or roi_shape is None):
+        raise ConfigError("give either a ROI name or both roi_offset and roi_shape")
+    if roi is not None:
+        entry = get_roi(roi, dataset)
+        roi_offset, roi_shape, name = entry.roi_offset, entry.roi_shape, roi
+    else:
+        name = "_".join(map(str, roi_offset)) + "_" + "_".join(map(str, roi_shape))
+    if len(context) != 3 or any(int(c) < 0 for c in context):
+        raise ConfigError(f"context must be 3 non-negative nm values (z, y, x), got {list(context)}")
+    offset = [int(o) - int(c) for o, c in zip(roi_offset, context)]
+    shape = [int(s) + 2 * int(c) for s, c in zip(roi_shape, context)]
+    voxel_size = get_dataset(dataset).voxel_size
+    volume = PrecomputedVolume(url, retries=retries, fill_missing=fill_missing)
+    scale = volume.scale(voxel_size)
+    path = Path(container) if container is not None else raw_path(name, out)
+    return path, copy_to_zarr(volume, scale, path, offset, shape, jobs=jobs)
