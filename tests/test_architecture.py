@@ -15,11 +15,11 @@ LAYERS = {
     "configs": {"experiment", "run_config", "datasets"},
     "domain": {
         "data", "blockwise", "blockwise_worker", "graph", "luts", "metrics", "skeletons", "networks", "checkpoints",
-        "malis", "device", "s3", "view", "synthetic", "pipelines", "nodes",
+        "malis", "device", "s3", "view", "synthetic", "pipelines", "nodes", "bson_dump", "precomputed", "rois",
     },
     "steps": {
         "masks", "tf1", "train", "predict", "view_batch", "predict_blockwise", "fragments", "agglomerate", "segments",
-        "evaluate",
+        "evaluate", "paper_data",
     },
     "drivers": {"segment", "demo"},
     "cli": {"cli", "__main__"},

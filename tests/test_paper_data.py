@@ -23,7 +23,7 @@ from lsd_nm.paper_data import (
     skeletons_file,
 )
 from lsd_nm.s3 import S3Error
-from lsd_nm.synthetic import read_skeletons, write_skeletons
+from lsd_nm.skeletons import read_skeletons, write_skeletons
 
 STRUCTURE = b"# open-neurodata/funke\n\n- zebrafinch/testing/ground_truth/{validation,testing}/consolidated/...\n"
 GT = "funke/zebrafinch/testing/ground_truth"

@@ -35,6 +35,10 @@ from .bson_dump import (
     read_skeleton_dump,
 )
 from .config import ConfigError
+from .datasets import DATA_DIR, get_dataset
+from .graph import graph_exists, open_graph, write_edges, write_nodes
+from .precomputed import PrecomputedVolume, copy_to_zarr
+from .rois import get_roi, load_rois, rois_path
 from .s3 import (
     BUCKET,
     DEFAULT_JOBS,
@@ -47,6 +51,7 @@ from .s3 import (
     make_client,
     s3_error,
 )
+from .skeletons import read_skeletons, write_skeletons
 
 if TYPE_CHECKING:
     from botocore.client import BaseClient
@@ -64,7 +69,6 @@ SKELETON_DATASETS = ("zebrafinch",)
 
 
 def _data_dir(out: Path | None) -> Path:
-    from .datasets import DATA_DIR
 
     return Path(out) if out is not None else DATA_DIR
 
@@ -176,8 +180,6 @@ def fetch_test_skeletons(
         The ``.skeletons.npz`` files (see :func:`skeletons_file`), the transfer summary and one conversion summary
         per split.
     """
-    from .rois import load_rois, rois_path
-    from .synthetic import write_skeletons
 
     if dataset not in SKELETON_DATASETS:
         raise ConfigError(f"dataset '{dataset}' has no skeleton ground truth (skeletons exist for: {', '.join(SKELETON_DATASETS)})")
@@ -344,7 +346,6 @@ def write_region_graph(graph: RegionGraphArrays, location: Path, batch: int = 10
         location: the SQLite file (its ``<stem>-meta.json`` goes beside it); an existing one is an error.
         batch: nodes or edges per insert.
     """
-    from .graph import graph_exists, open_graph, write_edges, write_nodes
 
     location = Path(location)
     if graph_exists(str(location)) or location.exists():
@@ -413,7 +414,6 @@ def fetch_published(
         out: the data folder (default ``01_data/``); keys are kept as paths below it.
         jobs: objects transferred in parallel.
     """
-    from .synthetic import read_skeletons
 
     out = _data_dir(out)
     if skeletons is not None and not Path(skeletons).is_file():
@@ -517,9 +517,6 @@ def fetch_test_raw(
     Returns:
         The zarr path and a :class:`~lsd_nm.precomputed.CopySummary`.
     """
-    from .datasets import get_dataset
-    from .precomputed import PrecomputedVolume, copy_to_zarr
-    from .rois import get_roi
 
     if (roi is None) == (roi_offset is None or roi_shape is None):
         raise ConfigError("give either a ROI name or both roi_offset and roi_shape")

@@ -28,6 +28,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from .config import ConfigError, format_validation_error
+from .data import COMPRESSOR
 
 SUPPORTED_ENCODINGS = ("raw", "jpeg")
 DATA_TYPES = ("uint8", "uint16", "uint32", "uint64", "int8", "int16", "int32", "int64", "float32")
@@ -374,7 +375,6 @@ def copy_to_zarr(
     import zarr
     from tqdm import tqdm
 
-    from .data import COMPRESSOR
 
     if jobs < 1:
         raise ConfigError(f"--jobs must be at least 1, got {jobs}")

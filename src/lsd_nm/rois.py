@@ -17,6 +17,7 @@ import numpy as np
 from pydantic import model_validator
 
 from . import REPO_ROOT
+from .bson_dump import NO_COMPONENT
 from .config import ConfigError, StrictBaseModel, load_model
 
 ROIS_DIR = REPO_ROOT / "03_predict" / "configs" / "rois"
@@ -119,7 +120,6 @@ def check_roi_against_skeletons(roi: EvaluationRoi, name: str, skeletons: dict[s
     Raises:
         ConfigError: no array for ``key``, or a marked node outside the ROI (one line, with the node).
     """
-    from .bson_dump import NO_COMPONENT
 
     marked = np.zeros(len(skeletons["node_ids"]), bool)
     found = False
