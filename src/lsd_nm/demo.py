@@ -301,7 +301,6 @@ def write_no_learning_affinities(plan: Plan) -> None:
     """``<out>/no_learning.zarr/volumes/affs`` (uint8 ×255) over the evaluated region, as a network would write it."""
     import zarr
 
-
     raw, vs, offset = read_array(plan.test_volume, RAW)
     affs = intensity_affinities(raw, vs, plan.config.no_learning)
     affs = (affs[(slice(None), *plan.roi_crop(offset))] * 255).astype(np.uint8)
@@ -608,7 +607,6 @@ def draw_pictures(plan: Plan) -> None:
     """Slice panels per run, the loss curves, the VOI curves of all runs, and the viewer container of the last net."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
-
 
     raw, truth, vs = _truth_and_raw(plan)
     z = raw.shape[0] // 2

@@ -375,7 +375,6 @@ def copy_to_zarr(
     import zarr
     from tqdm import tqdm
 
-
     if jobs < 1:
         raise ConfigError(f"--jobs must be at least 1, got {jobs}")
     start = time.monotonic()

@@ -382,7 +382,6 @@ def plot_volume(container: Path, out_png: Path, section: int | None = None) -> P
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-
     raw, voxel_size, _ = read_array(container, RAW)
     labels, _, _ = read_array(container, NEURON_IDS)
     z = raw.shape[0] // 2 if section is None else section

@@ -119,7 +119,6 @@ class KerasTrain(GenericTrain):
         import keras
         import tensorflow as tf
 
-
         self.device_name = select_device(self.device, tf32=self.config.tf32)
         self.model = self.model_fn()
         c = self.config.optimizer
