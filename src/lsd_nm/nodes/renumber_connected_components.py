@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gunpowder as gp
+import numpy as np
 
 
 class RenumberConnectedComponents(gp.BatchFilter):
