@@ -18,48 +18,61 @@ from typing import Any, Literal
 
 from pydantic import ValidationError, model_validator
 
-from .config import ConfigError, StrictBaseModel, format_validation_error, read_json
+from .config import (
+    ConfigError,
+    Fraction,
+    NonNegativeInt,
+    PositiveFloat,
+    PositiveInt,
+    StrictBaseModel,
+    format_validation_error,
+    read_json,
+    validate_json_data,
+)  # fmt: skip
 
 NetworkType = Literal["baseline", "lsd", "mtlsd", "aclsd", "acrlsd", "long_range", "malis"]
 AUTOCONTEXT_NETWORKS = ("aclsd", "acrlsd")
 """The networks fed by the LSDs of a frozen lsd net."""
-Shape = tuple[int, int, int]
+Shape = tuple[PositiveInt, PositiveInt, PositiveInt]
+"""A shape in voxels (z, y, x)."""
+Offset = tuple[int, int, int]
+"""An affinity offset in voxels (z, y, x)."""
 
 
 class UNetConfig(StrictBaseModel):
     """The U-Net all networks share (``mala.networks.unet`` in the original)."""
 
-    num_fmaps: int = 12
+    num_fmaps: PositiveInt = 12
     """Feature maps at the top level."""
-    fmap_inc_factor: int = 5
+    fmap_inc_factor: PositiveInt = 5
     """Feature maps grow by this factor per level (12, 60, 300, 1500)."""
     downsample_factors: list[Shape] = [(1, 3, 3), (1, 3, 3), (3, 3, 3)]
     """Max-pooling factors (z, y, x) between levels; the upsampling uses the same factors."""
-    kernel_size: int = 3
+    kernel_size: PositiveInt = 3
     """Size of the valid convolutions (two per level and path)."""
-    num_fmaps_out: int | None = None
+    num_fmaps_out: PositiveInt | None = None
     """Feature maps of the top level's right path (mtlsd: 14); None: ``num_fmaps``."""
 
 
 class AdamConfig(StrictBaseModel):
     """Adam, as in the paper (no schedule, no weight decay)."""
 
-    learning_rate: float = 0.5e-4
+    learning_rate: PositiveFloat = 0.5e-4
     """Step size."""
-    beta1: float = 0.95
+    beta1: Fraction = 0.95
     """Decay of the first moment."""
-    beta2: float = 0.999
+    beta2: Fraction = 0.999
     """Decay of the second moment."""
-    epsilon: float = 1e-8
+    epsilon: PositiveFloat = 1e-8
     """Numerical stabiliser."""
 
 
 class LsdConfig(StrictBaseModel):
     """The local shape descriptor targets."""
 
-    sigma: float = 120.0
+    sigma: PositiveFloat = 120.0
     """Gaussian sigma in nm (120 for zebrafinch, 80 for the isotropic datasets)."""
-    downsample: int = 2
+    downsample: PositiveInt = 2
     """Compute the statistics on a grid strided by this factor (much faster, same result up to sampling)."""
 
 
@@ -68,7 +81,7 @@ class AutocontextConfig(StrictBaseModel):
 
     lsd_setup: str = "../lsd"
     """The lsd network folder, relative to this folder."""
-    lsd_iteration: int = 400000
+    lsd_iteration: PositiveInt = 400000
     """The lsd checkpoint to use."""
     auto_input_shape: Shape = (120, 484, 484)
     """Raw input of the lsd net during training (voxels); its LSDs are cropped to ``input_shape``."""
@@ -83,13 +96,13 @@ class ElasticConfig(StrictBaseModel):
     """Standard deviation of the control points' displacement."""
     rotation_interval: tuple[float, float] = (0.0, math.pi / 2)
     """Rotation angle interval in the y-x plane (radians)."""
-    prob_slip: float = 0.05
+    prob_slip: Fraction = 0.05
     """Probability that a section is shifted on its own."""
-    prob_shift: float = 0.05
+    prob_shift: Fraction = 0.05
     """Probability that a section and all following ones are shifted."""
-    max_misalign: int = 10
+    max_misalign: NonNegativeInt = 10
     """Largest shift of a slip or a shift (voxels)."""
-    subsample: int = 8
+    subsample: PositiveInt = 8
     """Compute the transformation on a grid this much coarser."""
 
 
@@ -111,7 +124,7 @@ class IntensityConfig(StrictBaseModel):
 class GrowBoundaryConfig(StrictBaseModel):
     """GrowBoundary: separate touching objects by background before computing affinities."""
 
-    steps: int = 1
+    steps: PositiveInt = 1
     """Voxels to erode each object by."""
     only_xy: bool = True
     """Erode in sections only (anisotropic data)."""
@@ -120,15 +133,15 @@ class GrowBoundaryConfig(StrictBaseModel):
 class TrainConfig(StrictBaseModel):
     """The training pipeline and schedule."""
 
-    save_every: int = 10000
+    save_every: PositiveInt = 10000
     """Write a checkpoint every this many iterations (autocontext: 1000)."""
-    snapshot_every: int = 1000
+    snapshot_every: PositiveInt = 1000
     """Write a snapshot of the batch every this many iterations."""
-    profiling_every: int = 10
+    profiling_every: PositiveInt = 10
     """Print gunpowder's profiling statistics every this many iterations."""
-    labels_padding: Shape = (500, 369, 369)
+    labels_padding: tuple[NonNegativeInt, NonNegativeInt, NonNegativeInt] = (500, 369, 369)
     """Padding of labels and mask (nm): (840, 720, 720) for nets with LSDs, (780, 603, 603) for long_range."""
-    min_masked: float = 0.5
+    min_masked: Fraction = 0.5
     """RandomLocation: least fraction of masked-in voxels in a batch."""
     sample_probabilities: list[float] | None = None
     """Probability of each training volume (None: uniform)."""
@@ -140,11 +153,11 @@ class TrainConfig(StrictBaseModel):
     """IntensityAugment of raw."""
     grow_boundary: GrowBoundaryConfig | None = GrowBoundaryConfig()
     """GrowBoundary before the affinities (None: off; the lsd net has none)."""
-    malis_phase_switch: int = 10000
+    malis_phase_switch: NonNegativeInt = 10000
     """malis: iterations of MSE training before the MALIS loss takes over."""
-    cache_size: int = 40
+    cache_size: PositiveInt = 40
     """PreCache: batches prepared ahead."""
-    num_workers: int = 10
+    num_workers: PositiveInt = 10
     """PreCache: processes preparing batches (capped at the number of cores)."""
 
 
@@ -161,7 +174,7 @@ class NetworkConfig(StrictBaseModel):
     """Network input during training (voxels)."""
     predict_input_shape: Shape = (96, 484, 484)
     """Network input during prediction (voxels); larger for throughput, same weights."""
-    neighborhood: list[Shape] = [(-1, 0, 0), (0, -1, 0), (0, 0, -1)]
+    neighborhood: list[Offset] = [(-1, 0, 0), (0, -1, 0), (0, 0, -1)]
     """Affinity offsets (voxels); one output channel each (long_range: 12; for fib25/hemi derived from zebrafinch's
     by their reach in nm, see ``02_train/README.md``)."""
     lsds: LsdConfig = LsdConfig()
@@ -235,7 +248,7 @@ def load_network_config(folder: Path) -> NetworkConfig:
     for _, data in layers:
         merged = merge_config(merged, data)
     try:
-        return NetworkConfig.model_validate(merged)
+        return validate_json_data(NetworkConfig, merged)
     except ValidationError as e:
         raise ConfigError(format_validation_error(str(_source(layers, tuple(e.errors()[0]["loc"]))), NetworkConfig, e)) from None
 

@@ -172,6 +172,14 @@ class KerasTrain(GenericTrain):
             else:
                 ws[h] = to_keras(batch[weights].data)
         loss, per_head, preds, grads = self._step(x, gts, ws)
+        if not np.isfinite(float(loss)):
+            # the weights are lost; the checkpoints written so far are not touched
+            last, _ = latest_checkpoint(self.folder)
+            kept = f"the checkpoint of iteration {last} is kept" if last else "no checkpoint was written"
+            raise ConfigError(
+                f"training diverged: the loss is {float(loss)} at iteration {self.iteration + 1}; {kept} "
+                f"(a smaller optimizer.learning_rate than {self.config.optimizer.learning_rate} may help)"
+            )
         self.iteration += 1
         batch.iteration = self.iteration
         batch.loss = float(loss)
