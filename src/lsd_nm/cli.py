@@ -175,7 +175,8 @@ def _mknet(args: argparse.Namespace) -> None:
             io = ios[role]
             ins = ", ".join(f"{n} {t.channels}×{t.shape}" for n, t in io.inputs.items())
             outs = ", ".join(f"{n} {t.channels}×{t.shape}" for n, t in io.outputs.items())
-            print(f"{role}: {ins} → {outs}")
+            # the cost per output voxel falls with the input size (less of the context is recomputed)
+            print(f"{role}: {ins} → {outs}; forward cost {io.flops_per_output_voxel:.3e} FLOP per output voxel")
     print(f"wrote net_{{{','.join(ios)}}}.json in {args.folder}")
 
 

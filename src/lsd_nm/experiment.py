@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any, Literal
 
@@ -137,8 +138,9 @@ class TrainConfig(StrictBaseModel):
     """Write a checkpoint every this many iterations (autocontext: 1000)."""
     snapshot_every: PositiveInt = 1000
     """Write a snapshot of the batch every this many iterations."""
-    profiling_every: PositiveInt = 10
-    """Print gunpowder's profiling statistics every this many iterations."""
+    profiling_every: PositiveInt | None = None
+    """Print gunpowder's profiling statistics (time per node) every this many iterations (None: never; the training
+    output is the progress bar with the ETA and one line per checkpoint)."""
     labels_padding: tuple[NonNegativeInt, NonNegativeInt, NonNegativeInt] = (500, 369, 369)
     """Padding of labels and mask (nm): (840, 720, 720) for nets with LSDs, (780, 603, 603) for long_range."""
     min_masked: Fraction = 0.5
@@ -234,16 +236,7 @@ def load_network_config(folder: Path) -> NetworkConfig:
     Errors name the file that holds the offending key, the key and what was expected, on one line.
     """
     folder = Path(folder).resolve()
-    network_file = folder / CONFIG_FILE
-    if not folder.is_dir():
-        raise ConfigError(f"{folder}: no such network folder")
-    layers: list[tuple[Path, dict[str, Any]]] = []
-    for path in (folder.parent / CONFIG_FILE, network_file):
-        if path == network_file or path.exists():
-            data = read_json(path)
-            if not isinstance(data, dict):
-                raise ConfigError(f"{path}: expected a JSON object at the top level, got {type(data).__name__}")
-            layers.append((path, data))
+    layers = _layers(folder)
     merged: dict[str, Any] = {"dataset": folder.parent.name}
     for _, data in layers:
         merged = merge_config(merged, data)
@@ -262,36 +255,72 @@ class NetworkFolder:
     """The folder (absolute)."""
     config: NetworkConfig
     """Its configuration (defaults ← dataset ``config.json`` ← network ``config.json``)."""
-    lsd: NetworkFolder | None = None
-    """aclsd/acrlsd: the lsd network folder of ``autocontext.lsd_setup``."""
 
     @property
     def name(self) -> str:
         return self.path.name
 
+    @cached_property
+    def lsd(self) -> NetworkFolder | None:
+        """aclsd/acrlsd: the lsd network folder of ``autocontext.lsd_setup``, read on first use (importing a
+        checkpoint needs no lsd folder); None for the other networks.
 
-def load_network_folder(folder: Path) -> NetworkFolder:
-    """Read a network folder (and the lsd folder feeding an autocontext network); one-line errors.
-
-    Raises:
-        ConfigError: no such folder, a bad config (naming the file and key), or an ``autocontext.lsd_setup`` that is
-            not an lsd network.
-    """
-    path = Path(folder).resolve()
-    config = load_network_config(path)
-    lsd = None
-    if config.autocontext is not None:
-        lsd_path = (path / config.autocontext.lsd_setup).resolve()
+        Raises:
+            ConfigError: no such folder, a bad config, or not an lsd network.
+        """
+        if self.config.autocontext is None:
+            return None
+        lsd_path = (self.path / self.config.autocontext.lsd_setup).resolve()
         lsd = NetworkFolder(lsd_path, load_network_config(lsd_path))
         if lsd.config.network != "lsd":
-            raise ConfigError(f"{path}: autocontext.lsd_setup points to a '{lsd.config.network}' network, expected 'lsd'")
-    return NetworkFolder(path, config, lsd)
+            raise ConfigError(
+                f"{self.path}: autocontext.lsd_setup points to a '{lsd.config.network}' network, expected 'lsd'"
+            )
+        return lsd
+
+
+def load_network_folder(folder: Path) -> NetworkFolder:
+    """Read a network folder; one-line errors naming the file and key (the lsd folder of an autocontext network is
+    read when first used: :attr:`NetworkFolder.lsd`).
+
+    Raises:
+        ConfigError: no such folder, or a bad config.
+    """
+    path = Path(folder).resolve()
+    return NetworkFolder(path, load_network_config(path))
+
+
+def _layers(folder: Path) -> list[tuple[Path, dict[str, Any]]]:
+    """The config files of a network folder that exist, with their contents: the dataset's (optional), the network's."""
+    network_file = folder / CONFIG_FILE
+    if not folder.is_dir():
+        raise ConfigError(f"{folder}: no such network folder")
+    layers: list[tuple[Path, dict[str, Any]]] = []
+    for path in (folder.parent / CONFIG_FILE, network_file):
+        if path == network_file or path.exists():
+            data = read_json(path)
+            if not isinstance(data, dict):
+                raise ConfigError(f"{path}: expected a JSON object at the top level, got {type(data).__name__}")
+            layers.append((path, data))
+    return layers
 
 
 def _source(layers: list[tuple[Path, dict[str, Any]]], loc: tuple[Any, ...]) -> Path:
-    """The file that set the longest prefix of ``loc`` (the last layer wins); else the network's own file."""
-    for n in range(len(loc), 0, -1):
+    """The file that set the value at ``loc``: the last layer holding the longest prefix of its keys (a list is
+    replaced whole by a later layer, so list indices do not count); else the network's own file."""
+    keys = []
+    for part in loc:
+        if not isinstance(part, str):
+            break
+        keys.append(part)
+    for n in range(len(keys), 0, -1):
         for path, data in reversed(layers):
-            if _has(data, loc[:n]):
+            if _has(data, tuple(keys[:n])):
                 return path
     return layers[-1][0]
+
+
+def config_file_of(folder: Path, key: str) -> Path:
+    """The config file of a network folder that sets ``key`` (dotted, e.g. ``autocontext.auto_input_shape``): the
+    network's ``config.json`` when neither sets it (the default applies)."""
+    return _source(_layers(Path(folder).resolve()), tuple(key.split(".")))

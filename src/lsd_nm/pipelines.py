@@ -286,7 +286,8 @@ def build_train_pipeline(
         additional_request=snapshot_request,
         dataset_dtypes={LABELS: np.uint64},
     )
-    # where the time goes
-    pipeline += gp.PrintProfilingStats(every=t.profiling_every)
+    if t.profiling_every is not None:
+        # where the time goes, on request
+        pipeline += gp.PrintProfilingStats(every=t.profiling_every)
     return TrainingSetup(pipeline, request, train_node)
 

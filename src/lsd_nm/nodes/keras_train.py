@@ -113,6 +113,8 @@ class KerasTrain(GenericTrain):
         self.on_save = on_save
         self.loss_log = Path(loss_log) if loss_log is not None else None
         self.iteration = 0
+        self.last_loss = float("nan")
+        """The loss of the latest iteration."""
         self._last = None
 
     def start(self):
@@ -132,7 +134,7 @@ class KerasTrain(GenericTrain):
             assign_weights(self.model, weights, str(path))
             if optimizer is not None and self.restore_optimizer:
                 self._set_optimizer_state(optimizer, path)
-            logger.info("resuming from %s", path)
+            logger.debug("resuming from %s", path)
         self.writer = tf.summary.create_file_writer(str(self.folder / "log"))
         heads = list(self.targets)
         gradient_heads = [h for h in self.gradients if h in heads]
@@ -182,7 +184,7 @@ class KerasTrain(GenericTrain):
             )
         self.iteration += 1
         batch.iteration = self.iteration
-        batch.loss = float(loss)
+        batch.loss = self.last_loss = float(loss)
         now = time.time()
         if self.loss_log is not None:
             with self.loss_log.open("a") as f:
@@ -213,7 +215,7 @@ class KerasTrain(GenericTrain):
         """Write the current weights, optimizer state and config as the checkpoint of this iteration."""
         state = [np.asarray(v.numpy()) for v in self.optimizer.variables]
         path = save_checkpoint(self.folder, self.iteration, self.config, model_weights(self.model), state)
-        logger.info("saved %s", path)
+        logger.debug("saved %s", path)
         if self.on_save is not None:
             self.on_save(self.iteration, path)
         return path
