@@ -103,8 +103,24 @@ def test_an_incomplete_volume_stops_before_anything_is_written(data_dir):
     (broken / NEURON_IDS / ".zarray").unlink()  # as an interrupted fetch leaves it
     with pytest.raises(ConfigError) as e:
         create_masks(data_dir)
-    assert str(e.value) == f"{broken}: no readable {NEURON_IDS} (an interrupted download? run `make fetch-data` again)"
+    assert str(e.value) == (
+        f"{broken}: no readable {NEURON_IDS} (an interrupted download? run `make fetch-data DATASET=zebrafinch` again)"
+    )
     assert not list(data_dir.rglob("labels_mask*"))
+
+
+def test_a_broken_synthetic_volume_gets_the_advice_of_its_dataset(tmp_path, tiny_datasets_file):
+    """`make masks` on a broken synthetic volume once advised `make fetch-data`, which cannot fetch it."""
+    from lsd_nm.synthetic import make_synthetic
+
+    paths = make_synthetic("tiny", data_dir=tmp_path, workers=1, datasets_file=tiny_datasets_file)
+    (paths[0] / NEURON_IDS / ".zarray").unlink()
+    with pytest.raises(ConfigError) as e:
+        create_masks(tmp_path, datasets_file=tiny_datasets_file)
+    assert str(e.value) == (
+        f"{paths[0]}: no readable {NEURON_IDS} (an interrupted generation? run `make synthetic DATASET=tiny ARGS=--force` "
+        "to draw it again)"
+    )
 
 
 def test_no_volumes_is_an_error(tmp_path):

@@ -161,10 +161,27 @@ def test_mknet_script_bad_config(tmp_path):
     result = subprocess.run([sys.executable, "mknet.py"], cwd=folder, capture_output=True, text=True)
     assert result.returncode == 2
     assert result.stderr == (
-        "error: input shape (84, 270, 268): unet_down_0_to_1 gets shape (80, 266, 264), not divisible by the downsample "
-        "factor (1, 3, 3)\n"
+        f"error: {folder / 'config.json'}: input_shape (84, 270, 268): unet_down_0_to_1 gets shape (80, 266, 264), "
+        "not divisible by the downsample factor (1, 3, 3)\n"
     )
     assert not (folder / "net_train.json").exists()
+    # the key named is the one at fault, in the file that sets it (here the dataset's, for every network)
+    (folder.parent / "config.json").write_text('{"predict_input_shape": [96, 486, 484]}')
+    (folder / "config.json").write_text('{"network": "baseline"}')
+    result = subprocess.run([sys.executable, "mknet.py"], cwd=folder, capture_output=True, text=True)
+    assert result.returncode == 2
+    assert result.stderr.startswith(f"error: {folder.parent / 'config.json'}: predict_input_shape (96, 486, 484): ")
+
+
+def test_a_bad_value_names_the_file_that_sets_it(tmp_path):
+    """A too-short input_shape in the network's file was once blamed on the dataset's file, which also sets one."""
+    folder = tmp_path / "toy" / "baseline"
+    folder.mkdir(parents=True)
+    (folder.parent / "config.json").write_text('{"input_shape": [84, 268, 268]}')
+    (folder / "config.json").write_text('{"network": "baseline", "input_shape": [84, 268]}')
+    with pytest.raises(ConfigError) as e:
+        load_network_config(folder)
+    assert str(e.value) == f"{folder / 'config.json'}: key 'input_shape': too few values, got [84, 268]"
 
 
 def test_mknet_script_writes_descriptions(tmp_path):
@@ -188,3 +205,6 @@ def test_mknet_script_writes_descriptions(tmp_path):
     assert train["outputs"]["affs"]["channels"] == 3
     predict = json.loads((folder / "net_predict.json").read_text())
     assert predict["outputs"]["affs"]["shape"] == [24, 140, 140]
+    # the cost at both shapes (the paper's 9.13e5 FLOP per output voxel is the prediction shape's)
+    assert f"forward cost: {train['flops_per_output_voxel']:.3e} FLOP per output voxel" in result.stdout
+    assert f"; forward cost {predict['flops_per_output_voxel']:.3e} FLOP per output voxel" in result.stdout

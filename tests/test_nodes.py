@@ -40,7 +40,7 @@ def test_weighted_mse_is_tf1_sum_by_nonzero_weights():
     assert float(weighted_mse(gt, pred, np.zeros_like(weights))) == 0.0
 
 
-def training_pipeline(config, folder, max_iteration, save_every=1000, fixed=True):
+def training_pipeline(config, folder, max_iteration, save_every=1000, fixed=True, before_train=None):
     raw, labels = generate_volume((40, 128, 128), tuple(VOXEL), seed=5)
     sources = (
         gp.ArraySource(RAW, Array(raw, (0, 0, 0), VOXEL), interpolatable=True),
@@ -53,6 +53,7 @@ def training_pipeline(config, folder, max_iteration, save_every=1000, fixed=True
         + gp.AddAffinities(config.neighborhood, LABELS, GT_AFFS, dtype=np.float32)
         + gp.BalanceLabels(GT_AFFS, AFFS_WEIGHTS)
         + gp.IntensityScaleShift(RAW, 2, -1)
+        + (before_train if before_train is not None else gp.IntensityScaleShift(RAW, 1, 0))
         + KerasTrain(
             lambda: build_model(config),
             config,
@@ -147,6 +148,35 @@ def test_resume_continues_the_iteration_count(tmp_path):
     assert [it for it, _ in list_checkpoints(tmp_path)] == [2, 4, 6]
 
 
+class _NanTargetsFrom(gp.BatchFilter):
+    """Makes the affinity targets NaN from the ``first``-th batch on (as a diverging run makes its loss)."""
+
+    def __init__(self, first: int):
+        self.first, self.count = first, 0
+
+    def process(self, batch, request):
+        self.count += 1
+        if self.count >= self.first:
+            batch[GT_AFFS].data[:] = np.nan
+
+
+def test_a_loss_that_is_no_number_stops_training_and_keeps_the_last_checkpoint(tmp_path):
+    """A NaN loss once trained on to exit 0 and wrote NaN checkpoints."""
+    config = tiny_config()
+    pipeline, request = training_pipeline(config, tmp_path, max_iteration=10, save_every=1)
+    train = pipeline.children[0] if False else None  # noqa: F841 - the pipeline is rebuilt below with the NaN node
+    pipeline, request = training_pipeline(config, tmp_path, max_iteration=10, save_every=1, before_train=_NanTargetsFrom(3))
+    with pytest.raises(Exception) as e:
+        with gp.build(pipeline):
+            for _ in range(10):
+                pipeline.request_batch(request)
+    assert str(user_error(e.value)) == (
+        "training diverged: the loss is nan at iteration 3; the checkpoint of iteration 2 is kept "
+        "(a smaller optimizer.learning_rate than 0.003 may help)"
+    )
+    assert [it for it, _ in list_checkpoints(tmp_path)] == [1, 2]
+
+
 def test_checkpoint_of_another_network_says_what_differs(tmp_path):
     pipeline, request = training_pipeline(tiny_config(), tmp_path, max_iteration=1)
     with gp.build(pipeline):
@@ -160,14 +190,24 @@ def test_checkpoint_of_another_network_says_what_differs(tmp_path):
 
 
 def test_missing_checkpoint_is_a_one_line_error(tmp_path):
+    """The advice fits the dataset: a generated one has no published checkpoints to fetch (it once advised
+    `make fetch-checkpoint DATASET=synthetic`, which then refused)."""
     folder = tmp_path / "synthetic" / "lsd"
     folder.mkdir(parents=True)
     with pytest.raises(ConfigError) as e:
         resolve_checkpoint(folder, 2000)
     assert str(e.value) == (
         f"{folder}: no checkpoint for iteration 2000 (found: none); train it with "
-        "`make train DATASET=synthetic NETWORK=lsd ITERATION=<n>` or import the published one with "
-        "`make fetch-checkpoint DATASET=synthetic NETWORK=lsd`"
+        "`make train DATASET=synthetic NETWORK=lsd ITERATION=<n>`"
+    )
+    folder = tmp_path / "zebrafinch" / "lsd"
+    folder.mkdir(parents=True)
+    with pytest.raises(ConfigError) as e:
+        resolve_checkpoint(folder, 400000)
+    assert str(e.value) == (
+        f"{folder}: no checkpoint for iteration 400000 (found: none); train it with "
+        "`make train DATASET=zebrafinch NETWORK=lsd ITERATION=<n>` or import the published one with "
+        "`make fetch-checkpoint DATASET=zebrafinch NETWORK=lsd`"
     )
 
 

@@ -1,6 +1,7 @@
 """predict_scan: datasets, shapes, offsets and dtype, and equality with a whole-array forward pass."""
 
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -65,7 +66,11 @@ def test_baseline_matches_whole_array_forward(tmp_path, raw_file):
     affs = root["pred_affs"]
     assert affs.dtype == np.uint8
     assert affs.shape == (3, 10, 32, 32)  # raw shrunk by the context (10, 20, 20) on each side
-    assert dict(affs.attrs) == {"resolution": [20, 9, 9], "offset": [100 + 10 * 20, 90 + 20 * 9, 90 + 20 * 9]}
+    assert dict(affs.attrs) == {
+        "resolution": [20, 9, 9], "offset": [100 + 10 * 20, 90 + 20 * 9, 90 + 20 * 9],
+        "lsd_nm_prediction": {"network": "baseline", "folder": str(folder), "iteration": 7,
+                              "checkpoint": str(folder / "train_net_checkpoint_7")},
+    }  # fmt: skip
     expected = forward(config, folder, {"raw": raw[None] / 255.0 * 2 - 1})["affs"]
     assert expected.shape == affs.shape
     assert np.abs(affs[:].astype(int) - np.floor(expected * 255).astype(int)).max() <= 1
@@ -126,6 +131,28 @@ def test_lsds_on_the_fly_agree_with_stored_ones(tmp_path):
     assert np.abs(otf[interior].astype(int) - from_disk[interior].astype(int)).max() <= 1
     # at the border the on-the-fly LSDs (from padded raw) differ from the zero padding of stored ones
     assert np.abs(otf[:].astype(int) - from_disk[:].astype(int)).max() > 1
+
+
+def test_a_prediction_of_another_iteration_is_not_replaced_silently(tmp_path, raw_file):
+    """predict_scan once overwrote another iteration's test_prediction.zarr without a word, and aclsd/acrlsd then
+    read LSDs of unknown provenance."""
+    path, _ = raw_file
+    lsd_folder, _ = make_network(tmp_path / "toy", "lsd", seed=1)
+    acrlsd_folder, _ = make_network(tmp_path / "toy", "acrlsd", seed=2, autocontext={"lsd_iteration": 7, "auto_input_shape": [44, 104, 104]})
+    out = predict_scan(load_network_folder(lsd_folder), raw_file=path, device="cpu")
+    weights = lsd_folder / "train_net_checkpoint_7"
+    shutil.copytree(weights, lsd_folder / "train_net_checkpoint_9")  # a newer checkpoint: "latest" is 9
+    before = (out / "pred_lsds/.zattrs").read_text()
+    with pytest.raises(ConfigError) as e:
+        predict_scan(load_network_folder(lsd_folder), raw_file=path, device="cpu")
+    assert str(e.value) == f"{out} holds the prediction of iteration 7; pass --overwrite to replace it with iteration 9's"
+    assert (out / "pred_lsds/.zattrs").read_text() == before
+    predict_scan(load_network_folder(lsd_folder), raw_file=path, device="cpu", overwrite=True)
+    with pytest.raises(ConfigError) as e:
+        predict_scan(load_network_folder(acrlsd_folder), raw_file=path, device="cpu")
+    assert str(e.value).startswith(
+        f"{out}: its LSDs come from iteration 9 of the lsd net, acrlsd needs iteration 7 (autocontext.lsd_iteration); "
+    )
 
 
 def test_missing_checkpoint(tmp_path, raw_file):

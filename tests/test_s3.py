@@ -154,3 +154,32 @@ def test_a_failed_object_leaves_no_file_under_its_name(bucket, tmp_path):
 def test_summary_line():
     summary = TransferSummary(fetched=3, fetched_bytes=1536, resumed=1, skipped=1, skipped_bytes=10, seconds=0.31)
     assert summary.line() == "fetched 3 objects (1536 bytes = 1.5 KiB, 1 resumed); skipped 1 complete object (10 bytes); 0.3 s"
+
+
+def test_an_endpoint_that_never_answers_is_reported_within_half_a_minute(tmp_path):
+    """An endpoint that accepts connections but never answers once gave four minutes of silence."""
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    from conftest import REPO
+
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(16)  # accepted by the kernel, never answered
+    endpoint = f"http://127.0.0.1:{server.getsockname()[1]}"
+    start = time.time()
+    try:
+        done = subprocess.run(
+            [sys.executable, str(REPO / "01_data/fetch_data.py"), "--dataset", "zebrafinch", "--endpoint-url", endpoint,
+             "--out", str(tmp_path)],
+            capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+    finally:
+        server.close()
+    seconds = time.time() - start
+    assert done.returncode == 2
+    assert done.stderr.startswith("error: s3://open-neurodata/funke/zebrafinch/training/") and done.stderr.count("\n") == 1
+    assert done.stderr.rstrip().endswith(f"no answer from {endpoint} within 10 s (3 tries); check the endpoint, then run again to resume")
+    assert seconds < 60

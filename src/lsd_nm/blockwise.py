@@ -25,11 +25,15 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
+import socket
 import subprocess
 import sys
+import time
 import traceback
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -156,6 +160,8 @@ def run_blockwise(
                 try:
                     process_block(block, cache["resources"])
                     return
+                except ConfigError as e:  # the input's fault (a damaged chunk, …): retrying cannot help
+                    raise ConfigError(f"{task_name}: block {block.block_id[1]}: {e}") from None
                 except Exception as e:  # noqa: BLE001 - retried, then reported with the traceback
                     if attempt == max_retries:
                         error = "".join(traceback.format_exception(e))
@@ -207,6 +213,9 @@ def run_blockwise(
         where = ", ".join(f"{b.block_id[1]} (write {b.write_roi})" for b in failed[:5])
         more = f" and {len(failed) - 5} more" if len(failed) > 5 else ""
         error = state.first_worker_error or state.last_worker_error or "(no traceback reported)"
+        user = re.findall(r"^lsd_nm\.config\.ConfigError: (.+)$", error, flags=re.MULTILINE)
+        if user:  # a worker stopped at a problem of the input, which it named in one line
+            raise ConfigError(f"{task_name}: {user[-1]}")
         raise BlockwiseError(
             f"{task_name}: {state.total_block_count - state.completed_count} of {state.total_block_count} blocks "
             f"failed after {max_retries} retries (blocks {where}{more}); logs in {tracking_dir.parent / 'logs'}; "
@@ -286,6 +295,61 @@ def block_index(write_roi: Roi, total_write_roi: Roi, block_size: Sequence[int])
         index = index * n + p
     return index
 
+
+
+# ---- one writer per run ---------------------------------------------------------------------------------------------
+
+
+@contextmanager
+def run_lock(config: RunConfig) -> Iterator[None]:
+    """Hold the lock of a run's ``out_file`` (``<out_file>.lock`` beside it: pid, host, start) while its steps write.
+
+    A second run on the same ``out_file`` stops with a one-line error naming the owner; the lock of a process of this
+    machine that no longer runs (killed) is taken over, with a note on stderr.
+
+    Raises:
+        ConfigError: another live process (or one on another host, which cannot be checked) holds the lock.
+    """
+    path = config.out_path.with_name(config.out_path.name + ".lock")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    mine = f"{os.getpid()} {socket.gethostname()} {time.strftime('%Y-%m-%d %H:%M:%S')}"
+    while True:
+        try:
+            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            owner = path.read_text().split(" ", 2) if path.exists() else []
+            if len(owner) == 3 and owner[1] == socket.gethostname() and not _alive(int(owner[0])):
+                print(f"note: taking over the lock {path} of process {owner[0]} (started {owner[2]}), which no longer runs",
+                      file=sys.stderr)  # fmt: skip
+                path.unlink(missing_ok=True)
+                continue
+            who = f"process {owner[0]} on {owner[1]} since {owner[2]}" if len(owner) == 3 else "another run"
+            raise ConfigError(
+                f"'{config.out_path}' is being written by {who} (lock {path}); wait for it to finish, or delete the "
+                "lock if that run is gone"
+            ) from None
+        with os.fdopen(fd, "w") as f:
+            f.write(mine)
+        break
+    try:
+        yield
+    finally:
+        if path.exists() and path.read_text() == mine:
+            path.unlink()
+
+
+def _alive(pid: int) -> bool:
+    """Whether process ``pid`` of this machine runs (a zombie, killed and not yet reaped, does not)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        return " Z " not in Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1][:4]
+    except (OSError, IndexError):
+        return True
 
 
 # ---- block geometry -----------------------------------------------------------------------------------------------

@@ -20,6 +20,7 @@ import numpy as np
 
 from .config import ConfigError
 from .data import atomic_path
+from .datasets import get_dataset
 from .experiment import NetworkConfig
 
 PREFIX = "train_net_checkpoint_"
@@ -62,10 +63,14 @@ def resolve_checkpoint(folder: Path, iteration: int | str = "latest") -> tuple[i
         return int(iteration), found[int(iteration)]
     have = ", ".join(str(i) for i in sorted(found)) or "none"
     dataset, network = folder.resolve().parent.name, folder.resolve().name
+    try:
+        published = get_dataset(dataset).synthetic is None  # generated datasets have no published checkpoints
+    except ConfigError:
+        published = True
+    fetch = f" or import the published one with `make fetch-checkpoint DATASET={dataset} NETWORK={network}`"
     raise ConfigError(
         f"{folder}: no checkpoint for iteration {iteration} (found: {have}); train it with "
-        f"`make train DATASET={dataset} NETWORK={network} ITERATION=<n>` or import the published one with "
-        f"`make fetch-checkpoint DATASET={dataset} NETWORK={network}`"
+        f"`make train DATASET={dataset} NETWORK={network} ITERATION=<n>`{fetch if published else ''}"
     )
 
 

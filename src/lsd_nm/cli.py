@@ -175,7 +175,8 @@ def _mknet(args: argparse.Namespace) -> None:
             io = ios[role]
             ins = ", ".join(f"{n} {t.channels}×{t.shape}" for n, t in io.inputs.items())
             outs = ", ".join(f"{n} {t.channels}×{t.shape}" for n, t in io.outputs.items())
-            print(f"{role}: {ins} → {outs}")
+            # the cost per output voxel falls with the input size (less of the context is recomputed)
+            print(f"{role}: {ins} → {outs}; forward cost {io.flops_per_output_voxel:.3e} FLOP per output voxel")
     print(f"wrote net_{{{','.join(ios)}}}.json in {args.folder}")
 
 
@@ -206,7 +207,7 @@ def _predict_scan(args: argparse.Namespace) -> None:
     iteration = args.iteration if args.iteration is not None else args.positional_iteration
     out = predict_scan(
         load_network_folder(args.folder), iteration if iteration is not None else "latest", args.raw_file, args.raw_dataset, args.out_file,
-        args.lsds_on_the_fly, args.device,
+        args.lsds_on_the_fly, args.device, args.overwrite,
     )  # fmt: skip
     print(f"wrote {out}")
 
@@ -214,41 +215,51 @@ def _predict_scan(args: argparse.Namespace) -> None:
 # ---- 03_predict ------------------------------------------------------------------------------------------------------
 
 
-def _load_run_config(args: argparse.Namespace):
-    from .run_config import load_run_config
+def _run_step(args: argparse.Namespace, number: int, function: Callable) -> object:
+    """Step ``number`` of a run config: every check of the steps from it on first (nothing written), then the step
+    under the run's lock (one writer per ``out_file``)."""
+    from .blockwise import run_lock
+    from .run_config import STEPS, load_run_config
+    from .segment import StepError, check_run
 
-    return load_run_config(args.config)
+    config = args.run_config if "run_config" in args else load_run_config(args.config)
+    try:
+        check_run(config, number, getattr(args, "overwrite", False))
+    except StepError as e:  # a problem of this step needs no step name; one of a later step does
+        raise ConfigError(e.message if e.step == STEPS[number - 1] else str(e)) from None
+    with run_lock(config):
+        return function(config)
 
 
 def _predict(args: argparse.Namespace) -> None:
     from .predict_blockwise import predict_blockwise
+    from .run_config import load_run_config
 
     if len(args.paths) > 2:
         raise ConfigError(f"expected [NETWORK_FOLDER] CONFIG.json, got {len(args.paths)} paths")
     folder, config_path = (None, args.paths[0]) if len(args.paths) == 1 else args.paths
-    args.config = Path(config_path)
-    config = _load_run_config(args)
+    args.run_config = load_run_config(Path(config_path))
     if folder is not None:  # a network folder's predict.py: this folder's network, whatever the config says
-        config = config.model_copy(update={"setup": str(Path(folder).resolve())})
-    print(f"predict: {predict_blockwise(config, overwrite=args.overwrite)}")
+        args.run_config = args.run_config.model_copy(update={"setup": str(Path(folder).resolve())})
+    print(f"predict: {_run_step(args, 1, lambda c: predict_blockwise(c, overwrite=args.overwrite))}")
 
 
 def _extract_fragments(args: argparse.Namespace) -> None:
     from .fragments import extract_fragments
 
-    print(f"fragments: {extract_fragments(_load_run_config(args), overwrite=args.overwrite)}")
+    print(f"fragments: {_run_step(args, 2, lambda c: extract_fragments(c, overwrite=args.overwrite))}")
 
 
 def _agglomerate(args: argparse.Namespace) -> None:
     from .agglomerate import agglomerate
 
-    print(f"agglomerate: {agglomerate(_load_run_config(args), overwrite=args.overwrite)}")
+    print(f"agglomerate: {_run_step(args, 3, lambda c: agglomerate(c, overwrite=args.overwrite))}")
 
 
 def _find_segments(args: argparse.Namespace) -> None:
     from .segments import find_segments
 
-    paths = find_segments(_load_run_config(args), overwrite=args.overwrite)
+    paths = _run_step(args, 4, lambda c: find_segments(c, overwrite=args.overwrite))
     folder = next(iter(paths.values())).parent if paths else "(no thresholds)"
     print(f"find segments: {len(paths)} LUTs in {folder}")
 
@@ -257,14 +268,13 @@ def _extract_segmentation(args: argparse.Namespace) -> None:
     from .luts import segmentation_dataset
     from .segments import extract_segmentation
 
-    for t, result in extract_segmentation(_load_run_config(args), overwrite=args.overwrite).items():
+    for t, result in _run_step(args, 5, lambda c: extract_segmentation(c, overwrite=args.overwrite)).items():
         print(f"{segmentation_dataset(t)}: {result}")
 
 
-def _evaluate(args: argparse.Namespace) -> None:
-    from .evaluate import MIN_CUT_PREFIX, evaluate_run
+def _print_evaluation(result: dict) -> None:
+    from .evaluate import MIN_CUT_PREFIX
 
-    result = evaluate_run(_load_run_config(args))
     best = result["best"]
     keys = [k for k in ("threshold", "voi_split", "voi_merge", "voi_sum", "arand", "erl", "normalized_erl",
                         f"{MIN_CUT_PREFIX}splits_needed", f"{MIN_CUT_PREFIX}merges_needed")
@@ -274,10 +284,23 @@ def _evaluate(args: argparse.Namespace) -> None:
     print(f"wrote {result['csv']}, {result['json']}, {result['png']}")
 
 
+def _evaluate(args: argparse.Namespace) -> None:
+    from .evaluate import evaluate_run
+
+    _print_evaluation(_run_step(args, 6, evaluate_run))
+
+
 def _segment(args: argparse.Namespace) -> None:
+    from .blockwise import run_lock
+    from .run_config import load_run_config
     from .segment import segment
 
-    segment(_load_run_config(args), args.config, overwrite=args.overwrite, start_step=args.start)
+    config = load_run_config(args.config)
+    with run_lock(config):
+        evaluation = segment(config, args.config, overwrite=args.overwrite, start_step=args.start)
+    if evaluation is not None:
+        _print_evaluation(evaluation)
+    print(f"outputs: {config.out_path} (volumes, LUTs, region graph {config.db_location})")
 
 
 # ---- the whole pipeline ----------------------------------------------------------------------------------------------
@@ -388,6 +411,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out-file", default=None, help="output zarr (default: <folder>/test_prediction.zarr)")
     p.add_argument("--lsds-on-the-fly", action="store_true", help="aclsd/acrlsd: predict the LSDs here from the lsd net")
     p.add_argument("--device", default=None, help="cpu, gpu or gpu:N (default: a GPU if there is one)")
+    p.add_argument("--overwrite", action="store_true", help="replace a prediction of another checkpoint")
 
     # 03_predict
     p = command("predict", _predict, "step 1: predict affinities (and LSDs) blockwise into out_file")

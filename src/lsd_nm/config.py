@@ -2,8 +2,11 @@
 
 Every config of the project is a pydantic model derived from :class:`StrictBaseModel`: unknown keys are errors,
 defaults live in the model and each field is documented by the docstring under it. Files hold only what differs
-from the defaults. :func:`load_model` turns every problem with a file (missing, invalid JSON, unknown key, wrong
-type) into a :class:`ConfigError` whose message is one line naming the file, the key and what was expected.
+from the defaults. Values are checked as JSON, strictly (:func:`validate`): ``"50"``, ``true`` or ``50.0`` are no
+integer, ``NaN`` and ``Infinity`` no number, and counts, sizes and rates are positive where the config means them
+(:data:`PositiveInt`, :data:`PositiveFloat`). :func:`load_model` turns every problem with a file (missing, invalid
+JSON, unknown key, wrong type) into a :class:`ConfigError` whose message is one line naming the file, the key and
+what was expected.
 """
 
 from __future__ import annotations
@@ -11,15 +14,25 @@ from __future__ import annotations
 import json
 from pathlib import Path
 from types import UnionType
-from typing import Any, TypeVar, Union, get_args, get_origin
+from typing import Annotated, Any, TypeVar, Union, get_args, get_origin
 
-from pydantic import BaseModel, ConfigDict, RootModel, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, RootModel, ValidationError
+
+PositiveInt = Annotated[int, Field(ge=1)]
+"""An integer ≥ 1 (a count, an iteration, a size in voxels)."""
+NonNegativeInt = Annotated[int, Field(ge=0)]
+"""An integer ≥ 0."""
+PositiveFloat = Annotated[float, Field(gt=0)]
+"""A number > 0 (a rate, a sigma, a size in nm)."""
+Fraction = Annotated[float, Field(ge=0, le=1)]
+"""A number in [0, 1]."""
 
 
 class StrictBaseModel(BaseModel):
-    """A pydantic model that forbids unknown keys and documents its fields with attribute docstrings."""
+    """A pydantic model that forbids unknown keys, takes finite numbers only, and documents its fields with attribute
+    docstrings."""
 
-    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True, validate_default=True)
+    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True, validate_default=True, allow_inf_nan=False)
 
 
 class ConfigError(ValueError):
@@ -100,10 +113,21 @@ def format_validation_error(source: str, model: type[BaseModel], error: Validati
     return f"{source}: key '{key}': {first['msg'].lower()}, got {json.dumps(value, default=str)}"
 
 
+def validate_json_data(model: type[Model], data: Any) -> Model:
+    """Validate ``data`` (as read from JSON files) against ``model`` in pydantic's strict JSON mode: arrays are tuples,
+    integers are integers (not strings, booleans or floats), booleans are booleans.
+
+    Raises:
+        ValidationError: as pydantic raises it (see :func:`validate` for the one-line form).
+    """
+    return model.model_validate_json(json.dumps(data, default=str), strict=True)
+
+
 def validate(model: type[Model], data: Any, source: str) -> Model:
-    """Validate ``data`` (a dict) against ``model``; a one-line :class:`ConfigError` names ``source`` on failure."""
+    """Validate ``data`` (a dict read from JSON) against ``model``, strictly (:func:`validate_json_data`); a one-line
+    :class:`ConfigError` names ``source`` on failure."""
     try:
-        return model.model_validate(data)
+        return validate_json_data(model, data)
     except ValidationError as e:
         raise ConfigError(format_validation_error(source, model, e)) from None
 

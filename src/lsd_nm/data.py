@@ -13,6 +13,7 @@ Every output that must never look complete before it is goes through :func:`atom
 
 from __future__ import annotations
 
+import itertools
 import os
 import shutil
 from collections.abc import Iterator, Mapping
@@ -96,6 +97,7 @@ def write_container(
     voxel_size,
     offset,
     chunk_shape=(16, 128, 128),
+    attrs: Mapping[str, object] | None = None,
 ) -> None:
     """Write arrays into a new zarr v2 container, atomically (a ``.partial`` folder renamed when complete).
 
@@ -105,6 +107,7 @@ def write_container(
         voxel_size: voxel size in nm, stored as the attr ``resolution``.
         offset: offset in nm, stored as the attr ``offset``.
         chunk_shape: chunk shape in voxels.
+        attrs: further attrs of every array (after ``resolution`` and ``offset``).
     """
     with atomic_path(path) as tmp:
         root = zarr.open_group(tmp, mode="w", zarr_format=2)
@@ -116,7 +119,7 @@ def write_container(
             # channels (leading axes) are not chunked
             chunks = data.shape[:-3] + tuple(min(c, s) for c, s in zip(chunk_shape, data.shape[-3:]))
             array = group.create_array(leaf, data=data, chunks=chunks, compressors=COMPRESSOR)
-            array.attrs.update({"resolution": [int(v) for v in voxel_size], "offset": [int(v) for v in offset]})
+            array.attrs.update({"resolution": [int(v) for v in voxel_size], "offset": [int(v) for v in offset], **(attrs or {})})
 
 
 def read_array(path: Path, dataset: str) -> tuple[np.ndarray, tuple[int, ...], tuple[int, ...]]:
@@ -178,8 +181,56 @@ def voxel_slices(volume: Volume, roi: Roi) -> tuple[slice, ...]:
     )
 
 
+def damaged_chunk(array, selection: tuple[slice, ...]) -> tuple[tuple[int, ...], str] | None:
+    """The first chunk of ``array[selection]`` (slices, spatial axes last) that cannot be read, with the reason.
+
+    Args:
+        array: an open zarr array.
+        selection: voxel slices of the trailing axes (leading axes are read whole).
+
+    Returns:
+        ``(chunk index, reason)``, or None when every chunk of the selection reads.
+    """
+    lead = array.ndim - len(selection)
+    ranges = [range(array.cdata_shape[a]) for a in range(lead)]
+    for axis, s in zip(range(lead, array.ndim), selection):
+        start, stop, _ = s.indices(array.shape[axis])
+        chunk = array.chunks[axis]
+        ranges.append(range(start // chunk, max(start, stop - 1) // chunk + 1))
+    for index in itertools.product(*ranges):
+        try:
+            array.blocks[index]
+        except Exception as e:  # noqa: BLE001 - any codec's error: what matters is which chunk
+            return index, f"{type(e).__name__}: {e}"
+    return None
+
+
+def read_checked(array, selection: tuple, path: Path | str):
+    """``array[selection]``, where a chunk that cannot be decoded is a one-line :class:`ConfigError` naming the array
+    (``path``) and the chunk, instead of a codec's traceback.
+
+    Args:
+        array: an open zarr array.
+        selection: a tuple of slices (``Ellipsis`` first for leading axes read whole).
+        path: the array's path, for the message.
+    """
+    try:
+        return array[selection]
+    except Exception as error:
+        spatial = tuple(s for s in selection if isinstance(s, slice))
+        found = damaged_chunk(array, spatial)
+        if found is None:
+            raise
+        index, reason = found
+        key = array.metadata.encode_chunk_key(index) if hasattr(array.metadata, "encode_chunk_key") else index
+        raise ConfigError(
+            f"{path}: chunk {key} cannot be decoded ({reason}); the file is damaged: fetch or write it again"
+        ) from error
+
+
 def read_padded(array, volume: Volume, roi: Roi) -> np.ndarray:
-    """Read ``roi`` (nm, voxel-aligned) of an open zarr array; what lies outside the volume reads as 0."""
+    """Read ``roi`` (nm, voxel-aligned) of an open zarr array; what lies outside the volume reads as 0; a damaged chunk
+    is a one-line :class:`ConfigError` naming the array and the chunk."""
     vs = volume.voxel_size
     shape = tuple(s // v for s, v in zip(roi.shape, vs))
     out = np.zeros(array.shape[:-3] + shape, dtype=array.dtype)
@@ -188,5 +239,5 @@ def read_padded(array, volume: Volume, roi: Roi) -> np.ndarray:
         return out
     src = voxel_slices(volume, inside)
     dst = tuple(slice((b - o) // v, (e - o) // v) for b, e, o, v in zip(inside.begin, inside.end, roi.begin, vs))
-    out[(Ellipsis, *dst)] = array[(Ellipsis, *src)]
+    out[(Ellipsis, *dst)] = read_checked(array, (Ellipsis, *src), volume.path)
     return out

@@ -13,10 +13,11 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
+from funlib.geometry import Roi
 
 from .blockwise import processing_roi
 from .config import ConfigError
-from .data import FRAGMENTS, Volume, atomic_path, open_dataset, voxel_slices, write_text
+from .data import FRAGMENTS, Volume, atomic_path, open_dataset, read_checked, voxel_slices, write_text
 from .graph import check_reachable, graph_exists, open_graph, read_edges
 from .luts import all_thresholds, load_lut
 from .metrics import best_row, min_cut_metric, sample_segments, sweep_thresholds
@@ -163,6 +164,55 @@ def min_cut_scores(
     return {f"{MIN_CUT_PREFIX}{k}": v for k, v in scores.items()}
 
 
+def check_ground_truth(
+    config: RunConfig, fragments: Volume
+) -> tuple[Volume, Volume | None, Roi | None, dict[str, np.ndarray] | None]:
+    """The checks of step 6 that need no fragment ids (``fragments``: the existing ones, or where they will be):
+    something to evaluate against, the dense labels on the fragments' grid and overlapping the evaluated region, the
+    skeletons readable with an edge inside it.
+
+    Returns:
+        ``(region, gt, dense_roi, skeletons)``: the evaluated region (a Volume over the fragments), the dense ground
+        truth and its ROI within the region (or None, None), the skeletons cropped to the region (or None).
+
+    Raises:
+        ConfigError: the first problem, as one line.
+    """
+    if config.gt_dataset is None and config.gt_skeletons is None:
+        raise ConfigError("nothing to evaluate against: set gt_file and gt_dataset, and/or gt_skeletons")
+    if config.min_cut and config.gt_skeletons is None:
+        raise ConfigError("min_cut needs gt_skeletons (the min-cut metric separates skeletons)")
+    vs = fragments.voxel_size
+    region = Volume(fragments.path, processing_roi(config, fragments), vs)
+    gt = dense_roi = None
+    if config.gt_dataset is not None:
+        gt = open_dataset(config.path(config.gt_file), config.gt_dataset, "ground truth")
+        if gt.voxel_size != vs:
+            raise ConfigError(
+                f"ground truth '{gt.path}' has voxel size {tuple(gt.voxel_size)} nm, the fragments {tuple(vs)} nm"
+            )
+        if any((a - b) % v for a, b, v in zip(gt.roi.offset, fragments.roi.offset, vs)):
+            raise ConfigError(
+                f"ground truth '{gt.path}' (offset {tuple(gt.roi.offset)} nm) is not on the fragments' voxel grid"
+            )
+        dense_roi = gt.roi.intersect(region.roi)
+        if dense_roi.empty:
+            raise ConfigError(f"ground truth {gt.roi} and fragments {region.roi} do not overlap")
+    skeletons = None
+    if config.gt_skeletons is not None:
+        path = config.path(config.gt_skeletons)
+        if not path.is_file():
+            raise ConfigError(f"gt_skeletons '{path}' does not exist")
+        try:
+            skeletons = read_skeletons(path)
+        except (KeyError, ValueError, OSError) as e:
+            raise ConfigError(f"gt_skeletons '{path}': not a skeletons .npz ({type(e).__name__}: {e})") from None
+        skeletons = crop_skeletons(skeletons, region.roi.begin, region.roi.end)
+        if len(skeletons["edges"]) == 0:
+            raise ConfigError(f"gt_skeletons '{path}': no skeleton edge lies inside the fragments' ROI {region.roi}")
+    return region, gt, dense_roi, skeletons
+
+
 def evaluate_run(config: RunConfig, progress: bool = True) -> dict:
     """Score a run at every threshold (sweep and ``extract_thresholds``) without writing segmentations.
 
@@ -197,47 +247,18 @@ def evaluate_run(config: RunConfig, progress: bool = True) -> dict:
     """
     from tqdm import tqdm
 
-    if config.gt_dataset is None and config.gt_skeletons is None:
-        raise ConfigError("nothing to evaluate against: set gt_file and gt_dataset, and/or gt_skeletons")
-    if config.min_cut and config.gt_skeletons is None:
-        raise ConfigError("min_cut needs gt_skeletons (the min-cut metric separates skeletons)")
     out_file = config.out_path
     fragments = open_dataset(out_file, FRAGMENTS, "fragments (run 02_extract_fragments first)")
     vs = fragments.voxel_size
-    region = Volume(fragments.path, processing_roi(config, fragments), vs)
-    truth = dense_roi = None
-    if config.gt_dataset is not None:
-        gt = open_dataset(config.path(config.gt_file), config.gt_dataset, "ground truth")
-        if gt.voxel_size != vs:
-            raise ConfigError(
-                f"ground truth '{gt.path}' has voxel size {tuple(gt.voxel_size)} nm, the fragments {tuple(vs)} nm"
-            )
-        if any((a - b) % v for a, b, v in zip(gt.roi.offset, fragments.roi.offset, vs)):
-            raise ConfigError(
-                f"ground truth '{gt.path}' (offset {tuple(gt.roi.offset)} nm) is not on the fragments' voxel grid"
-            )
-        dense_roi = gt.roi.intersect(region.roi)
-        if dense_roi.empty:
-            raise ConfigError(f"ground truth {gt.roi} and fragments {region.roi} do not overlap")
-        truth = gt.open("r")[voxel_slices(gt, dense_roi)]
-    skeletons = edges = None
-    if config.gt_skeletons is not None:
-        path = config.path(config.gt_skeletons)
-        if not path.is_file():
-            raise ConfigError(f"gt_skeletons '{path}' does not exist")
-        try:
-            skeletons = read_skeletons(path)
-        except (KeyError, ValueError, OSError) as e:
-            raise ConfigError(f"gt_skeletons '{path}': not a skeletons .npz ({type(e).__name__}: {e})") from None
-        skeletons = crop_skeletons(skeletons, region.roi.begin, region.roi.end)
-        if len(skeletons["edges"]) == 0:
-            raise ConfigError(f"gt_skeletons '{path}': no skeleton edge lies inside the fragments' ROI {region.roi}")
+    region, gt, dense_roi, skeletons = check_ground_truth(config, fragments)
+    truth = read_checked(gt.open("r"), voxel_slices(gt, dense_roi), gt.path) if gt is not None else None
+    edges = None
     thresholds = all_thresholds(config)
     luts = {t: load_lut(config, t) for t in thresholds}  # every LUT must exist before we start
     if config.min_cut:
         edges = _read_region_graph_edges(config)
 
-    volume = fragments.open("r")[voxel_slices(fragments, region.roi)]
+    volume = read_checked(fragments.open("r"), voxel_slices(fragments, region.roi), fragments.path)
     node_fragments = None
     if skeletons is not None:
         node_fragments = sample_segments(skeletons["positions"], volume, vs, region.roi.offset)

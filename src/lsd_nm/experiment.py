@@ -13,53 +13,67 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import ValidationError, model_validator
 
-from .config import ConfigError, StrictBaseModel, format_validation_error, read_json
+from .config import (
+    ConfigError,
+    Fraction,
+    NonNegativeInt,
+    PositiveFloat,
+    PositiveInt,
+    StrictBaseModel,
+    format_validation_error,
+    read_json,
+    validate_json_data,
+)  # fmt: skip
 
 NetworkType = Literal["baseline", "lsd", "mtlsd", "aclsd", "acrlsd", "long_range", "malis"]
 AUTOCONTEXT_NETWORKS = ("aclsd", "acrlsd")
 """The networks fed by the LSDs of a frozen lsd net."""
-Shape = tuple[int, int, int]
+Shape = tuple[PositiveInt, PositiveInt, PositiveInt]
+"""A shape in voxels (z, y, x)."""
+Offset = tuple[int, int, int]
+"""An affinity offset in voxels (z, y, x)."""
 
 
 class UNetConfig(StrictBaseModel):
     """The U-Net all networks share (``mala.networks.unet`` in the original)."""
 
-    num_fmaps: int = 12
+    num_fmaps: PositiveInt = 12
     """Feature maps at the top level."""
-    fmap_inc_factor: int = 5
+    fmap_inc_factor: PositiveInt = 5
     """Feature maps grow by this factor per level (12, 60, 300, 1500)."""
     downsample_factors: list[Shape] = [(1, 3, 3), (1, 3, 3), (3, 3, 3)]
     """Max-pooling factors (z, y, x) between levels; the upsampling uses the same factors."""
-    kernel_size: int = 3
+    kernel_size: PositiveInt = 3
     """Size of the valid convolutions (two per level and path)."""
-    num_fmaps_out: int | None = None
+    num_fmaps_out: PositiveInt | None = None
     """Feature maps of the top level's right path (mtlsd: 14); None: ``num_fmaps``."""
 
 
 class AdamConfig(StrictBaseModel):
     """Adam, as in the paper (no schedule, no weight decay)."""
 
-    learning_rate: float = 0.5e-4
+    learning_rate: PositiveFloat = 0.5e-4
     """Step size."""
-    beta1: float = 0.95
+    beta1: Fraction = 0.95
     """Decay of the first moment."""
-    beta2: float = 0.999
+    beta2: Fraction = 0.999
     """Decay of the second moment."""
-    epsilon: float = 1e-8
+    epsilon: PositiveFloat = 1e-8
     """Numerical stabiliser."""
 
 
 class LsdConfig(StrictBaseModel):
     """The local shape descriptor targets."""
 
-    sigma: float = 120.0
+    sigma: PositiveFloat = 120.0
     """Gaussian sigma in nm (120 for zebrafinch, 80 for the isotropic datasets)."""
-    downsample: int = 2
+    downsample: PositiveInt = 2
     """Compute the statistics on a grid strided by this factor (much faster, same result up to sampling)."""
 
 
@@ -68,7 +82,7 @@ class AutocontextConfig(StrictBaseModel):
 
     lsd_setup: str = "../lsd"
     """The lsd network folder, relative to this folder."""
-    lsd_iteration: int = 400000
+    lsd_iteration: PositiveInt = 400000
     """The lsd checkpoint to use."""
     auto_input_shape: Shape = (120, 484, 484)
     """Raw input of the lsd net during training (voxels); its LSDs are cropped to ``input_shape``."""
@@ -83,13 +97,13 @@ class ElasticConfig(StrictBaseModel):
     """Standard deviation of the control points' displacement."""
     rotation_interval: tuple[float, float] = (0.0, math.pi / 2)
     """Rotation angle interval in the y-x plane (radians)."""
-    prob_slip: float = 0.05
+    prob_slip: Fraction = 0.05
     """Probability that a section is shifted on its own."""
-    prob_shift: float = 0.05
+    prob_shift: Fraction = 0.05
     """Probability that a section and all following ones are shifted."""
-    max_misalign: int = 10
+    max_misalign: NonNegativeInt = 10
     """Largest shift of a slip or a shift (voxels)."""
-    subsample: int = 8
+    subsample: PositiveInt = 8
     """Compute the transformation on a grid this much coarser."""
 
 
@@ -111,7 +125,7 @@ class IntensityConfig(StrictBaseModel):
 class GrowBoundaryConfig(StrictBaseModel):
     """GrowBoundary: separate touching objects by background before computing affinities."""
 
-    steps: int = 1
+    steps: PositiveInt = 1
     """Voxels to erode each object by."""
     only_xy: bool = True
     """Erode in sections only (anisotropic data)."""
@@ -120,15 +134,16 @@ class GrowBoundaryConfig(StrictBaseModel):
 class TrainConfig(StrictBaseModel):
     """The training pipeline and schedule."""
 
-    save_every: int = 10000
+    save_every: PositiveInt = 10000
     """Write a checkpoint every this many iterations (autocontext: 1000)."""
-    snapshot_every: int = 1000
+    snapshot_every: PositiveInt = 1000
     """Write a snapshot of the batch every this many iterations."""
-    profiling_every: int = 10
-    """Print gunpowder's profiling statistics every this many iterations."""
-    labels_padding: Shape = (500, 369, 369)
+    profiling_every: PositiveInt | None = None
+    """Print gunpowder's profiling statistics (time per node) every this many iterations (None: never; the training
+    output is the progress bar with the ETA and one line per checkpoint)."""
+    labels_padding: tuple[NonNegativeInt, NonNegativeInt, NonNegativeInt] = (500, 369, 369)
     """Padding of labels and mask (nm): (840, 720, 720) for nets with LSDs, (780, 603, 603) for long_range."""
-    min_masked: float = 0.5
+    min_masked: Fraction = 0.5
     """RandomLocation: least fraction of masked-in voxels in a batch."""
     sample_probabilities: list[float] | None = None
     """Probability of each training volume (None: uniform)."""
@@ -140,11 +155,11 @@ class TrainConfig(StrictBaseModel):
     """IntensityAugment of raw."""
     grow_boundary: GrowBoundaryConfig | None = GrowBoundaryConfig()
     """GrowBoundary before the affinities (None: off; the lsd net has none)."""
-    malis_phase_switch: int = 10000
+    malis_phase_switch: NonNegativeInt = 10000
     """malis: iterations of MSE training before the MALIS loss takes over."""
-    cache_size: int = 40
+    cache_size: PositiveInt = 40
     """PreCache: batches prepared ahead."""
-    num_workers: int = 10
+    num_workers: PositiveInt = 10
     """PreCache: processes preparing batches (capped at the number of cores)."""
 
 
@@ -161,7 +176,7 @@ class NetworkConfig(StrictBaseModel):
     """Network input during training (voxels)."""
     predict_input_shape: Shape = (96, 484, 484)
     """Network input during prediction (voxels); larger for throughput, same weights."""
-    neighborhood: list[Shape] = [(-1, 0, 0), (0, -1, 0), (0, 0, -1)]
+    neighborhood: list[Offset] = [(-1, 0, 0), (0, -1, 0), (0, 0, -1)]
     """Affinity offsets (voxels); one output channel each (long_range: 12; for fib25/hemi derived from zebrafinch's
     by their reach in nm, see ``02_train/README.md``)."""
     lsds: LsdConfig = LsdConfig()
@@ -221,21 +236,12 @@ def load_network_config(folder: Path) -> NetworkConfig:
     Errors name the file that holds the offending key, the key and what was expected, on one line.
     """
     folder = Path(folder).resolve()
-    network_file = folder / CONFIG_FILE
-    if not folder.is_dir():
-        raise ConfigError(f"{folder}: no such network folder")
-    layers: list[tuple[Path, dict[str, Any]]] = []
-    for path in (folder.parent / CONFIG_FILE, network_file):
-        if path == network_file or path.exists():
-            data = read_json(path)
-            if not isinstance(data, dict):
-                raise ConfigError(f"{path}: expected a JSON object at the top level, got {type(data).__name__}")
-            layers.append((path, data))
+    layers = _layers(folder)
     merged: dict[str, Any] = {"dataset": folder.parent.name}
     for _, data in layers:
         merged = merge_config(merged, data)
     try:
-        return NetworkConfig.model_validate(merged)
+        return validate_json_data(NetworkConfig, merged)
     except ValidationError as e:
         raise ConfigError(format_validation_error(str(_source(layers, tuple(e.errors()[0]["loc"]))), NetworkConfig, e)) from None
 
@@ -249,36 +255,72 @@ class NetworkFolder:
     """The folder (absolute)."""
     config: NetworkConfig
     """Its configuration (defaults ← dataset ``config.json`` ← network ``config.json``)."""
-    lsd: NetworkFolder | None = None
-    """aclsd/acrlsd: the lsd network folder of ``autocontext.lsd_setup``."""
 
     @property
     def name(self) -> str:
         return self.path.name
 
+    @cached_property
+    def lsd(self) -> NetworkFolder | None:
+        """aclsd/acrlsd: the lsd network folder of ``autocontext.lsd_setup``, read on first use (importing a
+        checkpoint needs no lsd folder); None for the other networks.
 
-def load_network_folder(folder: Path) -> NetworkFolder:
-    """Read a network folder (and the lsd folder feeding an autocontext network); one-line errors.
-
-    Raises:
-        ConfigError: no such folder, a bad config (naming the file and key), or an ``autocontext.lsd_setup`` that is
-            not an lsd network.
-    """
-    path = Path(folder).resolve()
-    config = load_network_config(path)
-    lsd = None
-    if config.autocontext is not None:
-        lsd_path = (path / config.autocontext.lsd_setup).resolve()
+        Raises:
+            ConfigError: no such folder, a bad config, or not an lsd network.
+        """
+        if self.config.autocontext is None:
+            return None
+        lsd_path = (self.path / self.config.autocontext.lsd_setup).resolve()
         lsd = NetworkFolder(lsd_path, load_network_config(lsd_path))
         if lsd.config.network != "lsd":
-            raise ConfigError(f"{path}: autocontext.lsd_setup points to a '{lsd.config.network}' network, expected 'lsd'")
-    return NetworkFolder(path, config, lsd)
+            raise ConfigError(
+                f"{self.path}: autocontext.lsd_setup points to a '{lsd.config.network}' network, expected 'lsd'"
+            )
+        return lsd
+
+
+def load_network_folder(folder: Path) -> NetworkFolder:
+    """Read a network folder; one-line errors naming the file and key (the lsd folder of an autocontext network is
+    read when first used: :attr:`NetworkFolder.lsd`).
+
+    Raises:
+        ConfigError: no such folder, or a bad config.
+    """
+    path = Path(folder).resolve()
+    return NetworkFolder(path, load_network_config(path))
+
+
+def _layers(folder: Path) -> list[tuple[Path, dict[str, Any]]]:
+    """The config files of a network folder that exist, with their contents: the dataset's (optional), the network's."""
+    network_file = folder / CONFIG_FILE
+    if not folder.is_dir():
+        raise ConfigError(f"{folder}: no such network folder")
+    layers: list[tuple[Path, dict[str, Any]]] = []
+    for path in (folder.parent / CONFIG_FILE, network_file):
+        if path == network_file or path.exists():
+            data = read_json(path)
+            if not isinstance(data, dict):
+                raise ConfigError(f"{path}: expected a JSON object at the top level, got {type(data).__name__}")
+            layers.append((path, data))
+    return layers
 
 
 def _source(layers: list[tuple[Path, dict[str, Any]]], loc: tuple[Any, ...]) -> Path:
-    """The file that set the longest prefix of ``loc`` (the last layer wins); else the network's own file."""
-    for n in range(len(loc), 0, -1):
+    """The file that set the value at ``loc``: the last layer holding the longest prefix of its keys (a list is
+    replaced whole by a later layer, so list indices do not count); else the network's own file."""
+    keys = []
+    for part in loc:
+        if not isinstance(part, str):
+            break
+        keys.append(part)
+    for n in range(len(keys), 0, -1):
         for path, data in reversed(layers):
-            if _has(data, loc[:n]):
+            if _has(data, tuple(keys[:n])):
                 return path
     return layers[-1][0]
+
+
+def config_file_of(folder: Path, key: str) -> Path:
+    """The config file of a network folder that sets ``key`` (dotted, e.g. ``autocontext.auto_input_shape``): the
+    network's ``config.json`` when neither sets it (the default applies)."""
+    return _source(_layers(Path(folder).resolve()), tuple(key.split(".")))

@@ -229,6 +229,26 @@ def fingerprint(config: RunConfig, affs: Volume) -> dict[str, Any]:
     return wanted
 
 
+def check_fragments(config: RunConfig, affs: Volume) -> tuple[Geometry, Volume | None]:
+    """The checks of this step that need no fragments yet: block geometry over ``affs`` (existing, or to be predicted),
+    the mask, and a reachable, writable region graph; returns the geometry and the mask.
+
+    Raises:
+        ConfigError: the first problem, as one line.
+    """
+    geometry = block_geometry(config, affs)
+    mask = None
+    if config.mask_file is not None:
+        mask = open_dataset(config.path(config.mask_file), config.mask_dataset, "mask")
+        if any(m % v for m, v in zip(mask.voxel_size, affs.voxel_size)):
+            raise ConfigError(
+                f"mask voxel size {tuple(mask.voxel_size)} nm is not a multiple of the affinities' "
+                f"{tuple(affs.voxel_size)} nm"
+            )
+    check_reachable(config.db_location)
+    return geometry, mask
+
+
 def extract_fragments(config: RunConfig, overwrite: bool = False, progress: bool = True) -> BlockwiseResult:
     """Write ``volumes/fragments`` into ``out_file`` and the fragment nodes into the region graph, blockwise.
 
@@ -252,16 +272,7 @@ def extract_fragments(config: RunConfig, overwrite: bool = False, progress: bool
     affs = open_dataset(out_file, AFFS, "affinities")
     if len(zarr.open_array(affs.path, mode="r").shape) != 4:
         raise ConfigError(f"affinities '{affs.path}' must be (channels, z, y, x)")
-    geometry = block_geometry(config, affs)
-    mask = None
-    if config.mask_file is not None:
-        mask = open_dataset(config.path(config.mask_file), config.mask_dataset, "mask")
-        if any(m % v for m, v in zip(mask.voxel_size, affs.voxel_size)):
-            raise ConfigError(
-                f"mask voxel size {tuple(mask.voxel_size)} nm is not a multiple of the affinities' "
-                f"{tuple(affs.voxel_size)} nm"
-            )
-    check_reachable(config.db_location)
+    geometry, mask = check_fragments(config, affs)
 
     output = OutputDataset(
         out_file / FRAGMENTS, affs.roi, affs.voxel_size, chunk_shape=tuple(geometry.block_size / affs.voxel_size),

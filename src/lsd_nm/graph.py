@@ -11,7 +11,11 @@ back the same Python values (lists vs tuples, float32 vs float64, bool vs 0/1), 
 
 from __future__ import annotations
 
+import os
+import sqlite3
+import tempfile
 from collections.abc import Iterable
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlparse
@@ -99,26 +103,55 @@ def open_graph(location: str, mode: str = "r+"):
         raise ConfigError(f"db '{path}': no region graph there (run 02_extract_fragments)")
     if not path.parent.is_dir():
         raise ConfigError(f"db '{path}': folder {path.parent} does not exist")
-    return SQLiteGraphDataBase(path, **common)
+    try:
+        return SQLiteGraphDataBase(path, **common)
+    except (sqlite3.Error, OSError) as e:
+        raise ConfigError(f"db '{path}': cannot open the SQLite file ({type(e).__name__}: {e})") from None
 
 
 def check_reachable(location: str) -> None:
-    """Raise a one-line :class:`ConfigError` if the PostgreSQL server of ``location`` does not answer (SQLite: its
-    folder must exist). Writes nothing."""
+    """Raise a one-line :class:`ConfigError` unless the region graph at ``location`` can be written: the PostgreSQL
+    server answers and lets this user create the database (or its tables, when it exists); the SQLite file's folder
+    exists and is writable, and so is the file when it exists. Writes nothing."""
     if is_postgres(location):
-        import psycopg2
+        _check_postgres(location)
+        return
+    path = Path(location)
+    if not path.parent.is_dir():
+        raise ConfigError(f"db '{location}': folder {path.parent} does not exist")
+    for target in (path, path.parent / f"{path.stem}-meta.json"):
+        if target.exists() and not os.access(target, os.W_OK):
+            raise ConfigError(f"db '{location}': {target} is not writable")
+    try:  # what the folder's permissions, a read-only mount or a special file system allow (root included)
+        tempfile.TemporaryFile(dir=path.parent).close()
+    except OSError as e:
+        raise ConfigError(f"db '{location}': cannot write in {path.parent} ({e.strerror})") from None
 
-        args = _postgres_args(location)
-        try:
-            psycopg2.connect(
-                host=args["db_host"], port=args["db_port"], user=args["db_user"], password=args["db_password"],
-                database="postgres", connect_timeout=5,
-            ).close()  # fmt: skip
-        except psycopg2.OperationalError as e:
-            reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            raise ConfigError(f"db '{_safe(location)}': cannot connect to PostgreSQL ({reason})") from None
-    elif not Path(location).parent.is_dir():
-        raise ConfigError(f"db '{location}': folder {Path(location).parent} does not exist")
+
+def _check_postgres(location: str) -> None:
+    import psycopg2
+
+    args = _postgres_args(location)
+    connect = dict(host=args["db_host"], port=args["db_port"], user=args["db_user"], password=args["db_password"],
+                   connect_timeout=5)  # fmt: skip
+    try:
+        with closing(psycopg2.connect(**connect, database="postgres")) as conn, conn.cursor() as cur:
+            cur.execute("SELECT 1 FROM pg_database WHERE datname = %s", (args["db_name"],))
+            exists = cur.fetchone() is not None
+            if not exists:
+                cur.execute("SELECT rolcreatedb OR rolsuper FROM pg_roles WHERE rolname = current_user")
+                if not cur.fetchone()[0]:
+                    raise ConfigError(
+                        f"db '{_safe(location)}': the database does not exist and this user may not create it (CREATEDB)"
+                    )
+        if exists:
+            with closing(psycopg2.connect(**connect, database=args["db_name"])) as conn, conn.cursor() as cur:
+                cur.execute("SELECT has_schema_privilege('public', 'CREATE')")
+                if not cur.fetchone()[0]:
+                    raise ConfigError(f"db '{_safe(location)}': this user may not create tables in the database")
+    except psycopg2.OperationalError as e:
+        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ConfigError(f"db '{_safe(location)}': cannot connect to PostgreSQL ({reason})") from None
 
 
 def drop_edges(db) -> None:

@@ -19,7 +19,7 @@ import numpy as np
 
 from .config import ConfigError
 from .data import COMPRESSOR, LABELS_MASK, NEURON_IDS, atomic_path
-from .datasets import DATA_DIR, DATASETS_FILE, get_dataset, load_datasets, volume_path
+from .datasets import DATA_DIR, DATASETS_FILE, Dataset, get_dataset, load_datasets, volume_path
 
 BLOCK_VOXELS = 1 << 25
 """Voxels read per block (256 MiB of uint64 labels)."""
@@ -59,15 +59,18 @@ def blocks(shape: Sequence[int], chunks: Sequence[int], max_voxels: int = BLOCK_
         yield tuple(slice(a, min(a + b, s)) for a, b, s in zip(start, block, shape))
 
 
-def _open_labels(container: Path):
+def _open_labels(container: Path, dataset: str | None = None, synthetic: bool = False):
+    """The labels array of a container; missing or unreadable: one line with the advice that fits its dataset."""
     import zarr
 
     try:
         return zarr.open_array(container / NEURON_IDS, mode="r")
     except (FileNotFoundError, zarr.errors.ArrayNotFoundError, zarr.errors.NodeTypeValidationError):
-        raise ConfigError(
-            f"{container}: no readable {NEURON_IDS} (an interrupted download? run `make fetch-data` again)"
-        ) from None
+        if synthetic:
+            advice = f"an interrupted generation? run `make synthetic DATASET={dataset} ARGS=--force` to draw it again"
+        else:
+            advice = f"an interrupted download? run `make fetch-data{f' DATASET={dataset}' if dataset else ''}` again"
+        raise ConfigError(f"{container}: no readable {NEURON_IDS} ({advice})") from None
 
 
 def create_mask(container: Path, unlabelled_id: int | None = None, force: bool = False, max_voxels: int = BLOCK_VOXELS) -> MaskResult:
@@ -108,8 +111,8 @@ def create_mask(container: Path, unlabelled_id: int | None = None, force: bool =
     return MaskResult(container, True, int(labels.size), masked_out)
 
 
-def find_volumes(data_dir: Path, datasets: Sequence[str] = (), datasets_file: Path | None = None) -> list[tuple[Path, int | None]]:
-    """Every container of ``datasets.json`` that exists under ``data_dir``, with its dataset's ``unlabelled_id``.
+def find_volumes(data_dir: Path, datasets: Sequence[str] = (), datasets_file: Path | None = None) -> list[tuple[Path, str, Dataset]]:
+    """Every container of ``datasets.json`` that exists under ``data_dir``, with its dataset's name and entry.
 
     Args:
         data_dir: the data folder (``01_data/``).
@@ -124,7 +127,7 @@ def find_volumes(data_dir: Path, datasets: Sequence[str] = (), datasets_file: Pa
         for volume, test in [(v, False) for v in ds.volumes] + [(v, True) for v in ds.test_volumes]:
             path = volume_path(name, volume, test, data_dir)
             if path.exists():
-                found.append((path, ds.unlabelled_id))
+                found.append((path, name, ds))
     return found
 
 
@@ -149,6 +152,6 @@ def create_masks(
     volumes = find_volumes(data_dir, datasets, datasets_file)
     if not volumes:
         raise ConfigError(f"no volumes under {data_dir / 'funke'} (run `make synthetic` or `make fetch-data` first)")
-    for container, _ in volumes:
-        _open_labels(container)
-    return [create_mask(container, unlabelled_id, force, max_voxels) for container, unlabelled_id in volumes]
+    for container, name, ds in volumes:
+        _open_labels(container, name, ds.synthetic is not None)
+    return [create_mask(container, ds.unlabelled_id, force, max_voxels) for container, _, ds in volumes]

@@ -30,7 +30,7 @@ import numpy as np
 
 from .config import ConfigError
 from .data import write_text
-from .experiment import NetworkConfig, NetworkFolder, Shape, UNetConfig
+from .experiment import NetworkConfig, NetworkFolder, Shape, UNetConfig, config_file_of
 
 NUM_LSDS = 10
 """Channels of the 3D local shape descriptor: mean offset (3), covariance (6), size (1)."""
@@ -62,20 +62,22 @@ class NetworkIO:
 # ---- shape arithmetic (pure Python: no TensorFlow needed to know the shapes) ---------------------------------------
 
 
-def unet_output_shape(unet: UNetConfig, input_shape: Shape) -> Shape:
-    """Spatial output shape of the U-Net for ``input_shape``; a one-line :class:`ConfigError` if it is invalid."""
-    return _unet_layers(unet, 1, input_shape)[-1]["out_shape"]
+def unet_output_shape(unet: UNetConfig, input_shape: Shape, key: str = "input shape") -> Shape:
+    """Spatial output shape of the U-Net for ``input_shape``; a one-line :class:`ConfigError` (naming ``key``, the
+    config key the shape comes from) if it is invalid."""
+    return _unet_layers(unet, 1, input_shape, key)[-1]["out_shape"]
 
 
-def _unet_layers(unet: UNetConfig, in_channels: int, input_shape: Shape) -> list[dict]:
-    """Every layer of the U-Net with its shapes and channels, in execution order (mirrors :func:`build_unet`)."""
+def _unet_layers(unet: UNetConfig, in_channels: int, input_shape: Shape, key: str = "input shape") -> list[dict]:
+    """Every layer of the U-Net with its shapes and channels, in execution order (mirrors :func:`build_unet`); an
+    invalid ``input_shape`` is a one-line :class:`ConfigError` naming ``key`` (e.g. ``predict_input_shape``)."""
     k = unet.kernel_size
     layers: list[dict] = []
 
     def conv(name, shape, c_in, c_out, kernel=(k, k, k)):
         out = tuple(s - kk + 1 for s, kk in zip(shape, kernel))
         if min(out) <= 0:
-            raise ConfigError(f"input shape {tuple(input_shape)}: layer {name} would have output shape {out} (≤ 0); use a larger input")
+            raise ConfigError(f"{key} {tuple(input_shape)}: layer {name} would have output shape {out} (≤ 0); use a larger input")
         layers.append(dict(name=name, op="conv", kernel=tuple(kernel), c_in=c_in, c_out=c_out, in_shape=shape, out_shape=out))
         return out
 
@@ -88,7 +90,7 @@ def _unet_layers(unet: UNetConfig, in_channels: int, input_shape: Shape) -> list
         factor = unet.downsample_factors[lvl]
         if any(s % d for s, d in zip(shape, factor)):
             raise ConfigError(
-                f"input shape {tuple(input_shape)}: unet_down_{lvl}_to_{lvl + 1} gets shape {shape}, "
+                f"{key} {tuple(input_shape)}: unet_down_{lvl}_to_{lvl + 1} gets shape {shape}, "
                 f"not divisible by the downsample factor {tuple(factor)}"
             )
         down = tuple(s // d for s, d in zip(shape, factor))
@@ -97,7 +99,7 @@ def _unet_layers(unet: UNetConfig, in_channels: int, input_shape: Shape) -> list
         up = tuple(s * d for s, d in zip(below, factor))
         layers.append(dict(name=f"unet_up_{lvl + 1}_to_{lvl}", op="convT", kernel=tuple(factor), c_in=c_below, c_out=f, in_shape=below, out_shape=up))
         if any(u > s for u, s in zip(up, shape)):
-            raise ConfigError(f"input shape {tuple(input_shape)}: upsampled shape {up} exceeds the skip connection's {shape}")
+            raise ConfigError(f"{key} {tuple(input_shape)}: upsampled shape {up} exceeds the skip connection's {shape}")
         layers.append(dict(name=f"crop_{lvl}", op="crop", kernel=None, c_in=f, c_out=f, in_shape=shape, out_shape=up))
         f_out = unet.num_fmaps_out if (lvl == 0 and unet.num_fmaps_out) else f
         shape = conv(f"unet_layer_{lvl}_right_0", up, 2 * f, f_out)
@@ -141,7 +143,7 @@ def network_io(config: NetworkConfig, role: str = "train", raw_shape: Shape | No
     else:
         inputs = {"raw": TensorSpec(1, shape)}
     in_channels = sum(t.channels for t in inputs.values())
-    layers = _unet_layers(config.unet, in_channels, shape)
+    layers = _unet_layers(config.unet, in_channels, shape, "input_shape" if role == "train" else "predict_input_shape")
     out_shape = layers[-1]["out_shape"]
     c_top = layers[-1]["c_out"]
     for name, channels in heads(config).items():
@@ -186,7 +188,10 @@ def smallest_input_for(unet: UNetConfig, min_output: Shape, probe: Shape) -> Sha
 
 def auto_io(lsd_config: NetworkConfig, auto_input_shape: Shape) -> NetworkIO:
     """The frozen lsd net of aclsd/acrlsd at the auto input shape (its LSDs are later cropped)."""
-    return network_io(lsd_config.model_copy(update={"input_shape": tuple(auto_input_shape)}), "train")
+    try:
+        return network_io(lsd_config.model_copy(update={"input_shape": tuple(auto_input_shape)}), "train")
+    except ConfigError as e:
+        raise ConfigError(str(e).replace("input_shape", "autocontext.auto_input_shape", 1)) from None
 
 
 # ---- Keras models --------------------------------------------------------------------------------------------------
@@ -291,9 +296,17 @@ def folder_io(folder: NetworkFolder) -> dict[str, NetworkIO]:
     affs net's input) are one-line :class:`ConfigError`\\ s.
     """
     config = folder.config
-    ios = {"train": network_io(config, "train"), "predict": network_io(config, "predict")}
+    ios = {}
+    for role, key in (("train", "input_shape"), ("predict", "predict_input_shape")):
+        try:
+            ios[role] = network_io(config, role)
+        except ConfigError as e:
+            raise ConfigError(f"{config_file_of(folder.path, key)}: {e}") from None
     if folder.lsd is not None:
-        auto = auto_io(folder.lsd.config, config.autocontext.auto_input_shape)
+        try:
+            auto = auto_io(folder.lsd.config, config.autocontext.auto_input_shape)
+        except ConfigError as e:
+            raise ConfigError(f"{config_file_of(folder.path, 'autocontext.auto_input_shape')}: {e}") from None
         have, need = auto.outputs["lsds"].shape, config.input_shape
         if any(h < n for h, n in zip(have, need)):
             raise ConfigError(

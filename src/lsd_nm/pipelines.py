@@ -30,6 +30,7 @@ from .nodes import (
     RandomLocation,
     RenumberConnectedComponents,
     Snapshot,
+    ZarrSource,
 )
 
 # ---- array keys ------------------------------------------------------------------------------------------------------
@@ -188,7 +189,7 @@ def build_train_pipeline(
     # ---- sources: one branch per volume ----------------------------------------------------------------------------
     volumes = training_volumes(config, data_dir)
     sources = tuple(
-        gp.ZarrSource(
+        ZarrSource(
             str(path),
             {RAW: RAW_DATASET, LABELS: NEURON_IDS, LABELS_MASK: LABELS_MASK_DATASET},
             {
@@ -285,7 +286,8 @@ def build_train_pipeline(
         additional_request=snapshot_request,
         dataset_dtypes={LABELS: np.uint64},
     )
-    # where the time goes
-    pipeline += gp.PrintProfilingStats(every=t.profiling_every)
+    if t.profiling_every is not None:
+        # where the time goes, on request
+        pipeline += gp.PrintProfilingStats(every=t.profiling_every)
     return TrainingSetup(pipeline, request, train_node)
 

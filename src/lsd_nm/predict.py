@@ -21,7 +21,7 @@ from .data import write_container
 from .datasets import get_dataset, volume_path
 from .experiment import NetworkConfig, NetworkFolder
 from .networks import build_model, network_io, smallest_input_for, unet_output_shape
-from .nodes import KerasPredict, QuantizeUInt8
+from .nodes import KerasPredict, QuantizeUInt8, ZarrSource
 
 OUT_FILE = "test_prediction.zarr"
 DATASETS = {"affs": "pred_affs", "lsds": "pred_lsds"}
@@ -40,14 +40,14 @@ def _spec(path: Path, dataset: str, key: gp.ArrayKey) -> gp.ArraySpec:
     """ROI and voxel size of a zarr dataset (attrs ``resolution`` and ``offset``)."""
     if not (Path(path) / dataset).exists():
         raise ConfigError(f"{path}: no dataset '{dataset}'")
-    source = gp.ZarrSource(str(path), {key: dataset})
+    source = ZarrSource(str(path), {key: dataset})
     with gp.build(source):
         return source.spec[key].copy()
 
 
 def _source(path: Path, dataset: str, key: gp.ArrayKey, scale_shift: bool):
     pipeline = (
-        gp.ZarrSource(str(path), {key: dataset}, {key: gp.ArraySpec(interpolatable=True)})
+        ZarrSource(str(path), {key: dataset}, {key: gp.ArraySpec(interpolatable=True)})
         # uint8 → [0, 1]
         + gp.Normalize(key)
         # zeros outside the volume
@@ -69,6 +69,20 @@ def _output_roi(roi: gp.Roi, context: gp.Coordinate, chunk: gp.Coordinate, voxel
     return gp.Roi(begin, shape)
 
 
+PROVENANCE = "lsd_nm_prediction"
+"""Attr of a ``test_prediction.zarr`` array: the network, folder, iteration and checkpoint that predicted it."""
+
+
+def _provenance(container: Path, head: str) -> dict | None:
+    """The provenance attr of ``container``'s prediction of ``head`` (``{}`` if none is recorded), None if absent."""
+    import zarr
+
+    path = Path(container) / DATASETS[head]
+    if not path.exists():
+        return None
+    return zarr.open_array(path, mode="r").attrs.asdict().get(PROVENANCE, {})
+
+
 def predict_scan(
     folder: NetworkFolder,
     iteration: int | str = "latest",
@@ -77,8 +91,13 @@ def predict_scan(
     out_file: Path | None = None,
     lsds_on_the_fly: bool = False,
     device: str | None = None,
+    overwrite: bool = False,
 ) -> Path:
     """Predict a volume with a network folder's checkpoint and write it; returns the output container.
+
+    Every array of the output records where it comes from (attr ``lsd_nm_prediction``: network, folder, iteration,
+    checkpoint). An output of another checkpoint is not replaced without ``overwrite``; aclsd/acrlsd refuse LSDs that
+    the lsd net's ``autocontext.lsd_iteration`` did not predict.
 
     Args:
         folder: the network folder (read once by the caller).
@@ -87,11 +106,23 @@ def predict_scan(
         out_file: the output container (default: ``<folder>/test_prediction.zarr``); replaced only when complete.
         lsds_on_the_fly: aclsd/acrlsd: predict the LSDs with the lsd net here instead of reading them from disk.
         device: ``cpu``, ``gpu``, ``gpu:N`` (default: a GPU if there is one).
+        overwrite: replace an output predicted with another checkpoint.
+
+    Raises:
+        ConfigError: no such checkpoint, an output of another checkpoint without ``overwrite``, stored LSDs of
+            another lsd iteration — before anything is predicted.
     """
     config = folder.config
-    _, checkpoint = resolve_checkpoint(folder.path, iteration)
+    it, checkpoint = resolve_checkpoint(folder.path, iteration)
     raw_file = Path(raw_file) if raw_file else default_raw_file(config)
     out_file = Path(out_file) if out_file else folder.path / OUT_FILE
+    provenance = {"network": config.network, "folder": str(folder.path), "iteration": it, "checkpoint": str(checkpoint)}
+    made_by = _provenance(out_file, next(iter(network_io(config, "predict").outputs)))
+    if made_by is not None and made_by.get("iteration") != it and not overwrite:
+        raise ConfigError(
+            f"{out_file} holds the prediction of iteration {made_by.get('iteration', '(not recorded)')}; "
+            f"pass --overwrite to replace it with iteration {it}'s"
+        )
     io = network_io(config, "predict")
     in_shape = gp.Coordinate(config.predict_input_shape)
     out_shape = gp.Coordinate(next(iter(io.outputs.values())).shape)
@@ -127,6 +158,14 @@ def predict_scan(
         lsd_file = folder.lsd.path / OUT_FILE
         if not lsd_file.exists():
             raise ConfigError(f"{lsd_file}: no LSDs; predict them first (python predict_scan.py in {lsd_file.parent}) or use --lsds-on-the-fly")
+        lsd_made_by = _provenance(lsd_file, "lsds") or {}
+        if lsd_made_by.get("iteration") != config.autocontext.lsd_iteration:
+            raise ConfigError(
+                f"{lsd_file}: its LSDs come from iteration {lsd_made_by.get('iteration', '(not recorded)')} of the lsd "
+                f"net, {config.network} needs iteration {config.autocontext.lsd_iteration} (autocontext.lsd_iteration); "
+                f"predict them with `python predict_scan.py {config.autocontext.lsd_iteration} --overwrite` in "
+                f"{lsd_file.parent}, or use --lsds-on-the-fly"
+            )
         spec = _spec(lsd_file, DATASETS["lsds"], LSDS)
         lsds = _source(lsd_file, DATASETS["lsds"], LSDS, scale_shift=False)
         if config.network == "acrlsd":
@@ -162,5 +201,5 @@ def predict_scan(
     with gp.build(pipeline):
         batch = pipeline.request_batch(request)
     arrays = {DATASETS[head]: np.floor(np.clip(batch[key].data, 0, 1) * 255).astype(np.uint8) for head, key in outputs.items()}
-    write_container(out_file, arrays, voxel_size, out_roi.offset)
+    write_container(out_file, arrays, voxel_size, out_roi.offset, attrs={PROVENANCE: provenance})
     return out_file

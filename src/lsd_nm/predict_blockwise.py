@@ -168,28 +168,34 @@ def _run_pass(
     return outputs, result
 
 
-def predict_blockwise(run: RunConfig, overwrite: bool = False, progress: bool = True) -> BlockwiseResult:
-    """Predict ``run.raw_file`` with ``run.setup`` blockwise into ``run.out_file`` (LSDs first for aclsd/acrlsd).
+@dataclass(frozen=True)
+class Prediction:
+    """What :func:`predict_blockwise` will do, every check done and nothing written (:func:`plan_prediction`)."""
 
-    The region is ``roi_offset``/``roi_shape`` if given, else the raw volume shrunk by the network's context.
-    Every check comes before any block of any network runs: raw present, checkpoints present, region inside the raw
-    volume and voxel-aligned, and existing outputs (``volumes/lsds`` of an autocontext chain included) made with the
-    same settings — an output of another voxel size, ROI, network or iteration needs ``overwrite``.
+    raw: Volume
+    passes: list[_Pass]
+    """The lsd net's pass first for aclsd/acrlsd, then the network's."""
+    keep: list[bool]
+    """Per pass: its outputs exist with the same settings (resume into them)."""
 
-    Args:
-        run: the run config (``setup``, ``iteration``, ``raw_file``, ``raw_dataset``, ``out_file``,
-            ``roi_offset``/``roi_shape``, ``num_workers``, ``worker_command``, ``device``).
-        overwrite: replace outputs made with other settings (and predict them again).
-        progress: show daisy's progress bar.
+    @property
+    def affs(self) -> Volume | None:
+        """Where the affinities will be (``volumes/affs`` over the predicted region); None: the network predicts none."""
+        output = self.passes[-1].outputs.get("affs")
+        return output.volume if output is not None else None
 
-    Returns:
-        The blocks of the (last) network's prediction: total, processed now, skipped.
+
+def plan_prediction(run: RunConfig, overwrite: bool = False) -> Prediction:
+    """Every check of step 1, and its plan; nothing is written.
+
+    The region is ``roi_offset``/``roi_shape`` if given, else the raw volume shrunk by the network's context. Checked:
+    the network folder(s), raw present, checkpoints present, region inside the raw volume and voxel-aligned, and
+    existing outputs (``volumes/lsds`` of an autocontext chain included) made with the same settings — an output of
+    another voxel size, ROI, network or iteration needs ``overwrite``.
 
     Raises:
-        ConfigError: any of the checks above, as one line, before anything is predicted.
+        ConfigError: any of the checks above, as one line.
     """
-    import zarr
-
     if run.setup is None:
         raise ConfigError("no 'setup' (network folder) in the run config: nothing to predict with")
     setup = run.path(run.setup)
@@ -220,11 +226,34 @@ def predict_blockwise(run: RunConfig, overwrite: bool = False, progress: bool = 
         for output in plan.outputs.values():
             _check_voxel_size(output.path, vs, overwrite)
     keep = [all([output.reusable(overwrite) for output in plan.outputs.values()]) for plan in plans]
+    return Prediction(raw, plans, keep)
+
+
+def predict_blockwise(run: RunConfig, overwrite: bool = False, progress: bool = True) -> BlockwiseResult:
+    """Predict ``run.raw_file`` with ``run.setup`` blockwise into ``run.out_file`` (LSDs first for aclsd/acrlsd).
+
+    Every check of :func:`plan_prediction` comes before any block of any network runs.
+
+    Args:
+        run: the run config (``setup``, ``iteration``, ``raw_file``, ``raw_dataset``, ``out_file``,
+            ``roi_offset``/``roi_shape``, ``num_workers``, ``worker_command``, ``device``).
+        overwrite: replace outputs made with other settings (and predict them again).
+        progress: show daisy's progress bar.
+
+    Returns:
+        The blocks of the (last) network's prediction: total, processed now, skipped.
+
+    Raises:
+        ConfigError: any check, as one line, before anything is predicted.
+    """
+    import zarr
+
+    prediction = plan_prediction(run, overwrite)
     out_file = run.out_path
     out_file.parent.mkdir(parents=True, exist_ok=True)
     zarr.open_group(out_file, mode="a", zarr_format=2)
     lsds = None
-    for plan, kept in zip(plans, keep):
-        outputs, result = _run_pass(run, plan, raw, lsds, kept, progress)
+    for plan, kept in zip(prediction.passes, prediction.keep):
+        outputs, result = _run_pass(run, plan, prediction.raw, lsds, kept, progress)
         lsds = outputs.get("lsds")
     return result

@@ -12,7 +12,7 @@ from typing import Literal
 from pydantic import model_validator
 
 from . import REPO_ROOT
-from .config import StrictBaseModel, load_model
+from .config import NonNegativeInt, PositiveInt, StrictBaseModel, load_model
 
 STEPS = ["01_predict_blockwise", "02_extract_fragments", "03_agglomerate", "04_find_segments", "05_extract_segmentation", "06_evaluate"]
 """The steps of a run, in order (each is a script ``03_predict/<step>.py``)."""
@@ -31,7 +31,7 @@ class RunConfig(StrictBaseModel):
     setup: str | None = None
     """The network folder, e.g. ``02_train/synthetic/mtlsd`` (None: ``out_file`` already holds ``volumes/affs``,
     e.g. from another tool, and step 1 has nothing to do)."""
-    iteration: int | Literal["latest"] = "latest"
+    iteration: PositiveInt | Literal["latest"] = "latest"
     """The checkpoint to predict with."""
     raw_file: str
     """The zarr container with the raw data."""
@@ -41,9 +41,9 @@ class RunConfig(StrictBaseModel):
     """The zarr container that receives ``volumes/affs``, ``volumes/lsds``, ``volumes/fragments``, segmentations, LUTs."""
     roi_offset: tuple[int, int, int] | None = None
     """Offset (nm) of the region to process (default: the whole raw volume shrunk by the network's context)."""
-    roi_shape: tuple[int, int, int] | None = None
+    roi_shape: tuple[PositiveInt, PositiveInt, PositiveInt] | None = None
     """Shape (nm) of that region."""
-    num_workers: int = 2
+    num_workers: PositiveInt = 2
     """Worker processes per blockwise step (1: in process, serially, for debugging)."""
     worker_command: list[str] = []
     """A prefix for worker command lines (e.g. ``["bsub", "-n", "5"]`` or ``["singularity", "exec", "--nv", "img.sif"]``)."""
@@ -52,9 +52,9 @@ class RunConfig(StrictBaseModel):
     ``worker_command`` that starts workers on other nodes: this machine's hostname or IP)."""
     device: str | None = None
     """Where the network runs: ``cpu``, ``gpu``, ``gpu:N`` (default: a GPU if there is one)."""
-    block_size: tuple[int, int, int] = (1200, 1620, 1620)
+    block_size: tuple[PositiveInt, PositiveInt, PositiveInt] = (1200, 1620, 1620)
     """Write size (nm) of the post-processing blocks (fragments, agglomeration, segmentation)."""
-    context: tuple[int, int, int] = (240, 243, 243)
+    context: tuple[NonNegativeInt, NonNegativeInt, NonNegativeInt] = (240, 243, 243)
     """Context (nm) read around each post-processing block."""
     db: str | None = None
     """The region graph: a ``postgresql://user@host:port/dbname`` URL, or a SQLite file (default: beside out_file)."""
@@ -91,8 +91,9 @@ class RunConfig(StrictBaseModel):
             raise ValueError("give both mask_file and mask_dataset, or neither")
         if self.gt_dataset is not None and self.gt_file is None:
             raise ValueError("gt_dataset needs gt_file")
-        if self.num_workers < 1:
-            raise ValueError(f"num_workers must be ≥ 1, got {self.num_workers}")
+        low, high, step = self.thresholds
+        if step <= 0 or high <= low:
+            raise ValueError(f"thresholds {list(self.thresholds)}: expected [min, max, step] with step > 0 and max > min")
         return self
 
     def path(self, value: str | None) -> Path | None:

@@ -49,6 +49,10 @@ ZARR_METADATA = frozenset({".zarray", ".zgroup", ".zattrs", ".zmetadata", "zarr.
 CHUNK_BYTES = 64 * 1024
 """Bytes read from the network per write: small enough that a partial file grows while a large object streams."""
 DEFAULT_JOBS = 8
+READ_TIMEOUT = 10
+"""Seconds a read may wait for the endpoint (each of :data:`ATTEMPTS` tries): a silent endpoint is reported within
+about half a minute, with what was being fetched."""
+ATTEMPTS = 3
 
 _PLAIN_MD5 = re.compile(r"^[0-9a-f]{32}$")
 
@@ -136,9 +140,9 @@ def make_client(endpoint_url: str | None = None, jobs: int = DEFAULT_JOBS) -> Ba
 
     config = Config(
         signature_version=UNSIGNED,
-        retries={"max_attempts": 3, "mode": "standard"},
+        retries={"max_attempts": ATTEMPTS, "mode": "standard"},
         connect_timeout=10,
-        read_timeout=60,
+        read_timeout=READ_TIMEOUT,
         max_pool_connections=max(10, jobs),
     )
     endpoint_url = endpoint_url or default_endpoint()
@@ -162,7 +166,12 @@ def s3_error(error: Exception, client: BaseClient, bucket: str, key: str) -> S3E
     where = f"s3://{bucket}/{key}"
     if isinstance(error, EndpointConnectionError | ConnectTimeoutError):
         return S3Error(f"cannot reach the S3 endpoint {endpoint} (connection failed; check --endpoint-url and the network)")
-    if isinstance(error, ConnectionClosedError | ReadTimeoutError):
+    if isinstance(error, ReadTimeoutError):
+        return S3Error(
+            f"{where}: no answer from {endpoint} within {READ_TIMEOUT} s ({ATTEMPTS} tries); check the endpoint, "
+            "then run again to resume"
+        )
+    if isinstance(error, ConnectionClosedError):
         return S3Error(f"{where}: the connection to {endpoint} was lost ({type(error).__name__}); run again to resume")
     if isinstance(error, ClientError):
         code = str(error.response.get("Error", {}).get("Code", ""))

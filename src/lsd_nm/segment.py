@@ -1,6 +1,10 @@
 """``segment.py CONFIG``: the whole ``03_predict`` chain — predict, fragments, agglomerate, segments, segmentation,
 evaluation — in order, each step resuming (finished blocks and LUTs are not redone).
 
+:func:`check_run` makes every check of the steps to come before the first of them starts (a bad block size, an
+unreachable or read-only region graph, bad thresholds or a missing ground truth surface at once, not after hours of
+prediction); the command line runs it before a single step too.
+
 Run: ``python 03_predict/segment.py CONFIG.json [--overwrite] [--start N]``   (or: ``make segment CONFIG=…``)
 """
 
@@ -9,19 +13,69 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from .agglomerate import agglomerate
+from .agglomerate import agglomerate, scoring_function
 from .blockwise import BlockwiseResult
 from .config import ConfigError
-from .evaluate import evaluate_run
-from .fragments import extract_fragments
-from .predict_blockwise import predict_blockwise
+from .data import AFFS, FRAGMENTS, Volume, open_dataset
+from .evaluate import check_ground_truth, evaluate_run
+from .fragments import check_fragments, extract_fragments
+from .luts import all_thresholds
+from .predict_blockwise import plan_prediction, predict_blockwise
 from .run_config import STEPS, RunConfig
 from .segments import extract_segmentation, find_segments
 
 
-def segment(config: RunConfig, config_path: Path, overwrite: bool = False, start_step: int = 1) -> None:
-    """Run every step of a run config from step ``start_step`` on; on a failure, say which step and the command that
-    re-runs it."""
+class StepError(ConfigError):
+    """A problem found by the checks of one step (its message starts with the step's name)."""
+
+    def __init__(self, step: str, message: str) -> None:
+        super().__init__(f"{step}: {message}")
+        self.step, self.message = step, message
+
+
+def check_run(config: RunConfig, first_step: int = 1, overwrite: bool = False) -> None:
+    """Every check of steps ``first_step``…6 that can be made before ``first_step`` starts, writing nothing: the
+    prediction's (network, checkpoints, raw, region, existing outputs), every step's block geometry, the mask, the
+    region graph reachable and writable, the merge function and thresholds, and the ground truth of step 6.
+
+    Raises:
+        StepError: the first problem, as one line naming the step whose check it is.
+    """
+
+    def step(number: int, check):
+        try:
+            return check()
+        except ConfigError as e:
+            raise StepError(STEPS[number - 1], str(e)) from None
+
+    affs = None
+    if first_step == 1 and config.setup is not None:
+        affs = step(1, lambda: plan_prediction(config, overwrite).affs)
+        if affs is None:
+            raise StepError(STEPS[0], f"'{config.setup}' predicts no affinities to segment")
+    if affs is None:
+        made_by = "no 'setup' to predict them" if config.setup is None else "run 01_predict_blockwise first"
+        affs = step(max(first_step, 2), lambda: open_dataset(config.out_path, AFFS, f"affinities ({made_by})"))
+    if first_step <= 5:
+        step(2, lambda: check_fragments(config, affs))
+    step(3, lambda: scoring_function(config.merge_function))
+    step(4, lambda: all_thresholds(config))
+    if first_step == 6 or config.gt_dataset is not None or config.gt_skeletons is not None:
+        if first_step <= 2:
+            fragments = Volume(config.out_path / FRAGMENTS, affs.roi, affs.voxel_size)
+        else:
+            fragments = step(6, lambda: open_dataset(config.out_path, FRAGMENTS, "fragments (run 02_extract_fragments first)"))
+        step(6, lambda: check_ground_truth(config, fragments))
+
+
+def segment(config: RunConfig, config_path: Path, overwrite: bool = False, start_step: int = 1) -> dict | None:
+    """Run every step of a run config from step ``start_step`` on (after :func:`check_run`); on a failure, say which
+    step and the command that re-runs it. Returns the evaluation (see :func:`~lsd_nm.evaluate.evaluate_run`), or None
+    when there is no ground truth."""
+    try:
+        check_run(config, start_step, overwrite)
+    except StepError as e:
+        raise ConfigError(f"{e} (re-run: python 03_predict/{e.step}.py {config_path})") from None
     functions = [
         lambda: predict_blockwise(config, overwrite=overwrite),
         lambda: extract_fragments(config, overwrite=overwrite),
@@ -31,6 +85,7 @@ def segment(config: RunConfig, config_path: Path, overwrite: bool = False, start
         lambda: evaluate_run(config),
     ]
     start = time.time()
+    evaluation = None
     for i, (name, function) in enumerate(zip(STEPS, functions), 1):
         if i < start_step:
             print(f"[{i}/{len(STEPS)}] {name}: skipped (--start {start_step})")
@@ -46,9 +101,12 @@ def segment(config: RunConfig, config_path: Path, overwrite: bool = False, start
             result = function()
         except ConfigError as e:
             raise ConfigError(f"{name}: {e} (re-run: python 03_predict/{name}.py {config_path})") from None
+        if name == "06_evaluate":
+            evaluation = result
         results = result.values() if isinstance(result, dict) and name == "05_extract_segmentation" else [result]
         blockwise = [r for r in results if isinstance(r, BlockwiseResult)]
         if blockwise:
             total = BlockwiseResult(*(sum(getattr(r, k) for r in blockwise) for k in ("total", "processed", "skipped")))
             print(f"{name}: {total}", flush=True)
     print(f"segment: done in {time.time() - start:.0f} s")
+    return evaluation

@@ -78,11 +78,20 @@ def _run_phase(folder: NetworkFolder, first: int, last: int, phase: str, device:
     from .pipelines import build_train_pipeline
 
     setup = build_train_pipeline(folder, last, first_iteration=first, phase=phase, device=device, data_dir=data_dir)
-    setup.train_node.on_save = lambda iteration, path: plot_losses(folder.path)
+    bar = None
+
+    def saved(iteration: int, path: Path) -> None:
+        plot_losses(folder.path)
+        line = f"iteration {iteration}: checkpoint {path.name}, loss {setup.train_node.last_loss:.4g}"
+        (bar.write if bar is not None else print)(line)
+
+    setup.train_node.on_save = saved
     # the train node logs each iteration before it may checkpoint it: a kill never loses a logged iteration
     setup.train_node.loss_log = folder.path / LOSS_LOG
     done = first - 1
     with gp.build(setup.pipeline):
+        if first > 1:
+            print(f"{folder.name}: resuming after iteration {first - 1}", flush=True)
         bar = tqdm(total=last, initial=first - 1, desc=f"{folder.name} ({phase})", unit="it", dynamic_ncols=True)
         try:
             for _ in range(first, last + 1):

@@ -7,5 +7,7 @@ from .quantize_uint8 import QuantizeUInt8
 from .random_location import RandomLocation
 from .renumber_connected_components import RenumberConnectedComponents
 from .snapshot import Snapshot
+from .zarr_source import ZarrSource
 
-__all__ = ["KerasPredict", "KerasTrain", "PreCache", "QuantizeUInt8", "RandomLocation", "RenumberConnectedComponents", "Snapshot"]
+__all__ = ["KerasPredict", "KerasTrain", "PreCache", "QuantizeUInt8", "RandomLocation", "RenumberConnectedComponents", "Snapshot",
+           "ZarrSource"]

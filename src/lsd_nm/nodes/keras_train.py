@@ -113,6 +113,8 @@ class KerasTrain(GenericTrain):
         self.on_save = on_save
         self.loss_log = Path(loss_log) if loss_log is not None else None
         self.iteration = 0
+        self.last_loss = float("nan")
+        """The loss of the latest iteration."""
         self._last = None
 
     def start(self):
@@ -131,7 +133,7 @@ class KerasTrain(GenericTrain):
             assign_weights(self.model, weights, str(path))
             if optimizer is not None and self.restore_optimizer:
                 self._set_optimizer_state(optimizer, path)
-            logger.info("resuming from %s", path)
+            logger.debug("resuming from %s", path)
         self.writer = tf.summary.create_file_writer(str(self.folder / "log"))
         heads = list(self.targets)
         gradient_heads = [h for h in self.gradients if h in heads]
@@ -171,9 +173,17 @@ class KerasTrain(GenericTrain):
             else:
                 ws[h] = to_keras(batch[weights].data)
         loss, per_head, preds, grads = self._step(x, gts, ws)
+        if not np.isfinite(float(loss)):
+            # the weights are lost; the checkpoints written so far are not touched
+            last, _ = latest_checkpoint(self.folder)
+            kept = f"the checkpoint of iteration {last} is kept" if last else "no checkpoint was written"
+            raise ConfigError(
+                f"training diverged: the loss is {float(loss)} at iteration {self.iteration + 1}; {kept} "
+                f"(a smaller optimizer.learning_rate than {self.config.optimizer.learning_rate} may help)"
+            )
         self.iteration += 1
         batch.iteration = self.iteration
-        batch.loss = float(loss)
+        batch.loss = self.last_loss = float(loss)
         now = time.time()
         if self.loss_log is not None:
             with self.loss_log.open("a") as f:
@@ -204,7 +214,7 @@ class KerasTrain(GenericTrain):
         """Write the current weights, optimizer state and config as the checkpoint of this iteration."""
         state = [np.asarray(v.numpy()) for v in self.optimizer.variables]
         path = save_checkpoint(self.folder, self.iteration, self.config, model_weights(self.model), state)
-        logger.info("saved %s", path)
+        logger.debug("saved %s", path)
         if self.on_save is not None:
             self.on_save(self.iteration, path)
         return path
