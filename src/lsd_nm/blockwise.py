@@ -19,6 +19,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 import traceback
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -51,18 +52,44 @@ class BlockwiseResult:
         return f"{self.processed} blocks processed, {self.skipped} skipped (done before)"
 
 
+SCHEDULER_RETRIES = 5
+"""How often in a row a worker retries talking to the scheduler (backoff 0.1 s, doubling) before it exits."""
+
+
 def _loop_over_blocks(worker_setup: Callable[[], Any] | None, process_block: Callable[[Any, Any], None]) -> None:
-    """The body of one worker process: set up once, then process blocks until the scheduler has none left."""
+    """The body of one worker process: set up once, then process blocks until the scheduler has none left.
+
+    A block's own exception has been reported to daisy (block id + traceback; daisy retries the block) and the
+    worker goes on. Any other error is the connection to the scheduler: retried a few times with backoff, then the
+    worker exits non-zero. (daisy's client raises ``RuntimeError("Broken pipe …")`` on every call once the driver
+    is gone; retrying at once forever would spin an orphaned worker at 100 % CPU.)
+    """
     resources = worker_setup() if worker_setup is not None else None
     client = daisy.Client()
+    failures = 0
     while True:
+        block_error = None
         try:
             with client.acquire_block() as block:
                 if block is None:
                     return
-                process_block(block, resources)
-        except Exception:  # noqa: BLE001 - daisy has reported it (block id + traceback) and retries the block
-            continue
+                try:
+                    process_block(block, resources)
+                except Exception as e:
+                    block_error = e
+                    raise
+            failures = 0
+        except Exception as e:  # noqa: BLE001 - the block's error or the scheduler connection's, told apart below
+            if e is block_error:  # daisy has reported it and retries the block elsewhere
+                failures = 0
+                continue
+            failures += 1
+            if failures > SCHEDULER_RETRIES:
+                raise SystemExit(
+                    f"blockwise worker {os.getpid()}: lost the scheduler at {client.host}:{client.port} "
+                    f"({type(e).__name__}: {e}; {SCHEDULER_RETRIES} retries); exiting"
+                ) from None
+            time.sleep(0.1 * 2 ** (failures - 1))
 
 
 def _command_worker(command: list[str], spec: Path) -> Callable[[], None]:
