@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import stat
 import subprocess
 import sys
 import time
@@ -78,6 +79,23 @@ def test_worker_command_prefix_runs_the_workers(tmp_path: Path) -> None:
     result = _run(tmp_path, num_workers=2, worker_command=["env", "LSD_NM_TEST_WORKER=1"])
     assert (result.processed, result.skipped) == (8, 0)
     assert len(_lines(tmp_path / "blocks.txt")) == 8
+
+
+def test_the_pickled_worker_spec_is_owner_only(tmp_path: Path) -> None:
+    """The spec a worker command unpickles is code: readable by its owner only, even under umask 0 and over a
+    world-readable spec left by an earlier run."""
+    spec = tmp_path / ".blocks" / "copy" / "worker.pkl"
+    spec.parent.mkdir(parents=True)
+    spec.write_bytes(b"stale")
+    spec.chmod(0o666)
+    umask = os.umask(0)
+    try:
+        result = _run(tmp_path, num_workers=2, worker_command=["env"])
+    finally:
+        os.umask(umask)
+    assert (result.processed, result.skipped) == (8, 0)
+    assert stat.S_IMODE(spec.stat().st_mode) == 0o600
+    assert spec.read_bytes() != b"stale" and not list(spec.parent.glob("*.partial"))
 
 
 @pytest.mark.parametrize("num_workers", [1, 2])

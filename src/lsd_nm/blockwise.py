@@ -180,8 +180,13 @@ def run_blockwise(
     elif worker_command:
         import cloudpickle
 
+        # the spec is code (it is unpickled by the workers): owner-only from its creation on, replaced atomically
         spec = tracking_dir / "worker.pkl"
-        spec.write_bytes(cloudpickle.dumps((worker_setup, process_block)))
+        partial = spec.with_name(spec.name + ".partial")
+        partial.unlink(missing_ok=True)
+        with os.fdopen(os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "wb") as f:
+            f.write(cloudpickle.dumps((worker_setup, process_block)))
+        os.replace(partial, spec)
         function = _command_worker(list(worker_command), spec)
     else:
 
