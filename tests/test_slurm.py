@@ -5,9 +5,12 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +19,7 @@ import zarr
 from conftest import REPO
 from predict_volumes import CONTEXT, OFFSET, VOXEL_SIZE, graph, make_out_file
 from predict_volumes import config as run_config
+from process_group import group_members, kill_group, wait_until_gone
 from test_agglomerate import postgres_url  # noqa: F401 - the PostgreSQL fixture
 from test_segments import GT, skeletons_of
 
@@ -23,8 +27,9 @@ from lsd_nm.data import write_container
 
 SRUN = ["srun", "--quiet", "-N1", "-n1"]
 """The worker command under test: each worker one single-task job (its own allocation)."""
-SHAPE = (32, 192, 192)
-"""The test volume (voxels): 4 × 4 × 4 blocks per step, each ~0.2 s of work on one core."""
+SHAPE = (32, 288, 288)
+"""The test volume (voxels): 4 × 6 × 6 blocks of 8 × 48 × 48 voxels per step, each ~50-200 ms of work on one core."""
+BLOCKS = 144
 
 
 def make_run(folder: Path, db: str, **overrides) -> Path:
@@ -47,10 +52,43 @@ def make_run(folder: Path, db: str, **overrides) -> Path:
 
 
 def segment(config: Path, env: dict[str, str]) -> subprocess.Popen:
-    """Start segment.py on a run config; its output goes to ``segment.{out,err}`` beside the config."""
+    """Start segment.py on a run config, leading its own process group (see :func:`stopped`); its output goes to
+    ``segment.{out,err}`` beside the config."""
     with open(config.parent / "segment.out", "w") as out, open(config.parent / "segment.err", "w") as err:
         return subprocess.Popen([sys.executable, str(REPO / "03_predict/segment.py"), str(config)], env=env,
-                                stdout=out, stderr=err)  # fmt: skip
+                                stdout=out, stderr=err, start_new_session=True)  # fmt: skip
+
+
+@contextmanager
+def stopped(process: subprocess.Popen, cluster=None) -> Iterator[subprocess.Popen]:
+    """Whatever happens in the block, nothing of the segment.py run is left after it (its jobs included)."""
+    try:
+        yield process
+    finally:
+        kill_group(process.pid)
+        process.wait()
+        for job in cluster.jobs() if cluster is not None else []:
+            cluster.run("scancel", job)
+
+
+def fragment_workers(process: subprocess.Popen, cluster, run: Path, blocks_done: int, age: float) -> list[str]:
+    """Wait until the fragments step has written ``blocks_done`` blocks and a worker job has run for ``age`` seconds;
+    the running jobs then, the oldest first."""
+    fragments = run / "out.zarr" / "volumes" / "fragments"
+    seen: dict[str, float] = {}  # job id → when first seen running
+    deadline = time.monotonic() + 300
+    while True:
+        assert process.poll() is None and time.monotonic() < deadline, "segment.py ended before its workers were seen"
+        now = time.monotonic()
+        jobs = cluster.jobs()
+        for job in jobs:
+            seen.setdefault(job, now)
+        jobs.sort(key=seen.get)
+        chunks = len([p for p in fragments.glob("*") if not p.name.startswith(".")]) if fragments.exists() else 0
+        assert chunks < BLOCKS, "the fragments step ended before its workers were seen"
+        if chunks >= blocks_done and jobs and now - seen[jobs[0]] >= age:
+            return jobs
+        time.sleep(0.05)
 
 
 def finish(process: subprocess.Popen, timeout: float = 600) -> str:
@@ -98,7 +136,8 @@ def local_outputs(postgres_url, tmp_path_factory):  # noqa: F811
     """What segment.py writes with 2 local worker processes (the reference)."""
     folder = tmp_path_factory.mktemp("local")
     config = make_run(folder / "run", database(postgres_url, "slurm_local"))
-    finish(segment(config, os.environ.copy()))
+    with stopped(segment(config, os.environ.copy())) as process:
+        finish(process)
     found = outputs(folder / "run")
     assert {"volumes/fragments", "volumes/segmentation_30", "volumes/segmentation_50"} <= set(found)
     assert len(found["graph"][1]) > 100 and len([k for k in found if k.startswith("luts/")]) == 30
@@ -110,7 +149,8 @@ def test_segment_with_srun_workers_equals_a_local_run(slurm_cluster, postgres_ur
     the local run's."""
     config = make_run(tmp_path / "srun", database(postgres_url, "slurm_srun"), worker_command=SRUN)
     before = len(slurm_cluster.allocations())
-    finish(segment(config, slurm_cluster.env))
+    with stopped(segment(config, slurm_cluster.env), slurm_cluster) as process:
+        finish(process)
     # the workers were Slurm jobs: 2 per blockwise step (fragments, agglomerate, 2 segmentations)
     assert len(slurm_cluster.allocations()) - before == 8
     assert_identical(outputs(tmp_path / "srun"), local_outputs)
@@ -121,28 +161,44 @@ def test_a_cancelled_worker_job_is_replaced_and_the_output_is_unchanged(slurm_cl
     takes its place, and the output is the local run's."""
     config = make_run(tmp_path / "srun", database(postgres_url, "cancel_srun"), worker_command=SRUN)
     before = len(slurm_cluster.allocations())
-    process = segment(config, slurm_cluster.env)
-    fragments = tmp_path / "srun" / "out.zarr" / "volumes" / "fragments"
-    seen: dict[str, float] = {}  # job id → when first seen running
-    deadline = time.monotonic() + 300
-    while True:
-        assert process.poll() is None and time.monotonic() < deadline, "segment.py ended before a worker was cancelled"
-        now = time.monotonic()
-        jobs = slurm_cluster.jobs()
-        for job in jobs:
-            seen.setdefault(job, now)
-        chunks = len([p for p in fragments.glob("*") if not p.name.startswith(".")]) if fragments.exists() else 0
-        assert chunks < 64, "the fragments step ended before a worker was cancelled"
-        # a job that has run for 3 s is past its setup (imports, opening arrays) and processing blocks
-        settled = [job for job in jobs if now - seen[job] > 3]
-        if chunks and settled:
-            break
-        time.sleep(0.1)
-    slurm_cluster.run("scancel", settled[0])
-    out = finish(process)
-    assert "02_extract_fragments: 64 blocks processed" in out
+    with stopped(segment(config, slurm_cluster.env), slurm_cluster) as process:
+        # blocks are being written, and the oldest job is past its setup (imports, opening arrays): it is in the
+        # block loop, and mid-block nearly always (a block is ~50-200 ms of work, fetching the next one ~1 ms)
+        jobs = fragment_workers(process, slurm_cluster, tmp_path / "srun", blocks_done=4, age=1.5)
+        slurm_cluster.run("scancel", jobs[0])
+        out = finish(process)
+    assert f"02_extract_fragments: {BLOCKS} blocks processed" in out
     err = (tmp_path / "srun" / "segment.err").read_text()
     assert "CANCELLED" in err and "worker command exited with code" in err
     # 2 workers per blockwise step, and a third job in the fragments step in place of the cancelled one
     assert len(slurm_cluster.allocations()) - before >= 9
     assert_identical(outputs(tmp_path / "srun"), local_outputs)
+
+
+def test_kill_9_of_the_driver_ends_its_worker_jobs(slurm_cluster, postgres_url, tmp_path):  # noqa: F811
+    """``kill -9`` of segment.py while its srun workers process blocks: within 10 s no job and no process of the
+    run is left (the workers lose the scheduler and exit, so do their sruns)."""
+    config = make_run(tmp_path / "srun", database(postgres_url, "kill_srun"), worker_command=SRUN)
+    with stopped(segment(config, slurm_cluster.env), slurm_cluster) as process:
+        jobs = fragment_workers(process, slurm_cluster, tmp_path / "srun", blocks_done=1, age=0)
+        assert len(worker_processes(tmp_path)) >= 1 and len(group_members(process.pid)) >= 3, jobs
+        os.kill(process.pid, signal.SIGKILL)
+        process.wait()
+        deadline = time.monotonic() + 10
+        while (slurm_cluster.jobs() or worker_processes(tmp_path)) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert slurm_cluster.jobs() == [] and worker_processes(tmp_path) == []
+        assert wait_until_gone(process.pid, 0) == []
+
+
+def worker_processes(run: Path) -> list[str]:
+    """The blockwise worker processes of a run (found by the worker spec path under ``run`` in their command line)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            cmdline = (entry / "cmdline").read_bytes().decode(errors="replace") if entry.name.isdigit() else ""
+        except OSError:
+            continue
+        if "lsd_nm.blockwise_worker" in cmdline and str(run) in cmdline:
+            found.append(f"{entry.name} {cmdline.replace(chr(0), ' ')}")
+    return found
