@@ -23,7 +23,8 @@ PR_SET_PDEATHSIG = 1
 
 
 def die_with_parent(sig: int = signal.SIGKILL) -> bool:
-    """Have the kernel send ``sig`` to this process when the thread that started it ends.
+    """Have the kernel send ``sig`` to this process when the thread that started it ends (at once, if the parent
+    is gone already).
 
     Args:
         sig: the signal (SIGKILL: nothing of this process runs after its parent is gone).
