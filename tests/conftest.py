@@ -6,6 +6,7 @@ import signal
 from pathlib import Path
 
 import pytest
+from slurm_cluster import slurm_cluster  # noqa: F401 - the one-node Slurm cluster fixture
 
 # a test run started in the background of a non-interactive shell inherits SIGINT ignored, and so would every
 # process the tests start: the Ctrl-C tests then wait in vain. A Python handler here is reset to the default in

@@ -3,10 +3,16 @@
 from __future__ import annotations
 
 import os
+import signal
+import stat
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
 from funlib.geometry import Roi
+from process_group import group_members, kill_group, wait_until_gone
 
 from lsd_nm.blockwise import BlockwiseError, _Bound, block_index, run_blockwise
 
@@ -75,6 +81,23 @@ def test_worker_command_prefix_runs_the_workers(tmp_path: Path) -> None:
     assert len(_lines(tmp_path / "blocks.txt")) == 8
 
 
+def test_the_pickled_worker_spec_is_owner_only(tmp_path: Path) -> None:
+    """The spec a worker command unpickles is code: readable by its owner only, even under umask 0 and over a
+    world-readable spec left by an earlier run."""
+    spec = tmp_path / ".blocks" / "copy" / "worker.pkl"
+    spec.parent.mkdir(parents=True)
+    spec.write_bytes(b"stale")
+    spec.chmod(0o666)
+    umask = os.umask(0)
+    try:
+        result = _run(tmp_path, num_workers=2, worker_command=["env"])
+    finally:
+        os.umask(umask)
+    assert (result.processed, result.skipped) == (8, 0)
+    assert stat.S_IMODE(spec.stat().st_mode) == 0o600
+    assert spec.read_bytes() != b"stale" and not list(spec.parent.glob("*.partial"))
+
+
 @pytest.mark.parametrize("num_workers", [1, 2])
 def test_a_failing_block_is_retried_then_reported_with_its_traceback(tmp_path: Path, num_workers: int) -> None:
     with pytest.raises(BlockwiseError) as error:
@@ -82,6 +105,7 @@ def test_a_failing_block_is_retried_then_reported_with_its_traceback(tmp_path: P
     message = str(error.value)
     assert message.startswith("copy: 1 ") and "failed after 1 retries (block" in message and " 3 (write [" in message
     assert "ValueError: deliberate failure in this block" in message and "Traceback" in message
+    assert len(_lines(tmp_path / "setups.txt")) <= 2  # the workers went on after the failures (none replaced)
     # the failed block is not recorded done: a re-run (now without the failure) processes it and what was left
     again = _run(tmp_path, num_workers=1)
     blocks = [line.split(" ")[0] for line in _lines(tmp_path / "blocks.txt")]
@@ -95,3 +119,44 @@ def test_block_index_is_the_c_order_grid_position() -> None:
     assert block_index(Roi((10, 0, 0), size), total, size) == 0
     assert block_index(Roi((10, 0, 50), (50, 50, 40)), total, size) == 1
     assert block_index(Roi((60, 50, 50), (50, 50, 40)), total, size) == 7
+
+
+DRIVER = """
+import sys, time
+from pathlib import Path
+from funlib.geometry import Roi
+from lsd_nm.blockwise import run_blockwise
+
+FOLDER = Path(sys.argv[1])  # pickled with the function (the workers' argv differs)
+
+def slow_block(block, resources):
+    (FOLDER / f"started_{block.block_id[1]}").touch()
+    time.sleep(0.5)
+
+# 100 blocks of 0.5 s on 2 workers: still running when the driver is killed
+run_blockwise("slow", Roi((0,), (1000,)), Roi((0,), (10,)), Roi((0,), (10,)), slow_block, num_workers=2,
+              tracking_dir=FOLDER / ".blocks" / "slow", worker_command=sys.argv[2:], progress=False)
+"""
+
+
+@pytest.mark.parametrize("worker_command", [[], ["env", "LSD_NM_TEST_WORKER=1"]], ids=["local", "command"])
+def test_workers_exit_when_the_driver_is_killed(tmp_path: Path, worker_command: list[str]) -> None:
+    """``kill -9`` of the driver: its workers lose the scheduler and exit within 10 s instead of spinning."""
+    driver = tmp_path / "driver.py"
+    driver.write_text(DRIVER)
+    process = subprocess.Popen(
+        [sys.executable, str(driver), str(tmp_path), *worker_command],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 120
+        while len(list(tmp_path.glob("started_*"))) < 3:  # both workers are processing blocks
+            assert process.poll() is None and time.monotonic() < deadline, "the driver stopped before its workers ran"
+            time.sleep(0.1)
+        workers = group_members(process.pid)
+        assert len(workers) >= 3, workers  # the driver and its two workers (and, with a command, its processes)
+        os.kill(process.pid, signal.SIGKILL)
+        process.wait()
+        assert wait_until_gone(process.pid, 10) == []
+    finally:
+        kill_group(process.pid)

@@ -14,6 +14,7 @@ import h5py
 import numpy as np
 import pytest
 from conftest import REPO
+from process_group import group_members, kill_group, wait_until_gone
 
 from lsd_nm.checkpoints import list_checkpoints, model_weights, save_checkpoint
 from lsd_nm.data import NEURON_IDS, RAW, write_container
@@ -150,6 +151,25 @@ def test_kill_9_then_resume(env, tmp_path):
     assert [r[0] for r in read_losses(folder)] == list(range(1, latest + 3))
     assert max(it for it, _ in list_checkpoints(folder)) == latest + 2
     assert not list(folder.glob("*.partial"))
+
+
+def test_kill_9_of_the_trainer_leaves_no_precache_worker(env):
+    """``kill -9`` of the trainer alone (not its process group): its PreCache processes follow within 10 s."""
+    folder = env / "02_train" / "synthetic" / "orphans"
+    shutil.copytree(env / "02_train" / "synthetic" / "baseline", folder, ignore=shutil.ignore_patterns("train_net_*", "snapshots", "log", "loss.*"))
+    config = json.loads((folder / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps(merge(config, {"train": {"num_workers": 2, "cache_size": 2}})))
+    environment = {**os.environ, "LSD_NM_DATA_DIR": str(env / "data"), "TF_CPP_MIN_LOG_LEVEL": "3"}
+    process = subprocess.Popen([sys.executable, "train.py", "1000"], cwd=folder, env=environment, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+    try:
+        wait_for(folder / "train_net_checkpoint_4", process)
+        members = group_members(process.pid)
+        assert len(members) >= 4, members  # the trainer, gunpowder's pool watchdog and the two workers
+        os.kill(process.pid, signal.SIGKILL)
+        process.wait()
+        assert wait_until_gone(process.pid, 10) == []
+    finally:
+        kill_group(process.pid)
 
 
 def test_ctrl_c_writes_a_checkpoint(env):

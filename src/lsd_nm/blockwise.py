@@ -69,18 +69,44 @@ class BlockwiseResult:
         return f"{self.processed} blocks processed, {self.skipped} skipped (done before)"
 
 
+SCHEDULER_RETRIES = 5
+"""How often in a row a worker retries talking to the scheduler (backoff 0.1 s, doubling) before it exits."""
+
+
 def _loop_over_blocks(worker_setup: Callable[[], Any] | None, process_block: Callable[[Any, Any], None]) -> None:
-    """The body of one worker process: set up once, then process blocks until the scheduler has none left."""
+    """The body of one worker process: set up once, then process blocks until the scheduler has none left.
+
+    A block's own exception has been reported to daisy (block id + traceback; daisy retries the block) and the
+    worker goes on. Any other error is the connection to the scheduler: retried a few times with backoff, then the
+    worker exits non-zero. (daisy's client raises ``RuntimeError("Broken pipe …")`` on every call once the driver
+    is gone; retrying at once forever would spin an orphaned worker at 100 % CPU.)
+    """
     resources = worker_setup() if worker_setup is not None else None
     client = daisy.Client()
+    failures = 0
     while True:
+        block_error = None
         try:
             with client.acquire_block() as block:
                 if block is None:
                     return
-                process_block(block, resources)
-        except Exception:  # noqa: BLE001 - daisy has reported it (block id + traceback) and retries the block
-            continue
+                try:
+                    process_block(block, resources)
+                except Exception as e:
+                    block_error = e
+                    raise
+            failures = 0
+        except Exception as e:  # noqa: BLE001 - the block's error or the scheduler connection's, told apart below
+            if e is block_error:  # daisy has reported it and retries the block elsewhere
+                failures = 0
+                continue
+            failures += 1
+            if failures > SCHEDULER_RETRIES:
+                raise SystemExit(
+                    f"blockwise worker {os.getpid()}: lost the scheduler at {client.host}:{client.port} "
+                    f"({type(e).__name__}: {e}; {SCHEDULER_RETRIES} retries); exiting"
+                ) from None
+            time.sleep(0.1 * 2 ** (failures - 1))
 
 
 def _command_worker(command: list[str], spec: Path) -> Callable[[], None]:
@@ -173,8 +199,13 @@ def run_blockwise(
     elif worker_command:
         import cloudpickle
 
+        # the spec is code (it is unpickled by the workers): owner-only from its creation on, replaced atomically
         spec = tracking_dir / "worker.pkl"
-        spec.write_bytes(cloudpickle.dumps((worker_setup, process_block)))
+        partial = spec.with_name(spec.name + ".partial")
+        partial.unlink(missing_ok=True)
+        with os.fdopen(os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "wb") as f:
+            f.write(cloudpickle.dumps((worker_setup, process_block)))
+        os.replace(partial, spec)
         function = _command_worker(list(worker_command), spec)
     else:
 

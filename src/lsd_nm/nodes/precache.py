@@ -1,14 +1,20 @@
-"""PreCache: gunpowder's, but an error in a worker reaches the caller as an error it can still recognise."""
+"""PreCache: gunpowder's, but an error in a worker reaches the caller as an error it can still recognise, and the
+workers die with the trainer."""
 
 from __future__ import annotations
+
+import os
+import signal
 
 import gunpowder as gp
 
 from ..config import ConfigError, user_error
+from ..orphans import die_with_parent, watch
 
 
 class PreCache(gp.PreCache):
-    """:class:`gunpowder.PreCache` whose workers' errors survive the trip to the requesting process.
+    """:class:`gunpowder.PreCache` whose workers' errors survive the trip to the requesting process, and whose
+    processes do not outlive it.
 
     gunpowder's workers put what they raise on a queue, pickled: the exception's cause and context are lost on
     the way, so a :class:`ConfigError` raised upstream (wrapped by gunpowder) is no longer found by
@@ -16,12 +22,24 @@ class PreCache(gp.PreCache):
     forever). Here a worker's error is replaced by the :class:`ConfigError` behind it, or else by a
     ``RuntimeError`` with its text; either is raised by the request that gets it.
 
+    gunpowder's pool is a watchdog process (a child of the requesting process) that starts the workers. When the
+    requester is killed, the watchdog tries to put a "parent died" notice on the full batch queue nobody reads
+    any more and blocks there for good, and its workers, seeing it alive, wait for queue space for good. Here each
+    worker dies with the watchdog (a parent-death signal: the watchdog starts them from its main thread) and
+    watches the requester: once that is gone, it kills the watchdog, and so every worker, then itself.
+
     Args:
         cache_size (int): how many batches to hold at most.
         num_workers (int): how many processes fill the cache.
     """
 
+    def provide(self, request):
+        # the process the workers serve (the pool is started by the request that reaches it)
+        self._requester = os.getpid()
+        return super().provide(request)
+
     def _run_worker(self):
+        _follow(getattr(self, "_requester", None))
         try:
             return super()._run_worker()
         except Exception as e:
@@ -29,3 +47,24 @@ class PreCache(gp.PreCache):
             if error is not None:
                 raise ConfigError(str(error)) from None
             raise RuntimeError(f"in a {type(self).__name__} worker: {e}") from None
+
+
+_followed_in: set[int] = set()
+"""The processes (pids) where :func:`_follow` is in place; a forked child inherits the set, hence pids."""
+
+
+def _follow(requester: int | None) -> None:
+    """In a PreCache worker (once per process): die with the pool's watchdog, and end the watchdog and this worker
+    once ``requester`` is gone."""
+    if requester is None or os.getpid() in _followed_in or os.getpid() == requester:
+        return
+    _followed_in.add(os.getpid())
+    die_with_parent()
+    pool = os.getppid()
+
+    def requester_gone() -> None:
+        if pool != requester and os.getppid() == pool:  # still our parent, so still the watchdog
+            os.kill(pool, signal.SIGKILL)
+        os._exit(1)
+
+    watch(requester, requester_gone)
