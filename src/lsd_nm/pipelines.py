@@ -20,7 +20,7 @@ from .data import NEURON_IDS, RAW as RAW_DATASET
 from .datasets import DATA_DIR, get_dataset, volume_path
 from .experiment import NetworkConfig, load_network_config
 from .networks import build_auto_model, build_model, lsd_folder, network_io
-from .nodes import KerasPredict, KerasTrain, PreCache, QuantizeUInt8, RandomLocation, RenumberConnectedComponents, Snapshot
+from .nodes import AddLocalShapeDescriptor, KerasPredict, KerasTrain, PreCache, QuantizeUInt8, RandomLocation, RenumberConnectedComponents, Snapshot
 
 # ---- array keys ------------------------------------------------------------------------------------------------------
 RAW = gp.ArrayKey("RAW")
@@ -230,9 +230,7 @@ def build_train_pipeline(
         # MALIS counts pairs within connected objects
         pipeline += RenumberConnectedComponents(LABELS)
     if "lsds" in heads:
-        from lsd.train.gp import AddLocalShapeDescriptor
-
-        # the 10 LSD channels (sigma in nm, statistics on a strided grid)
+        # the 10 LSD channels (sigma in nm, statistics on a strided grid): lsds' values, computed per label
         pipeline += AddLocalShapeDescriptor(LABELS, GT_LSDS, sigma=config.lsds.sigma, downsample=config.lsds.downsample)
     if "affs" in heads:
         # affinities and their mask from the labels and the labels mask
