@@ -225,11 +225,11 @@ def test_renumber_connected_components_matches_the_original():
 
 
 def test_lsd_targets_match_the_reference():
-    """The pipeline's LSD targets (lsds' gunpowder node, sigma 120 nm, downsample 2) equal lsd-lite's whole-array LSDs
+    """The pipeline's LSD targets (our gunpowder node, sigma 120 nm, downsample 2) equal lsd-lite's whole-array LSDs
     away from the volume border (the node computes them on the request grown by its 3-sigma context)."""
-    from lsd.train.gp import AddLocalShapeDescriptor
     from lsd_lite import get_lsds
 
+    from lsd_nm.nodes import AddLocalShapeDescriptor
     from lsd_nm.synthetic import generate_volume
 
     _, labels = generate_volume((40, 96, 96), tuple(VOXEL), seed=4)

@@ -23,6 +23,7 @@ from .experiment import NetworkConfig, NetworkFolder
 from .malis import malis_loss_weights
 from .networks import build_auto_model, build_model, network_io
 from .nodes import (
+    AddLocalShapeDescriptor,
     KerasPredict,
     KerasTrain,
     PreCache,
@@ -239,9 +240,7 @@ def build_train_pipeline(
         # MALIS counts pairs within connected objects
         pipeline += RenumberConnectedComponents(LABELS)
     if "lsds" in heads:
-        from lsd.train.gp import AddLocalShapeDescriptor
-
-        # the 10 LSD channels (sigma in nm, statistics on a strided grid)
+        # the 10 LSD channels (sigma in nm, statistics on a strided grid): lsds' values, computed per label
         pipeline += AddLocalShapeDescriptor(LABELS, GT_LSDS, sigma=config.lsds.sigma, downsample=config.lsds.downsample)
     if "affs" in heads:
         # affinities and their mask from the labels and the labels mask

@@ -1,5 +1,6 @@
 """gunpowder nodes of this project (one per file, as in gunpowder)."""
 
+from .add_local_shape_descriptor import AddLocalShapeDescriptor
 from .keras_predict import KerasPredict
 from .keras_train import KerasTrain
 from .precache import PreCache
@@ -9,5 +10,7 @@ from .renumber_connected_components import RenumberConnectedComponents
 from .snapshot import Snapshot
 from .zarr_source import ZarrSource
 
-__all__ = ["KerasPredict", "KerasTrain", "PreCache", "QuantizeUInt8", "RandomLocation", "RenumberConnectedComponents", "Snapshot",
-           "ZarrSource"]
+__all__ = [
+    "AddLocalShapeDescriptor", "KerasPredict", "KerasTrain", "PreCache", "QuantizeUInt8", "RandomLocation",
+    "RenumberConnectedComponents", "Snapshot", "ZarrSource",
+]
