@@ -250,3 +250,23 @@ def test_zebrafinch_mtlsd_starts_at_the_real_shapes(env):
         assert f["volumes/pred_affinities"].shape == (3, 48, 56, 56)
         assert f["volumes/gt_lsds"].shape == (10, 48, 56, 56)
         assert tuple(f["volumes/raw"].attrs["resolution"]) == (20, 9, 9)
+
+
+def test_a_damaged_chunk_of_a_training_volume_is_named_in_one_line(env, tmp_path):
+    """A truncated zarr chunk once gave 146 to 1303 lines of traceback naming the container, not the array or chunk."""
+    data = tmp_path / "data"
+    shutil.copytree(env / "data", data)
+    raw = data / "funke/synthetic/training/train_0.zarr" / RAW
+    for chunk in raw.glob("*.*.*"):
+        chunk.write_bytes(chunk.read_bytes()[:10])  # every chunk: wherever the batch is, it reads a damaged one
+    (data / "funke/synthetic/training/train_1.zarr").rename(tmp_path / "elsewhere.zarr")  # only the damaged volume
+    folder = env / "02_train" / "synthetic" / "baseline"
+    environment = {**os.environ, "LSD_NM_DATA_DIR": str(data)}
+    done = subprocess.run([sys.executable, "train.py", "50"], cwd=folder, env=environment, capture_output=True, text=True)
+    assert done.returncode == 2, done.stderr[-2000:]
+    last = done.stderr.strip().splitlines()[-1]
+    assert re.fullmatch(
+        rf"error: training volume {re.escape(str(raw.parent.parent))}: volumes/raw chunk \d+\.\d+\.\d+ cannot be decoded "
+        r"\(RuntimeError: error during blosc decompression: -1\); the file is damaged: fetch or write it again",
+        last,
+    ), done.stderr[-2000:]
