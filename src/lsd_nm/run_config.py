@@ -68,7 +68,7 @@ class RunConfig(StrictBaseModel):
     voxels (a wide boundary becomes fragments of its own), labelled and flooded with mahotas, blocks cut at the
     affinities' edge. ``foreground``: maxima on the foreground only, plus one seed in every foreground component that
     got none, flooded with scikit-image, blocks zero-padded beyond the affinities (segments better on the synthetic
-    test volume: see README.md, "Where we differ from the original")."""
+    test volume with the per-section watershed the demo runs: see README.md, "Where we differ from the original")."""
     replace_sections: list[int] = []
     """Sections (z voxel indices, world z / voxel size, as the original) whose fragments are set to 0 (e.g. sections
     with large artefacts)."""
