@@ -291,3 +291,181 @@ def test_a_roi_gets_fragments_and_nodes_only_inside_it_and_so_does_agglomeration
     with pytest.raises(ConfigError, match=r"^roi_offset/roi_shape \(40, 22, 36\)/.* are not on the voxel grid of '"):
         extract_fragments(config(part, roi_offset=(40, 22, 36), roi_shape=shape), progress=False)
     assert _written(tmp_path) == before
+
+
+# ---- seeds "original": lsd.post.fragments, exactly ---------------------------------------------------------------
+
+_FACES = [(-1, 0, 0), (0, -1, 0), (0, 0, -1), (0, 0, 1), (0, 1, 0), (1, 0, 0)]  # the cross, in mahotas' (flat) order
+
+
+def _neighbours(p, shape):
+    for d in _FACES if len(shape) == 3 else [o[1:] for o in _FACES if o[0] == 0]:
+        q = tuple(a + b for a, b in zip(p, d))
+        if all(0 <= c < s for c, s in zip(q, shape)):
+            yield q
+
+
+def _reference_label(mask: np.ndarray) -> tuple[np.ndarray, int]:
+    """Face-connected components, numbered in raster order of their first voxel."""
+    labels = np.zeros(mask.shape, np.int64)
+    n = 0
+    for p in np.ndindex(mask.shape):
+        if mask[p] and not labels[p]:
+            n += 1
+            labels[p], stack = n, [p]
+            while stack:
+                for q in _neighbours(stack.pop(), mask.shape):
+                    if mask[q] and not labels[q]:
+                        labels[q] = n
+                        stack.append(q)
+    return labels, n
+
+
+def _reference_flood(surface: np.ndarray, markers: np.ndarray) -> np.ndarray:
+    """mahotas.cwatershed's flooding: a voxel takes the label of the first settled face neighbour that reaches it
+    and enters the queue at its own surface value; the queue is ordered by (value, order of entry); markers enter
+    first, in raster order."""
+    import heapq
+    import itertools
+
+    labels, cost, done = markers.copy(), np.full(surface.shape, np.inf), np.zeros(surface.shape, bool)
+    order, queue = itertools.count(), []
+    for p in np.ndindex(surface.shape):
+        if markers[p]:
+            heapq.heappush(queue, (surface[p], next(order), p))
+            cost[p] = surface[p]
+    while queue:
+        _, _, p = heapq.heappop(queue)
+        if done[p]:
+            continue
+        done[p] = True
+        for q in _neighbours(p, surface.shape):
+            if not done[q] and surface[q] < cost[q]:
+                cost[q], labels[q] = surface[q], labels[p]
+                heapq.heappush(queue, (surface[q], next(order), q))
+    return labels
+
+
+def _reference_original(affs: np.ndarray, fragments_in_xy: bool) -> np.ndarray:
+    """The original's watershed_from_affinities (original.md §6.4.2 step 3) on uint8 affinities: EDT of the
+    foreground (mean > 0.5·255), seeds = voxels equal to their maximum filter (window 10) over all voxels,
+    labelled, flooded on max(dist) − dist; per section with running id offsets in xy."""
+    from scipy import ndimage
+
+    def watershed(foreground):
+        dist = ndimage.distance_transform_edt(foreground)
+        seeds, n = _reference_label(ndimage.maximum_filter(dist, 10) == dist)
+        return _reference_flood(dist.max() - dist, seeds), n
+
+    stored = affs.astype(np.float32)
+    if not fragments_in_xy:
+        return watershed(stored.mean(axis=0) > 127.5)[0]
+    out, offset = np.zeros(affs.shape[1:], np.int64), 0
+    for z in range(affs.shape[1]):
+        section, n = watershed(0.5 * (stored[1, z] + stored[2, z]) > 127.5)
+        out[z], offset = section + offset, offset + n
+    return out
+
+
+def _boxes() -> np.ndarray:
+    """A foreground (1, 24, 44) with a wide background plateau (x ≥ 30), two equal boxes side by side behind a
+    one-voxel boundary (ties), and a thin box beside a thick one, inside its seed window (no seed of its own)."""
+    fg = np.zeros((1, 24, 44), bool)
+    fg[0, 1:11, 1:8] = fg[0, 1:11, 9:16] = True  # equal twins
+    fg[0, 13:23, 1:14] = True  # thick …
+    fg[0, 13:23, 15:17] = True  # … and thin, 2 voxels from it
+    fg[0, 1:23, 18:28] = True
+    return fg
+
+
+def _affs(foreground: np.ndarray) -> np.ndarray:
+    return np.repeat(foreground[None].astype(np.uint8) * 255, 3, axis=0)
+
+
+def test_original_seeds_equal_a_reference_of_the_original_algorithm_on_plateaus_ties_and_seedless_components():
+    from lsd_nm.fragments import watershed_from_affinities
+
+    fg = np.concatenate([_boxes(), _boxes()[:, ::-1], _boxes()[:, :, ::-1]])
+    affs = _affs(fg)
+    for in_xy in (False, True):
+        ours = watershed_from_affinities(affs.astype(np.float32), in_xy, seeds="original", max_affinity_value=255.0)
+        expected = _reference_original(affs, in_xy)
+        assert ours.dtype == np.uint64 and (ours > 0).all()
+        np.testing.assert_array_equal(ours, expected)
+
+    ours = watershed_from_affinities(affs.astype(np.float32), True, seeds="original", max_affinity_value=255.0)[0]
+    thin = np.zeros(fg[0].shape, bool)
+    thin[13:23, 15:17] = True
+    assert set(np.unique(ours[thin])) <= set(np.unique(ours[~thin]))  # the thin box has no seed: flooded
+    assert ours[0, 40] not in ours[fg[0]]  # the wide background is a fragment of its own
+    foreground = watershed_from_affinities(affs[:, :1].astype(np.float32) / 255, True)[0]
+    assert len(np.unique(foreground[thin])) == 1 and foreground[13, 15] not in foreground[fg[0] & ~thin]  # ours: a seed
+
+
+@pytest.mark.parametrize("in_xy", [False, True])
+def test_original_seeds_equal_the_reference_on_noisy_affinities(in_xy):
+    from scipy import ndimage
+
+    from lsd_nm.fragments import fragments_in_block
+
+    rng = np.random.default_rng(7)
+    smooth = ndimage.gaussian_filter(rng.normal(size=(3, 6, 30, 30)), (0, 1, 2, 2))
+    affs = np.clip(128 + smooth * 400, 0, 255).astype(np.uint8)
+    affs[1, 2, 5, :] = 127  # in-plane mean exactly 127.5: not foreground in the original
+    affs[2, 2, 5, :] = 128
+    ours = fragments_in_block(affs, None, in_xy, 0.0, 0.0, seeds="original")
+    expected = _reference_original(affs, in_xy)
+    assert len(np.unique(expected)) > 10
+    np.testing.assert_array_equal(ours, expected)
+
+
+def test_original_seeds_blockwise_cut_blocks_at_the_affinities_edge(tmp_path: Path) -> None:
+    """One block whose context covers the volume reads exactly the affinities (no zero padding beyond them): its
+    fragments are the reference's on the whole volume; with 8 blocks, each block's fragments are the reference's on
+    what it reads."""
+    shape = (8, 48, 48)
+    whole = tuple(s * v for s, v in zip(shape, VOXEL_SIZE))
+    one, eight = tmp_path / "one.zarr", tmp_path / "eight.zarr"
+    _, affs = make_out_file(one, shape=shape)
+    make_out_file(eight, shape=shape)
+    assert extract_fragments(config(one, block_size=whole, context=whole, seeds="original"), progress=False).total == 1
+    assert same_partition(read_fragments(one), _reference_original(affs, False))
+
+    cfg = config(eight, block_size=(80, 216, 216), context=(40, 36, 36), seeds="original", fragments_in_xy=True)
+    assert extract_fragments(cfg, progress=False).total == 8
+    fragments = read_fragments(eight)
+    size, context = (4, 24, 24), (2, 4, 4)  # voxels
+    for begin in np.ndindex(2, 2, 2):
+        block = tuple(slice(b * s, (b + 1) * s) for b, s in zip(begin, size))
+        read = tuple(slice(max(b.start - c, 0), b.stop + c) for b, c in zip(block, context))  # numpy cuts at the end
+        expected = _reference_original(affs[(slice(None), *read)], True)
+        inner = tuple(slice(b.start - r.start, b.stop - r.start) for b, r in zip(block, read))
+        assert same_partition(fragments[block], expected[inner])
+
+
+def test_replace_sections_zeroes_whole_sections_in_every_block(tmp_path: Path) -> None:
+    """The volume's second section and its last (the last of the second block along z, which the original's own
+    index mapping missed) become 0; nothing else changes. Indices are world z / voxel size, as the original's."""
+    plain, replaced = tmp_path / "plain.zarr", tmp_path / "replaced.zarr"
+    make_out_file(plain)
+    make_out_file(replaced)
+    first = OFFSET[0] // VOXEL_SIZE[0]  # section index of the volume's z = 0
+    extract_fragments(config(plain), progress=False)
+    cfg = config(replaced, replace_sections=[first + 1, first + 15, first + 1])
+    extract_fragments(cfg, progress=False)
+    a, b = read_fragments(plain), read_fragments(replaced)
+    assert (b[1] == 0).all() and (b[15] == 0).all()
+    keep = [z for z in range(SHAPE[0]) if z not in (1, 15)]
+    assert (b[keep] > 0).all() and same_partition(a[keep], b[keep])
+    assert sorted(graph(cfg)[0]) == sorted(int(i) for i in np.unique(b) if i)
+
+    with pytest.raises(ConfigError, match=r"exists from other settings \(replace_sections\); pass --overwrite"):
+        extract_fragments(config(replaced), progress=False)
+    with pytest.raises(ConfigError, match=r"exists from other settings \(replace_sections, seeds\); pass --overwrite"):
+        extract_fragments(config(replaced, seeds="original"), progress=False)
+    with pytest.raises(ConfigError) as error:
+        extract_fragments(config(replaced, replace_sections=[first - 1, first + 16]), progress=False)
+    assert str(error.value) == (
+        f"replace_sections [{first - 1}, {first + 16}] lie outside the affinities' sections {first}…{first + 15} "
+        "(z voxel indices: world z / voxel size)"
+    )

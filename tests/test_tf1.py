@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from lsd_nm.checkpoints import assign_weights, list_checkpoints, load_checkpoint
+from lsd_nm.checkpoints import assign_weights, list_checkpoints, load_checkpoint, model_weights
 from lsd_nm.config import ConfigError
 from lsd_nm.experiment import load_network_config, load_network_folder
 from lsd_nm.networks import build_model, network_io
@@ -175,3 +175,173 @@ def test_no_checkpoint(tmp_path):
     with pytest.raises(ConfigError) as e:
         import_tf1_checkpoint(load_network_folder(folder))
     assert str(e.value) == f"{folder}: no TF1 checkpoint (train_net_checkpoint_<N>.index + .data-*) to import"
+
+
+# ---- the Adam state ------------------------------------------------------------------------------------------------
+
+LR, BETA1, BETA2, EPSILON = 0.01, 0.95, 0.999, 1e-8  # the paper's Adam, with a step size that makes updates visible
+
+
+def write_trained_tf1_checkpoint(prefix, scope, variables, steps, iteration):
+    """A TF1 checkpoint after real TF1 Adam steps, made as the original made it: ``minimize`` called inside the
+    network's variable scope (slots ``<scope>/<scope>/…/Adam``), one optimizer per entry of ``steps`` (name → steps
+    it takes, in the order they are made), gunpowder's iteration counter beside them."""
+    with tf.Graph().as_default():
+        rng = np.random.default_rng(11)
+        with tf.compat.v1.variable_scope(scope):
+            tvars = [
+                tf.compat.v1.get_variable(name, value.shape, tf.float32, initializer=tf.compat.v1.constant_initializer(value))
+                for name, value in variables.items()
+            ]
+            # a loss whose gradient differs from element to element
+            loss = tf.add_n([tf.reduce_sum(tf.sin(3.0 * v) * rng.normal(size=v.shape).astype(np.float32)) for v in tvars])
+            ops = {name: tf.compat.v1.train.AdamOptimizer(LR, BETA1, BETA2, EPSILON, name=name).minimize(loss) for name in steps}
+        tf.compat.v1.get_variable("gunpowder/iteration", [1], tf.float32, initializer=tf.compat.v1.constant_initializer(float(iteration)))
+        with tf.compat.v1.Session() as session:
+            session.run(tf.compat.v1.global_variables_initializer())
+            for name, count in steps.items():
+                for _ in range(count):
+                    session.run(ops[name])
+            tf.compat.v1.train.Saver().save(session, str(prefix))
+
+
+def restored_adam(config, state):
+    """(iterations, ``<layer>/<variable>`` → (m, v)) of a checkpoint's optimizer state, read back through Keras."""
+    from lsd_nm.checkpoints import _weighted_layers, build_optimizer
+
+    model = build_model(config, "train")
+    optimizer = build_optimizer(config, model)
+    for variable, value in zip(optimizer.variables, state, strict=True):
+        variable.assign(value)
+    moments = {}
+    for name, variable in _weighted_layers(model):
+        index = optimizer._get_variable_index(variable)
+        moments[name] = (optimizer._momentums[index].numpy(), optimizer._velocities[index].numpy())
+    return int(optimizer.iterations.numpy()), moments
+
+
+def test_training_on_from_an_import_takes_the_next_tf1_adam_step(tmp_path):
+    """Import after 3 TF1 Adam steps, train one step with KerasTrain: the update is TF1's 4th Adam step, by hand:
+    m ← β1·m + (1 − β1)·g, v ← β2·v + (1 − β2)·g², w ← w − lr·sqrt(1 − β2_power)/(1 − β1_power)·m/(sqrt(v) + ε),
+    with the checkpoint's m, v and beta powers (a fresh Adam would have m = v = 0 and step 1's bias correction)."""
+    import gunpowder as gp
+
+    from lsd_nm.checkpoints import _weighted_layers
+    from lsd_nm.nodes import KerasTrain
+    from lsd_nm.nodes.keras_train import weighted_mse
+
+    folder = make_folder(tmp_path, "baseline", optimizer={"learning_rate": LR, "beta1": BETA1, "beta2": BETA2, "epsilon": EPSILON})
+    config = load_network_config(folder)
+    variables = tf1_variables(config, 1, np.random.default_rng(5))
+    prefix = folder / "train_net_checkpoint_3"
+    write_trained_tf1_checkpoint(prefix, "setup01", variables, {"Adam": 3}, iteration=3)
+    reader = tf.train.load_checkpoint(str(prefix))
+    tf1 = {name: reader.get_tensor(name) for name in reader.get_variable_to_shape_map()}
+    assert "setup01/setup01/unet_layer_0_left_0/kernel/Adam_1" in tf1  # the original's naming
+
+    iteration, path = import_tf1_checkpoint(load_network_folder(folder))
+    weights, state, _ = load_checkpoint(path)
+    assert iteration == 3 and state is not None
+    step, moments = restored_adam(config, state)
+    assert step == 3
+    for name in variables:
+        np.testing.assert_array_equal(moments[name][0], tf1[f"setup01/setup01/{name}/Adam"])
+        np.testing.assert_array_equal(moments[name][1], tf1[f"setup01/setup01/{name}/Adam_1"])
+
+    io = network_io(config, "train")
+    rng = np.random.default_rng(8)
+    x = {n: rng.uniform(-1, 1, size=(1, *t.shape, t.channels)).astype(np.float32) for n, t in io.inputs.items()}
+    out = io.outputs["affs"]
+    gt = rng.uniform(0, 1, size=(1, *out.shape, out.channels)).astype(np.float32)
+    w = rng.uniform(0.5, 2, size=gt.shape).astype(np.float32)
+
+    # the gradient at the imported weights, on its own
+    model = build_model(config, "train")
+    assign_weights(model, weights, "test")
+    named = list(_weighted_layers(model))
+    with tf.GradientTape() as tape:
+        loss = weighted_mse(gt, model(x, training=True)["affs"], w)
+    gradients = dict(zip([n for n, _ in named], tape.gradient(loss, [v for _, v in named])))
+
+    keys = {"raw": gp.ArrayKey("RAW_T"), "gt": gp.ArrayKey("GT_T"), "w": gp.ArrayKey("W_T")}
+    node = KerasTrain(lambda: build_model(config, "train"), config, folder, {"raw": keys["raw"]}, {"affs": (keys["gt"], keys["w"])}, device="cpu")
+    node.start()
+    assert node.iteration == 3
+    node._step(x, {"affs": gt}, {"affs": w})
+    after = model_weights(node.model)
+
+    b1p, b2p = float(tf1["setup01/beta1_power"]), float(tf1["setup01/beta2_power"])
+    assert b1p == pytest.approx(BETA1**4, rel=1e-6)  # 3 steps taken: the 4th uses β^4
+    lr_t = LR * np.sqrt(1 - b2p) / (1 - b1p)
+    fresh_lr = LR * np.sqrt(1 - BETA2) / (1 - BETA1)
+    for name in variables:
+        g = np.asarray(gradients[name], np.float64)
+        m = BETA1 * tf1[f"setup01/setup01/{name}/Adam"].astype(np.float64) + (1 - BETA1) * g
+        v = BETA2 * tf1[f"setup01/setup01/{name}/Adam_1"].astype(np.float64) + (1 - BETA2) * g**2
+        expected = -lr_t * m / (np.sqrt(v) + EPSILON)
+        # float32 weights (|w| < 2) hold an update to ~2 ulp: 2.4e-7 absolute
+        np.testing.assert_allclose(after[name] - weights[name], expected, rtol=1e-4, atol=2.4e-7)
+        fresh = -fresh_lr * (1 - BETA1) * g / (np.sqrt((1 - BETA2) * g**2) + EPSILON)
+        assert np.abs(fresh - expected).max() > 1e-4  # a fresh Adam's step is far outside the tolerance
+
+
+def test_malis_takes_its_malis_optimizer_and_its_own_beta_powers(tmp_path):
+    folder = make_folder(tmp_path, "malis", optimizer={"learning_rate": LR})
+    config = load_network_config(folder)
+    variables = tf1_variables(config, 1, np.random.default_rng(6))
+    prefix = folder / "train_net_checkpoint_7"
+    write_trained_tf1_checkpoint(prefix, "setup07", variables, {"Adam": 2, "malis_optimizer": 5}, iteration=7)
+    reader = tf.train.load_checkpoint(str(prefix))
+    assert {"setup07/beta1_power", "setup07/beta1_power_1"} <= set(reader.get_variable_to_shape_map())
+
+    _, path = import_tf1_checkpoint(load_network_folder(folder))
+    step, moments = restored_adam(config, load_checkpoint(path)[1])
+    assert step == 5  # the malis optimizer's steps, not the MSE phase's 2 nor the 7 iterations
+    for name in variables:
+        np.testing.assert_array_equal(moments[name][0], reader.get_tensor(f"setup07/setup07/{name}/malis_optimizer"))
+        np.testing.assert_array_equal(moments[name][1], reader.get_tensor(f"setup07/setup07/{name}/malis_optimizer_1"))
+
+
+def write_named(prefix, values):
+    """A TF1 checkpoint of exactly these variables (name → value)."""
+    with tf.Graph().as_default():
+        for name, value in values.items():
+            value = np.asarray(value, np.float32)
+            tf.compat.v1.get_variable(name, value.shape, tf.float32, initializer=tf.compat.v1.constant_initializer(value))
+        with tf.compat.v1.Session() as session:
+            session.run(tf.compat.v1.global_variables_initializer())
+            tf.compat.v1.train.Saver().save(session, str(prefix))
+
+
+def _with_slots(variables, scope, **extra):
+    values = {f"{scope}/{n}": v for n, v in variables.items()}
+    values.update({f"{scope}/{scope}/{n}/Adam": np.full_like(v, 0.01) for n, v in variables.items()})
+    values.update({f"{scope}/{scope}/{n}/Adam_1": np.full_like(v, 0.002) for n, v in variables.items()})
+    values.update(extra)
+    return values
+
+
+def test_beta_powers_underflowed_as_after_400000_steps_take_the_global_step(tmp_path):
+    folder = make_folder(tmp_path, "baseline")
+    config = load_network_config(folder)
+    variables = tf1_variables(config, 1, np.random.default_rng(0))
+    extra = {"setup01/beta1_power": 0.0, "setup01/beta2_power": 0.0, "gunpowder/iteration": [400000.0]}
+    write_named(folder / "train_net_checkpoint_400000", _with_slots(variables, "setup01", **extra))
+    _, path = import_tf1_checkpoint(load_network_folder(folder))
+    step, moments = restored_adam(config, load_checkpoint(path)[1])
+    assert step == 400000 and all((m == np.float32(0.01)).all() and (v == np.float32(0.002)).all() for m, v in moments.values())
+
+
+def test_beta_powers_of_other_betas_are_a_one_line_error(tmp_path):
+    folder = make_folder(tmp_path, "baseline")  # β1 0.95, β2 0.999
+    config = load_network_config(folder)
+    variables = tf1_variables(config, 1, np.random.default_rng(0))
+    extra = {"setup01/beta1_power": 0.9**4, "setup01/beta2_power": 0.999**4}  # 3 steps with β1 = 0.9
+    write_named(folder / "train_net_checkpoint_3", _with_slots(variables, "setup01", **extra))
+    with pytest.raises(ConfigError) as e:
+        import_tf1_checkpoint(load_network_folder(folder))
+    assert str(e.value) == (
+        f"{folder / 'train_net_checkpoint_3'}: beta1_power 0.6561 and beta2_power 0.996006 do not fit the config's "
+        "beta1 0.95 and beta2 0.999"
+    )
+    assert list_checkpoints(folder) == []

@@ -3,7 +3,8 @@
 Each checkpoint is a folder holding
 
 * ``weights.npz``: every layer variable as ``<layer name>/<variable name>`` (``unet_layer_0_left_0/kernel``, …),
-* ``optimizer.npz``: the optimizer's variables in order (Adam moments and its step count), absent for imports,
+* ``optimizer.npz``: the optimizer's variables in order (Keras Adam: its step count, learning rate, then the first
+  and second moment of every trainable variable), absent for imports of checkpoints without optimizer state,
 * ``config.json``: the :class:`~lsd_nm.experiment.NetworkConfig` the net was trained with.
 
 It is written to ``….partial`` and renamed when complete, so a crash never leaves a checkpoint that looks complete.
@@ -98,6 +99,45 @@ def assign_weights(model, weights: dict[str, np.ndarray], source: str) -> None:
                 f"{source}: {name} has shape {tuple(weights[name].shape)}, the network expects {tuple(variable.shape)}"
             )
         variable.assign(weights[name])
+
+
+def build_optimizer(config: NetworkConfig, model):
+    """The Keras Adam a network trains with (``config.optimizer``), built for the model's trainable variables.
+
+    Keras' Adam is TF1's ``AdamOptimizer`` in its epsilon-hat form: step t uses
+    lr·sqrt(1 − β2^t)/(1 − β1^t) · m/(sqrt(v) + ε), with t = its ``iterations`` + 1.
+    """
+    import keras
+
+    c = config.optimizer
+    optimizer = keras.optimizers.Adam(learning_rate=c.learning_rate, beta_1=c.beta1, beta_2=c.beta2, epsilon=c.epsilon)
+    optimizer.build(model.trainable_variables)
+    return optimizer
+
+
+def optimizer_state(optimizer) -> list[np.ndarray]:
+    """The optimizer's variables in order, as a checkpoint stores them."""
+    return [np.asarray(v.numpy()) for v in optimizer.variables]
+
+
+def adam_state(config: NetworkConfig, model, iterations: int, moments: dict[str, tuple[np.ndarray, np.ndarray]]) -> list[np.ndarray]:
+    """The optimizer state of an Adam that has taken ``iterations`` steps and holds ``moments``, as a checkpoint
+    stores it (what training restores).
+
+    Args:
+        config: the network's config (its Adam constants).
+        model: the network (its trainable variables decide the state's layout).
+        iterations: steps taken (the next one uses β^(iterations + 1)).
+        moments: ``<layer>/<variable>`` → (first moment m, second moment v) for every trainable variable.
+    """
+    optimizer = build_optimizer(config, model)
+    optimizer.iterations.assign(iterations)
+    for name, variable in _weighted_layers(model):
+        if variable.trainable:
+            index = optimizer._get_variable_index(variable)  # the slot layout is Keras' own: ask it, do not guess
+            optimizer._momentums[index].assign(moments[name][0])
+            optimizer._velocities[index].assign(moments[name][1])
+    return optimizer_state(optimizer)
 
 
 def _write_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:

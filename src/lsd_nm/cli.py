@@ -158,8 +158,11 @@ def _fetch_checkpoint(args: argparse.Namespace) -> None:
 def _import_checkpoint(args: argparse.Namespace) -> None:
     from .tf1 import import_tf1_checkpoint
 
+    from .checkpoints import OPTIMIZER
+
     iteration, path = import_tf1_checkpoint(load_network_folder(args.folder), args.iteration, args.scope)
-    print(f"imported the TF1 checkpoint of iteration {iteration} into {path}")
+    what = "weights and Adam state" if (path / OPTIMIZER).exists() else "weights (it has no Adam state: training on starts a fresh Adam)"
+    print(f"imported the TF1 checkpoint of iteration {iteration} into {path}: {what}")
 
 
 # ---- 02_train --------------------------------------------------------------------------------------------------------

@@ -1,13 +1,17 @@
 """Step 2 of ``03_predict``: fragments — a seeded watershed per block of the predicted affinities (paper §6.4.2).
 
 Per block (read = write ROI ± ``context``): affinities (uint8 ×255 → [0, 1]) × optional mask; foreground = mean
-affinity > 0.5; seeds = maxima of its Euclidean distance transform (voxel units) within a window of
-``min_seed_distance`` voxels, plus the maximum of every foreground component that got no seed (so a component is
-never flooded from a neighbour); watershed of the inverted distance from those seeds (every voxel of the read ROI
-gets a fragment, face connectivity). Optionally per z-section (``fragments_in_xy``), masked, filtered by mean
-affinity (``filter_fragments``) and merged within the block by waterz up to ``epsilon_agglomerate``. The result is
-cropped to the write ROI and relabelled ``block_index · voxels_per_block + 1, 2, …`` (unique across blocks, never 0
-for a fragment); every fragment's centre of mass (nm) becomes a node of the region graph.
+affinity > 0.5; a watershed of the inverted Euclidean distance transform of the foreground (voxel units) from seeds
+at its maxima within a window of ``min_seed_distance`` voxels (every voxel of the read ROI gets a fragment, face
+connectivity). The seeds (run config ``seeds``): ``original`` is ``lsd.post.fragments`` — maxima over all voxels
+(a boundary wider than the window becomes fragments of its own), ``mahotas.label`` and ``mahotas.cwatershed``, the
+read ROI cut at the affinities' edge; ``foreground`` keeps the maxima on the foreground only, adds the maximum of
+every foreground component that got no seed (so a component is never flooded from a neighbour), floods with
+scikit-image and pads the read ROI with zeros beyond the affinities. Optionally per z-section (``fragments_in_xy``),
+masked, filtered by mean affinity (``filter_fragments``) and merged within the block by waterz up to
+``epsilon_agglomerate``. The result is cropped to the write ROI, the ``replace_sections`` are set to 0, and it is
+relabelled ``block_index · voxels_per_block + 1, 2, …`` (unique across blocks, never 0 for a fragment); every
+fragment's centre of mass (nm) becomes a node of the region graph.
 
 With ``roi_offset``/``roi_shape`` only the blocks of that region are processed (it must lie inside the affinities, on
 their voxel grid; blocks read context beyond it where there are affinities): ``volumes/fragments`` keeps the
@@ -31,7 +35,7 @@ from .blockwise import BlockwiseResult, Geometry, OutputDataset, block_geometry,
 from .config import ConfigError
 from .data import AFFS, FRAGMENTS, FRAGMENTS_SETTINGS, Volume, open_dataset, read_padded, voxel_slices
 from .graph import check_reachable, graph_exists, open_graph, write_nodes
-from .run_config import RunConfig
+from .run_config import RunConfig, Seeds
 
 MIN_SEED_DISTANCE = 10
 """Window (voxels) of the maximum filter that picks seeds, as in the original."""
@@ -67,16 +71,53 @@ def _seeded_watershed(foreground: np.ndarray, min_seed_distance: int) -> tuple[n
     return labels.astype(np.uint64), n
 
 
+def _original_watershed(foreground: np.ndarray, min_seed_distance: int) -> tuple[np.ndarray, int]:
+    """``lsd.post.fragments.watershed_from_boundary_distance``: seeds = the maxima of the distance transform over
+    *all* voxels (a boundary wider than the window is a plateau of maxima: fragments of its own), labelled with
+    ``mahotas.label``, flooded by ``mahotas.cwatershed`` (face connectivity, its tie-breaking); every voxel gets an
+    id ≥ 1."""
+    import mahotas
+    from scipy import ndimage
+
+    dist = ndimage.distance_transform_edt(foreground)  # float64, as the original's surface
+    seeds, n = mahotas.label(ndimage.maximum_filter(dist, min_seed_distance) == dist)
+    if n == 0:  # cannot happen (the global maximum is a seed); kept as the original has it
+        return np.zeros(foreground.shape, dtype=np.uint64), 0
+    return mahotas.cwatershed(dist.max() - dist, seeds).astype(np.uint64), int(n)
+
+
 def watershed_from_affinities(
-    affs: np.ndarray, fragments_in_xy: bool = False, min_seed_distance: int = MIN_SEED_DISTANCE
+    affs: np.ndarray,
+    fragments_in_xy: bool = False,
+    min_seed_distance: int = MIN_SEED_DISTANCE,
+    seeds: Seeds = "foreground",
+    max_affinity_value: float = 1.0,
 ) -> np.ndarray:
-    """Fragments (uint64, 1…n; 0 only where there is no foreground at all) of affinities in [0, 1].
+    """Fragments (uint64, 1…n; 0 only where there is no foreground at all) of affinities in [0, max_affinity_value].
 
     Args:
         affs: (channels, z, y, x) float affinities, channels z, y, x first.
         fragments_in_xy: watershed each z-section on the mean of the y and x affinities.
         min_seed_distance: maximum-filter window (voxels) for the seeds.
+        seeds: ``foreground`` (maxima on the foreground, one seed per unseeded component, scikit-image) or
+            ``original`` (``lsd.post.fragments``: maxima over all voxels, mahotas).
+        max_affinity_value: what an affinity of 1 is stored as (the foreground is mean > half of it).
     """
+    if seeds == "original":
+        # the original's expressions, on the stored values (e.g. uint8 as float32 against 127.5), so that the
+        # foreground is the same voxel for voxel
+        if not fragments_in_xy:
+            return _original_watershed(np.mean(affs, axis=0) > 0.5 * max_affinity_value, min_seed_distance)[0]
+        in_plane = 0.5 * (affs[1] + affs[2])
+        labels = np.zeros(affs.shape[1:], dtype=np.uint64)
+        next_id = 0
+        for z in range(affs.shape[1]):
+            section, n = _original_watershed(in_plane[z] > 0.5 * max_affinity_value, min_seed_distance)
+            labels[z] = np.where(section > 0, section + np.uint64(next_id), 0)
+            next_id += n
+        return labels
+    if max_affinity_value != 1.0:
+        affs = affs / max_affinity_value
     if not fragments_in_xy:
         labels, _ = _seeded_watershed(np.mean(affs, axis=0) > 0.5, min_seed_distance)
         return labels
@@ -87,6 +128,21 @@ def watershed_from_affinities(
         labels[z] = np.where(section > 0, section + next_id, 0)
         next_id += n
     return labels
+
+
+def zero_sections(fragments: np.ndarray, first_section: int, sections: Sequence[int]) -> np.ndarray:
+    """``fragments`` (z, y, x) with the listed sections set to 0 (the original's ``replace_sections``).
+
+    Args:
+        fragments: fragments whose section 0 is the volume's section ``first_section``.
+        first_section: world z of ``fragments[0]`` / voxel size.
+        sections: the volume's sections to zero.
+    """
+    local = [s - first_section for s in sections if 0 <= s - first_section < fragments.shape[0]]
+    if local:
+        fragments = fragments.copy()
+        fragments[local] = 0
+    return fragments
 
 
 def relabel_consecutive(labels: np.ndarray) -> np.ndarray:
@@ -102,6 +158,7 @@ def fragments_in_block(
     fragments_in_xy: bool,
     epsilon_agglomerate: float,
     filter_fragments: float,
+    seeds: Seeds = "foreground",
 ) -> np.ndarray:
     """The fragments of one read ROI (uint64), before cropping.
 
@@ -111,11 +168,19 @@ def fragments_in_block(
         fragments_in_xy: per-section watershed.
         epsilon_agglomerate: merge fragments with waterz (25th-percentile score) below this (0: off).
         filter_fragments: drop fragments whose mean affinity is below this (0: off).
+        seeds: the watershed's seeds (see :func:`watershed_from_affinities`).
     """
-    affs = affs.astype(np.float32) / (255.0 if affs.dtype == np.uint8 else 1.0)
+    max_value = 255.0 if affs.dtype == np.uint8 else 1.0
+    if seeds == "original":
+        stored = affs.astype(np.float32)
+        if mask is not None:
+            stored = stored * (mask > 0)
+        fragments = watershed_from_affinities(stored, fragments_in_xy, seeds=seeds, max_affinity_value=max_value)
+    affs = affs.astype(np.float32) / max_value
     if mask is not None:
         affs = affs * (mask > 0)
-    fragments = watershed_from_affinities(affs, fragments_in_xy)
+    if seeds != "original":
+        fragments = watershed_from_affinities(affs, fragments_in_xy)
     if mask is not None:
         fragments[mask == 0] = 0
     if filter_fragments > 0 and fragments.max() > 0:
@@ -164,6 +229,8 @@ class FragmentsJob:
     fragments_in_xy: bool
     epsilon_agglomerate: float
     filter_fragments: float
+    seeds: Seeds = "foreground"
+    replace_sections: tuple[int, ...] = ()
 
 
 def _setup_worker(job: FragmentsJob) -> dict[str, Any]:
@@ -193,16 +260,23 @@ def process_block(job: FragmentsJob, block, resources: dict[str, Any]) -> None:
     read_roi, write_roi = block.read_roi, block.write_roi.intersect(geometry.region)
     if write_roi.empty:
         return
+    if job.seeds == "original":
+        # the original reads the block's context only where there are affinities (no zero padding beyond them,
+        # which would be a boundary at the volume's faces)
+        read_roi = read_roi.intersect(job.affs.roi)
     affs = read_padded(resources["affs"], job.affs, read_roi)
     mask = None
     if job.mask is not None:
         mask = _read_mask(resources["mask"], job.mask, read_roi, geometry.voxel_size)
-    fragments = fragments_in_block(affs, mask, job.fragments_in_xy, job.epsilon_agglomerate, job.filter_fragments)
+    fragments = fragments_in_block(
+        affs, mask, job.fragments_in_xy, job.epsilon_agglomerate, job.filter_fragments, job.seeds
+    )
     crop = tuple(
         slice((w - r) // v, (w - r) // v + s // v)
         for w, r, s, v in zip(write_roi.begin, read_roi.begin, write_roi.shape, geometry.voxel_size)
     )
-    local = relabel_consecutive(fragments[crop])
+    cropped = zero_sections(fragments[crop], write_roi.begin[0] // geometry.voxel_size[0], job.replace_sections)
+    local = relabel_consecutive(cropped)
     index = block_index(block.write_roi, geometry.write_total, geometry.block_size)
     ids = np.where(local > 0, local + np.uint64(index * geometry.voxels_per_block), np.uint64(0)).astype(np.uint64)
     # nodes first: a block whose fragments are written is then never without its nodes (a crash in between
@@ -226,6 +300,10 @@ def fingerprint(config: RunConfig, affs: Volume) -> dict[str, Any]:
     }
     if config.roi_offset is not None:  # only with a ROI: fragments of the whole volume keep their fingerprint
         wanted["roi"] = [list(config.roi_offset), list(config.roi_shape)]
+    if config.seeds != "foreground":  # fragments made before the option existed had foreground seeds
+        wanted["seeds"] = config.seeds
+    if config.replace_sections:
+        wanted["replace_sections"] = sorted(set(config.replace_sections))
     return wanted
 
 
@@ -245,6 +323,13 @@ def check_fragments(config: RunConfig, affs: Volume) -> tuple[Geometry, Volume |
                 f"mask voxel size {tuple(mask.voxel_size)} nm is not a multiple of the affinities' "
                 f"{tuple(affs.voxel_size)} nm"
             )
+    sections = (affs.roi.begin[0] // affs.voxel_size[0], affs.roi.end[0] // affs.voxel_size[0])
+    outside = [s for s in config.replace_sections if not sections[0] <= s < sections[1]]
+    if outside:
+        raise ConfigError(
+            f"replace_sections {outside} lie outside the affinities' sections {sections[0]}…{sections[1] - 1} "
+            "(z voxel indices: world z / voxel size)"
+        )
     check_reachable(config.db_location)
     return geometry, mask
 
@@ -257,13 +342,14 @@ def extract_fragments(config: RunConfig, overwrite: bool = False, progress: bool
 
     Args:
         config: the run config (``out_file``, ``block_size``, ``context``, ``num_workers``, ``worker_command``,
-            ``db``, ``fragments_in_xy``, ``epsilon_agglomerate``, ``filter_fragments``, ``mask_file/mask_dataset``,
-            ``roi_offset/roi_shape``: only that region gets fragments).
+            ``db``, ``fragments_in_xy``, ``seeds``, ``epsilon_agglomerate``, ``filter_fragments``,
+            ``replace_sections``, ``mask_file/mask_dataset``, ``roi_offset/roi_shape``: only that region gets
+            fragments).
         overwrite: start over, replacing existing fragments and the region graph.
         progress: show daisy's progress bar.
 
     Raises:
-        ConfigError: missing affinities or mask, bad geometry (a ROI outside the affinities or off their voxel grid
+        ConfigError: missing affinities or mask, ``replace_sections`` outside the affinities, bad geometry (a ROI outside the affinities or off their voxel grid
             included), unreachable database, fragments from other settings — all before anything is written.
     """
     import zarr
@@ -299,6 +385,8 @@ def extract_fragments(config: RunConfig, overwrite: bool = False, progress: bool
         fragments_in_xy=config.fragments_in_xy,
         epsilon_agglomerate=config.epsilon_agglomerate,
         filter_fragments=config.filter_fragments,
+        seeds=config.seeds,
+        replace_sections=tuple(sorted(set(config.replace_sections))),
     )
     return run_job(
         "extract_fragments", geometry.total_roi, geometry.read_roi, geometry.write_roi,

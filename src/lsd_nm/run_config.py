@@ -17,6 +17,9 @@ from .config import NonNegativeInt, PositiveInt, StrictBaseModel, load_model
 STEPS = ["01_predict_blockwise", "02_extract_fragments", "03_agglomerate", "04_find_segments", "05_extract_segmentation", "06_evaluate"]
 """The steps of a run, in order (each is a script ``03_predict/<step>.py``)."""
 
+Seeds = Literal["original", "foreground"]
+"""How the fragments' watershed is seeded (see :attr:`RunConfig.seeds`)."""
+
 MergeFunction = Literal[
     "mean",
     "hist_quant_10", "hist_quant_10_initmax", "hist_quant_25", "hist_quant_25_initmax",
@@ -60,6 +63,15 @@ class RunConfig(StrictBaseModel):
     """The region graph: a ``postgresql://user@host:port/dbname`` URL, or a SQLite file (default: beside out_file)."""
     fragments_in_xy: bool = False
     """Seeded watershed per section (anisotropic data) instead of in 3D."""
+    seeds: Seeds = "foreground"
+    """The watershed's seeds. ``original``: as ``lsd.post.fragments`` — maxima of the distance transform over all
+    voxels (a wide boundary becomes fragments of its own), labelled and flooded with mahotas, blocks cut at the
+    affinities' edge. ``foreground``: maxima on the foreground only, plus one seed in every foreground component that
+    got none, flooded with scikit-image, blocks zero-padded beyond the affinities (segments better on the synthetic
+    test volume with the per-section watershed the demo runs: see README.md, "Where we differ from the original")."""
+    replace_sections: list[int] = []
+    """Sections (z voxel indices, world z / voxel size, as the original) whose fragments are set to 0 (e.g. sections
+    with large artefacts)."""
     epsilon_agglomerate: float = 0.0
     """Merge fragments within a block up to this threshold right after the watershed (0: off)."""
     filter_fragments: float = 0.0

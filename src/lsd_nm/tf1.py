@@ -17,6 +17,14 @@ long_range). Their variables are ``<scope>/<layer>/{kernel,bias}`` with our laye
 convolutions (kD, kH, kW, out, in) in both. TensorFlow 2 reads these checkpoints directly
 (``tf.train.load_checkpoint``); the ``.meta`` file is not used.
 
+The Adam state comes along (:func:`read_tf1_adam`), so that training on from an import (``train.py 400001``)
+continues the original run: TF1's slots ``…/<scope>/<layer>/<variable>/Adam`` (first moment) and ``…/Adam_1``
+(second moment) become the Keras Adam's moments, and its step count is recovered from ``beta1_power``/
+``beta2_power`` (β^(t+1) after t steps), or — where those have underflowed to 0, as after the published 400000
+iterations — taken from the global step ``gunpowder/iteration``. The malis network's checkpoints hold two optimizers:
+its MSE phase's ``Adam`` and the ``malis_optimizer`` that trained after the phase switch, which is the one taken.
+Both TF1's and Keras' Adam use the epsilon-hat form, lr·sqrt(1 − β2^t)/(1 − β1^t) · m/(sqrt(v) + ε).
+
 Run: ``python 01_data/fetch_checkpoint.py --dataset zebrafinch --network mtlsd [--out DIR]``
 (or ``make fetch-checkpoint DATASET=zebrafinch NETWORK=mtlsd``), then ``make import-checkpoint …``.
 """
@@ -32,7 +40,7 @@ from typing import TYPE_CHECKING, get_args
 import numpy as np
 
 from . import REPO_ROOT
-from .checkpoints import checkpoint_path, model_weights, save_checkpoint
+from .checkpoints import adam_state, checkpoint_path, model_weights, save_checkpoint
 from .config import ConfigError
 from .data import write_text
 from .datasets import get_dataset, load_datasets
@@ -209,8 +217,101 @@ def read_tf1_weights(prefix: Path, scope: str) -> dict[str, np.ndarray]:
     return weights
 
 
+GLOBAL_STEP = "gunpowder/iteration"
+"""The iteration counter gunpowder's TF1 Train node kept in every checkpoint (float32, shape [1])."""
+
+
+@dataclass(frozen=True)
+class TF1Adam:
+    """One TF1 Adam optimizer's state, under our variable names."""
+
+    name: str
+    """The optimizer's TF1 name (the slots' suffix): ``Adam``, or ``malis_optimizer``."""
+    step: int
+    """Steps it has taken (the next uses β^(step + 1))."""
+    moments: dict[str, tuple[np.ndarray, np.ndarray]]
+    """``<layer>/<variable>`` → (first moment m, second moment v)."""
+
+
+def _our_name(tf1_name: str) -> str:
+    """``<scope>/<layer>/<variable>`` → our ``<layer>/<variable>``."""
+    _, layer, variable = tf1_name.split("/")
+    return f"{_HEADS.get(layer, layer)}/{variable}"
+
+
+def _adam_step(powers: tuple[float, ...] | None, betas: tuple[float, float], fallback: int, source: Path) -> int:
+    """Steps taken by an Adam whose beta powers are ``powers`` (β^(t+1) after t steps); ``fallback`` where both have
+    underflowed to 0 (or are unknown)."""
+    if powers is None:
+        return fallback
+    tiny = float(np.finfo(np.float32).tiny)
+    for i in (0, 1):  # β1's power counts more precisely while it is a normal float; β2's lasts longer
+        if tiny <= powers[i] < 1:
+            step = max(round(float(np.log(powers[i]) / np.log(betas[i]))) - 1, 0)
+            # TF1 multiplied in float32: allow its rounding (relative ~1e-7 per step), not another β
+            if not all(abs(p - b ** (step + 1)) <= 1e-3 * b ** (step + 1) for p, b in zip(powers, betas) if p >= tiny):
+                raise ConfigError(
+                    f"{source}: beta1_power {powers[0]:g} and beta2_power {powers[1]:g} do not fit the config's "
+                    f"beta1 {betas[0]:g} and beta2 {betas[1]:g}"
+                )
+            return step
+    return fallback
+
+
+def read_tf1_adam(prefix: Path, scope: str, network: str, betas: tuple[float, float], iteration: int) -> TF1Adam | None:
+    """The Adam state of one scope's variables in a TF1 checkpoint (None if it has none for every variable).
+
+    Args:
+        prefix: the checkpoint's prefix.
+        scope: the network's variable scope.
+        network: the network (malis: its ``malis_optimizer`` rather than its MSE phase's ``Adam``).
+        betas: the config's (β1, β2), which turn the beta powers into a step count.
+        iteration: the checkpoint's iteration (the step count if neither the beta powers nor the global step
+            tell it).
+    """
+    import tensorflow as tf
+
+    reader = tf.train.load_checkpoint(str(prefix))
+    names = reader.get_variable_to_shape_map()
+    variable = re.compile(rf"^{re.escape(scope)}/[^/]+/(?:kernel|bias)$")
+    weights = {n for n in names if variable.match(n)}
+    slot = re.compile(rf"^(?:.+/)?(?P<variable>{re.escape(scope)}/[^/]+/(?:kernel|bias))/(?P<slot>[^/]+)$")
+    slots: dict[str, dict[str, str]] = {}  # slot suffix → TF1 variable → slot variable
+    for name in names:
+        match = slot.match(name)
+        if match:
+            slots.setdefault(match["slot"], {})[match["variable"]] = name
+    # an optimizer <name> has the slots <name> (m) and <name>_1 (v) for every variable
+    complete = sorted(s for s in slots if weights and set(slots[s]) == weights == set(slots.get(f"{s}_1", {})))
+    preferred = ["malis_optimizer", "Adam"] if network == "malis" else ["Adam"]
+    chosen = next((s for s in preferred if s in complete), complete[0] if len(complete) == 1 else None)
+    if chosen is None:
+        if len(complete) > 1:
+            raise ConfigError(f"{prefix}: Adam slots of several optimizers ({', '.join(complete)}); cannot tell which trained last")
+        return None
+
+    # beta powers: one pair per optimizer, numbered in the order the optimizers were made (beta1_power,
+    # beta1_power_1, …); the malis network's MSE-phase Adam was made before its malis_optimizer
+    power = re.compile(r"^(?:.+/)?beta(?P<which>[12])_power(?:_(?P<number>\d+))?$")
+    pairs: dict[int, dict[str, str]] = {}
+    for name in names:
+        match = power.match(name)
+        if match:
+            pairs.setdefault(int(match["number"] or 0), {})[match["which"]] = name
+    numbers = sorted(k for k, v in pairs.items() if len(v) == 2)
+    made = sorted(complete, key=lambda s: (s != "Adam", s))
+    powers = None
+    if len(numbers) == 1 or len(numbers) == len(made):
+        pair = pairs[numbers[0 if len(numbers) == 1 else made.index(chosen)]]
+        powers = tuple(float(np.ravel(reader.get_tensor(pair[k]))[0]) for k in "12")
+    fallback = int(np.ravel(reader.get_tensor(GLOBAL_STEP))[0]) if GLOBAL_STEP in names else iteration
+    moments = {_our_name(v): (reader.get_tensor(slots[chosen][v]), reader.get_tensor(slots[f"{chosen}_1"][v])) for v in weights}
+    return TF1Adam(chosen, _adam_step(powers, betas, fallback, prefix), moments)
+
+
 def import_tf1_checkpoint(folder: NetworkFolder, iteration: int | None = None, scope: str | None = None) -> tuple[int, Path]:
-    """Convert a TF1 checkpoint in a network folder into our checkpoint of the same iteration.
+    """Convert a TF1 checkpoint in a network folder into our checkpoint of the same iteration, with its Adam state
+    (see :func:`read_tf1_adam`; weights only if it has none).
 
     Args:
         folder: the network folder (its ``config.json`` says which network, hence which scope).
@@ -234,7 +335,8 @@ def import_tf1_checkpoint(folder: NetworkFolder, iteration: int | None = None, s
     weights = read_tf1_weights(found[iteration], scope)
     if not weights:
         raise ConfigError(f"{found[iteration]}: no variables under the scope '{scope}'")
-    expected = {name: value.shape for name, value in model_weights(build_model(config, "train")).items()}
+    model = build_model(config, "train")
+    expected = {name: value.shape for name, value in model_weights(model).items()}
     missing = sorted(set(expected) - set(weights))
     extra = sorted(set(weights) - set(expected))
     if missing or extra:
@@ -242,4 +344,12 @@ def import_tf1_checkpoint(folder: NetworkFolder, iteration: int | None = None, s
     for name, shape in expected.items():
         if weights[name].shape != shape:
             raise ConfigError(f"{found[iteration]}: {scope}/{name} has shape {weights[name].shape}, the network expects {shape}")
-    return iteration, save_checkpoint(path, iteration, config, {k: weights[k] for k in expected})
+    betas = (config.optimizer.beta1, config.optimizer.beta2)
+    adam = read_tf1_adam(found[iteration], scope, config.network, betas, iteration)
+    state = None
+    if adam is not None:
+        for name, (m, v) in adam.moments.items():
+            if m.shape != expected[name] or v.shape != expected[name]:
+                raise ConfigError(f"{found[iteration]}: the {adam.name} slots of {scope}/{name} do not have its shape {expected[name]}")
+        state = adam_state(config, model, adam.step, adam.moments)
+    return iteration, save_checkpoint(path, iteration, config, {k: weights[k] for k in expected}, state)

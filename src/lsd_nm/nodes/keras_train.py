@@ -13,10 +13,12 @@ from gunpowder.nodes.generic_train import GenericTrain
 
 from ..checkpoints import (
     assign_weights,
+    build_optimizer,
     check_compatible,
     latest_checkpoint,
     load_checkpoint,
     model_weights,
+    optimizer_state,
     save_checkpoint,
 )
 from ..config import ConfigError
@@ -118,14 +120,11 @@ class KerasTrain(GenericTrain):
         self._last = None
 
     def start(self):
-        import keras
         import tensorflow as tf
 
         self.device_name = select_device(self.device, tf32=self.config.tf32)
         self.model = self.model_fn()
-        c = self.config.optimizer
-        self.optimizer = keras.optimizers.Adam(learning_rate=c.learning_rate, beta_1=c.beta1, beta_2=c.beta2, epsilon=c.epsilon)
-        self.optimizer.build(self.model.trainable_variables)
+        self.optimizer = build_optimizer(self.config, self.model)
         self.iteration, path = latest_checkpoint(self.folder)
         if path is not None:
             weights, optimizer, trained = load_checkpoint(path)
@@ -212,8 +211,7 @@ class KerasTrain(GenericTrain):
 
     def save(self) -> Path:
         """Write the current weights, optimizer state and config as the checkpoint of this iteration."""
-        state = [np.asarray(v.numpy()) for v in self.optimizer.variables]
-        path = save_checkpoint(self.folder, self.iteration, self.config, model_weights(self.model), state)
+        path = save_checkpoint(self.folder, self.iteration, self.config, model_weights(self.model), optimizer_state(self.optimizer))
         logger.debug("saved %s", path)
         if self.on_save is not None:
             self.on_save(self.iteration, path)
