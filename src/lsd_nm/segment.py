@@ -54,8 +54,7 @@ def check_run(config: RunConfig, first_step: int = 1, overwrite: bool = False) -
         if affs is None:
             raise StepError(STEPS[0], f"'{config.setup}' predicts no affinities to segment")
     if affs is None:
-        made_by = "no 'setup' to predict them" if config.setup is None else "run 01_predict_blockwise first"
-        affs = step(max(first_step, 2), lambda: open_dataset(config.out_path, AFFS, f"affinities ({made_by})"))
+        affs = step(max(first_step, 2), lambda: open_dataset(config.out_path, AFFS, "affinities"))
     if first_step <= 5:
         step(2, lambda: check_fragments(config, affs))
     step(3, lambda: scoring_function(config.merge_function))
