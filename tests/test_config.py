@@ -53,9 +53,48 @@ def test_wrong_type(tmp_path):
     path = write(tmp_path, '{"iterations": "many"}')
     with pytest.raises(ConfigError) as e:
         load_model(Example, path)
-    assert str(e.value) == (
-        f"{path}: key 'iterations': input should be a valid integer, unable to parse string as an integer, got \"many\""
-    )
+    assert str(e.value) == f"{path}: key 'iterations': input should be a valid integer, got \"many\""
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ('{"iterations": "50"}', "key 'iterations': input should be a valid integer, got \"50\""),
+        ('{"iterations": true}', "key 'iterations': input should be a valid integer, got true"),
+        ('{"iterations": 50.0}', "key 'iterations': input should be a valid integer, got 50.0"),
+    ],
+    ids=["a string", "a boolean", "a float"],
+)
+def test_values_are_read_strictly_as_json(tmp_path, text, message):
+    """`"50"` and `true` once passed as integers."""
+    path = write(tmp_path, text)
+    with pytest.raises(ConfigError) as e:
+        load_model(Example, path)
+    assert str(e.value) == f"{path}: {message}"
+
+
+@pytest.mark.parametrize(
+    "delta, message",
+    [
+        ({"train": {"save_every": 0}}, "key 'train.save_every': input should be greater than or equal to 1, got 0"),
+        ({"optimizer": {"learning_rate": float("nan")}}, "key 'optimizer.learning_rate': input should be a finite number, got NaN"),
+        ({"optimizer": {"learning_rate": -1e-4}}, "key 'optimizer.learning_rate': input should be greater than 0, got -0.0001"),
+        ({"unet": {"num_fmaps": 0}}, "key 'unet.num_fmaps': input should be greater than or equal to 1, got 0"),
+    ],
+    ids=["save_every 0", "learning_rate NaN", "learning_rate negative", "no feature maps"],
+)
+def test_network_configs_want_positive_finite_numbers(tmp_path, delta, message):
+    """`save_every: 0` once ended in a ZeroDivisionError, and `learning_rate: NaN` trained to exit 0."""
+    import json
+
+    from lsd_nm.experiment import load_network_config
+
+    folder = tmp_path / "toy" / "baseline"
+    folder.mkdir(parents=True)
+    (folder / "config.json").write_text(json.dumps({"network": "baseline", **delta}))
+    with pytest.raises(ConfigError) as e:
+        load_network_config(folder)
+    assert str(e.value) == f"{folder / 'config.json'}: {message}"
 
 
 def test_wrong_shape_length(tmp_path):

@@ -53,7 +53,7 @@ def check_run(config: RunConfig, first_step: int = 1, overwrite: bool = False) -
         affs = step(1, lambda: plan_prediction(config, overwrite).affs)
         if affs is None:
             raise StepError(STEPS[0], f"'{config.setup}' predicts no affinities to segment")
-    if affs is None:
+    if affs is None and first_step <= 5:
         affs = step(max(first_step, 2), lambda: open_dataset(config.out_path, AFFS, "affinities"))
     if first_step <= 5:
         step(2, lambda: check_fragments(config, affs))
