@@ -271,6 +271,7 @@ def _evaluate(args: argparse.Namespace) -> None:
             if best is not None and k in best]  # fmt: skip
     summary = ", ".join(f"{k} {best[k]:.4g}" for k in keys) if best else "no threshold scored"
     print(f"best: {summary}")
+    print(f"rule: {result['rule']}")
     print(f"wrote {result['csv']}, {result['json']}, {result['png']}")
 
 
