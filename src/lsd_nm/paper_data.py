@@ -626,7 +626,7 @@ def fetch_published_runs(
 # ---- the test volumes: ground-truth labels, masks (and raw) ----------------------------------------------------
 
 
-def ground_truth_container(client, bucket: str, dataset: str, structure: Path) -> str:
+def ground_truth_container(client, bucket: str, dataset: str, structure: Path | str) -> str:
     """The prefix (ending with ``/``) of the one ``*.zarr`` or ``*.n5`` container under
     ``funke/<dataset>/testing/ground_truth/``, found by listing."""
     prefix = f"funke/{dataset}/testing/ground_truth/"
@@ -730,11 +730,12 @@ def fetch_test_volumes(
     get_dataset(dataset)
     out = _data_dir(out)
     client = make_client(endpoint_url, jobs)
-    structure, summary = fetch_structure(client, bucket, out)
-    container = ground_truth_container(client, bucket, dataset, structure)
+    # everything is listed and checked before anything is downloaded
+    container = ground_truth_container(client, bucket, dataset, f"s3://{bucket}/{STRUCTURE_KEY}")
     volumes, _ = list_folder(client, bucket, container + "volumes/")
     wanted = _wanted_datasets(dataset, volumes, roi, f"s3://{bucket}/{container}volumes/")
     objects = list_prefixes(client, bucket, [f"{container}volumes/{name}/" for name in wanted], out)
+    _, summary = fetch_structure(client, bucket, out)
     # the groups' metadata on the way down (HEAD each: listing the container would list every chunk)
     groups = {"", "volumes/"} | {f"volumes/{name.rsplit('/', 1)[0]}/" for name in wanted if "/" in name}
     keys = [container + g + m for g in sorted(groups) for m in (".zgroup", ".zattrs", "attributes.json")]
