@@ -247,3 +247,28 @@ def test_make_reproduce_on_the_fixtures_equals_the_hand_computed_table(paper_buc
     assert shifted[("18_micron_roi", True)] == table[("18_micron_roi", True)]
     assert "| 11_micron_roi | neuropil | not computed: ROI '11_micron_roi'" in (out / "shifted.md").read_text()
 
+
+
+def test_make_fetch_test_data_with_a_roi_copies_its_raw_with_context(paper_bucket, tmp_path):
+    """ROI=<name>: the raw of that ROI grown by the context, from a precomputed volume (written by TensorStore,
+    served over HTTP on loopback) into a zyx zarr with resolution and offset in nm."""
+    from precomputed_server import StaticServer, write_precomputed
+
+    raw = np.random.default_rng(3).integers(0, 256, (24, 24, 12), dtype=np.uint8)  # x, y, z
+    server = StaticServer(write_precomputed(raw, (8, 8, 4), voxel_offset=(100, 200, 50)), gzip_paths="*")
+    try:
+        registry = {"dataset": "zebrafinch", "voxel_size": [20, 9, 9], "rois": {"tiny": {
+            "roi_offset": [54 * 20, 208 * 9, 108 * 9], "roi_shape": [80, 72, 72], "offset_source": "derived", "note": "a test ROI",
+        }}}  # fmt: skip
+        (tmp_path / "tiny.json").write_text(json.dumps(registry))
+        data = tmp_path / "data"
+        args = f"--endpoint-url {paper_bucket.endpoint} --out {data} --rois {tmp_path / 'tiny.json'} --raw-url {server.url} --context 80 72 72"
+        done = make("fetch-test-data", "DATASET=zebrafinch", "ROI=tiny", f"ARGS={args}")
+        assert done.returncode == 0, done.stderr
+        array = zarr.open_array(data / "funke/zebrafinch/testing/rawdata_realigned_tiny.zarr/volumes/raw", mode="r")
+        assert (array.attrs["offset"], array.attrs["resolution"]) == ([50 * 20, 200 * 9, 100 * 9], [20, 9, 9])
+        np.testing.assert_array_equal(array[:], raw.transpose(2, 1, 0))
+        done = make("fetch-test-data", "DATASET=zebrafinch", "ROI=huge", f"ARGS={args}")
+        assert error(done) == "error: unknown ROI 'huge' of dataset 'zebrafinch' (expected one of: tiny)"
+    finally:
+        server.close()

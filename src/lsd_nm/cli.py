@@ -127,7 +127,7 @@ def _fetch_test_data(args: argparse.Namespace) -> None:
 
     skeletons = args.dataset in SKELETON_DATASETS
     if skeletons and args.roi is not None:
-        get_roi(args.roi, args.dataset)  # a bad name fails before anything is fetched
+        get_roi(args.roi, args.dataset, args.rois)  # a bad name fails before anything is fetched
         context = tuple(args.context) if args.context else network_context(args.dataset, args.network)
     transfer = dict(bucket=args.bucket, endpoint_url=args.endpoint_url, out=args.out, jobs=args.jobs)
     if skeletons:
@@ -142,7 +142,7 @@ def _fetch_test_data(args: argparse.Namespace) -> None:
     if skeletons and args.roi is not None:
         path, copied = fetch_test_raw(
             args.roi, context=context, url=args.raw_url or J0126_RAW_URL, dataset=args.dataset, out=args.out, jobs=args.jobs,
-            fill_missing=args.fill_missing,
+            fill_missing=args.fill_missing, rois=args.rois,
         )  # fmt: skip
         print(f"{path}: {copied.line()}")
 
@@ -402,6 +402,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--context", type=int, nargs=3, default=None, metavar=("Z", "Y", "X"), help="context in nm instead of the network's")
     p.add_argument("--raw-url", default=None, help="the zebrafinch test raw (default: the authors' precomputed volume on Google Cloud Storage)")
     p.add_argument("--fill-missing", action="store_true", help="read raw chunks the volume does not have as zeros")
+    p.add_argument("--rois", type=Path, default=None, help="zebrafinch: a ROI registry instead of 03_predict/configs/rois/zebrafinch.json")
     p.add_argument("--out", type=Path, default=None, help="data folder (default: 01_data/)")
     _add_transfer_args(p)
 

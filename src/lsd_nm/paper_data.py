@@ -507,6 +507,7 @@ def fetch_test_raw(
     jobs: int = DEFAULT_JOBS,
     fill_missing: bool = False,
     retries: int = 3,
+    rois: Path | None = None,
 ):
     """Copy the test raw of a ROI (grown by ``context``) from the precomputed volume into a zarr.
 
@@ -522,6 +523,7 @@ def fetch_test_raw(
         jobs: chunks fetched in parallel.
         fill_missing: read chunks the volume does not have as zeros instead of failing.
         retries: HTTP retries per request.
+        rois: a ROI registry instead of ``03_predict/configs/rois/<dataset>.json``.
 
     Returns:
         The zarr path and a :class:`~lsd_nm.precomputed.CopySummary`.
@@ -530,7 +532,7 @@ def fetch_test_raw(
     if (roi is None) == (roi_offset is None or roi_shape is None):
         raise ConfigError("give either a ROI name or both roi_offset and roi_shape")
     if roi is not None:
-        entry = get_roi(roi, dataset)
+        entry = get_roi(roi, dataset, rois)
         roi_offset, roi_shape, name = entry.roi_offset, entry.roi_shape, roi
     else:
         name = "_".join(map(str, roi_offset)) + "_" + "_".join(map(str, roi_shape))
