@@ -272,3 +272,23 @@ def test_make_fetch_test_data_with_a_roi_copies_its_raw_with_context(paper_bucke
         assert error(done) == "error: unknown ROI 'huge' of dataset 'zebrafinch' (expected one of: tiny)"
     finally:
         server.close()
+
+
+def test_the_papers_numbers_are_complete_and_consistent():
+    """03_predict/paper_numbers.csv: every ROI of every zebrafinch network (MALIS has no Benchmark ROI), the unmasked
+    Benchmark ROI, hemi's three and FIB-25's three ROIs for every network, split + merge = sum to the rounding of the
+    sources, a source on every row."""
+    with open(REPO / "03_predict/paper_numbers.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    networks = ["baseline", "long_range", "malis", "mtlsd", "aclsd", "acrlsd", "ffn"]
+    masked = {(r["network"], r["roi"]) for r in rows if r["dataset"] == "zebrafinch" and r["masked"] == "true"}
+    assert masked == {(n, roi) for n in networks for roi in ROIS} - {("malis", "benchmark_roi")}
+    unmasked = {r["network"] for r in rows if r["dataset"] == "zebrafinch" and r["masked"] == "false"}
+    assert unmasked == set(networks) - {"malis"}
+    for dataset, rois in (("hemi", {"12_micron_roi", "17_micron_roi", "22_micron_roi"}), ("fib25", {"full", "roi_1", "roi_2"})):
+        assert {(r["network"], r["roi"]) for r in rows if r["dataset"] == dataset} == {(n, roi) for n in networks for roi in rois}
+    for r in rows:
+        assert r["source"], r
+        if r["voi_split"] and r["voi_merge"]:
+            tolerance = 0.0011 if r["dataset"] == "zebrafinch" else 0.006  # hemi/FIB-25 sums are given to 2 digits
+            assert abs(float(r["voi_split"]) + float(r["voi_merge"]) - float(r["voi_sum"])) <= tolerance, r

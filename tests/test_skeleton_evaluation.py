@@ -254,3 +254,18 @@ def test_crop_skeletons_relabels_and_checks_components():
     with pytest.raises(ConfigError) as e:
         crop_skeletons(bad, begin, end)
     assert str(e.value) == "skeleton edge (1, 21) joins neurons 1 and 2"
+
+
+def test_steps_2_and_3_refuse_fragments_made_elsewhere(tmp_path):
+    from lsd_nm.agglomerate import agglomerate
+    from lsd_nm.fragments import extract_fragments
+
+    cfg = config(tmp_path / "out.zarr", fragments_file=str(tmp_path / "published.zarr"))
+    for step, name in ((extract_fragments, "02_extract_fragments"), (agglomerate, "03_agglomerate")):
+        with pytest.raises(ConfigError) as e:
+            step(cfg)
+        assert str(e.value) == (
+            f"{name} makes out_file's own volumes/fragments and edges: remove fragments_file/fragments_dataset "
+            "(they are for fragments made elsewhere, e.g. the authors' published supervoxels)"
+        )
+    assert not list(tmp_path.iterdir())

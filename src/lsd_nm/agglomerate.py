@@ -171,10 +171,10 @@ def agglomerate(config: RunConfig, overwrite: bool = False, progress: bool = Tru
     """
     import zarr
 
+    config.check_own_fragments("03_agglomerate")
     out_file = config.out_path
     scoring = scoring_function(config.merge_function)
     affs = open_dataset(out_file, AFFS, "affinities")
-    config.check_own_fragments("03_agglomerate")
     fragments = open_dataset(out_file, FRAGMENTS, "fragments (run 02_extract_fragments first)")
     if fragments.voxel_size != affs.voxel_size or fragments.roi != affs.roi:
         raise ConfigError(f"fragments {fragments.roi} and affinities {affs.roi} do not cover the same voxels")
