@@ -291,8 +291,10 @@ def write_markdown(path: Path, dataset: str, network: str, source: str, rule: st
         f"* Fragments and region graph: {source}.",
         f"* Threshold: {rule}.",
         "* VOI in bits (on skeleton nodes for zebrafinch, on voxels for hemi and FIB-25); ERL in nm; Δ = ours − paper.",
-        f"* The paper's numbers: [{PAPER_NUMBERS.relative_to(REPO_ROOT)}](../{PAPER_NUMBERS.relative_to(REPO_ROOT)}) "
-        "(source per row; the authors' bioRxiv-era data, the journal's tables may differ slightly).",
+        (
+            f"* The paper's numbers: [{PAPER_NUMBERS.relative_to(REPO_ROOT)}](../{PAPER_NUMBERS.relative_to(REPO_ROOT)}) "
+            "(source per row; the authors' bioRxiv-era data, the journal's tables may differ slightly)."
+        ),
         "",
         "| ROI | mask | threshold (ours / paper) | VOI split | VOI merge | VOI sum (ours / paper / Δ) | ERL (ours / paper / Δ) | nERL (ours / paper) | min-cut splits + merges (ours / paper) |",
         "|---|---|---|---|---|---|---|---|---|",
@@ -412,7 +414,8 @@ def reproduce(
         load_rois(dataset, rois)  # a bad registry fails first
     paper = load_paper_numbers(dataset, network)
     if not paper:
-        networks = sorted({r["network"] for r in csv.DictReader(open(PAPER_NUMBERS, newline="")) if r["dataset"] == dataset})
+        with open(PAPER_NUMBERS, newline="") as f:
+            networks = sorted({r["network"] for r in csv.DictReader(f) if r["dataset"] == dataset})
         raise ConfigError(f"the paper has no {dataset} numbers for network '{network}' (it has: {', '.join(networks)})")
     if configs:
         name = name or f"{dataset}_{network}_{Path(configs[0]).stem}"
