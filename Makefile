@@ -19,6 +19,7 @@ ITERATION ?= latest
 CONFIG ?= 03_predict/configs/synthetic.json
 DATA ?= $(ROOT)/01_data/funke/$(DATASET)/training/$(firstword $(VOLUMES))
 VOLUMES ?=
+ROI ?=
 ALL ?=
 ARGS ?=
 DEMO_NETWORKS ?=
@@ -49,10 +50,12 @@ export TF_CPP_MIN_LOG_LEVEL ?= 2
 NETWORK_DIR = $(ROOT)/02_train/$(DATASET)/$(NETWORK)
 
 .PHONY: help setup test demo synthetic fetch-data masks view fetch-checkpoint container mknet train view-batch \
-        predict-scan predict segment evaluate clean-data clean import-checkpoint images
+        predict-scan predict segment evaluate clean-data clean import-checkpoint images fetch-test-data fetch-published \
+        reproduce
 
 help: ## list every target with one line each
 	@echo "usage: make TARGET [DATASET=synthetic|zebrafinch|fib25|hemi] [NETWORK=baseline|lsd|mtlsd|aclsd|acrlsd|long_range|malis]"
+	@echo "                   [ROI=11_micron_roi|…]"
 	@echo "                   [ITERATION=N] [CONFIG=03_predict/configs/X.json] [CONTAINER=image.sif [CONTAINER_MODE=run]]"
 	@echo
 	@grep -hE '^[a-z][a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/^([^:]+):[^#]*## (.*)/  \1\t\2/' | expand -t 20
@@ -100,6 +103,12 @@ masks: $(ENV_READY) ## write volumes/labels/labels_mask into every fetched or sy
 view: $(ENV_READY) ## neuroglancer viewer of one volume (DATA=path.zarr)
 	$(call script,01_data/view_data.py,$(DATA) $(ARGS))
 
+fetch-test-data: $(ENV_READY) ## the paper's test data: zebrafinch skeletons + neuropil mask (ROI=… adds its raw), hemi/fib25 labels (DATASET=… [ROI=…])
+	$(call script,01_data/fetch_test_data.py,--dataset $(DATASET) $(if $(ROI),--roi $(ROI) --network $(NETWORK)) $(ARGS))
+
+fetch-published: $(ENV_READY) ## the authors' supervoxels and region graphs of a network (DATASET=… NETWORK=…)
+	$(call script,01_data/fetch_published.py,--dataset $(DATASET) --network $(NETWORK) $(ARGS))
+
 fetch-checkpoint: $(ENV_READY) ## download the published checkpoints (DATASET=… NETWORK=…)
 	$(call script,01_data/fetch_checkpoint.py,--dataset $(DATASET) --network $(NETWORK) $(ARGS))
 
@@ -128,6 +137,9 @@ segment: $(ENV_READY) ## predict, fragments, agglomerate, segments, evaluate, re
 
 evaluate: $(ENV_READY) ## evaluate segmentations against labels and skeletons (CONFIG=…)
 	$(call script,03_predict/06_evaluate.py,$(CONFIG) $(ARGS))
+
+reproduce: $(ENV_READY) ## the paper's tables for a network → reproduce/<dataset>_<network>.{csv,md,png} (DATASET=… NETWORK=…)
+	$(call script,03_predict/07_reproduce.py,--dataset $(DATASET) --network $(NETWORK) $(ARGS))
 
 # ---- cleaning (never deletes checkpoints) --------------------------------------------------------------------------
 clean-data: ## delete generated synthetic volumes (fetched data and checkpoints stay)

@@ -1,8 +1,7 @@
 """A real HTTP server on loopback serving a small neuroglancer precomputed volume, for the fetch tests.
 
 * :func:`write_precomputed` encodes an (x, y, z) array into the format's objects (``info`` + chunks, ``raw`` or
-  ``jpeg``), written here by hand from the format's description: the code under test must read what neuroglancer
-  reads, not what it writes itself.
+  ``jpeg``, sharded or not) with TensorStore, the library the code under test reads them with.
 * :class:`StaticServer` (``http.server`` in a thread, HTTP/1.1 keep-alive) serves a dict of objects, optionally with
   ``Content-Encoding: gzip``; it counts the GETs per path, can fail every request after the first ``fail_after``
   chunk requests (503) and can answer chunk requests slowly (``delay``), to interrupt a fetch half way.
@@ -11,25 +10,16 @@
 from __future__ import annotations
 
 import gzip
-import io
-import json
+import re
+import socket
+import tempfile
 import threading
 import time
 from collections import Counter
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 import numpy as np
-
-
-def jpeg_bytes(chunk_xyz: np.ndarray) -> bytes:
-    """One uint8 chunk (x, y, z) as a JPEG whose rows, concatenated, are the voxels x fastest (neuroglancer's layout)."""
-    from PIL import Image
-
-    x, y, z = chunk_xyz.shape
-    pixels = np.ascontiguousarray(chunk_xyz.transpose(2, 1, 0)).reshape(z * y, x)  # row = one x line
-    buffer = io.BytesIO()
-    Image.fromarray(pixels, mode="L").save(buffer, format="JPEG", quality=100, subsampling=0)
-    return buffer.getvalue()
 
 
 def write_precomputed(
@@ -40,39 +30,38 @@ def write_precomputed(
     encoding: str = "raw",
     key: str = "9_9_20",
     extra_scale: bool = True,
+    sharding: dict | None = None,
 ) -> dict[str, bytes]:
-    """The objects of a one-channel precomputed volume holding ``data_xyz`` (x, y, z): path → bytes.
+    """The objects of a one-channel precomputed volume holding ``data_xyz`` (x, y, z), written by TensorStore (the
+    reader under test is TensorStore too; the objects are what neuroglancer reads): path → bytes.
 
     With ``extra_scale``, a second (2×-downsampled, empty) scale is listed in ``info`` first, so that picking the
-    scale by voxel size is exercised.
+    scale by voxel size is exercised. ``jpeg`` is written at quality 100; ``sharding`` is a neuroglancer sharding
+    spec (``neuroglancer_uint64_sharded_v1``).
     """
-    size = data_xyz.shape
-    scale = {
-        "key": key,
-        "size": list(size),
-        "resolution": list(resolution),
-        "voxel_offset": list(voxel_offset),
-        "chunk_sizes": [list(chunk_size)],
-        "encoding": encoding,
-    }
-    scales = [scale]
-    if extra_scale:
-        coarse = dict(scale, key="coarse", resolution=[2 * r for r in resolution], size=[max(1, s // 2) for s in size])
-        scales = [coarse, scale]
-    info = {"@type": "neuroglancer_multiscale_volume", "type": "image", "data_type": data_xyz.dtype.name, "num_channels": 1, "scales": scales}
-    objects = {"info": json.dumps(info).encode()}
-    for cx in range(0, size[0], chunk_size[0]):
-        for cy in range(0, size[1], chunk_size[1]):
-            for cz in range(0, size[2], chunk_size[2]):
-                ex, ey, ez = (min(c + n, s) for c, n, s in zip((cx, cy, cz), chunk_size, size))
-                chunk = data_xyz[cx:ex, cy:ey, cz:ez]
-                ox, oy, oz = voxel_offset
-                name = f"{key}/{cx + ox}-{ex + ox}_{cy + oy}-{ey + oy}_{cz + oz}-{ez + oz}"
-                if encoding == "raw":
-                    objects[name] = chunk.astype(chunk.dtype.newbyteorder("<")).tobytes(order="F")
-                else:
-                    objects[name] = jpeg_bytes(chunk)
-    return objects
+    import tensorstore as ts
+
+    size = [int(n) for n in data_xyz.shape]
+    multiscale = {"data_type": data_xyz.dtype.name, "num_channels": 1, "type": "image"}
+    with tempfile.TemporaryDirectory() as folder:
+        kvstore = {"driver": "file", "path": folder + "/"}
+
+        def create(scale_key, scale_resolution, scale_size, **more):
+            scale = {
+                "key": scale_key, "size": scale_size, "resolution": list(scale_resolution),
+                "voxel_offset": list(voxel_offset), "chunk_size": list(chunk_size), "encoding": encoding, **more,
+            }  # fmt: skip
+            if encoding == "jpeg":
+                scale["jpeg_quality"] = 100
+            spec = {"driver": "neuroglancer_precomputed", "kvstore": kvstore, "scale_metadata": scale, "multiscale_metadata": multiscale}
+            return ts.open(spec, create=True).result()
+
+        if extra_scale:
+            create("coarse", [2 * r for r in resolution], [max(1, n // 2) for n in size])
+        store = create(key, resolution, size, **({"sharding": sharding} if sharding else {}))
+        store[..., 0].write(data_xyz).result()
+        root = Path(folder)
+        return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
 
 
 class StaticServer:
@@ -94,6 +83,7 @@ class StaticServer:
         """Seconds each chunk request waits before it is answered (to kill a fetch half way)."""
         self._chunk_gets = 0
         self._lock = threading.Lock()
+        self._connections: set[socket.socket] = set()
         server = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -101,6 +91,16 @@ class StaticServer:
 
             def log_message(self, *args):  # keep test output clean
                 pass
+
+            def setup(self):
+                super().setup()
+                with server._lock:
+                    server._connections.add(self.connection)
+
+            def finish(self):
+                with server._lock:
+                    server._connections.discard(self.connection)
+                super().finish()
 
             def do_GET(self):
                 path = self.path.split("?", 1)[0].lstrip("/")
@@ -120,7 +120,13 @@ class StaticServer:
                     self._send(404, b"not found")
                     return
                 body = server.objects[relative]
-                if server.gzip_paths == "*" or relative in server.gzip_paths:
+                ranged = re.fullmatch(r"bytes=(\d+)-(\d*)", self.headers.get("Range", ""))
+                if ranged:  # a byte range (sharded volumes read their shard indices so), sent as is
+                    first = int(ranged[1])
+                    last = int(ranged[2]) if ranged[2] else len(body) - 1
+                    headers = {"Content-Range": f"bytes {first}-{last}/{len(body)}"}
+                    self._send(206, body[first : last + 1], headers)
+                elif server.gzip_paths == "*" or relative in server.gzip_paths:
                     self._send(200, gzip.compress(body), {"Content-Encoding": "gzip"})
                 else:
                     self._send(200, body)
@@ -144,5 +150,12 @@ class StaticServer:
         return Counter({k: v for k, v in self.gets.items() if k != "info"})
 
     def close(self) -> None:
+        """Stop serving, and end the kept-alive connections too (a client that pools them would still be served)."""
         self._server.shutdown()
         self._server.server_close()
+        with self._lock:
+            for connection in list(self._connections):
+                try:
+                    connection.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass

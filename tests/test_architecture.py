@@ -21,7 +21,7 @@ LAYERS = {
         "masks", "tf1", "train", "predict", "view_batch", "predict_blockwise", "fragments", "agglomerate", "segments",
         "evaluate", "paper_data",
     },
-    "drivers": {"segment", "demo"},
+    "drivers": {"segment", "demo", "reproduce"},
     "cli": {"cli", "__main__"},
 }  # fmt: skip
 ORDER = list(LAYERS)

@@ -14,6 +14,8 @@ SCRIPTS = {
     "01_data/create_masks.py": "create-masks",
     "01_data/fetch_checkpoint.py": "fetch-checkpoint",
     "01_data/fetch_data.py": "fetch-data",
+    "01_data/fetch_published.py": "fetch-published",
+    "01_data/fetch_test_data.py": "fetch-test-data",
     "01_data/make_synthetic.py": "synthetic",
     "01_data/view_data.py": "view",
     "03_predict/01_predict_blockwise.py": "predict",
@@ -22,6 +24,7 @@ SCRIPTS = {
     "03_predict/04_find_segments.py": "find-segments",
     "03_predict/05_extract_segmentation.py": "extract-segmentation",
     "03_predict/06_evaluate.py": "evaluate",
+    "03_predict/07_reproduce.py": "reproduce",
     "03_predict/segment.py": "segment",
     **{f"02_train/synthetic/mtlsd/{name}.py": name.replace("_", "-") for name in ("mknet", "train", "predict_scan", "predict", "view_batch")},
 }  # fmt: skip

@@ -53,7 +53,8 @@ def test_network_steps_run_inside_the_network_folder(tmp_path):
 def test_help_lists_every_step():
     out = subprocess.run(["make", "-C", str(REPO), "help"], capture_output=True, text=True, check=True).stdout
     for target in ("setup", "test", "demo", "synthetic", "fetch-data", "masks", "view", "fetch-checkpoint", "container",
-                   "mknet", "train", "view-batch", "predict-scan", "predict", "segment", "evaluate", "clean-data"):
+                   "mknet", "train", "view-batch", "predict-scan", "predict", "segment", "evaluate", "clean-data", "fetch-test-data",
+                   "fetch-published", "reproduce"):
         assert f"\n  {target} " in out, target
 
 

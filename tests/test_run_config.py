@@ -47,8 +47,30 @@ def test_readme_documents_every_key_and_the_example_validates():
     readme = (REPO / "03_predict/README.md").read_text()
     for name in RunConfig.model_fields:
         assert f"| `{name}` |" in readme, name
-    for path in (REPO / "03_predict/configs").glob("*.json"):
+    configs = REPO / "03_predict/configs"
+    paths = [p for p in configs.rglob("*.json") if p.parent != configs / "rois"]  # rois/: the ROI registries
+    assert len(paths) >= 2 + 11
+    for path in paths:
         load_run_config(path)
+
+
+def test_the_zebrafinch_roi_configs_are_the_registrys_rois():
+    """One run config per ROI of the paper (the 10 nested cubes and the Benchmark ROI), with that ROI's region, the
+    raw `make fetch-test-data ROI=<name>` writes, and the skeletons' per-ROI mask and components of that ROI."""
+    from lsd_nm.paper_data import raw_path
+    from lsd_nm.rois import load_rois
+
+    rois = load_rois("zebrafinch").rois
+    folder = REPO / "03_predict/configs/zebrafinch"
+    assert sorted(p.stem for p in folder.glob("*.json")) == sorted(rois)
+    for name, roi in rois.items():
+        config = load_run_config(folder / f"{name}.json")
+        assert (config.roi_offset, config.roi_shape) == (roi.roi_offset, roi.roi_shape), name
+        assert config.path(config.raw_file) == raw_path(name, REPO / "01_data")
+        assert (config.skeleton_roi, config.skeleton_masked) == (name, True)
+        assert config.out_file == f"03_predict/out/zebrafinch_mtlsd_{name}.zarr"
+    benchmark = load_run_config(folder / "benchmark_roi.json")
+    assert load_run_config(REPO / "03_predict/configs/zebrafinch.json") == benchmark
 
 
 def test_the_zebrafinch_config_is_the_papers_benchmark_roi():

@@ -171,6 +171,7 @@ def agglomerate(config: RunConfig, overwrite: bool = False, progress: bool = Tru
     """
     import zarr
 
+    config.check_own_fragments("03_agglomerate")
     out_file = config.out_path
     scoring = scoring_function(config.merge_function)
     affs = open_dataset(out_file, AFFS, "affinities")

@@ -119,6 +119,47 @@ def _fetch_data(args: argparse.Namespace) -> None:
     _print_transfer(*fetch_data(args.dataset, args.volume, args.all, args.bucket, args.endpoint_url, args.out, args.jobs))
 
 
+def _fetch_test_data(args: argparse.Namespace) -> None:
+    from .paper_data import (
+        J0126_RAW_URL, SKELETON_DATASETS, fetch_test_raw, fetch_test_skeletons, fetch_test_volumes, network_context,
+    )  # fmt: skip
+    from .rois import get_roi
+
+    skeletons = args.dataset in SKELETON_DATASETS
+    if skeletons and args.roi is not None:
+        get_roi(args.roi, args.dataset, args.rois)  # a bad name fails before anything is fetched
+        context = tuple(args.context) if args.context else network_context(args.dataset, args.network)
+    transfer = dict(bucket=args.bucket, endpoint_url=args.endpoint_url, out=args.out, jobs=args.jobs)
+    if skeletons:
+        paths, summary, conversions = fetch_test_skeletons(args.dataset, **transfer)
+        for path, conversion in zip(paths, conversions):
+            print(f"{path}: {conversion.line()}")
+        print(summary.line())
+    container, datasets, summary = fetch_test_volumes(args.dataset, None if skeletons else args.roi, **transfer)
+    for name in datasets:
+        print(container / name)
+    print(summary.line())
+    if skeletons and args.roi is not None:
+        path, copied = fetch_test_raw(
+            args.roi, context=context, url=args.raw_url or J0126_RAW_URL, dataset=args.dataset, out=args.out, jobs=args.jobs,
+            fill_missing=args.fill_missing, rois=args.rois,
+        )  # fmt: skip
+        print(f"{path}: {copied.line()}")
+
+
+def _fetch_published(args: argparse.Namespace) -> None:
+    from .paper_data import fetch_published_runs
+
+    results, manifest = fetch_published_runs(
+        args.dataset, args.network, run=args.run, merge_function=args.merge_function, skeletons=args.skeletons,
+        all_supervoxels=args.all_supervoxels, supervoxels_dataset=args.supervoxels_dataset, bucket=args.bucket,
+        endpoint_url=args.endpoint_url, out=args.out, jobs=args.jobs,
+    )  # fmt: skip
+    for result in results:
+        print(result.line())
+    print(f"wrote {manifest}")
+
+
 def _images(args: argparse.Namespace) -> None:
     from .s3 import download_images
 
@@ -284,6 +325,7 @@ def _print_evaluation(result: dict) -> None:
             if best is not None and k in best]  # fmt: skip
     summary = ", ".join(f"{k} {best[k]:.4g}" for k in keys) if best else "no threshold scored"
     print(f"best: {summary}")
+    print(f"rule: {result['rule']}")
     print(f"wrote {result['csv']}, {result['json']}, {result['png']}")
 
 
@@ -304,6 +346,23 @@ def _segment(args: argparse.Namespace) -> None:
     if evaluation is not None:
         _print_evaluation(evaluation)
     print(f"outputs: {config.out_path} (volumes, LUTs, region graph {config.db_location})")
+
+
+def _reproduce(args: argparse.Namespace) -> None:
+    from .reproduce import reproduce
+
+    result = reproduce(
+        args.dataset, args.network, configs=args.config, name=args.name, thresholds=tuple(args.thresholds),
+        min_cut=args.min_cut, rois=args.rois, data_dir=args.data_dir, out_dir=args.out, progress=args.progress,
+    )  # fmt: skip
+    for row in result["rows"]:
+        mask = "masked" if row.masked else "unmasked"
+        if row.status != "ok":
+            print(f"{row.roi} {mask}: not computed: {row.status}")
+            continue
+        paper = row.paper.get("voi_sum") or "–"
+        print(f"{row.roi} {mask}: threshold {row.ours.get('threshold')}, VOI sum {row.ours['voi_sum']:.3f} (paper {paper})")
+    print(f"wrote {result['csv']}, {result['md']}, {result['png']}")
 
 
 # ---- the whole pipeline ----------------------------------------------------------------------------------------------
@@ -356,6 +415,34 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dataset", required=True, help="zebrafinch, fib25 or hemi")
     p.add_argument("--volume", action="append", default=[], help="a volume to fetch (repeatable; default: the first)")
     p.add_argument("--all", action="store_true", help="fetch every volume of the dataset")
+    p.add_argument("--out", type=Path, default=None, help="data folder (default: 01_data/)")
+    _add_transfer_args(p)
+
+    p = command("fetch-test-data", _fetch_test_data,
+                "download the paper's test data: skeletons and neuropil mask (zebrafinch), labels and masks (hemi, fib25) (make fetch-test-data)")  # fmt: skip
+    p.add_argument("--dataset", required=True, help="zebrafinch, hemi or fib25")
+    p.add_argument("--roi", default=None,
+                   help="zebrafinch: also the test raw of this ROI of 03_predict/configs/rois/zebrafinch.json, with the "
+                   "network's context; hemi (roi_1 … roi_3), fib25 (full, roi_1, roi_2): only this ROI")  # fmt: skip
+    p.add_argument("--network", default="mtlsd", help="whose context the raw gets (default: mtlsd; acrlsd/aclsd need twice as much)")
+    p.add_argument("--context", type=int, nargs=3, default=None, metavar=("Z", "Y", "X"), help="context in nm instead of the network's")
+    p.add_argument("--raw-url", default=None, help="the zebrafinch test raw (default: the authors' precomputed volume on Google Cloud Storage)")
+    p.add_argument("--fill-missing", action="store_true", help="read raw chunks the volume does not have as zeros")
+    p.add_argument("--rois", type=Path, default=None, help="zebrafinch: a ROI registry instead of 03_predict/configs/rois/zebrafinch.json")
+    p.add_argument("--out", type=Path, default=None, help="data folder (default: 01_data/)")
+    _add_transfer_args(p)
+
+    p = command("fetch-published", _fetch_published,
+                "download the authors' supervoxels and region graphs of a network, as our fragments and region graph (make fetch-published)")  # fmt: skip
+    p.add_argument("--dataset", required=True, help="zebrafinch, hemi or fib25")
+    p.add_argument("--network", required=True, help="the network's folder in the bucket, e.g. mtlsd, acrlsd, long_range (case, _ and - ignored)")
+    p.add_argument("--run", default=None, help="one run of the network (default: all; hemi has one per ROI)")
+    p.add_argument("--merge-function", default="hist_quant_75", help="the edges file edges_<merge function>.bson (default: hist_quant_75)")
+    p.add_argument("--skeletons", type=Path, action="append", default=None,
+                   help="fetch only the supervoxel chunks under these skeletons' nodes (repeatable; zebrafinch default: "
+                   "the fetched validation and test skeletons)")  # fmt: skip
+    p.add_argument("--all-supervoxels", action="store_true", help="fetch every supervoxel chunk (zebrafinch: 4.78·10¹¹ voxels)")
+    p.add_argument("--supervoxels-dataset", default=None, help="the supervoxel array below data.zarr/ (default: found by listing)")
     p.add_argument("--out", type=Path, default=None, help="data folder (default: 01_data/)")
     _add_transfer_args(p)
 
@@ -430,6 +517,20 @@ def build_parser() -> argparse.ArgumentParser:
     for name, func, help in steps:
         _add_run_config_args(command(name, func, help))
     _add_run_config_args(command("evaluate", _evaluate, "step 6: VOI, ARAND and ERL of a run over its merge thresholds"), overwrite=False)
+    p = command("reproduce", _reproduce,
+                "the paper's tables for a network: every ROI scored, our numbers beside the paper's (make reproduce)")  # fmt: skip
+    p.add_argument("--dataset", required=True, help="zebrafinch, hemi or fib25")
+    p.add_argument("--network", required=True, help="baseline, long_range, malis, mtlsd, aclsd or acrlsd (the paper's rows)")
+    p.add_argument("--config", type=Path, action="append", default=[],
+                   help="score this run of ours instead of the authors' published results (repeatable)")  # fmt: skip
+    p.add_argument("--name", default=None, help="the report's name (default: <dataset>_<network>)")
+    p.add_argument("--thresholds", type=float, nargs=3, default=(0.0, 1.0, 0.02), metavar=("MIN", "MAX", "STEP"),
+                   help="the sweep on the published region graphs (default: 0 1 0.02)")  # fmt: skip
+    p.add_argument("--min-cut", action="store_true", help="also the min-cut metric on the masked ROIs up to 16,000 µm³")
+    p.add_argument("--rois", type=Path, default=None, help="zebrafinch: a ROI registry instead of 03_predict/configs/rois/zebrafinch.json")
+    p.add_argument("--data-dir", type=Path, default=None, help="data folder (default: 01_data/)")
+    p.add_argument("--out", type=Path, default=REPO_ROOT / "reproduce", help="report folder (default: reproduce/)")
+    p.add_argument("--progress", action="store_true", help="progress bars")
     p = command("segment", _segment, "steps 1–6 in order, each resuming its finished work (make segment)")
     _add_run_config_args(p)
     p.add_argument("--start", type=int, default=1, choices=range(1, len(STEPS) + 1), metavar="N",

@@ -241,3 +241,56 @@ def read_padded(array, volume: Volume, roi: Roi) -> np.ndarray:
     dst = tuple(slice((b - o) // v, (e - o) // v) for b, e, o, v in zip(inside.begin, inside.end, roi.begin, vs))
     out[(Ellipsis, *dst)] = read_checked(array, (Ellipsis, *src), volume.path)
     return out
+
+
+def read_at_positions(volume: Volume, positions) -> np.ndarray:
+    """The values of a 3-D dataset at world positions: position p (nm, zyx) lies in voxel ⌊(p − offset) / voxel size⌋.
+
+    Only the chunks that hold a position are read (zarr's coordinate selection), so skeleton nodes can be looked up
+    in a volume far larger than memory, or in one of which only those chunks were fetched.
+
+    Args:
+        volume: the dataset (3-D).
+        positions: (N, 3) positions, zyx in nm, offset included.
+
+    Returns:
+        (N,) values in the dataset's dtype; 0 for positions outside it.
+    """
+    array = volume.open("r")
+    if array.ndim != 3:
+        raise ConfigError(f"'{volume.path}': expected a 3-D dataset, got shape {tuple(array.shape)}")
+    positions = np.asarray(positions, dtype=np.float64).reshape(-1, 3)
+    index = np.floor((positions - np.asarray(volume.roi.offset, np.float64)) / np.asarray(volume.voxel_size, np.float64))
+    index = index.astype(np.int64)
+    inside = np.all((index >= 0) & (index < np.asarray(array.shape)), axis=1)
+    out = np.zeros(len(positions), dtype=array.dtype)
+    if inside.any():
+        out[inside] = array.get_coordinate_selection(tuple(index[inside].T))
+    return out
+
+
+def read_on_grid(volume: Volume, roi: Roi, voxel_size) -> np.ndarray:
+    """A dataset resampled onto another voxel grid: for each voxel of ``roi`` (nm) on ``voxel_size``, the value at
+    its first corner (nearest-lower voxel of ``volume``); 0 outside the dataset. For masks at another resolution.
+
+    Args:
+        volume: the dataset (3-D).
+        roi: the region, on the ``voxel_size`` grid.
+        voxel_size: the target voxel size (nm, zyx).
+    """
+    array = volume.open("r")
+    if array.ndim != 3:
+        raise ConfigError(f"'{volume.path}': expected a 3-D dataset, got shape {tuple(array.shape)}")
+    axes = []
+    for b, e, v, o, s, n in zip(roi.begin, roi.end, voxel_size, volume.roi.offset, volume.voxel_size, array.shape):
+        index = (np.arange(b, e, v, dtype=np.int64) - o) // s
+        axes.append((index, (index >= 0) & (index < n)))
+    out = np.zeros(tuple(len(i) for i, _ in axes), dtype=array.dtype)
+    if not all(ok.any() for _, ok in axes):
+        return out
+    lo = [int(i[ok].min()) for i, ok in axes]
+    hi = [int(i[ok].max()) + 1 for i, ok in axes]
+    box = array[tuple(slice(a, b) for a, b in zip(lo, hi))]
+    picked = box[np.ix_(*[(i[ok] - a) for (i, ok), a in zip(axes, lo)])]
+    out[np.ix_(*[ok for _, ok in axes])] = picked
+    return out

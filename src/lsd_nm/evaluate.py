@@ -17,10 +17,10 @@ from funlib.geometry import Roi
 
 from .blockwise import processing_roi
 from .config import ConfigError
-from .data import FRAGMENTS, Volume, atomic_path, open_dataset, read_checked, voxel_slices, write_text
+from .data import Volume, atomic_path, open_dataset, read_at_positions, read_checked, read_on_grid, voxel_slices, write_text
 from .graph import check_reachable, graph_exists, open_graph, read_edges
 from .luts import all_thresholds, load_lut
-from .metrics import best_row, min_cut_metric, sample_segments, sweep_thresholds
+from .metrics import best_row, min_cut_metric, sweep_thresholds
 from .run_config import RunConfig
 from .skeletons import crop_skeletons, read_skeletons
 
@@ -37,7 +37,9 @@ def _plain(value):
     return value
 
 
-def write_scores(rows: Sequence[Mapping[str, float]], out_dir: Path, name: str = "scores") -> tuple[Path, Path]:
+def write_scores(
+    rows: Sequence[Mapping[str, float]], out_dir: Path, name: str = "scores", extra: Mapping[str, object] | None = None
+) -> tuple[Path, Path]:
     """Write ``<name>.csv`` and ``<name>.json`` (default ``scores.csv`` / ``scores.json``), atomically.
 
     The CSV has one line per row, columns ``threshold, voi_split, voi_merge, voi_sum, arand, erl, normalized_erl``
@@ -49,6 +51,7 @@ def write_scores(rows: Sequence[Mapping[str, float]], out_dir: Path, name: str =
         rows: One dict per threshold.
         out_dir: The folder to write into (created if missing), e.g. beside ``out_file``.
         name: The file stem.
+        extra: More keys of the JSON (e.g. ``threshold_rule``), after ``rows`` and ``best``.
 
     Returns:
         ``(csv path, json path)``.
@@ -68,7 +71,7 @@ def write_scores(rows: Sequence[Mapping[str, float]], out_dir: Path, name: str =
         writer = csv.DictWriter(f, fieldnames=columns, restval="", lineterminator="\n")
         writer.writeheader()
         writer.writerows({k: ("" if v is None else v) for k, v in r.items()} for r in rows)
-    write_text(json_path, json.dumps({"rows": rows, "best": best_row(rows)}, indent=2) + "\n")
+    write_text(json_path, json.dumps({"rows": rows, "best": best_row(rows), **(extra or {})}, indent=2) + "\n")
     return csv_path, json_path
 
 
@@ -126,6 +129,97 @@ def scores_paths(out_file: Path) -> tuple[Path, Path, Path]:
     )
 
 
+def run_scores_paths(config: RunConfig) -> tuple[Path, Path, Path]:
+    """Where step 6 writes for this config: :func:`scores_paths` of out_file, or ``<scores_stem>.scores.csv``,
+    ``.scores.json`` and ``.voi_vs_threshold.png`` when the config sets ``scores_stem``."""
+    if config.scores_stem is None:
+        return scores_paths(config.out_path)
+    stem = config.path(config.scores_stem)
+    return tuple(stem.with_name(stem.name + suffix) for suffix in (".scores.csv", ".scores.json", ".voi_vs_threshold.png"))  # type: ignore[return-value]
+
+
+def fixed_threshold(config: RunConfig) -> tuple[float, str]:
+    """The threshold ``threshold_from`` fixes (the best row of another evaluation's scores.json) and the rule, in
+    words, for the report.
+
+    Raises:
+        ConfigError: the file is missing, not JSON, or has no best threshold.
+    """
+    path = config.path(config.threshold_from)
+    if not path.is_file():
+        raise ConfigError(f"threshold_from '{path}' does not exist (evaluate the validation run first)")
+    try:
+        best = json.loads(path.read_text()).get("best")
+    except (json.JSONDecodeError, UnicodeDecodeError, AttributeError) as e:
+        raise ConfigError(f"threshold_from '{path}': not a scores.json of 06_evaluate ({type(e).__name__})") from None
+    if not isinstance(best, dict) or not isinstance(best.get("threshold"), int | float):
+        raise ConfigError(f"threshold_from '{path}': it has no best threshold (a scores.json of 06_evaluate has 'best')")
+    threshold = round(float(best["threshold"]), 10)
+    return threshold, f"threshold {threshold} fixed by {path} (the lowest VOI sum there), not chosen on these scores"
+
+
+def _ignore_labels(truth: np.ndarray, ignore: Sequence[int], mask: np.ndarray | None) -> np.ndarray:
+    """Ground truth with the ignored labels and everything outside the mask set to 0 (which rand_voi skips)."""
+    if not ignore and mask is None:
+        return truth
+    truth = np.array(truth)
+    if ignore:
+        truth[np.isin(truth, np.asarray(ignore, dtype=truth.dtype))] = 0
+    if mask is not None:
+        truth[mask == 0] = 0
+    return truth
+
+
+def _eval_mask(config: RunConfig) -> Volume | None:
+    if config.eval_mask_file is None:
+        return None
+    return open_dataset(config.path(config.eval_mask_file), config.eval_mask_dataset, "eval_mask")
+
+
+def evaluation_skeletons(config: RunConfig, roi) -> dict[str, np.ndarray]:
+    """The skeleton pieces step 6 scores in ``roi`` (:func:`lsd_nm.skeletons.crop_skeletons`): cropped, masked when
+    ``skeleton_masked`` (the file's ``masked_<skeleton_roi>_masked``, else ``eval_mask`` at the nodes), relabelled to
+    the file's ``component_id_<key>`` for this ROI where it has one, else to connected components.
+
+    Raises:
+        ConfigError: missing or unreadable skeletons, no mask for ``skeleton_masked``, components that disagree with
+            the edges, no skeleton edge left in the ROI.
+    """
+    path = config.path(config.gt_skeletons)
+    if not path.is_file():
+        raise ConfigError(f"gt_skeletons '{path}' does not exist")
+    try:
+        skeletons = read_skeletons(path)
+    except (KeyError, ValueError, OSError) as e:
+        raise ConfigError(f"gt_skeletons '{path}': not a skeletons .npz ({type(e).__name__}: {e})") from None
+    key = None
+    if config.skeleton_roi is not None:
+        key = f"{config.skeleton_roi}_masked" if config.skeleton_masked else config.skeleton_roi
+    node_mask = components = None
+    own_mask = key is not None and f"masked_{key}" in skeletons
+    if config.skeleton_masked:
+        if own_mask:
+            node_mask = skeletons[f"masked_{key}"]
+        elif config.eval_mask_file is not None:
+            node_mask = read_at_positions(_eval_mask(config), skeletons["positions"]) != 0
+        else:
+            have = sorted(k for k in skeletons if k.startswith("masked_")) or ["none"]
+            wanted = f"masked_{key}" if key else "a masked_<skeleton_roi>_masked array (set skeleton_roi)"
+            raise ConfigError(
+                f"skeleton_masked: gt_skeletons '{path}' has no {wanted} (it has: {', '.join(have)}) and no "
+                "eval_mask_file/eval_mask_dataset is given"
+            )
+    if key is not None and f"component_id_{key}" in skeletons and (own_mask or not config.skeleton_masked):
+        components = skeletons[f"component_id_{key}"]
+    cropped = crop_skeletons(
+        skeletons, roi.begin, roi.end, node_mask=node_mask, component_ids=components,
+        source=f"gt_skeletons '{path}' component_id_{key}",
+    )  # fmt: skip
+    if len(cropped["edges"]) == 0:
+        raise ConfigError(f"gt_skeletons '{path}': no skeleton edge lies inside the fragments' ROI {roi}")
+    return cropped
+
+
 MIN_CUT_PREFIX = "min_cut_"
 """Prefix of the min-cut keys in a row of scores: ``min_cut_splits_needed``, ``min_cut_merges_needed``,
 ``min_cut_unsplittable`` (the keys of :func:`min_cut_metric`)."""
@@ -166,14 +260,15 @@ def min_cut_scores(
 
 def check_ground_truth(
     config: RunConfig, fragments: Volume
-) -> tuple[Volume, Volume | None, Roi | None, dict[str, np.ndarray] | None]:
+) -> tuple[Volume, Volume | None, Roi | None, dict[str, np.ndarray] | None, Volume | None]:
     """The checks of step 6 that need no fragment ids (``fragments``: the existing ones, or where they will be):
     something to evaluate against, the dense labels on the fragments' grid and overlapping the evaluated region, the
-    skeletons readable with an edge inside it.
+    evaluation mask, the skeletons readable with an edge inside the region, the validation run of ``threshold_from``.
 
     Returns:
-        ``(region, gt, dense_roi, skeletons)``: the evaluated region (a Volume over the fragments), the dense ground
-        truth and its ROI within the region (or None, None), the skeletons cropped to the region (or None).
+        ``(region, gt, dense_roi, skeletons, mask)``: the evaluated region (a Volume over the fragments), the dense
+        ground truth and its ROI within the region (or None, None), the skeletons as scored
+        (:func:`evaluation_skeletons`, or None), the evaluation mask (or None).
 
     Raises:
         ConfigError: the first problem, as one line.
@@ -182,8 +277,11 @@ def check_ground_truth(
         raise ConfigError("nothing to evaluate against: set gt_file and gt_dataset, and/or gt_skeletons")
     if config.min_cut and config.gt_skeletons is None:
         raise ConfigError("min_cut needs gt_skeletons (the min-cut metric separates skeletons)")
+    if config.skeleton_masked and config.gt_skeletons is None:
+        raise ConfigError("skeleton_masked needs gt_skeletons")
     vs = fragments.voxel_size
     region = Volume(fragments.path, processing_roi(config, fragments), vs)
+    mask = _eval_mask(config)
     gt = dense_roi = None
     if config.gt_dataset is not None:
         gt = open_dataset(config.path(config.gt_file), config.gt_dataset, "ground truth")
@@ -198,30 +296,26 @@ def check_ground_truth(
         dense_roi = gt.roi.intersect(region.roi)
         if dense_roi.empty:
             raise ConfigError(f"ground truth {gt.roi} and fragments {region.roi} do not overlap")
-    skeletons = None
-    if config.gt_skeletons is not None:
-        path = config.path(config.gt_skeletons)
-        if not path.is_file():
-            raise ConfigError(f"gt_skeletons '{path}' does not exist")
-        try:
-            skeletons = read_skeletons(path)
-        except (KeyError, ValueError, OSError) as e:
-            raise ConfigError(f"gt_skeletons '{path}': not a skeletons .npz ({type(e).__name__}: {e})") from None
-        skeletons = crop_skeletons(skeletons, region.roi.begin, region.roi.end)
-        if len(skeletons["edges"]) == 0:
-            raise ConfigError(f"gt_skeletons '{path}': no skeleton edge lies inside the fragments' ROI {region.roi}")
-    return region, gt, dense_roi, skeletons
+    skeletons = evaluation_skeletons(config, region.roi) if config.gt_skeletons is not None else None
+    if config.threshold_from is not None:
+        fixed_threshold(config)
+    return region, gt, dense_roi, skeletons, mask
 
 
 def evaluate_run(config: RunConfig, progress: bool = True) -> dict:
     """Score a run at every threshold (sweep and ``extract_thresholds``) without writing segmentations.
 
     The evaluated region is ``roi_offset``/``roi_shape`` if the config gives them (inside the fragments, on their
-    voxel grid), else all the fragments. The fragments of the region are read once; each threshold relabels them in
-    memory through its LUT (written by ``04_find_segments``). Dense metrics use ``gt_file``/``gt_dataset``, both
-    cropped to their common ROI within the region (same voxel size, aligned grids). Skeleton metrics use
-    ``gt_skeletons``: the nodes inside the region, the fragment under each node sampled once and then mapped through
-    each LUT. The best threshold has the lowest VOI sum: dense VOI when there are dense labels, else site VOI.
+    voxel grid), else all the fragments; the fragments are out_file's ``volumes/fragments``, or ``fragments_dataset``
+    of ``fragments_file``. Each threshold relabels them in memory through its LUT (written by ``04_find_segments``).
+    Dense metrics use ``gt_file``/``gt_dataset``, both cropped to their common ROI within the region (same voxel
+    size, aligned grids), with the labels of ``gt_ignore_ids`` and the voxels outside ``eval_mask`` ignored like 0.
+    Skeleton metrics use ``gt_skeletons`` as the paper did (:func:`evaluation_skeletons`): the nodes inside the
+    region (and inside the neuropil mask with ``skeleton_masked``), relabelled into the connected components of
+    their pieces there; only the fragment under each node is read (the chunks that hold nodes, never the whole
+    region), then mapped through each LUT. The best threshold has the lowest VOI sum: dense VOI when there are dense
+    labels, else site VOI. With ``threshold_from`` only the threshold that file's evaluation chose is scored (the
+    paper's validation → test protocol), and scores.json states that rule as ``threshold_rule``.
 
     With ``min_cut`` (and skeletons), the min-cut metric (:func:`min_cut_metric` on the region graph, slow on large
     graphs: the paper computed it only on ROIs up to ~16,000 µm³) is computed **for the best threshold only**: its row
@@ -230,41 +324,52 @@ def evaluate_run(config: RunConfig, progress: bool = True) -> dict:
     these keys, so ``scores.csv`` has the three columns (last) with empty cells in every other row, and in
     ``scores.json`` they appear in the best threshold's row and in ``best``.
 
-    Writes :func:`scores_paths`.
+    Writes :func:`run_scores_paths`.
 
     Args:
-        config: the run config (``out_file``, ``db``, ``merge_function``, ``thresholds``, ``extract_thresholds``,
-            ``roi_offset``/``roi_shape``, ``gt_file``, ``gt_dataset``, ``gt_skeletons``, ``min_cut``).
+        config: the run config (``out_file``, ``fragments_file``/``fragments_dataset``, ``db``, ``merge_function``,
+            ``thresholds``, ``extract_thresholds``, ``threshold_from``, ``roi_offset``/``roi_shape``, ``gt_file``,
+            ``gt_dataset``, ``gt_ignore_ids``, ``eval_mask_file``/``eval_mask_dataset``, ``gt_skeletons``,
+            ``skeleton_roi``, ``skeleton_masked``, ``min_cut``, ``scores_stem``).
         progress: show a progress bar over the thresholds.
 
     Returns:
-        ``{"rows": [...], "best": row, "csv": path, "json": path, "png": path}``.
+        ``{"rows": [...], "best": row, "rule": str, "csv": path, "json": path, "png": path}``.
 
     Raises:
-        ConfigError: nothing to evaluate against, missing fragments/ground truth/skeletons/LUTs/region graph,
+        ConfigError: nothing to evaluate against, missing fragments/ground truth/skeletons/mask/LUTs/region graph,
             mismatched voxel sizes or grids, a ROI outside the fragments, no common ROI — all before anything is
             written.
     """
     from tqdm import tqdm
 
-    out_file = config.out_path
-    fragments = open_dataset(out_file, FRAGMENTS, "fragments (run 02_extract_fragments first)")
+    fragments = open_dataset(config.fragments_path, config.fragments_dataset, "fragments (run 02_extract_fragments first)")
     vs = fragments.voxel_size
-    region, gt, dense_roi, skeletons = check_ground_truth(config, fragments)
-    truth = read_checked(gt.open("r"), voxel_slices(gt, dense_roi), gt.path) if gt is not None else None
+    region, gt, dense_roi, skeletons, mask = check_ground_truth(config, fragments)
+    truth = None
+    if gt is not None:
+        truth = read_checked(gt.open("r"), voxel_slices(gt, dense_roi), gt.path)
+        on_mask = read_on_grid(mask, dense_roi, vs) if mask is not None else None
+        truth = _ignore_labels(truth, config.gt_ignore_ids, on_mask)
     edges = None
-    thresholds = all_thresholds(config)
+    rule = "the threshold with the lowest VOI sum of these scores"
+    extra = None
+    if config.threshold_from is not None:
+        threshold, rule = fixed_threshold(config)
+        thresholds = [threshold]
+        extra = {"threshold_rule": rule}
+    else:
+        thresholds = all_thresholds(config)
     luts = {t: load_lut(config, t) for t in thresholds}  # every LUT must exist before we start
     if config.min_cut:
         edges = _read_region_graph_edges(config)
 
-    volume = read_checked(fragments.open("r"), voxel_slices(fragments, region.roi), fragments.path)
     node_fragments = None
     if skeletons is not None:
-        node_fragments = sample_segments(skeletons["positions"], volume, vs, region.roi.offset)
+        node_fragments = read_at_positions(fragments, skeletons["positions"])
     dense_fragments = None
     if truth is not None:
-        dense_fragments = volume[voxel_slices(region, dense_roi)]
+        dense_fragments = read_checked(fragments.open("r"), voxel_slices(fragments, dense_roi), fragments.path)
     rows = []
     for t in tqdm(thresholds, desc="evaluate", unit="threshold", disable=not progress):
         rows += sweep_thresholds(
@@ -275,7 +380,7 @@ def evaluate_run(config: RunConfig, progress: bool = True) -> dict:
         row = next(r for r in rows if r["threshold"] == best["threshold"])
         row.update(min_cut_scores(edges, luts[best["threshold"]], node_fragments, skeletons))
         best = dict(row)
-    csv_path, json_path, png_path = scores_paths(out_file)
-    write_scores(rows, csv_path.parent, name=csv_path.name.removesuffix(".csv"))
+    csv_path, json_path, png_path = run_scores_paths(config)
+    write_scores(rows, csv_path.parent, name=csv_path.name.removesuffix(".csv"), extra=extra)
     plot_voi(rows, png_path)
-    return {"rows": rows, "best": best, "csv": csv_path, "json": json_path, "png": png_path}
+    return {"rows": rows, "best": best, "rule": rule, "csv": csv_path, "json": json_path, "png": png_path}

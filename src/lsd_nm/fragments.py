@@ -354,6 +354,7 @@ def extract_fragments(config: RunConfig, overwrite: bool = False, progress: bool
     """
     import zarr
 
+    config.check_own_fragments("02_extract_fragments")
     out_file = config.out_path
     affs = open_dataset(out_file, AFFS, "affinities")
     if len(zarr.open_array(affs.path, mode="r").shape) != 4:

@@ -14,7 +14,7 @@ p = n / N. Entropies are in bits (log2): H(a), H(b), H(a,b).
   ``arand`` = 1 − 2PR / (P + R), the adapted Rand error of CREMI/SNEMI computed on raw counts as funlib/waterz do
   (scikit-image counts pairs of distinct voxels instead, Σn² − N; see the tests).
 
-**Skeleton metrics.** Skeletons are arrays as in ``*.skeletons.npz`` (:func:`lsd_nm.synthetic.read_skeletons`):
+**Skeleton metrics.** Skeletons are the four arrays of ``*.skeletons.npz`` (:mod:`lsd_nm.skeletons`):
 ``node_ids`` (N,), ``positions`` (N, 3) zyx nm, ``neuron_ids`` (N,) and ``edges`` (E, 2) node-id pairs, plus a segment id
 per node (from :func:`sample_segments`, then :func:`lsd_nm.luts.apply_lut` through a LUT).
 
@@ -190,8 +190,8 @@ def expected_run_length(
 ) -> dict[str, float | int]:
     """Expected run length of a segmentation on ground-truth skeletons, with merge/split statistics.
 
-    The parameter names match :func:`lsd_nm.synthetic.read_skeletons`, so
-    ``expected_run_length(**read_skeletons(path), segment_ids=segments)`` works.
+    The parameter names match the four arrays of a skeletons file, so
+    ``expected_run_length(**crop_skeletons(...), segment_ids=segments)`` works (:mod:`lsd_nm.skeletons`).
 
     Args:
         node_ids: (N,) node ids.
@@ -499,7 +499,8 @@ def sweep_thresholds(
         luts: Threshold → LUT (see :func:`lsd_nm.luts.apply_lut`).
         fragments: The fragment volume, cropped to ``truth``.
         truth: Dense ground-truth labels (0 ignored).
-        skeletons: Skeleton arrays as returned by :func:`lsd_nm.synthetic.read_skeletons`.
+        skeletons: The four skeleton arrays, ``neuron_ids`` being the scored skeletons (e.g. from
+            :func:`lsd_nm.skeletons.crop_skeletons`).
         node_fragments: The fragment under each skeleton node (:func:`sample_segments` on the fragments).
 
     Returns:

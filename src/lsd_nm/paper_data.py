@@ -35,6 +35,7 @@ from .bson_dump import (
     read_skeleton_dump,
 )
 from .config import ConfigError
+from .data import COMPRESSOR
 from .datasets import DATA_DIR, get_dataset
 from .graph import graph_exists, open_graph, write_edges, write_nodes
 from .precomputed import PrecomputedVolume, copy_to_zarr
@@ -48,6 +49,7 @@ from .s3 import (
     _local_path,
     download,
     list_objects,
+    list_prefixes,
     make_client,
     s3_error,
 )
@@ -270,8 +272,11 @@ def _find_array(client, bucket, dataset, net, run, supervoxels_dataset) -> str:
         folders, files = list_folder(client, bucket, prefix)
         if ".zarray" in files:
             return prefix
+        named = [f for f in folders if run and re.search(rf"(^|_){re.escape(f)}(_|$)", run)]
         if run and run in folders:
             prefix += run + "/"
+        elif len(named) == 1:  # hemi: the run hemi_vanilla_400k_roi_1 has its fragments in roi_1/
+            prefix += named[0] + "/"
         elif len(folders) == 1:
             prefix += folders[0] + "/"
         else:
@@ -388,7 +393,7 @@ def fetch_published(
     network: str,
     run: str | None = None,
     merge_function: str = "hist_quant_75",
-    skeletons: Path | None = None,
+    skeletons: Path | Sequence[Path] | None = None,
     supervoxels: bool = True,
     supervoxels_dataset: str | None = None,
     db: Path | None = None,
@@ -404,8 +409,8 @@ def fetch_published(
         network: the network's folder under ``rags/`` (matched ignoring case, ``_`` and ``-``), e.g. ``acrlsd``.
         run: the run folder below it (needed when there are several).
         merge_function: the edges file is ``edges_<merge_function>.bson``.
-        skeletons: a ``.skeletons.npz``; given, only the supervoxel chunks under its nodes are fetched (the whole
-            Benchmark ROI is 4.78·10¹¹ voxels), and the array is marked sparse (``<array>.sparse.json``).
+        skeletons: one or more ``.skeletons.npz``; given, only the supervoxel chunks under their nodes are fetched
+            (the whole Benchmark ROI is 4.78·10¹¹ voxels), and the array is marked sparse (``<array>.sparse.json``).
         supervoxels: also fetch the supervoxels.
         supervoxels_dataset: the supervoxel array's path below ``data.zarr/`` (default: found by listing).
         db: our region graph file (default: ``<run folder>/<merge_function>.rag.db`` beside the downloaded dump).
@@ -416,8 +421,12 @@ def fetch_published(
     """
 
     out = _data_dir(out)
-    if skeletons is not None and not Path(skeletons).is_file():
-        raise ConfigError(f"{skeletons}: file not found (expected a .skeletons.npz, e.g. from fetch_test_skeletons)")
+    if isinstance(skeletons, str | Path):
+        skeletons = [skeletons]
+    skeletons = [Path(p) for p in skeletons] if skeletons else None
+    for path in skeletons or []:
+        if not path.is_file():
+            raise ConfigError(f"{path}: file not found (expected a .skeletons.npz, e.g. from fetch_test_skeletons)")
     client = make_client(endpoint_url, jobs)
     structure, transfer = fetch_structure(client, bucket, out)
     net, run_name, run_prefix = _run_folder(client, bucket, dataset, network, run, structure)
@@ -445,13 +454,13 @@ def fetch_published(
             zarray = _get_json(client, bucket, array_prefix + ".zarray")
             _, meta_files = list_folder(client, bucket, array_prefix)
             zattrs = _get_json(client, bucket, array_prefix + ".zattrs") if ".zattrs" in meta_files else {}
-            positions = read_skeletons(Path(skeletons))["positions"]
+            positions = np.concatenate([read_skeletons(path)["positions"] for path in skeletons])
             keys = [array_prefix + k for k in chunk_keys_under(positions, zarray, zattrs)]
             meta = [array_prefix + m for m in (".zarray", ".zattrs") if m in meta_files]
             sv_objects, absent = _head_objects(client, bucket, meta + keys, out, jobs)
             sparse_note = {
                 "sparse": True,
-                "skeletons": str(skeletons),
+                "skeletons": [str(path) for path in skeletons],
                 "chunks_under_nodes": len(keys),
                 "chunks_absent": absent,
                 "note": "only the chunks under the skeletons' nodes were fetched: read supervoxels at those nodes only",
@@ -498,6 +507,7 @@ def fetch_test_raw(
     jobs: int = DEFAULT_JOBS,
     fill_missing: bool = False,
     retries: int = 3,
+    rois: Path | None = None,
 ):
     """Copy the test raw of a ROI (grown by ``context``) from the precomputed volume into a zarr.
 
@@ -513,6 +523,7 @@ def fetch_test_raw(
         jobs: chunks fetched in parallel.
         fill_missing: read chunks the volume does not have as zeros instead of failing.
         retries: HTTP retries per request.
+        rois: a ROI registry instead of ``03_predict/configs/rois/<dataset>.json``.
 
     Returns:
         The zarr path and a :class:`~lsd_nm.precomputed.CopySummary`.
@@ -521,7 +532,7 @@ def fetch_test_raw(
     if (roi is None) == (roi_offset is None or roi_shape is None):
         raise ConfigError("give either a ROI name or both roi_offset and roi_shape")
     if roi is not None:
-        entry = get_roi(roi, dataset)
+        entry = get_roi(roi, dataset, rois)
         roi_offset, roi_shape, name = entry.roi_offset, entry.roi_shape, roi
     else:
         name = "_".join(map(str, roi_offset)) + "_" + "_".join(map(str, roi_shape))
@@ -534,3 +545,227 @@ def fetch_test_raw(
     scale = volume.scale(voxel_size)
     path = Path(container) if container is not None else raw_path(name, out)
     return path, copy_to_zarr(volume, scale, path, offset, shape, jobs=jobs)
+
+
+# ---- every run of a network, and where they are -----------------------------------------------------------------
+
+
+def published_manifest(dataset: str, network: str, out: Path | None = None) -> Path:
+    """What :func:`fetch_published_runs` fetched for a network:
+    ``<out>/funke/<dataset>/testing/segmentations/published_<network>.json``."""
+    return _data_dir(out) / "funke" / dataset / "testing" / "segmentations" / f"published_{network}.json"
+
+
+def fetch_published_runs(
+    dataset: str,
+    network: str,
+    run: str | None = None,
+    merge_function: str = "hist_quant_75",
+    skeletons: Sequence[Path] | None = None,
+    all_supervoxels: bool = False,
+    supervoxels_dataset: str | None = None,
+    bucket: str = BUCKET,
+    endpoint_url: str | None = None,
+    out: Path | None = None,
+    jobs: int = DEFAULT_JOBS,
+) -> tuple[list[PublishedResult], Path]:
+    """:func:`fetch_published` for every run of a network (hemi has one per ROI) or the one named, and a manifest of
+    them (:func:`published_manifest`) for ``make reproduce``.
+
+    Zebrafinch skeletons are evaluated on the Benchmark ROI's supervoxels (4.78·10¹¹ voxels), so only the chunks
+    under the skeleton nodes are fetched: by default under the nodes of the fetched validation and test skeletons
+    (:func:`skeletons_file`); ``all_supervoxels`` fetches every chunk. hemi and FIB-25 are evaluated on dense labels:
+    every chunk of their ROIs is fetched.
+
+    Raises:
+        ConfigError: zebrafinch without fetched skeletons (and without ``all_supervoxels``), an existing region
+            graph, anything :func:`fetch_published` refuses — before that run's download.
+    """
+    out = _data_dir(out)
+    if dataset in SKELETON_DATASETS and not all_supervoxels and not skeletons:
+        skeletons = [skeletons_file(dataset, split, out) for split in SPLITS]
+        missing = [p for p in skeletons if not p.is_file()]
+        if missing:
+            raise ConfigError(
+                f"{missing[0]}: file not found; fetch the skeletons first (make fetch-test-data DATASET={dataset}): only "
+                "the supervoxel chunks under their nodes are fetched (or pass --all-supervoxels for the whole ROI)"
+            )
+    if all_supervoxels:
+        skeletons = None
+    if run is None:
+        client = make_client(endpoint_url, jobs)
+        structure = fetch_structure(client, bucket, out)[0]
+        rags = segmentations_prefix(dataset) + "rags/"
+        networks, _ = list_folder(client, bucket, rags)
+        net = match_name(network, networks, "network", f"s3://{bucket}/{rags} (layout: {structure})")
+        runs, _ = list_folder(client, bucket, f"{rags}{net}/")
+    else:
+        runs = [run]
+    results = []
+    for name in runs or [None]:
+        results.append(
+            fetch_published(
+                dataset, network, run=name, merge_function=merge_function, skeletons=skeletons,
+                supervoxels_dataset=supervoxels_dataset, bucket=bucket, endpoint_url=endpoint_url, out=out, jobs=jobs,
+            )
+        )  # fmt: skip
+    manifest = published_manifest(dataset, network, out)
+    entries = []
+    for r in results:
+        container = next(p for p in [r.supervoxels, *r.supervoxels.parents] if p.suffix in (".zarr", ".n5"))
+        entries.append({
+            "run": r.run, "db": r.db, "merge_function": merge_function, "fragments_file": str(container),
+            "fragments_dataset": r.supervoxels.relative_to(container).as_posix(),
+            "sparse": r.supervoxels.with_name(r.supervoxels.name + ".sparse.json").exists(),
+        })  # fmt: skip
+    text = json.dumps({"dataset": dataset, "network": results[0].network, "runs": entries}, indent=2) + "\n"
+    tmp = manifest.with_name(manifest.name + ".partial")
+    tmp.write_text(text)
+    tmp.replace(manifest)
+    return results, manifest
+
+
+# ---- the test volumes: ground-truth labels, masks (and raw) ----------------------------------------------------
+
+
+def ground_truth_container(client, bucket: str, dataset: str, structure: Path | str) -> str:
+    """The prefix (ending with ``/``) of the one ``*.zarr`` or ``*.n5`` container under
+    ``funke/<dataset>/testing/ground_truth/``, found by listing."""
+    prefix = f"funke/{dataset}/testing/ground_truth/"
+    folders, _ = list_folder(client, bucket, prefix)
+    containers = [f for f in folders if f.endswith((".zarr", ".n5"))]
+    if len(containers) != 1:
+        raise ConfigError(
+            f"expected one .zarr or .n5 container under s3://{bucket}/{prefix}, found {len(containers)} "
+            f"(folders: {_names(folders)}; the bucket's layout: {structure})"
+        )
+    return prefix + containers[0] + "/"
+
+
+def _wanted_datasets(dataset: str, names: Sequence[str], roi: str | None, where: str) -> list[str]:
+    """The datasets below ``volumes/`` to fetch: zebrafinch its masks (the neuropil mask); hemi the mask and, per ROI
+    folder, its raw and consolidated labels; FIB-25 the mask, raw, the labels of the whole test region and the
+    relabelled ids of its sub-ROIs. ``roi`` keeps one ROI (hemi ``roi_1``…, FIB-25 ``full``, ``roi_1``, ``roi_2``)."""
+    masks = [n for n in names if "mask" in n]
+    if dataset == "zebrafinch":
+        return masks
+    if dataset == "hemi":
+        rois = [n for n in names if re.fullmatch(r"roi_\d+", n)]
+        if roi is not None:
+            if roi not in rois:
+                raise ConfigError(f"unknown ROI '{roi}' of dataset 'hemi' under {where} (expected one of: {', '.join(rois)})")
+            rois = [roi]
+        return masks + [f"{r}/{d}" for r in rois for d in ("raw", "consolidated_ids")]
+    sub_rois = sorted({m[1] for n in names if (m := re.fullmatch(r"(roi_\d+)_relabelled_ids", n))})
+    choices = ["full", *sub_rois]
+    if roi is not None and roi not in choices:
+        raise ConfigError(f"unknown ROI '{roi}' of dataset '{dataset}' under {where} (expected one of: {', '.join(choices)})")
+    labels = [n for n in names if n == "neuron_ids" and roi in (None, "full")]
+    labels += [f"{r}_relabelled_ids" for r in sub_rois if roi in (None, r)]
+    return masks + [n for n in names if n == "raw"] + labels
+
+
+def n5_to_zarr(n5: Path, dataset: str, container: Path, jobs: int = DEFAULT_JOBS) -> Path:
+    """Convert one N5 dataset (as funlib writes them: axes and the ``resolution``/``offset`` attributes in x, y, z
+    order) into a zarr v2 dataset (z, y, x, attrs in nm) of ``container``, block by block with TensorStore; written
+    as ``<dataset>.partial`` and renamed when complete. An existing complete output is kept."""
+    import tensorstore as ts
+    import zarr
+
+    target = Path(container) / dataset
+    if (target / ".zarray").exists():
+        return target
+    source_path = Path(n5) / dataset
+    try:
+        source = ts.open({"driver": "n5", "kvstore": {"driver": "file", "path": str(source_path)}}, read=True).result()
+        attrs = json.loads((source_path / "attributes.json").read_text())
+    except (ValueError, OSError) as e:
+        raise ConfigError(f"{source_path}: not an N5 dataset ({str(e).splitlines()[0][:200]})") from None
+    if source.rank != 3:
+        raise ConfigError(f"{source_path}: expected a 3-D dataset, got {source.rank} dimensions")
+    shape = tuple(int(n) for n in source.shape[::-1])
+    chunks = tuple(int(c) for c in source.chunk_layout.read_chunk.shape[::-1])
+    resolution = [int(v) for v in attrs.get("resolution", (1, 1, 1))][::-1]
+    offset = [int(v) for v in attrs.get("offset", (0, 0, 0))][::-1]
+    root = zarr.open_group(container, mode="a", zarr_format=2)
+    parent, _, leaf = dataset.rpartition("/")
+    group = root.require_group(parent) if parent else root
+    partial = leaf + ".partial"
+    if partial in group:
+        del group[partial]
+    array = group.create_array(partial, shape=shape, chunks=chunks, dtype=np.dtype(source.dtype.numpy_dtype), fill_value=0, compressors=COMPRESSOR)
+
+    def copy(begin: tuple[int, int, int]) -> None:
+        end = [min(b + c, n) for b, c, n in zip(begin, chunks, shape)]
+        box = source[tuple(slice(b, e) for b, e in zip(begin[::-1], end[::-1]))].read().result()
+        array[tuple(slice(b, e) for b, e in zip(begin, end))] = np.asarray(box).transpose(2, 1, 0)
+
+    starts = [(z, y, x) for z in range(0, shape[0], chunks[0]) for y in range(0, shape[1], chunks[1]) for x in range(0, shape[2], chunks[2])]
+    with ThreadPoolExecutor(max_workers=jobs) as pool:
+        list(pool.map(copy, starts))
+    array.attrs.update({"resolution": resolution, "offset": offset, "source": str(source_path)})
+    os.replace(Path(container) / (f"{parent}/" if parent else "") / partial, target)
+    return target
+
+
+def test_volumes_container(dataset: str, out: Path | None = None) -> Path:
+    """Where the ground-truth datasets of a dataset's test data are, as zarr: the bucket's ``data.zarr`` itself, or
+    the conversion of its ``data.n5`` (FIB-25): ``<out>/funke/<dataset>/testing/ground_truth/data.zarr``."""
+    return _data_dir(out) / "funke" / dataset / "testing" / "ground_truth" / "data.zarr"
+
+
+def fetch_test_volumes(
+    dataset: str,
+    roi: str | None = None,
+    bucket: str = BUCKET,
+    endpoint_url: str | None = None,
+    out: Path | None = None,
+    jobs: int = DEFAULT_JOBS,
+) -> tuple[Path, list[str], TransferSummary]:
+    """Download the ground-truth volumes of a dataset's test data (see :func:`_wanted_datasets`): zebrafinch the
+    neuropil mask; hemi the mask, raw and consolidated labels of its ROIs; FIB-25 its mask, raw and labels, converted
+    from N5 to zarr (:func:`n5_to_zarr`).
+
+    Returns:
+        The zarr container (:func:`test_volumes_container`), the datasets in it, and the transfer summary.
+    """
+    get_dataset(dataset)
+    out = _data_dir(out)
+    client = make_client(endpoint_url, jobs)
+    # everything is listed and checked before anything is downloaded
+    container = ground_truth_container(client, bucket, dataset, f"s3://{bucket}/{STRUCTURE_KEY}")
+    volumes, _ = list_folder(client, bucket, container + "volumes/")
+    wanted = _wanted_datasets(dataset, volumes, roi, f"s3://{bucket}/{container}volumes/")
+    objects = list_prefixes(client, bucket, [f"{container}volumes/{name}/" for name in wanted], out)
+    _, summary = fetch_structure(client, bucket, out)
+    # the groups' metadata on the way down (HEAD each: listing the container would list every chunk)
+    groups = {"", "volumes/"} | {f"volumes/{name.rsplit('/', 1)[0]}/" for name in wanted if "/" in name}
+    keys = [container + g + m for g in sorted(groups) for m in (".zgroup", ".zattrs", "attributes.json")]
+    meta = _head_objects(client, bucket, keys, out, jobs)[0]
+    _add(summary, download(client, bucket, meta + objects, jobs, desc=f"{dataset} test volumes"))
+    local = _local_path(out, container.rstrip("/"), container)
+    target = test_volumes_container(dataset, out)
+    if container.rstrip("/").endswith(".n5"):
+        for name in wanted:
+            n5_to_zarr(local, f"volumes/{name}", target, jobs)
+    return target, [f"volumes/{name}" for name in wanted], summary
+
+
+# ---- the network's context ------------------------------------------------------------------------------------------
+
+
+def network_context(dataset: str, network: str) -> tuple[int, int, int]:
+    """The raw context (nm, z, y, x, per side) a network folder ``02_train/<dataset>/<network>`` reads around what it
+    predicts: (input − output) / 2 at its prediction shape, plus the lsd net's for the autocontext networks."""
+    from . import REPO_ROOT
+    from .experiment import load_network_folder
+    from .networks import network_io
+
+    folder = load_network_folder(REPO_ROOT / "02_train" / dataset / network)
+    voxel_size = np.asarray(get_dataset(dataset).voxel_size, np.int64)
+    total = np.zeros(3, np.int64)
+    for config in [folder.config] + ([folder.lsd.config] if folder.lsd is not None else []):
+        io = network_io(config, "predict")
+        shape = np.asarray(config.predict_input_shape, np.int64)
+        total += (shape - np.asarray(next(iter(io.outputs.values())).shape, np.int64)) * voxel_size // 2
+    return tuple(int(v) for v in total)  # type: ignore[return-value]

@@ -1,22 +1,25 @@
-"""Neuroglancer precomputed volumes read over HTTP(S), anonymously: the zebrafinch test raw and similar.
+"""Neuroglancer precomputed volumes, read anonymously over HTTP(S) with TensorStore: the zebrafinch test raw.
 
 The format (neuroglancer ``src/datasource/precomputed/volume.md``): a folder with an ``info`` JSON — ``data_type``,
-``num_channels`` and a list of ``scales``, each with a ``key`` (sub-folder), ``size``, ``voxel_offset``,
-``resolution`` (nm) and ``chunk_sizes``, all in **x, y, z** order, and an ``encoding`` — plus one object per chunk,
-``<key>/<x0>-<x1>_<y0>-<y1>_<z0>-<z1>`` (voxel ranges, clipped at the volume's upper bounds). Voxel ``v`` lies at
-``v · resolution`` nm, so ``voxel_offset`` is part of the world position.
+``num_channels`` and a list of ``scales``, each with a ``key``, ``size``, ``voxel_offset``, ``resolution`` (nm) and
+``chunk_sizes``, all in **x, y, z** order — and the chunks of each scale. Voxel ``v`` lies at ``v · resolution`` nm,
+so ``voxel_offset`` is part of the world position.
 
-Supported encodings: ``raw`` (little-endian values, x fastest, then y, z, channel) and ``jpeg`` (uint8, 1 or 3
-channels; the image's rows concatenated are the chunk's voxels in the same x-fastest order). Chunks sent with
-``Content-Encoding: gzip`` (as Google Cloud Storage does) are decompressed. Sharded volumes are not supported.
+Reading is TensorStore's (``neuroglancer_precomputed`` driver, Google's maintained implementation: every encoding
+— raw, jpeg, png, compressed_segmentation — sharded or not, chunks sent gzip-compressed as Google Cloud Storage
+sends them, chunk sizes checked) through its read-only ``http`` key-value store, which uses no credentials:
+``gs://bucket/path`` is read through the bucket's public HTTPS endpoint. What is ours: choosing the scale by voxel
+size, growing a ROI (nm, z, y, x) to the chunk grid, and :func:`copy_to_zarr`, which copies chunk by chunk into a
+zarr (z, y, x) that resumes after an interruption and appears under its name only when complete.
 
-Arrays returned here are **z, y, x** (channels first when ``num_channels > 1``), the order of our zarrs.
+Arrays returned here are **z, y, x** (channels first when ``num_channels > 1``), the order of our zarrs. Every
+TensorStore error becomes a one-line :class:`PrecomputedError`.
 """
 
 from __future__ import annotations
 
-import io
 import json
+import re
 import shutil
 import time
 from collections.abc import Iterator
@@ -25,45 +28,30 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, ValidationError
 
-from .config import ConfigError, format_validation_error
+from .config import ConfigError
 from .data import COMPRESSOR
-
-SUPPORTED_ENCODINGS = ("raw", "jpeg")
-DATA_TYPES = ("uint8", "uint16", "uint32", "uint64", "int8", "int16", "int32", "int64", "float32")
 
 
 class PrecomputedError(ConfigError):
     """A problem reading a precomputed volume (unreachable, missing object, bad info or chunk); one line."""
 
 
-class _InfoScale(BaseModel):
-    # the info format allows keys we do not use (sharding, compressed_segmentation_block_size, jpeg_quality, …)
-    model_config = ConfigDict(extra="ignore")
-
-    key: str
-    size: tuple[int, int, int]
-    resolution: tuple[float, float, float]
-    voxel_offset: tuple[int, int, int] = (0, 0, 0)
-    chunk_sizes: list[tuple[int, int, int]]
-    encoding: str
-    sharding: dict | None = None
-
-
-class _Info(BaseModel):
-    model_config = ConfigDict(extra="ignore")
-
-    type: str = "image"
-    data_type: str
-    num_channels: int = 1
-    scales: list[_InfoScale]
+def _message(error: Exception) -> str:
+    """A TensorStore error in one line: without its status code, its "Error opening … driver:" preamble and its
+    bracketed payloads (``[tensorstore_spec='…']``, ``[curl_code='7']``, …)."""
+    text = " ".join(str(error).split("\n"))
+    text = re.split(r" \[[a-z_]+=", text, maxsplit=1)[0]
+    text = re.sub(r"^[A-Z_]+: ", "", text)
+    return text.replace('Error opening "neuroglancer_precomputed" driver: ', "")
 
 
 @dataclass(frozen=True)
 class Scale:
     """One resolution level of a precomputed volume (all tuples x, y, z, as in the ``info`` file)."""
 
+    index: int
+    """Its position in ``info["scales"]``."""
     key: str
     """Sub-folder of its chunks."""
     size: tuple[int, int, int]
@@ -101,11 +89,6 @@ class Scale:
         """One past the last voxel of the chunk that starts at ``begin`` (clipped at the volume's end)."""
         return tuple(min(b + c, e) for b, c, e in zip(begin, self.chunk_size, self.end))  # type: ignore[return-value]
 
-    def chunk_name(self, begin: tuple[int, int, int]) -> str:
-        """The chunk's object name: ``<key>/<x0>-<x1>_<y0>-<y1>_<z0>-<z1>``."""
-        end = self.chunk_end(begin)
-        return f"{self.key}/" + "_".join(f"{b}-{e}" for b, e in zip(begin, end))
-
 
 def normalize_url(url: str) -> str:
     """An HTTP(S) base URL: strips ``precomputed://`` and a trailing ``/``; ``gs://bucket/path`` becomes the public
@@ -119,92 +102,62 @@ def normalize_url(url: str) -> str:
 
 
 class PrecomputedVolume:
-    """A precomputed volume read over HTTP(S), without credentials.
+    """A precomputed volume read over HTTP(S) with TensorStore, without credentials.
 
     Args:
         url: the volume's folder (``https://…``, ``gs://…`` or ``precomputed://…``).
-        retries: attempts after a connection error or an HTTP 429/5xx answer, with back-off.
-        timeout: seconds to connect and between received bytes.
-        fill_missing: a chunk that does not exist (HTTP 404) reads as zeros instead of being an error (neuroglancer
-            shows missing chunks as empty).
+        retries: attempts after a failed request (connection error, HTTP 429/5xx), with back-off.
+        fill_missing: a chunk that does not exist reads as zeros instead of being an error (neuroglancer shows
+            missing chunks as empty).
     """
 
-    def __init__(self, url: str, retries: int = 3, timeout: float = 30.0, fill_missing: bool = False):
-        import urllib3
+    def __init__(self, url: str, retries: int = 3, fill_missing: bool = False):
+        import tensorstore as ts
 
         self.url = normalize_url(url)
         self.fill_missing = fill_missing
-        self._http = urllib3.PoolManager(
-            maxsize=16,
-            retries=urllib3.Retry(
-                total=retries, backoff_factor=0.5, status_forcelist=(429, 500, 502, 503, 504), raise_on_status=False
-            ),
-            timeout=urllib3.Timeout(connect=timeout, read=timeout),
+        self._context = ts.Context(
+            {"http_request_retries": {"max_retries": int(retries), "initial_delay": "0.5s", "max_delay": "8s"}}
         )
+        self._kvstore = {"driver": "http", "base_url": self.url + "/"}
         info_url = f"{self.url}/info"
-        body = self._get(info_url)
-        if body is None:
+        try:
+            found = ts.KvStore.open(self._kvstore, context=self._context).result().read("info").result()
+        except ValueError as e:
+            message = _message(e)
+            if "Could not connect" in message or "Could not resolve" in message:
+                raise PrecomputedError(f"cannot reach {info_url} (connection failed; check the URL and the network)") from None
+            raise PrecomputedError(f"{info_url}: {message}") from None
+        if found.state == "missing":
             raise PrecomputedError(f"{info_url}: not found (HTTP 404); is {self.url} a precomputed volume?")
-        try:
-            data = json.loads(body)
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            raise PrecomputedError(f"{info_url}: invalid JSON ({e})") from None
-        if not isinstance(data, dict):
-            raise PrecomputedError(f"{info_url}: expected a JSON object, got {type(data).__name__}")
-        try:
-            info = _Info.model_validate(data)
-        except ValidationError as e:
-            raise PrecomputedError(format_validation_error(info_url, _Info, e)) from None
-        if info.data_type not in DATA_TYPES:
-            raise PrecomputedError(f"{info_url}: data_type '{info.data_type}' is not supported (expected one of: {', '.join(DATA_TYPES)})")
-        if info.num_channels < 1:
-            raise PrecomputedError(f"{info_url}: num_channels must be at least 1, got {info.num_channels}")
-        if not info.scales:
-            raise PrecomputedError(f"{info_url}: no scales")
-        self.info = data
-        self.dtype = np.dtype(info.data_type).newbyteorder("<")
-        self.num_channels = info.num_channels
-        self.scales = []
-        for i, s in enumerate(info.scales):
-            where = f"{info_url}: scale {i} ('{s.key}')"
-            if s.sharding is not None:
-                raise PrecomputedError(f"{where} is sharded (not supported: only unsharded chunks)")
-            if s.encoding not in SUPPORTED_ENCODINGS:
-                raise PrecomputedError(f"{where} has encoding '{s.encoding}' (supported: {', '.join(SUPPORTED_ENCODINGS)})")
-            if s.encoding == "jpeg" and (self.dtype != np.uint8 or self.num_channels not in (1, 3)):
-                raise PrecomputedError(f"{where}: jpeg needs uint8 data with 1 or 3 channels")
-            if not s.chunk_sizes or any(c < 1 for c in s.chunk_sizes[0]) or any(v < 0 for v in s.size):
-                raise PrecomputedError(f"{where}: expected positive chunk_sizes and a size ≥ 0")
-            if any(r <= 0 for r in s.resolution):
-                raise PrecomputedError(f"{where}: resolution must be positive, got {list(s.resolution)}")
-            self.scales.append(Scale(s.key.strip("/"), s.size, s.voxel_offset, s.resolution, s.chunk_sizes[0], s.encoding))
+        self._stores: dict[int, object] = {}
+        first = self._open(0)  # TensorStore checks the whole info file here
+        self.info = json.loads(found.value)
+        self.dtype = np.dtype(first.dtype.numpy_dtype)
+        self.num_channels = int(first.shape[-1])
+        self.scales = [
+            Scale(
+                i, str(s["key"]).strip("/"), tuple(s["size"]), tuple(s.get("voxel_offset", (0, 0, 0))),
+                tuple(float(r) for r in s["resolution"]), tuple(s["chunk_sizes"][0]), s["encoding"],
+            )
+            for i, s in enumerate(self.info["scales"])
+        ]  # fmt: skip
 
-    # ---- HTTP ----------------------------------------------------------------------------------------------------
+    def _open(self, index: int):
+        import tensorstore as ts
 
-    def _get(self, url: str) -> bytes | None:
-        """The body of ``url`` (gzip content-encoding undone); None for HTTP 404."""
-        import urllib3
-
-        try:
-            response = self._http.request("GET", url, headers={"Accept-Encoding": "gzip"}, decode_content=True)
-        except urllib3.exceptions.MaxRetryError as e:
-            reason = e.reason
-            if isinstance(reason, urllib3.exceptions.NewConnectionError | urllib3.exceptions.ConnectTimeoutError):
-                raise PrecomputedError(f"cannot reach {url} (connection failed; check the URL and the network)") from None
-            raise PrecomputedError(f"{url}: {type(reason).__name__ if reason else 'request failed'} after retries") from None
-        except urllib3.exceptions.DecodeError as e:
-            raise PrecomputedError(f"{url}: the gzip content-encoding does not decode ({e})") from None
-        except urllib3.exceptions.HTTPError as e:
-            raise PrecomputedError(f"{url}: {type(e).__name__}: {e}") from None
-        if response.status == 404:
-            return None
-        if response.status in (401, 403):
-            raise PrecomputedError(f"{url}: access denied (HTTP {response.status}; the volume must be public, no credentials are used)")
-        if response.status != 200:
-            raise PrecomputedError(f"{url}: HTTP {response.status}")
-        return response.data
-
-    # ---- chunks --------------------------------------------------------------------------------------------------
+        if index not in self._stores:
+            spec = {
+                "driver": "neuroglancer_precomputed",
+                "kvstore": self._kvstore,
+                "scale_index": index,
+                "fill_missing_data_reads": self.fill_missing,
+            }
+            try:
+                self._stores[index] = ts.open(spec, read=True, context=self._context).result()
+            except ValueError as e:
+                raise PrecomputedError(_message(e)) from None
+        return self._stores[index]
 
     def scale(self, voxel_size: tuple[int, int, int] | None = None) -> Scale:
         """The scale with this voxel size (z, y, x nm); None: the first (finest) scale."""
@@ -216,55 +169,19 @@ class PrecomputedVolume:
         have = ", ".join(str([_number(v) for v in s.voxel_size_zyx]) for s in self.scales)
         raise PrecomputedError(f"{self.url}: no scale with voxel size {list(voxel_size)} (z, y, x nm); it has {have}")
 
-    def read_chunk(self, scale: Scale, begin: tuple[int, int, int]) -> np.ndarray:
-        """The chunk that starts at voxel ``begin`` (x, y, z), as (channels, z, y, x)."""
-        end = scale.chunk_end(begin)
-        shape_xyz = tuple(e - b for b, e in zip(begin, end))
-        shape = (self.num_channels, *shape_xyz[::-1])
-        url = f"{self.url}/{scale.chunk_name(begin)}"
-        data = self._get(url)
-        if data is None:
-            if self.fill_missing:
-                return np.zeros(shape, self.dtype)
-            raise PrecomputedError(f"{url}: chunk not found (HTTP 404)")
-        if scale.encoding == "raw":
-            expected = int(np.prod(shape)) * self.dtype.itemsize
-            if len(data) != expected:
-                dims = "×".join(map(str, shape_xyz))
-                raise PrecomputedError(f"{url}: {len(data)} bytes, expected {expected} for a raw {self.dtype.name} chunk of {dims} voxels (x, y, z) × {self.num_channels} channel(s)")
-            return np.frombuffer(data, self.dtype).reshape(shape)
-        return self._decode_jpeg(data, url, shape)
-
-    def _decode_jpeg(self, data: bytes, url: str, shape: tuple[int, ...]) -> np.ndarray:
-        from PIL import Image, UnidentifiedImageError
-
-        try:
-            with Image.open(io.BytesIO(data)) as image:
-                if image.format != "JPEG":
-                    raise PrecomputedError(f"{url}: expected a JPEG chunk, got {image.format}")
-                image = image.convert("L" if self.num_channels == 1 else "RGB")
-                pixels = np.asarray(image)
-        except (UnidentifiedImageError, OSError) as e:
-            raise PrecomputedError(f"{url}: not a decodable JPEG image ({e})") from None
-        voxels = int(np.prod(shape[1:]))
-        if pixels.shape[0] * pixels.shape[1] != voxels:
-            raise PrecomputedError(f"{url}: JPEG of {pixels.shape[1]}×{pixels.shape[0]} pixels, expected {voxels} (the chunk's voxels)")
-        # rows concatenated = voxels x fastest, then y, then z; colour channels interleaved per voxel
-        return np.moveaxis(pixels.reshape(*shape[1:], self.num_channels), -1, 0)
-
     def read(self, scale: Scale, begin: tuple[int, int, int], end: tuple[int, int, int]) -> np.ndarray:
         """The voxels of the box ``[begin, end)`` (x, y, z, inside the volume), as (channels, z, y, x)."""
         _check_inside(self.url, scale, begin, end)
-        out = np.zeros((self.num_channels, *(e - b for b, e in zip(begin[::-1], end[::-1]))), self.dtype)
-        for chunk_begin in scale.chunk_begins(begin, end):
-            chunk = self.read_chunk(scale, chunk_begin)
-            chunk_end = scale.chunk_end(chunk_begin)
-            lo = [max(b, cb) for b, cb in zip(begin, chunk_begin)]
-            hi = [min(e, ce) for e, ce in zip(end, chunk_end)]
-            dst = tuple(slice(lo[a] - begin[a], hi[a] - begin[a]) for a in (2, 1, 0))
-            src = tuple(slice(lo[a] - chunk_begin[a], hi[a] - chunk_begin[a]) for a in (2, 1, 0))
-            out[(slice(None), *dst)] = chunk[(slice(None), *src)]
-        return out
+        store = self._open(scale.index)
+        try:
+            data = store[tuple(slice(b, e) for b, e in zip(begin, end))].read().result()
+        except ValueError as e:
+            raise PrecomputedError(_message(e)) from None
+        return np.ascontiguousarray(np.asarray(data).transpose(3, 2, 1, 0))
+
+    def read_chunk(self, scale: Scale, begin: tuple[int, int, int]) -> np.ndarray:
+        """The chunk that starts at voxel ``begin`` (x, y, z), as (channels, z, y, x)."""
+        return self.read(scale, begin, scale.chunk_end(begin))
 
 
 def _number(v: float) -> int | float:

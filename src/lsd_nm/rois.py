@@ -21,7 +21,7 @@ from .bson_dump import NO_COMPONENT
 from .config import ConfigError, StrictBaseModel, load_model
 
 ROIS_DIR = REPO_ROOT / "03_predict" / "configs" / "rois"
-"""The registries (a folder of their own: every ``03_predict/configs/*.json`` is a run config)."""
+"""The registries (a folder of their own: every other ``03_predict/configs/**/*.json`` is a run config)."""
 
 
 class EvaluationRoi(StrictBaseModel):

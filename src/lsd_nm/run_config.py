@@ -12,7 +12,7 @@ from typing import Literal
 from pydantic import model_validator
 
 from . import REPO_ROOT
-from .config import NonNegativeInt, PositiveInt, StrictBaseModel, load_model
+from .config import ConfigError, NonNegativeInt, PositiveInt, StrictBaseModel, load_model
 
 STEPS = ["01_predict_blockwise", "02_extract_fragments", "03_agglomerate", "04_find_segments", "05_extract_segmentation", "06_evaluate"]
 """The steps of a run, in order (each is a script ``03_predict/<step>.py``)."""
@@ -94,6 +94,34 @@ class RunConfig(StrictBaseModel):
     """Ground-truth skeletons (``*.skeletons.npz``) for ERL and site-based VOI."""
     min_cut: bool = False
     """Also compute the min-cut metric at the best threshold (needs ``gt_skeletons``; slow on large region graphs)."""
+    fragments_file: str | None = None
+    """A container whose fragments steps 4–6 use instead of out_file's own (e.g. the authors' published supervoxels
+    from ``make fetch-published``, with their region graph as ``db``); steps 2 and 3, which make out_file's own
+    fragments and edges, refuse a config that sets it. LUTs and scores still go to out_file."""
+    fragments_dataset: str = "volumes/fragments"
+    """The fragments dataset in ``fragments_file`` (or in out_file)."""
+    scores_stem: str | None = None
+    """Where step 6 writes: ``<scores_stem>.scores.csv``, ``.scores.json`` and ``.voi_vs_threshold.png`` (default:
+    out_file without ``.zarr``), so that several evaluations of one run (ROIs, skeleton sets, masks) keep their own."""
+    gt_ignore_ids: list[int] = []
+    """Labels of ``gt_dataset`` that are no object and are ignored like 0 (hemi: 18446744073709551613 = 2^64 − 3)."""
+    eval_mask_file: str | None = None
+    """A container with an evaluation mask (non-zero = scored), e.g. the neuropil or hemi's ellipsoid body: dense
+    ground truth outside it is ignored; with ``skeleton_masked``, skeleton nodes outside it are dropped (where the
+    skeletons carry no per-ROI mask of their own)."""
+    eval_mask_dataset: str | None = None
+    """The mask dataset in it (any voxel size: sampled at each voxel's or node's position)."""
+    skeleton_roi: str | None = None
+    """The ROI of the skeletons' per-ROI arrays (e.g. ``11_micron_roi``): the authors' components of the nodes in it,
+    ``component_id_<skeleton_roi>_masked`` with ``skeleton_masked`` (``component_id_<skeleton_roi>`` without), are
+    used where the skeletons file has them; otherwise components are the connected pieces of the kept skeletons."""
+    skeleton_masked: bool = False
+    """Score only skeleton nodes inside the neuropil mask, as the paper's headline numbers: the skeletons'
+    ``masked_<skeleton_roi>_masked`` where the file has it, else ``eval_mask_file``/``eval_mask_dataset`` at the nodes."""
+    threshold_from: str | None = None
+    """Another evaluation's ``*.scores.json`` (e.g. on the validation skeletons): step 6 then scores only that file's
+    best threshold (its lowest VOI sum) instead of choosing one on this run's own scores — the paper's
+    validation → test protocol."""
 
     @model_validator(mode="after")
     def _consistent(self) -> RunConfig:
@@ -103,6 +131,11 @@ class RunConfig(StrictBaseModel):
             raise ValueError("give both mask_file and mask_dataset, or neither")
         if self.gt_dataset is not None and self.gt_file is None:
             raise ValueError("gt_dataset needs gt_file")
+        if (self.eval_mask_file is None) != (self.eval_mask_dataset is None):
+            raise ValueError("give both eval_mask_file and eval_mask_dataset, or neither")
+        for label in self.gt_ignore_ids:
+            if not 0 < label < 2**64:
+                raise ValueError(f"gt_ignore_ids: {label} is not a label id (1 … 2^64 − 1)")
         low, high, step = self.thresholds
         if step <= 0 or high <= low:
             raise ValueError(f"thresholds {list(self.thresholds)}: expected [min, max, step] with step > 0 and max > min")
@@ -119,6 +152,19 @@ class RunConfig(StrictBaseModel):
     def out_path(self) -> Path:
         """``out_file``, resolved."""
         return self.path(self.out_file)
+
+    @property
+    def fragments_path(self) -> Path:
+        """The container of the fragments: ``fragments_file`` if set, else out_file (resolved)."""
+        return self.path(self.fragments_file) if self.fragments_file is not None else self.out_path
+
+    def check_own_fragments(self, step: str) -> None:
+        """Steps 2 and 3 make out_file's own ``volumes/fragments``: refuse a config that points elsewhere."""
+        if self.fragments_file is not None or self.fragments_dataset != "volumes/fragments":
+            raise ConfigError(
+                f"{step} makes out_file's own volumes/fragments and edges: remove fragments_file/fragments_dataset "
+                "(they are for fragments made elsewhere, e.g. the authors' published supervoxels)"
+            )
 
     @property
     def blocks_dir(self) -> Path:

@@ -60,10 +60,12 @@ def check_run(config: RunConfig, first_step: int = 1, overwrite: bool = False) -
     step(3, lambda: scoring_function(config.merge_function))
     step(4, lambda: all_thresholds(config))
     if first_step == 6 or config.gt_dataset is not None or config.gt_skeletons is not None:
-        if first_step <= 2:
-            fragments = Volume(config.out_path / FRAGMENTS, affs.roi, affs.voxel_size)
+        if first_step <= 2 and config.fragments_file is None:
+            fragments = Volume(config.out_path / FRAGMENTS, affs.roi, affs.voxel_size)  # step 2 will make them here
         else:
-            fragments = step(6, lambda: open_dataset(config.out_path, FRAGMENTS, "fragments (run 02_extract_fragments first)"))
+            fragments = step(6, lambda: open_dataset(
+                config.fragments_path, config.fragments_dataset, "fragments (run 02_extract_fragments first)"
+            ))  # fmt: skip
         step(6, lambda: check_ground_truth(config, fragments))
 
 

@@ -38,7 +38,7 @@ from funlib.geometry import Coordinate, Roi
 
 from .blockwise import BlockwiseResult, OutputDataset, grid_aligned, processing_roi, run_job
 from .config import ConfigError
-from .data import FRAGMENTS, SEGMENTATION_SETTINGS, Volume, open_dataset, voxel_slices
+from .data import SEGMENTATION_SETTINGS, Volume, open_dataset, voxel_slices
 from .graph import check_reachable, graph_exists, open_graph, read_edges, read_nodes
 from .luts import (
     all_thresholds,
@@ -227,7 +227,7 @@ def extract_segmentation(
             ``overwrite`` — all before anything is written.
     """
     out_file = config.out_path
-    fragments = open_dataset(out_file, FRAGMENTS, "fragments (run 02_extract_fragments first)")
+    fragments = open_dataset(config.fragments_path, config.fragments_dataset, "fragments (run 02_extract_fragments first)")
     block = _check_block_size(config, fragments.voxel_size)
     # with roi_offset/roi_shape only the region's blocks (on the chunk grid): outside it the fragments are 0
     total = grid_aligned(processing_roi(config, fragments), fragments.roi.offset, block)

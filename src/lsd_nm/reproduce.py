@@ -1,0 +1,453 @@
+"""Reproduce the paper's tables for one network: every ROI of the paper, our number beside the paper's.
+
+Run: ``python 03_predict/07_reproduce.py --dataset zebrafinch --network mtlsd`` (or ``make reproduce DATASET=…
+NETWORK=…``) after ``make fetch-test-data`` and ``make fetch-published``; ``--config RUN.json`` (repeatable) scores
+our own ``03_predict`` runs instead of the authors' published supervoxels and region graphs.
+
+**What is scored** (paper.md §1.1–§1.4, §4):
+
+* zebrafinch — the ten nested cubes and the Benchmark ROI of ``03_predict/configs/rois/zebrafinch.json``, each
+  neuropil-masked and unmasked, on skeletons (:func:`lsd_nm.evaluate.evaluation_skeletons`: cropped, masked,
+  relabelled into connected components). The threshold is chosen on the 12 validation skeletons (lowest VOI sum,
+  per ROI and mask) and the 50 test skeletons are scored at it (``threshold_from``). Masked evaluations use the
+  skeletons' own per-ROI mask and components where the authors' dump has them, else the neuropil mask volume; a ROI
+  whose per-ROI nodes lie outside it is refused (:func:`lsd_nm.rois.check_roi_against_skeletons`).
+* hemi — its three ROIs (the bucket's ``roi_1`` … ``roi_3``, named after the paper's 12, 17 and 22 µm by their
+  size), FIB-25 — the whole test region and its two sub-ROIs, on the dense consolidated labels (hemi's 2^64 − 3
+  ignored, the mask applied). The paper reports these at the threshold with the lowest VOI sum on the same labels.
+
+Each evaluation is step 6 itself (:func:`lsd_nm.evaluate.evaluate_run`) on a run config: the published fragments
+and region graph as ``fragments_file``/``db`` (LUTs from step 4 in ``reproduce/work/``), or our run's own. Writes
+``reproduce/<name>.csv`` (every number, ours, the paper's and the difference), ``<name>.md`` (the table and the
+rules) and ``<name>.png`` (VOI sum against ROI size, as the paper's figure), ``<name>`` = ``<dataset>_<network>``.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from funlib.geometry import Roi
+
+from . import REPO_ROOT
+from .config import ConfigError
+from .data import open_dataset, write_text
+from .evaluate import evaluate_run
+from .paper_data import (
+    SKELETON_DATASETS, SPLITS, published_manifest, skeletons_file, test_volumes_container,
+)  # fmt: skip
+from .rois import check_roi_against_skeletons, load_rois
+from .run_config import RunConfig, load_run_config
+from .segments import find_segments
+from .skeletons import read_skeletons
+
+PAPER_NUMBERS = REPO_ROOT / "03_predict" / "paper_numbers.csv"
+"""The paper's numbers, one row per dataset, network, ROI and mask, each with its source."""
+OUT_DIR = REPO_ROOT / "reproduce"
+DATASETS = ("zebrafinch", "hemi", "fib25")
+HEMI_UNLABELLED = 2**64 - 3
+"""hemi's label for unlabelled voxels: no object."""
+HEMI_ROIS = {"12_micron_roi": 12.0, "17_micron_roi": 17.0, "22_micron_roi": 22.0}
+"""The paper's hemi ROIs by edge (µm); the bucket's roi_1 … roi_3 are matched to them by their size."""
+MIN_CUT_MAX_UM3 = 16_000
+"""The paper computed the min-cut metric only on ROIs up to ~16,000 µm³ (the three smallest cubes)."""
+METRICS = ("voi_split", "voi_merge", "voi_sum", "erl", "normalized_erl")
+
+
+@dataclass
+class Row:
+    """One line of the table: one ROI, masked or not."""
+
+    roi: str
+    masked: bool
+    volume_um3: float | None = None
+    status: str = "ok"
+    """``ok``, or why it was not computed (one line)."""
+    ours: dict = field(default_factory=dict)
+    """Our scores at the chosen threshold (``threshold``, ``voi_split``, …, ``min_cut_*``)."""
+    paper: dict = field(default_factory=dict)
+    """The paper's row of :data:`PAPER_NUMBERS` (strings; empty where not published)."""
+
+
+def load_paper_numbers(dataset: str, network: str, path: Path = PAPER_NUMBERS) -> dict[tuple[str, bool], dict]:
+    """The paper's rows of a dataset and network: ``(roi, masked)`` → row."""
+    with open(path, newline="") as f:
+        return {
+            (r["roi"], r["masked"] == "true"): r for r in csv.DictReader(f) if r["dataset"] == dataset and r["network"] == network
+        }
+
+
+def _number(text: str | None) -> float | None:
+    return float(text) if text not in (None, "") else None
+
+
+# ---- the runs ---------------------------------------------------------------------------------------------------
+
+
+def published_runs(dataset: str, network: str, work: Path, thresholds, data_dir: Path | None = None) -> list[tuple[str, RunConfig]]:
+    """Run configs over the authors' published fragments and region graphs of a network (from the manifest of
+    ``make fetch-published``): ``(run name, config)``, LUTs and scores in ``work``."""
+    manifest = published_manifest(dataset, network, data_dir)
+    if not manifest.is_file():
+        raise ConfigError(
+            f"{manifest}: not found; fetch the authors' results first (make fetch-published DATASET={dataset} NETWORK={network})"
+        )
+    runs = []
+    for entry in json.loads(manifest.read_text())["runs"]:
+        name = entry["run"] or "run"
+        out = work / f"{name}.zarr"
+        blocks = out / ".blocks"
+        blocks.mkdir(parents=True, exist_ok=True)
+        # the edges are the authors' (their agglomeration with this merge function): what 04_find_segments checks
+        write_text(
+            blocks / "agglomerate.json",
+            json.dumps({"merge_function": entry["merge_function"], "source": f"the authors' region graph, {manifest}"}) + "\n",
+        )
+        config = RunConfig(
+            raw_file=entry["fragments_file"], out_file=str(out), fragments_file=entry["fragments_file"],
+            fragments_dataset=entry["fragments_dataset"], db=entry["db"], merge_function=entry["merge_function"],
+            thresholds=tuple(thresholds), extract_thresholds=[], num_workers=1,
+        )  # fmt: skip
+        runs.append((name, config))
+    return runs
+
+
+def _fragments_roi(config: RunConfig) -> Roi:
+    return open_dataset(config.fragments_path, config.fragments_dataset, "fragments (run 02_extract_fragments first)").roi
+
+
+def _inside(roi: Roi, config: RunConfig) -> bool:
+    return _fragments_roi(config).contains(roi)
+
+
+# ---- zebrafinch: skeletons ------------------------------------------------------------------------------------------
+
+
+def _mask_dataset(container: Path) -> str | None:
+    """The neuropil mask among the fetched test volumes (``volumes/*mask*``), if any."""
+    volumes = container / "volumes"
+    found = sorted(p.name for p in volumes.iterdir() if "mask" in p.name) if volumes.is_dir() else []
+    return f"volumes/{found[0]}" if found else None
+
+
+def zebrafinch_rows(
+    runs: Sequence[tuple[str, RunConfig]], work: Path, data_dir: Path | None, min_cut: bool, progress: bool,
+    rois: Path | None = None,
+) -> list[Row]:
+    """Every ROI of the registry, masked and unmasked: threshold on the validation skeletons, scores on the test
+    skeletons (see the module docstring)."""
+    paths = {split: skeletons_file("zebrafinch", split, data_dir) for split in SPLITS}
+    for path in paths.values():
+        if not path.is_file():
+            raise ConfigError(f"{path}: not found; fetch the test skeletons first (make fetch-test-data DATASET=zebrafinch)")
+    skeletons = {split: read_skeletons(path) for split, path in paths.items()}
+    container = test_volumes_container("zebrafinch", data_dir)
+    mask = _mask_dataset(container)
+    registry = load_rois("zebrafinch", rois)
+    rows = []
+    for name, roi in registry.rois.items():
+        region = Roi(roi.roi_offset, roi.roi_shape)
+        for masked in (True, False):
+            row = Row(name, masked, roi.volume_um3())
+            rows.append(row)
+            run = next((config for _, config in runs if _inside(region, config)), None)
+            if run is None:
+                row.status = f"not inside the fragments of {', '.join(str(c.fragments_path / c.fragments_dataset) for _, c in runs)}"
+                continue
+            key = f"{name}_masked" if masked else name
+            try:
+                if masked:
+                    for split, arrays in skeletons.items():
+                        if f"masked_{key}" in arrays or f"component_id_{key}" in arrays:
+                            check_roi_against_skeletons(roi, name, arrays, key)
+                        elif mask is None:
+                            raise ConfigError(
+                                f"the {split} skeletons have no masked_{key} and no neuropil mask was fetched "
+                                f"({container}/volumes/*mask*)"
+                            )
+                stem = work / f"{name}_{'masked' if masked else 'unmasked'}"
+                common = dict(
+                    roi_offset=roi.roi_offset, roi_shape=roi.roi_shape, skeleton_roi=name, skeleton_masked=masked,
+                    gt_file=None, gt_dataset=None, min_cut=False,
+                    eval_mask_file=str(container) if masked and mask else None, eval_mask_dataset=mask if masked else None,
+                )  # fmt: skip
+                validation = run.model_copy(update=dict(common, gt_skeletons=str(paths["validation"]), scores_stem=f"{stem}_validation"))
+                chosen = evaluate_run(validation, progress=progress)
+                with_min_cut = min_cut and masked and roi.volume_um3() <= MIN_CUT_MAX_UM3
+                test = run.model_copy(update=dict(
+                    common, gt_skeletons=str(paths["testing"]), scores_stem=f"{stem}_testing",
+                    threshold_from=str(chosen["json"]), min_cut=with_min_cut,
+                ))  # fmt: skip
+                row.ours = dict(evaluate_run(test, progress=progress)["best"])
+            except ConfigError as e:
+                row.status = str(e)
+    return rows
+
+
+# ---- hemi, FIB-25: dense labels -------------------------------------------------------------------------------------
+
+
+def _nearest_hemi_roi(volume_um3: float) -> str:
+    edge = volume_um3 ** (1 / 3)
+    return min(HEMI_ROIS, key=lambda name: abs(HEMI_ROIS[name] - edge))
+
+
+def dense_rows(
+    dataset: str, runs: Sequence[tuple[str, RunConfig]], work: Path, data_dir: Path | None, progress: bool
+) -> list[Row]:
+    """hemi's three ROIs or FIB-25's whole test region and sub-ROIs, scored against the consolidated labels at the
+    threshold with the lowest VOI sum (see the module docstring)."""
+    container = test_volumes_container(dataset, data_dir)
+    if not (container / "volumes").is_dir():
+        raise ConfigError(f"{container}: not found; fetch the test labels first (make fetch-test-data DATASET={dataset})")
+    mask = _mask_dataset(container)
+    volumes = container / "volumes"
+    if dataset == "hemi":
+        labels = {p.name: f"volumes/{p.name}/consolidated_ids" for p in sorted(volumes.glob("roi_*")) if (p / "consolidated_ids").is_dir()}
+    else:
+        labels = {"full": "volumes/neuron_ids"} if (volumes / "neuron_ids").is_dir() else {}
+        labels |= {p.name.removesuffix("_relabelled_ids"): f"volumes/{p.name}" for p in sorted(volumes.glob("roi_*_relabelled_ids"))}
+    if not labels:
+        raise ConfigError(f"{container}: no test labels in it (make fetch-test-data DATASET={dataset})")
+    rows = []
+    for label, gt_dataset in labels.items():
+        gt = open_dataset(container, gt_dataset, "ground truth")
+        volume = float(np.prod(np.asarray(gt.roi.shape, np.float64) / 1000))
+        name = _nearest_hemi_roi(volume) if dataset == "hemi" else label
+        row = Row(name, True, volume)
+        rows.append(row)
+        # hemi has a run (fragments and region graph) per ROI, named after it (hemi_vanilla_400k_roi_1); FIB-25 one
+        named = [c for n, c in runs if re.search(rf"(^|_){re.escape(label)}(_|$)", n)]
+        run = next((c for c in named or [c for _, c in runs] if not _fragments_roi(c).intersect(gt.roi).empty), None)
+        if run is None:
+            row.status = f"no fragments overlap the labels {container / gt_dataset}"
+            continue
+        region = _fragments_roi(run).intersect(gt.roi)
+        config = run.model_copy(update=dict(
+            roi_offset=tuple(region.offset), roi_shape=tuple(region.shape), gt_file=str(container), gt_dataset=gt_dataset,
+            gt_ignore_ids=[HEMI_UNLABELLED] if dataset == "hemi" else [], gt_skeletons=None, min_cut=False,
+            eval_mask_file=str(container) if mask else None, eval_mask_dataset=mask, threshold_from=None,
+            scores_stem=str(work / name),
+        ))  # fmt: skip
+        try:
+            row.ours = dict(evaluate_run(config, progress=progress)["best"])
+        except ConfigError as e:
+            row.status = str(e)
+    return rows
+
+
+# ---- the report ---------------------------------------------------------------------------------------------------
+
+
+COLUMNS = (
+    ["roi", "masked", "volume_um3", "status", "threshold", *METRICS, "max_erl", "min_cut_splits_needed", "min_cut_merges_needed"]
+    + ["paper_threshold"] + [f"paper_{m}" for m in METRICS] + ["paper_mcm_splits", "paper_mcm_merges"]
+    + [f"diff_{m}" for m in METRICS] + ["paper_source"]
+)  # fmt: skip
+
+
+def table(rows: Sequence[Row]) -> list[dict]:
+    """The CSV lines: ours, the paper's and ours − paper's for each metric (empty where either is missing)."""
+    lines = []
+    for row in rows:
+        line = {"roi": row.roi, "masked": str(row.masked).lower(), "status": row.status}
+        line["volume_um3"] = round(row.volume_um3, 1) if row.volume_um3 is not None else None
+        for key in ("threshold", *METRICS, "max_erl", "min_cut_splits_needed", "min_cut_merges_needed"):
+            line[key] = row.ours.get(key)
+        paper = row.paper
+        line["paper_threshold"] = _number(paper.get("threshold"))
+        line["paper_mcm_splits"] = _number(paper.get("mcm_splits"))
+        line["paper_mcm_merges"] = _number(paper.get("mcm_merges"))
+        line["paper_source"] = paper.get("source", "")
+        for m in METRICS:
+            theirs = _number(paper.get(m))
+            line[f"paper_{m}"] = theirs
+            ours = row.ours.get(m)
+            line[f"diff_{m}"] = ours - theirs if ours is not None and theirs is not None else None
+        lines.append(line)
+    return lines
+
+
+def _cell(value, digits: int = 3) -> str:
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return "–"
+    if isinstance(value, float):
+        return f"{value:.{digits}f}"
+    return str(value)
+
+
+def write_markdown(path: Path, dataset: str, network: str, source: str, rule: str, lines: Sequence[dict]) -> Path:
+    """The table for people: one line per ROI and mask, ours | paper | difference for each metric."""
+    out = [
+        f"# {dataset}, {network}: our numbers beside the paper's",
+        "",
+        f"* Fragments and region graph: {source}.",
+        f"* Threshold: {rule}.",
+        "* VOI in bits (on skeleton nodes for zebrafinch, on voxels for hemi and FIB-25); ERL in nm; Δ = ours − paper.",
+        (
+            f"* The paper's numbers: [{PAPER_NUMBERS.relative_to(REPO_ROOT)}](../{PAPER_NUMBERS.relative_to(REPO_ROOT)}) "
+            "(source per row; the authors' bioRxiv-era data, the journal's tables may differ slightly)."
+        ),
+        "",
+        "| ROI | mask | threshold (ours / paper) | VOI split | VOI merge | VOI sum (ours / paper / Δ) | ERL (ours / paper / Δ) | nERL (ours / paper) | min-cut splits + merges (ours / paper) |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for line in lines:
+        mask = "neuropil" if line["masked"] == "true" else "none"
+        if line["status"] != "ok":
+            out.append(f"| {line['roi']} | {mask} | not computed: {line['status']} | | | | | | |")
+            continue
+        ours_mcm = (
+            f"{line['min_cut_splits_needed']} + {line['min_cut_merges_needed']}" if line["min_cut_splits_needed"] is not None else "–"
+        )
+        paper_mcm = (
+            f"{int(line['paper_mcm_splits'])} + {int(line['paper_mcm_merges'])}" if line["paper_mcm_splits"] is not None else "–"
+        )
+        out.append(
+            f"| {line['roi']} | {mask} | {_cell(line['threshold'], 2)} / {_cell(line['paper_threshold'], 2)} "
+            f"| {_cell(line['voi_split'])} / {_cell(line['paper_voi_split'])} "
+            f"| {_cell(line['voi_merge'])} / {_cell(line['paper_voi_merge'])} "
+            f"| {_cell(line['voi_sum'])} / {_cell(line['paper_voi_sum'])} / {_cell(line['diff_voi_sum'])} "
+            f"| {_cell(line['erl'], 0)} / {_cell(line['paper_erl'], 0)} / {_cell(line['diff_erl'], 0)} "
+            f"| {_cell(line['normalized_erl'])} / {_cell(line['paper_normalized_erl'])} | {ours_mcm} / {paper_mcm} |"
+        )
+    return write_text(path, "\n".join(out) + "\n")
+
+
+def plot_voi_vs_roi_size(path: Path, dataset: str, network: str, lines: Sequence[dict]) -> Path:
+    """VOI sum against ROI volume (µm³, log scale), ours and the paper's, masked and unmasked: the paper's figure."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(7, 4.5), dpi=100)
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    for masked, colour in (("true", "C0"), ("false", "C1")):
+        label = "neuropil-masked" if masked == "true" else "unmasked"
+        chosen = sorted((line for line in lines if line["masked"] == masked and line["volume_um3"]), key=lambda x: x["volume_um3"])
+        for who, style, key in (("ours", "-o", "voi_sum"), ("paper", "--s", "paper_voi_sum")):
+            points = [(line["volume_um3"], line[key]) for line in chosen if line[key] is not None]
+            if points:
+                xs, ys = zip(*points)
+                ax.plot(xs, ys, style, color=colour, markersize=4, label=f"{who}, {label}", alpha=1.0 if who == "ours" else 0.6)
+    ax.set_xscale("log")
+    ax.set_xlabel("ROI volume (µm³)")
+    ax.set_ylabel("VOI sum (bits)")
+    ax.set_title(f"{dataset}, {network}: VOI over ROI size")
+    ax.grid(alpha=0.3, which="both")
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path)
+    return path
+
+
+def write_report(out_dir: Path, name: str, dataset: str, network: str, source: str, rule: str, rows: Sequence[Row]) -> dict[str, Path]:
+    """``<out_dir>/<name>.csv``, ``.md`` and ``.png``."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    lines = table(rows)
+    csv_path = out_dir / f"{name}.csv"
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=COLUMNS, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows({c: _csv_value(line.get(c)) for c in COLUMNS} for line in lines)
+    write_text(csv_path, buffer.getvalue())
+    md = write_markdown(out_dir / f"{name}.md", dataset, network, source, rule, lines)
+    png = plot_voi_vs_roi_size(out_dir / f"{name}.png", dataset, network, lines)
+    return {"csv": csv_path, "md": md, "png": png}
+
+
+def _csv_value(value) -> str:
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return ""
+    return repr(value) if isinstance(value, float) else str(value)
+
+
+# ---- the driver -----------------------------------------------------------------------------------------------------
+
+
+def reproduce(
+    dataset: str,
+    network: str,
+    configs: Sequence[Path] = (),
+    name: str | None = None,
+    thresholds: Sequence[float] = (0.0, 1.0, 0.02),
+    min_cut: bool = False,
+    rois: Path | None = None,
+    data_dir: Path | None = None,
+    out_dir: Path = OUT_DIR,
+    progress: bool = False,
+) -> dict:
+    """Score every ROI of the paper's tables for a network and write the report (see the module docstring).
+
+    Args:
+        dataset: zebrafinch, hemi or fib25.
+        network: the network (our name: baseline, long_range, malis, mtlsd, aclsd, acrlsd; the paper's rows of
+            :data:`PAPER_NUMBERS` are looked up by it).
+        configs: our own run configs to score (fragments, region graph and LUTs of each); empty: the authors'
+            published supervoxels and region graphs (``make fetch-published``).
+        name: the report's name (default ``<dataset>_<network>``, with our runs ``<dataset>_<network>_<config stem>``).
+        thresholds: the sweep [min, max, step] for the published region graphs (our runs use their own).
+        min_cut: also the min-cut metric, on the masked ROIs up to 16,000 µm³ (as the paper).
+        rois: a zebrafinch ROI registry instead of ``03_predict/configs/rois/zebrafinch.json`` (e.g. to try offsets).
+        data_dir: the data folder (default ``01_data/``).
+        out_dir: where the report goes (default ``reproduce/``).
+        progress: progress bars.
+
+    Returns:
+        ``{"rows": [Row…], "csv": path, "md": path, "png": path}``.
+
+    Raises:
+        ConfigError: an unknown dataset, missing inputs (skeletons, labels, the published results or a run's
+            config) — before anything is scored. A ROI that cannot be scored is a line of the report saying why.
+    """
+    if dataset not in DATASETS:
+        raise ConfigError(f"unknown dataset '{dataset}' for reproduce (expected one of: {', '.join(DATASETS)})")
+    if rois is not None:
+        load_rois(dataset, rois)  # a bad registry fails first
+    paper = load_paper_numbers(dataset, network)
+    if not paper:
+        with open(PAPER_NUMBERS, newline="") as f:
+            networks = sorted({r["network"] for r in csv.DictReader(f) if r["dataset"] == dataset})
+        raise ConfigError(f"the paper has no {dataset} numbers for network '{network}' (it has: {', '.join(networks)})")
+    if configs:
+        name = name or f"{dataset}_{network}_{Path(configs[0]).stem}"
+        work = out_dir / "work" / name
+        runs = [(Path(c).stem, load_run_config(Path(c))) for c in configs]
+        source = "our runs " + ", ".join(str(Path(c)) for c in configs)
+    else:
+        name = name or f"{dataset}_{network}"
+        work = out_dir / "work" / name
+        runs = published_runs(dataset, network, work, thresholds, data_dir)
+        source = f"the authors' published supervoxels and region graphs ({published_manifest(dataset, network, data_dir)})"
+    for _, config in runs:
+        _fragments_roi(config)  # every run's fragments exist before anything is scored
+    if dataset in SKELETON_DATASETS:
+        # fail on missing skeletons before the LUTs of a large region graph are computed
+        for split in SPLITS:
+            if not skeletons_file(dataset, split, data_dir).is_file():
+                raise ConfigError(
+                    f"{skeletons_file(dataset, split, data_dir)}: not found; fetch the test skeletons first "
+                    f"(make fetch-test-data DATASET={dataset})"
+                )
+    for _, config in runs:
+        find_segments(config, progress=progress)  # the LUTs (kept: a second reproduce reuses them)
+    if dataset in SKELETON_DATASETS:
+        rows = zebrafinch_rows(runs, work, data_dir, min_cut, progress, rois)
+        rule = (
+            "per ROI and mask, the lowest VOI sum on the 12 validation skeletons; the 50 test skeletons are scored at it "
+            "(the paper's protocol)"
+        )
+    else:
+        rows = dense_rows(dataset, runs, work, data_dir, progress)
+        rule = "the lowest VOI sum on the evaluated labels themselves, as the paper reports hemi and FIB-25"
+    for row in rows:
+        row.paper = paper.get((row.roi, row.masked), {})
+    return {"rows": rows, **write_report(out_dir, name, dataset, network, source, rule, rows)}

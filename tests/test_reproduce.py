@@ -1,0 +1,294 @@
+"""make fetch-test-data, make fetch-published and make reproduce against a real S3 server on loopback (moto) holding
+tiny data in the bucket's exact layout and formats: bson skeleton dumps with per-ROI attribute collections, a bson
+region graph, a sparse supervoxel zarr over the whole Benchmark ROI and a neuropil mask — and a report whose numbers
+equal hand-computed ones."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import subprocess
+
+import bson
+import numpy as np
+import pytest
+import zarr
+from conftest import REPO
+from s3_server import bucket, moto_endpoint  # noqa: F401
+
+from lsd_nm.rois import load_rois
+
+GT = "funke/zebrafinch/testing/ground_truth"
+SEG = "funke/zebrafinch/testing/segmentations/data.zarr"
+RUN = "zebrafinch_mtlsd_400k_testing_masked_ffn"
+VOXEL = (20, 9, 9)
+ROIS = load_rois("zebrafinch").rois
+CUBE = ROIS["11_micron_roi"].roi_offset  # the only published offset; every other ROI contains this cube
+BENCHMARK = ROIS["benchmark_roi"]
+SHAPE = tuple(s // v for s, v in zip(BENCHMARK.roi_shape, VOXEL))
+CORNER = tuple((c - b) // v for c, b, v in zip(CUBE, BENCHMARK.roi_offset, VOXEL))  # the cube's first voxel
+FRAGMENT_OF_ROW = {10: 1, 11: 3, 12: 3, 13: 2}
+"""Fragments along the rows y = 10 … 13 (voxels of the 11 µm cube) near its x end (x = 1200): 1 above, 2 below."""
+
+
+def position(y: int, x: int) -> dict:
+    """A node at the centre of voxel (0, y, x) of the 11 µm cube (x = 1200 is the cube's end)."""
+    return {"z": CUBE[0] + 10, "y": CUBE[1] + 9 * y + 4.5, "x": CUBE[2] + 9 * x + 4.5}
+
+
+def dump(docs) -> bytes:
+    return b"".join(bson.encode({"_id": bson.ObjectId(), **doc}) for doc in docs)
+
+
+def skeletons_of_the_test_split():
+    """N1 (neuron 7) runs along y=10 from x=1193 to 1202, leaves the 11 µm cube at x=1200, drops to y=13 at x=1202 and
+    comes back to x=1193: in the 11 µm cube two pieces (A1: ids 1000–1006 in fragment 1, A2: 1013–1019 in fragment
+    2), in every larger ROI one skeleton. B (neuron 8, ids 1020–1025) runs along y=11 in fragment 3, and one more
+    node of it (1026) lies in fragment 1 at y=10, x=1192 — outside the neuropil (masked out)."""
+    path = [(10, x) for x in range(1193, 1203)] + [(13, x) for x in range(1202, 1192, -1)]
+    nodes = [{"id": 1000 + k, "neuron_id": 7, **position(*p)} for k, p in enumerate(path)]
+    nodes += [{"id": 1020 + k, "neuron_id": 8, **position(11, x)} for k, x in enumerate(range(1193, 1199))]
+    nodes.append({"id": 1026, "neuron_id": 8, **position(10, 1192)})
+    edges = [(1000 + k, 1001 + k) for k in range(19)] + [(1020 + k, 1021 + k) for k in range(5)] + [(1020, 1026)]
+    inside_cube = [*range(1000, 1007), *range(1013, 1020), *range(1020, 1027)]
+    attributes = {
+        "11_micron_roi_masked": (
+            {i: i != 1026 for i in inside_cube},
+            {**{i: 0 for i in range(1000, 1007)}, **{i: 1 for i in range(1013, 1020)}, **{i: 2 for i in range(1020, 1026)}},
+        ),
+        "18_micron_roi_masked": (
+            {i: i != 1026 for i in range(1000, 1027)},
+            {**{i: 0 for i in range(1000, 1020)}, **{i: 1 for i in range(1020, 1026)}},
+        ),
+    }
+    return nodes, edges, attributes
+
+
+def validation_skeletons():
+    """V (neuron 1, ids 1–14): y=10, x=1193…1199, a jump to y=13 at x=1199 and back to x=1193 — one skeleton in
+    fragments 1 and 2, all inside the 11 µm cube; W (neuron 2, ids 15–20) along y=11 in fragment 3. Perfect from
+    threshold 0.5 (fragments 1 and 2 joined) to below 0.7 (all joined): the threshold chosen is 0.5."""
+    path = [(10, x) for x in range(1193, 1200)] + [(13, x) for x in range(1199, 1192, -1)]
+    nodes = [{"id": 1 + k, "neuron_id": 1, **position(*p)} for k, p in enumerate(path)]
+    nodes += [{"id": 15 + k, "neuron_id": 2, **position(11, x)} for k, x in enumerate(range(1193, 1199))]
+    edges = [(1 + k, 2 + k) for k in range(13)] + [(15 + k, 16 + k) for k in range(5)]
+    every = {i: True for i in range(1, 21)}
+    components = {**{i: 0 for i in range(1, 15)}, **{i: 1 for i in range(15, 21)}}
+    return nodes, edges, {"11_micron_roi_masked": (every, components), "18_micron_roi_masked": (every, components)}
+
+
+def put_split(bucket, split: str, nodes, edges, attributes) -> None:
+    folder = f"{GT}/{split}/consolidated/zebrafinch_gt_skeletons_new_gt_9_9_20_{split}"
+    bucket.put(f"{folder}/zebrafinch.nodes.bson", dump(nodes))
+    bucket.put(f"{folder}/zebrafinch.edges.bson", dump([{"source": u, "target": v} for u, v in edges]))
+    for key, (mask, components) in attributes.items():
+        bucket.put(f"{folder}/nodes_zebrafinch_mask_{key}.bson", dump([{"id": i, "masked": m} for i, m in mask.items()]))
+        bucket.put(f"{folder}/nodes_zebrafinch_components_{key}.bson", dump([{"id": i, "component_id": c} for i, c in components.items()]))
+        bucket.put(f"{folder}/nodes_zebrafinch_mask_{key}.metadata.json", b'{"indexes": []}')
+
+
+def sparse_array(path, fill: int, dtype, writes) -> None:
+    """A zarr v2 array over the whole Benchmark ROI (5300 × 9300 × 9700 voxels) holding only the chunks written."""
+    array = zarr.open_array(path, mode="w", shape=SHAPE, chunks=(8, 64, 64), dtype=dtype, fill_value=fill, zarr_format=2)
+    array.attrs.update({"resolution": list(VOXEL), "offset": list(BENCHMARK.roi_offset)})
+    for index, value in writes:
+        array[index] = value
+
+
+@pytest.fixture
+def paper_bucket(bucket, tmp_path):
+    bucket.put("funke/structure.md", b"# the bucket's map\n")
+    put_split(bucket, "validation", *validation_skeletons())
+    put_split(bucket, "testing", *skeletons_of_the_test_split())
+    z, y0, x0 = CORNER
+    rows = np.array([[FRAGMENT_OF_ROW[y]] * 16 for y in range(10, 14)], np.uint64)
+    sparse_array(tmp_path / "fragments", 0, np.uint64, [((z, slice(y0 + 10, y0 + 14), slice(x0 + 1190, x0 + 1206)), rows)])
+    bucket.upload_tree(tmp_path / "fragments", f"{SEG}/volumes/MTLSD/fragments")
+    sparse_array(tmp_path / "mask", 1, np.uint8, [((z, y0 + 10, x0 + 1192), 0)])  # node 1026's voxel is outside
+    bucket.upload_tree(tmp_path / "mask", f"{GT}/data.zarr/volumes/neuropil_mask")
+    bucket.put(f"{GT}/data.zarr/.zgroup", b'{"zarr_format": 2}')
+    bucket.put(f"{GT}/data.zarr/volumes/.zgroup", b'{"zarr_format": 2}')
+    rag = f"{SEG}/rags/MTLSD/{RUN}"
+    centre = {1: 10, 2: 13, 3: 11}
+    bucket.put(f"{rag}/nodes.bson", dump([{"id": f, **{f"center_{a}": v for a, v in position(y, 1195).items()}} for f, y in centre.items()]))
+    bucket.put(f"{rag}/edges_hist_quant_75.bson", dump([
+        {"u": 1, "v": 2, "merge_score": 0.5, "agglomerated": True},
+        {"u": 1, "v": 3, "merge_score": 0.7, "agglomerated": True},
+        {"u": 2, "v": 3, "merge_score": 0.7, "agglomerated": True},
+    ]))  # fmt: skip
+    return bucket
+
+
+def make(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(["make", "-s", "-C", str(REPO), *args, "ENV_READY="], capture_output=True, text=True)
+
+
+def error(done: subprocess.CompletedProcess) -> str:
+    """The script's one-line error (make adds a line of its own after it)."""
+    lines = done.stderr.splitlines()
+    assert done.returncode == 2 and len(lines) == 2 and lines[1].startswith("make: *** "), done.stderr
+    return lines[0]
+
+
+def entropy(*counts) -> float:
+    p = np.asarray(counts, np.float64) / sum(counts)
+    return float(-np.sum(p * np.log2(p)))
+
+
+def expected_rows() -> dict[tuple[str, bool], dict]:
+    """The test skeletons at the threshold chosen on the validation skeletons (0.5: fragments 1 and 2 joined, 3 apart),
+    worked out by hand (VOI in bits over nodes; lengths in nm: 9 per step along x, 27 for N1's drop, √162 for the
+    edge to node 1026)."""
+    extra = math.sqrt(9**2 + 9**2)
+    # 11 µm, unmasked: A1 (7 nodes), A2 (7), B + 1026 (7). Segment {1, 2} holds A1, A2 and 1026; segment 3 B's 6
+    # nodes. Only B's 5 edges (45 nm) are correct; A1, A2 are merged, B's edge to 1026 is split.
+    length = 54 + 54 + 45 + extra
+    cube = {
+        "voi_split": 7 / 21 * entropy(1, 6), "voi_merge": 15 / 21 * entropy(7, 7, 1),
+        "erl": 45**2 / length, "max_erl": (54**2 + 54**2 + (45 + extra) ** 2) / length,
+    }  # fmt: skip
+    # 11 µm, masked (the skeletons' own mask and components): 1026 left out; the segment {1, 2} merges A1 and A2
+    cube_masked = {"voi_split": 0.0, "voi_merge": 14 / 20, "erl": 45**2 / 153, "max_erl": (2 * 54**2 + 45**2) / 153}
+    # larger ROIs, unmasked: N1 whole (20 nodes, 189 nm), merged with 1026 in the segment {1, 2}
+    length = 189 + 45 + extra
+    larger = {
+        "voi_split": 7 / 27 * entropy(1, 6), "voi_merge": 21 / 27 * entropy(20, 1),
+        "erl": 45**2 / length, "max_erl": (189**2 + (45 + extra) ** 2) / length,
+    }  # fmt: skip
+    # larger ROIs, masked (18 µm: the skeletons' mask; the others: the neuropil mask volume): perfect
+    larger_masked = {"voi_split": 0.0, "voi_merge": 0.0, "erl": (189**2 + 45**2) / 234, "max_erl": (189**2 + 45**2) / 234}
+    rows = {}
+    for name in ROIS:
+        for masked in (True, False):
+            if name == "11_micron_roi":
+                rows[(name, masked)] = cube_masked if masked else cube
+            else:
+                rows[(name, masked)] = larger_masked if masked else larger
+    return rows
+
+
+def test_make_reproduce_on_the_fixtures_equals_the_hand_computed_table(paper_bucket, tmp_path):
+    data, out = tmp_path / "data", tmp_path / "reproduce"
+    transfer = f"--endpoint-url {paper_bucket.endpoint} --out {data}"
+
+    # every bad input is one line, before anything is fetched or scored
+    done = make("fetch-test-data", "DATASET=zebrafinch", "ROI=12_micron_roi", f"ARGS={transfer}")
+    assert error(done).startswith("error: unknown ROI '12_micron_roi' of dataset 'zebrafinch' (expected one of: 11_micron_roi, ")
+    done = make("fetch-published", "DATASET=zebrafinch", "NETWORK=mtlsd", f"ARGS={transfer}")
+    skeletons = data / "funke/zebrafinch/testing/ground_truth/validation/zebrafinch_validation.skeletons.npz"
+    assert error(done) == (
+        f"error: {skeletons}: file not found; fetch the skeletons first (make fetch-test-data DATASET=zebrafinch): only "
+        "the supervoxel chunks under their nodes are fetched (or pass --all-supervoxels for the whole ROI)"
+    )
+    assert not data.exists()
+    report = f"ARGS=--data-dir {data} --out {out} --thresholds 0 1 0.1"
+    done = make("reproduce", "DATASET=zebrafinch", "NETWORK=mtlsd", report)
+    manifest = data / "funke/zebrafinch/testing/segmentations/published_mtlsd.json"
+    assert error(done) == (
+        f"error: {manifest}: not found; fetch the authors' results first (make fetch-published DATASET=zebrafinch NETWORK=mtlsd)"
+    )
+    done = make("reproduce", "DATASET=zebrafinch", "NETWORK=unet", report)
+    assert error(done).startswith("error: the paper has no zebrafinch numbers for network 'unet' (it has: ")
+
+    done = make("fetch-test-data", "DATASET=zebrafinch", f"ARGS={transfer}")
+    assert done.returncode == 0, done.stderr
+    assert "masked_11_micron_roi_masked" in done.stdout and str(data / "funke/zebrafinch/testing/ground_truth/data.zarr/volumes/neuropil_mask") in done.stdout
+    done = make("fetch-published", "DATASET=zebrafinch", "NETWORK=mtlsd", f"ARGS={transfer}")
+    assert done.returncode == 0, done.stderr
+    # only the supervoxel chunks under the nodes: one chunk (8 × 64 × 64 voxels) holds them all
+    fetched = data / SEG / "volumes/MTLSD/fragments"
+    assert sorted(p.name for p in fetched.iterdir()) == [".zarray", ".zattrs", ".".join(str(c // s) for c, s in zip((CORNER[0], CORNER[1] + 10, CORNER[2] + 1192), (8, 64, 64)))]
+    assert json.loads(manifest.read_text())["runs"][0]["run"] == RUN
+
+    done = make("reproduce", "DATASET=zebrafinch", "NETWORK=mtlsd", report)
+    assert done.returncode == 0, done.stderr
+    with open(out / "zebrafinch_mtlsd.csv") as f:
+        table = {(r["roi"], r["masked"] == "true"): r for r in csv.DictReader(f)}
+    expected = expected_rows()
+    assert set(table) == set(expected) and len(table) == 22
+    for key, want in expected.items():
+        row = table[key]
+        assert row["status"] == "ok", (key, row["status"])
+        assert float(row["threshold"]) == 0.5, key
+        for metric, value in want.items():
+            assert float(row[metric]) == pytest.approx(value, abs=1e-9), (key, metric)
+        assert float(row["voi_sum"]) == pytest.approx(want["voi_split"] + want["voi_merge"], abs=1e-9)
+        assert float(row["normalized_erl"]) == pytest.approx(want["erl"] / want["max_erl"], abs=1e-9)
+    # the paper's numbers beside ours, and the difference
+    cube = table[("11_micron_roi", True)]
+    assert (float(cube["paper_voi_sum"]), float(cube["paper_erl"])) == (0.259, 13900.0)
+    assert (float(cube["paper_mcm_splits"]), float(cube["paper_mcm_merges"])) == (13.0, 21.0)
+    assert float(cube["diff_voi_sum"]) == pytest.approx(0.7 - 0.259, abs=1e-9)
+    bench = table[("benchmark_roi", False)]
+    assert float(bench["paper_voi_merge"]) == 4.217 and float(bench["diff_voi_split"]) == pytest.approx(expected[("benchmark_roi", False)]["voi_split"] - 1.115)
+    assert table[("76_micron_roi", False)]["paper_voi_sum"] == ""  # unmasked numbers exist for the Benchmark ROI only
+    md = (out / "zebrafinch_mtlsd.md").read_text()
+    assert "the lowest VOI sum on the 12 validation skeletons; the 50 test skeletons are scored at it" in md
+    assert "| 11_micron_roi | neuropil | 0.50 / – | 0.000 / – | 0.700 / – | 0.700 / 0.259 / 0.441 |" in md
+    assert (out / "zebrafinch_mtlsd.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # each evaluation's own scores: the threshold rule stated where it was fixed
+    test_scores = json.loads((out / "work/zebrafinch_mtlsd/11_micron_roi_masked_testing.scores.json").read_text())
+    assert test_scores["threshold_rule"].startswith("threshold 0.5 fixed by ")
+
+    # a ROI whose nodes disagree with the skeletons' own per-ROI mask is refused, as a line of the report
+    registry = json.loads((REPO / "03_predict/configs/rois/zebrafinch.json").read_text())
+    registry["rois"]["11_micron_roi"]["roi_offset"][2] -= 900  # 100 voxels to the left: the marked nodes leave it
+    (tmp_path / "shifted.json").write_text(json.dumps(registry))
+    done = make("reproduce", "DATASET=zebrafinch", "NETWORK=mtlsd", f"{report} --rois {tmp_path / 'shifted.json'} --name shifted")
+    assert done.returncode == 0, done.stderr
+    with open(out / "shifted.csv") as f:
+        shifted = {(r["roi"], r["masked"] == "true"): r for r in csv.DictReader(f)}
+    assert shifted[("11_micron_roi", True)]["status"] == (
+        "ROI '11_micron_roi' [50800, 43200, 43200]+[10800, 10800, 10800] nm disagrees with the skeletons' "
+        "'11_micron_roi_masked': 20 of 20 marked nodes lie outside it (e.g. node 1 at [50810.0, 43294.5, 54841.5] nm, z, y, x)"
+    )
+    assert shifted[("11_micron_roi", False)]["status"].endswith("no skeleton edge lies inside the fragments' ROI [50800:61600, 43200:54000, 43200:54000] (10800, 10800, 10800)")
+    assert shifted[("18_micron_roi", True)] == table[("18_micron_roi", True)]
+    assert "| 11_micron_roi | neuropil | not computed: ROI '11_micron_roi'" in (out / "shifted.md").read_text()
+
+
+
+def test_make_fetch_test_data_with_a_roi_copies_its_raw_with_context(paper_bucket, tmp_path):
+    """ROI=<name>: the raw of that ROI grown by the context, from a precomputed volume (written by TensorStore,
+    served over HTTP on loopback) into a zyx zarr with resolution and offset in nm."""
+    from precomputed_server import StaticServer, write_precomputed
+
+    raw = np.random.default_rng(3).integers(0, 256, (24, 24, 12), dtype=np.uint8)  # x, y, z
+    server = StaticServer(write_precomputed(raw, (8, 8, 4), voxel_offset=(100, 200, 50)), gzip_paths="*")
+    try:
+        registry = {"dataset": "zebrafinch", "voxel_size": [20, 9, 9], "rois": {"tiny": {
+            "roi_offset": [54 * 20, 208 * 9, 108 * 9], "roi_shape": [80, 72, 72], "offset_source": "derived", "note": "a test ROI",
+        }}}  # fmt: skip
+        (tmp_path / "tiny.json").write_text(json.dumps(registry))
+        data = tmp_path / "data"
+        args = f"--endpoint-url {paper_bucket.endpoint} --out {data} --rois {tmp_path / 'tiny.json'} --raw-url {server.url} --context 80 72 72"
+        done = make("fetch-test-data", "DATASET=zebrafinch", "ROI=tiny", f"ARGS={args}")
+        assert done.returncode == 0, done.stderr
+        array = zarr.open_array(data / "funke/zebrafinch/testing/rawdata_realigned_tiny.zarr/volumes/raw", mode="r")
+        assert (array.attrs["offset"], array.attrs["resolution"]) == ([50 * 20, 200 * 9, 100 * 9], [20, 9, 9])
+        np.testing.assert_array_equal(array[:], raw.transpose(2, 1, 0))
+        done = make("fetch-test-data", "DATASET=zebrafinch", "ROI=huge", f"ARGS={args}")
+        assert error(done) == "error: unknown ROI 'huge' of dataset 'zebrafinch' (expected one of: tiny)"
+    finally:
+        server.close()
+
+
+def test_the_papers_numbers_are_complete_and_consistent():
+    """03_predict/paper_numbers.csv: every ROI of every zebrafinch network (MALIS has no Benchmark ROI), the unmasked
+    Benchmark ROI, hemi's three and FIB-25's three ROIs for every network, split + merge = sum to the rounding of the
+    sources, a source on every row."""
+    with open(REPO / "03_predict/paper_numbers.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    networks = ["baseline", "long_range", "malis", "mtlsd", "aclsd", "acrlsd", "ffn"]
+    masked = {(r["network"], r["roi"]) for r in rows if r["dataset"] == "zebrafinch" and r["masked"] == "true"}
+    assert masked == {(n, roi) for n in networks for roi in ROIS} - {("malis", "benchmark_roi")}
+    unmasked = {r["network"] for r in rows if r["dataset"] == "zebrafinch" and r["masked"] == "false"}
+    assert unmasked == set(networks) - {"malis"}
+    for dataset, rois in (("hemi", {"12_micron_roi", "17_micron_roi", "22_micron_roi"}), ("fib25", {"full", "roi_1", "roi_2"})):
+        assert {(r["network"], r["roi"]) for r in rows if r["dataset"] == dataset} == {(n, roi) for n in networks for roi in rois}
+    for r in rows:
+        assert r["source"], r
+        if r["voi_split"] and r["voi_merge"]:
+            tolerance = 0.0011 if r["dataset"] == "zebrafinch" else 0.006  # hemi/FIB-25 sums are given to 2 digits
+            assert abs(float(r["voi_split"]) + float(r["voi_merge"]) - float(r["voi_sum"])) <= tolerance, r
