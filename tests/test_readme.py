@@ -53,6 +53,8 @@ def how(command: str) -> str:
         return "dry"  # no container runtime or batch system here
     if re.match(rf"^make (train|segment|import-checkpoint|predict-scan|predict) .*{PAPER}", command):
         return "dry"  # the paper's data and a GPU
+    if re.match(r"^make (fetch-test-data|fetch-published|reproduce) ", command):
+        return "dry"  # the paper's test data (GBs; tests/test_paper_data.py and test_reproduce*.py run them on loopback)
     if re.match(rf"^cd 02_train/{PAPER}/\w+ && python \w+\.py", command):
         return "help"
     if re.match(r"^make (view|view-batch)\b", command) and "--screenshot" not in command:
@@ -121,7 +123,7 @@ def test_every_readme_command_runs_as_written_in_order(copy_of_the_repository, p
             elif mode == "serve":
                 _serve(command, root, env)
             else:
-                small = command.replace("ITERATION=2000", f"ITERATION={ITERATIONS}")
+                small = command.replace("ITERATION=2000", f"ITERATION={ITERATIONS}").replace("/scratch/", f"{tmp_path}/scratch/")
                 done = subprocess.run(small, shell=True, cwd=root, env=env, capture_output=True, text=True, timeout=900)
                 assert done.returncode == 0, (readme, command, done.stdout[-2000:], done.stderr[-3000:])
     modes = {mode for _, _, mode in walked}
