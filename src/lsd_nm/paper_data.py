@@ -52,6 +52,7 @@ from .s3 import (
     list_prefixes,
     make_client,
     s3_error,
+    unless_missing,
 )
 from .skeletons import read_skeletons, write_skeletons
 
@@ -324,17 +325,10 @@ def chunk_keys_under(positions: np.ndarray, zarray: dict, zattrs: dict) -> list[
 
 def _head_objects(client, bucket: str, keys: Sequence[str], out: Path, jobs: int) -> tuple[list[RemoteObject], int]:
     """RemoteObjects of the keys that exist (HEAD each, ``jobs`` at a time) and the number that do not."""
-    from botocore.exceptions import BotoCoreError, ClientError
-
     def head(key: str) -> RemoteObject | None:
-        try:
-            meta = client.head_object(Bucket=bucket, Key=key)
-        except ClientError as e:
-            if e.response.get("ResponseMetadata", {}).get("HTTPStatusCode") == 404:
-                return None
-            raise s3_error(e, client, bucket, key) from None
-        except BotoCoreError as e:
-            raise s3_error(e, client, bucket, key) from None
+        meta = unless_missing(lambda: client.head_object(Bucket=bucket, Key=key), client, bucket, key)
+        if meta is None:
+            return None
         return RemoteObject(key, int(meta["ContentLength"]), meta.get("ETag", "").strip('"'), _local_path(out, key, key))
 
     with ThreadPoolExecutor(max_workers=jobs) as pool:

@@ -28,7 +28,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 from . import REPO_ROOT
 from .config import ConfigError
@@ -36,6 +36,8 @@ from .datasets import DATA_DIR, get_dataset, load_datasets, volume_path
 
 if TYPE_CHECKING:
     from botocore.client import BaseClient
+
+T = TypeVar("T")
 
 BUCKET = "open-neurodata"
 """The public bucket of the paper's data, checkpoints and images."""
@@ -150,6 +152,21 @@ def make_client(endpoint_url: str | None = None, jobs: int = DEFAULT_JOBS) -> Ba
         return boto3.session.Session().client("s3", endpoint_url=endpoint_url, region_name=REGION, config=config)
     except ValueError:
         raise S3Error(f"invalid endpoint URL '{endpoint_url}' (expected e.g. http://127.0.0.1:5000)") from None
+
+
+def unless_missing(call: Callable[[], T], client: BaseClient, bucket: str, key: str) -> T | None:
+    """``call()``, an S3 request about ``s3://bucket/key``: None if the object does not exist (404), any other
+    failure a one-line :class:`S3Error` (:func:`s3_error`)."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    try:
+        return call()
+    except ClientError as e:
+        if e.response.get("ResponseMetadata", {}).get("HTTPStatusCode") == 404:
+            return None
+        raise s3_error(e, client, bucket, key) from None
+    except BotoCoreError as e:
+        raise s3_error(e, client, bucket, key) from None
 
 
 def s3_error(error: Exception, client: BaseClient, bucket: str, key: str) -> S3Error:

@@ -46,7 +46,7 @@ from .data import write_text
 from .datasets import get_dataset, load_datasets
 from .experiment import NetworkFolder, NetworkType
 from .networks import build_model
-from .s3 import BUCKET, DEFAULT_JOBS, S3Error, TransferSummary, download, list_prefixes, make_client, s3_error
+from .s3 import BUCKET, DEFAULT_JOBS, S3Error, TransferSummary, download, list_prefixes, make_client, unless_missing
 
 if TYPE_CHECKING:
     from botocore.client import BaseClient
@@ -130,17 +130,8 @@ def write_state(folder: Path, checkpoint: TF1Checkpoint) -> Path:
 
 def _published_state(client: BaseClient, bucket: str, key: str) -> str | None:
     """What the bucket's state file names (None if there is none)."""
-    from botocore.exceptions import BotoCoreError, ClientError
-
-    try:
-        body = client.get_object(Bucket=bucket, Key=key)["Body"].read()
-    except ClientError as e:
-        if e.response.get("ResponseMetadata", {}).get("HTTPStatusCode") == 404:
-            return None
-        raise s3_error(e, client, bucket, key) from None
-    except BotoCoreError as e:
-        raise s3_error(e, client, bucket, key) from None
-    return parse_state(body.decode(errors="replace"))
+    body = unless_missing(lambda: client.get_object(Bucket=bucket, Key=key)["Body"].read(), client, bucket, key)
+    return None if body is None else parse_state(body.decode(errors="replace"))
 
 
 def fetch_checkpoint(
