@@ -177,10 +177,16 @@ def _create_masks(args: argparse.Namespace) -> None:
             print(f"{r.container / LABELS_MASK}: exists, kept (--force rewrites it)")
 
 
+def _viewer_options(args: argparse.Namespace):
+    from .view import ViewerOptions
+
+    return ViewerOptions(args.bind_address, args.port, args.screenshot, tuple(args.size), args.chromium, args.timeout)
+
+
 def _view(args: argparse.Namespace) -> None:
     from .view import view
 
-    view(args.data, args.bind_address, args.port, args.screenshot, tuple(args.size), args.chromium, args.timeout)
+    view(args.data, _viewer_options(args))
 
 
 def _fetch_checkpoint(args: argparse.Namespace) -> None:
@@ -239,10 +245,8 @@ def _train(args: argparse.Namespace) -> None:
 def _view_batch(args: argparse.Namespace) -> None:
     from .view_batch import view_batch
 
-    view_batch(
-        Path(args.folder), args.iteration, Path(args.file) if args.file else None, args.lsd_channels, args.bind_address,
-        args.port, args.screenshot, tuple(args.size), args.chromium, args.timeout,
-    )  # fmt: skip
+    view_batch(Path(args.folder), args.iteration, Path(args.file) if args.file else None, args.lsd_channels,
+               _viewer_options(args))  # fmt: skip
 
 
 def _predict_scan(args: argparse.Namespace) -> None:

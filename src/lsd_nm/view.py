@@ -334,43 +334,53 @@ def write_png(path: Path, data: bytes) -> Path:
     return path
 
 
+@dataclass(frozen=True)
+class ViewerOptions:
+    """How a viewer is served, or rendered to a PNG (the same options for volumes and training snapshots)."""
+
+    bind_address: str = "127.0.0.1"
+    """The address the viewer's server listens on (``0.0.0.0``: every interface)."""
+    port: int = 0
+    """The server's port (0: a free one)."""
+    screenshot_path: Path | None = None
+    """Render the view in headless Chromium, write it here as PNG and stop (None: serve until Ctrl-C)."""
+    size: tuple[int, int] = (800, 600)
+    """The screenshot's width and height in pixels."""
+    chromium: str | None = None
+    """The Chromium executable for the screenshot (default: found on PATH)."""
+    timeout: float = 120.0
+    """Seconds to wait for the screenshot."""
+
+
 def serve(
     fill: Callable[[object, bool], None],
     summary: str,
-    bind_address: str = "127.0.0.1",
-    port: int = 0,
-    screenshot_path: Path | None = None,
-    size: tuple[int, int] = (800, 600),
-    chromium: str | None = None,
-    timeout: float = 120.0,
+    options: ViewerOptions = ViewerOptions(),
     finish: Callable[[bytes], bytes] | None = None,
 ) -> None:
-    """Serve a neuroglancer viewer and print its URL until Ctrl-C; with ``screenshot_path``, write a PNG and return.
+    """Serve a neuroglancer viewer and print its URL until Ctrl-C; with ``options.screenshot_path``, write a PNG and
+    return.
 
     Args:
         fill: ``fill(state, for_screenshot)`` fills the ``neuroglancer.ViewerState`` (inside a transaction).
         summary: a line printed before the URL (what is shown).
-        bind_address: the address the viewer's server listens on (``0.0.0.0``: every interface).
-        port: the server's port (0: a free one).
-        screenshot_path: render the view in headless Chromium, write it here as PNG and stop.
-        size: the screenshot's width and height in pixels.
-        chromium: the Chromium executable for the screenshot (default: found on PATH).
-        timeout: seconds to wait for the screenshot.
+        options: where to serve, or the screenshot to take.
         finish: applied to the screenshot's PNG bytes before they are written (e.g. to label panels).
     """
     import neuroglancer
 
-    browser = find_chromium(chromium) if screenshot_path is not None else None
-    neuroglancer.set_server_bind_address(bind_address, port)
+    shot = options.screenshot_path
+    browser = find_chromium(options.chromium) if shot is not None else None
+    neuroglancer.set_server_bind_address(options.bind_address, options.port)
     viewer = neuroglancer.Viewer()
     with viewer.txn() as s:
-        fill(s, screenshot_path is not None)
+        fill(s, shot is not None)
     print(summary)
     print(viewer.get_viewer_url(), flush=True)
     try:
-        if screenshot_path is not None:
-            png = screenshot(viewer, size, browser, timeout)
-            print(write_png(screenshot_path, finish(png) if finish is not None else png))
+        if shot is not None:
+            png = screenshot(viewer, options.size, browser, options.timeout)
+            print(write_png(shot, finish(png) if finish is not None else png))
             return
         print("serving the viewer; press Ctrl-C to stop", file=sys.stderr, flush=True)
         threading.Event().wait()
@@ -380,25 +390,12 @@ def serve(
         neuroglancer.stop()
 
 
-def view(
-    data: Path,
-    bind_address: str = "127.0.0.1",
-    port: int = 0,
-    screenshot_path: Path | None = None,
-    size: tuple[int, int] = (800, 600),
-    chromium: str | None = None,
-    timeout: float = 120.0,
-) -> None:
-    """Serve a viewer of one container and print its URL; with ``screenshot_path``, write a PNG and return.
+def view(data: Path, options: ViewerOptions = ViewerOptions()) -> None:
+    """Serve a viewer of one container and print its URL; with ``options.screenshot_path``, write a PNG and return.
 
     Args:
         data: a container, or a folder of containers (the first is shown).
-        bind_address: the address the viewer's server listens on (``0.0.0.0``: every interface).
-        port: the server's port (0: a free one).
-        screenshot_path: render the view in headless Chromium, write it here as PNG and stop.
-        size: the screenshot's width and height in pixels.
-        chromium: the Chromium executable for the screenshot (default: found on PATH).
-        timeout: seconds to wait for the screenshot.
+        options: where to serve, or the screenshot to take.
     """
     container = resolve_container(Path(data))
     layers = find_layers(container)
@@ -406,7 +403,7 @@ def view(
     def fill(state, for_screenshot: bool) -> None:
         build_state(state, container, layers, layout="xy" if for_screenshot else "4panel")
         if for_screenshot:
-            state.cross_section_scale = fit_scale(layers[0], size)
+            state.cross_section_scale = fit_scale(layers[0], options.size)
 
     summary = f"{container}: {', '.join(f'{layer.name} ({layer.kind})' for layer in layers)}"
-    serve(fill, summary, bind_address, port, screenshot_path, size, chromium, timeout)
+    serve(fill, summary, options)

@@ -25,7 +25,7 @@ from typing import Literal
 import numpy as np
 
 from .config import ConfigError
-from .view import LayerKind, LayerSource, _spatial_attrs, fit_scale, serve
+from .view import LayerKind, LayerSource, ViewerOptions, _spatial_attrs, fit_scale, serve
 
 SNAPSHOTS = "snapshots"
 """A network folder's snapshot folder (written by :class:`lsd_nm.nodes.snapshot.Snapshot`)."""
@@ -363,26 +363,17 @@ def view_batch(
     iteration: int | None = None,
     file: Path | None = None,
     lsd_channels: Sequence[int] = DEFAULT_LSD_CHANNELS,
-    bind_address: str = "127.0.0.1",
-    port: int = 0,
-    screenshot_path: Path | None = None,
-    size: tuple[int, int] = (800, 600),
-    chromium: str | None = None,
-    timeout: float = 120.0,
+    options: ViewerOptions = ViewerOptions(),
 ) -> None:
-    """Serve a viewer of a snapshot and print its URL; with ``screenshot_path``, write a PNG and return.
+    """Serve a viewer of a snapshot and print its URL; with ``options.screenshot_path``, write a PNG (panels
+    labelled) and return.
 
     Args:
         folder: the network folder whose ``snapshots/`` hold the snapshot.
         iteration: the snapshot's iteration (None: the newest); not with ``file``.
         file: a snapshot file to show instead of one of the folder's.
         lsd_channels: the three LSD channels drawn as red, green and blue.
-        bind_address: the address the viewer's server listens on (``0.0.0.0``: every interface).
-        port: the server's port (0: a free one).
-        screenshot_path: render the view in headless Chromium, write it here as PNG (panels labelled) and stop.
-        size: the screenshot's width and height in pixels.
-        chromium: the Chromium executable for the screenshot (default: found on PATH).
-        timeout: seconds to wait for the screenshot.
+        options: where to serve, or the screenshot to take.
     """
     if file is not None and iteration is not None:
         raise ConfigError(f"give a snapshot ITERATION or --file, not both (got {iteration} and {file})")
@@ -391,12 +382,12 @@ def view_batch(
     groups = panels(layers)
 
     def fill(state, for_screenshot: bool) -> None:
-        build_batch_state(state, layers, data, size)
+        build_batch_state(state, layers, data, options.size)
 
     described = ", ".join(f"{layer.name} ({layer.display})" for layer in layers)
     loss = f", loss {info['loss']:.4g}" if "loss" in info else ""
     summary = f"{path} (iteration {info.get('iteration', '?')}{loss}): {described}"
     def finish(png: bytes) -> bytes:
-        return label_panels(png, groups, size)
+        return label_panels(png, groups, options.size)
 
-    serve(fill, summary, bind_address, port, screenshot_path, size, chromium, timeout, finish=finish)
+    serve(fill, summary, options, finish=finish)
