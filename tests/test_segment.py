@@ -165,7 +165,8 @@ def test_segment_ends_with_the_best_scores_and_where_the_outputs_are(tmp_path):
     done = _segment(path)
     assert done.returncode == 0, done.stderr
     lines = done.stdout.splitlines()
-    assert lines[-3].startswith("best: threshold ") and " voi_sum " in lines[-3]
+    assert lines[-4].startswith("best: threshold ") and " voi_sum " in lines[-4]
+    assert lines[-3] == "rule: the threshold with the lowest VOI sum of these scores"
     assert lines[-2] == f"wrote {tmp_path / 'out.scores.csv'}, {tmp_path / 'out.scores.json'}, {tmp_path / 'out.voi_vs_threshold.png'}"
     assert lines[-1] == f"outputs: {tmp_path / 'out.zarr'} (volumes, LUTs, region graph {tmp_path / 'out.rag.db'})"
 

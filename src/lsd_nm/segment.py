@@ -14,10 +14,11 @@ import time
 from pathlib import Path
 
 from .agglomerate import agglomerate, scoring_function
-from .blockwise import BlockwiseResult
+from .blockwise import BlockwiseResult, block_geometry
 from .config import ConfigError
 from .data import AFFS, FRAGMENTS, Volume, open_dataset
 from .evaluate import check_ground_truth, evaluate_run
+from .graph import check_reachable, graph_exists
 from .fragments import check_fragments, extract_fragments
 from .luts import all_thresholds
 from .predict_blockwise import plan_prediction, predict_blockwise
@@ -48,24 +49,34 @@ def check_run(config: RunConfig, first_step: int = 1, overwrite: bool = False) -
         except ConfigError as e:
             raise StepError(STEPS[number - 1], str(e)) from None
 
-    affs = None
+    def existing_fragments(number: int) -> Volume:
+        return step(number, lambda: open_dataset(
+            config.fragments_path, config.fragments_dataset, "fragments (run 02_extract_fragments first)"
+        ))  # fmt: skip
+
+    # the affinities (steps 2 and 3 read them) and the fragments (steps 3 to 6)
+    affs = fragments = None
     if first_step == 1 and config.setup is not None:
         affs = step(1, lambda: plan_prediction(config, overwrite).affs)
         if affs is None:
             raise StepError(STEPS[0], f"'{config.setup}' predicts no affinities to segment")
-    if affs is None and first_step <= 5:
+    elif first_step <= 3:
         affs = step(max(first_step, 2), lambda: open_dataset(config.out_path, AFFS, "affinities"))
-    if first_step <= 5:
+    if first_step <= 2 and config.fragments_file is None:
+        fragments = Volume(config.out_path / FRAGMENTS, affs.roi, affs.voxel_size)  # step 2 will make them here
+    if first_step <= 2:
         step(2, lambda: check_fragments(config, affs))
+    elif first_step <= 5:
+        step(first_step, lambda: check_reachable(config.db_location))
+        if first_step <= 4 and not graph_exists(config.db_location):
+            raise StepError(STEPS[first_step - 1], f"db '{config.db_location}': no region graph there (run 02_extract_fragments first)")
+        fragments = existing_fragments(first_step)
+        step(first_step, lambda: block_geometry(config, fragments))
     step(3, lambda: scoring_function(config.merge_function))
     step(4, lambda: all_thresholds(config))
     if first_step == 6 or config.gt_dataset is not None or config.gt_skeletons is not None:
-        if first_step <= 2 and config.fragments_file is None:
-            fragments = Volume(config.out_path / FRAGMENTS, affs.roi, affs.voxel_size)  # step 2 will make them here
-        else:
-            fragments = step(6, lambda: open_dataset(
-                config.fragments_path, config.fragments_dataset, "fragments (run 02_extract_fragments first)"
-            ))  # fmt: skip
+        if fragments is None:
+            fragments = existing_fragments(6)
         step(6, lambda: check_ground_truth(config, fragments))
 
 
