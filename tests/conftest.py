@@ -1,6 +1,7 @@
 """Shared fixtures: small synthetic datasets in tmp_path."""
 
 import json
+import os
 import shutil
 import signal
 from pathlib import Path
@@ -13,6 +14,11 @@ from slurm_cluster import slurm_cluster  # noqa: F401 - the one-node Slurm clust
 # children at exec, so they get KeyboardInterrupt as under a terminal.
 if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
     signal.signal(signal.SIGINT, signal.default_int_handler)
+
+# under `make test` the tests' own `make` calls would run as sub-makes (MAKELEVEL, MAKEFLAGS inherited): their
+# messages then read `make[1]: ***` and the flags of the outer call leak in. The tests check what a user sees.
+for variable in ("MAKELEVEL", "MAKEFLAGS", "MFLAGS", "MAKEOVERRIDES", "MAKE_TERMOUT", "MAKE_TERMERR"):
+    os.environ.pop(variable, None)
 
 REPO = Path(__file__).resolve().parents[1]
 
