@@ -72,12 +72,13 @@ $(VENV)/.installed-$(TF_EXTRA): $(ROOT)/pyproject.toml
 	$(VENV)/bin/python -m pip install --quiet --disable-pip-version-check -e "$(ROOT)[$(TF_EXTRA),test]"; \
 	rm -f $(VENV)/.installed-*; touch $@
 
-test: $(ENV_READY) ## run the test suite (sets itself up first; installs Debian's chromium, postgresql, munge and slurm-wlm when missing, as root)
+TEST_WORKERS ?= 2
+test: $(ENV_READY) ## run the test suite, its files spread over TEST_WORKERS processes (default 2; 0: one process; sets itself up first; installs Debian's chromium, postgresql, munge and slurm-wlm when missing, as root)
 	$(call debian_package,command -v chromium,chromium,the neuroglancer screenshot tests)
 	$(call debian_package,ls /usr/lib/postgresql/*/bin/initdb,postgresql,the region-graph tests)
 	$(call debian_package,ls /usr/sbin/munged,munge,the Slurm cluster tests)
 	$(call debian_package,ls /usr/sbin/slurmctld /usr/sbin/slurmd,slurm-wlm,the Slurm cluster tests)
-	$(VENV)/bin/python -m pytest $(ARGS)
+	$(VENV)/bin/python -m pytest -n $(TEST_WORKERS) --dist loadfile $(ARGS)
 
 demo: $(ENV_READY) ## train, predict, segment and evaluate on the synthetic dataset, then write demo/report.md ([DEMO_NETWORKS="baseline mtlsd lsd acrlsd"] [DEMO_FAST=1]; installs Debian's chromium when missing, as root)
 	$(call debian_package,command -v chromium,chromium,the report's neuroglancer screenshot)

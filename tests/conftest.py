@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import shutil
 import signal
 from pathlib import Path
@@ -16,11 +17,27 @@ if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
     signal.signal(signal.SIGINT, signal.default_int_handler)
 
 # under `make test` the tests' own `make` calls would run as sub-makes (MAKELEVEL, MAKEFLAGS inherited): their
-# messages then read `make[1]: ***` and the flags of the outer call leak in. The tests check what a user sees.
+# messages then read `make[1]: ***`, and the variables of the outer command line (`make test ARGS=…`, which make
+# exports to its recipes) leak in. The tests check what a user sees.
+_overrides = os.environ.get("MAKEFLAGS", "").partition(" -- ")[2]
+for variable in re.findall(r"(?:^|(?<!\\) )([A-Za-z_]\w*)=", _overrides):
+    os.environ.pop(variable, None)
 for variable in ("MAKELEVEL", "MAKEFLAGS", "MFLAGS", "MAKEOVERRIDES", "MAKE_TERMOUT", "MAKE_TERMERR"):
     os.environ.pop(variable, None)
 
 REPO = Path(__file__).resolve().parents[1]
+
+
+# the longest files first: `make test` runs the files on two workers (pytest-xdist, --dist loadfile), and a long file
+# started last would leave one worker idle at the end
+LONGEST_FIRST = ("test_demo.py", "test_readme.py", "test_train.py", "test_segment.py", "test_slurm.py",
+                 "test_predict_blockwise.py", "test_reproduce.py", "test_skeleton_evaluation.py", "test_evaluate.py",
+                 "test_cli.py", "test_predict.py")  # fmt: skip
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: the order within a file is kept
 
 
 @pytest.fixture
