@@ -228,3 +228,43 @@ def test_kill_9_a_worker_then_the_driver_then_rerun_equals_an_uninterrupted_run(
     assert (result.skipped, result.processed) == (len(done_before), len(seen)) and len(predicted) == len(seen)
     assert not predicted & done_before and predicted | done_before == every_block
     assert np.array_equal(zarr.open_array(out / "volumes/affs", mode="r")[:], expected)
+
+
+def test_a_worker_imports_no_training_stack():
+    """Unpickling a prediction worker's job imports the step's module: not gunpowder (nor TensorFlow, which the
+    worker's setup imports when it builds the model)."""
+    code = "import sys, lsd_nm.predict_blockwise; print(sorted(m for m in ('gunpowder', 'dask', 'tensorflow') if m in sys.modules))"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize("network", ["mtlsd", "acrlsd"])
+def test_the_traced_pass_equals_the_network_on_floats(tmp_path, network):
+    """A worker's pass takes the stored uint8 inputs and gives the stored uint8 outputs: exactly
+    floor(clip(network(x / 255 · 2 − 1 for raw, x / 255 for LSDs), 0, 1) · 255), computed in float32."""
+    import tensorflow as tf
+
+    from lsd_nm.checkpoints import assign_weights, load_weights
+    from lsd_nm.experiment import load_network_config
+    from lsd_nm.networks import build_model, network_io
+    from lsd_nm.predict_blockwise import _forward_function
+
+    extra = {"autocontext": AUTOCONTEXT} if network == "acrlsd" else {}
+    folder, _ = make_network(tmp_path / "toy", network, seed=4, **extra)
+    config = load_network_config(folder)
+    model = build_model(config, "predict")
+    assign_weights(model, load_weights(folder / "train_net_checkpoint_7"), "test")
+    rng = np.random.default_rng(5)
+    stored = {n: rng.integers(0, 256, (s.channels, *s.shape), dtype=np.uint8) for n, s in network_io(config, "predict").inputs.items()}
+    floats = {n: x.astype(np.float32) / 255.0 for n, x in stored.items()}
+    if "raw" in floats:
+        floats["raw"] = floats["raw"] * 2.0 - 1.0
+    # the network on float32 inputs, as the worker ran it before it took uint8
+    reference = tf.function(lambda x: model(x, training=False))({n: np.moveaxis(x, 0, -1)[None] for n, x in floats.items()})
+    forward = _forward_function(model, config, {n: np.dtype(np.uint8) for n in stored})
+    out = forward({n: tf.constant(x) for n, x in stored.items()})
+    assert set(out) == set(reference)
+    for head, prediction in reference.items():
+        expected = np.floor(np.clip(np.moveaxis(np.asarray(prediction)[0], -1, 0), 0.0, 1.0) * 255.0).astype(np.uint8)
+        assert out[head].dtype == tf.uint8
+        np.testing.assert_array_equal(out[head].numpy(), expected)

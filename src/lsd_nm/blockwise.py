@@ -141,6 +141,7 @@ def run_blockwise(
     timeout: float = 600.0,
     progress: bool = True,
     host: str = HOST,
+    quick_exit: bool = False,
 ) -> BlockwiseResult:
     """Run ``process_block`` over every block of ``total_roi``, skipping blocks an earlier run finished.
 
@@ -164,6 +165,9 @@ def run_blockwise(
         progress: show daisy's progress bar and execution summary.
         host: the address the scheduler listens on and the workers connect to (on a cluster: this machine's
             hostname or IP as the compute nodes reach it).
+        quick_exit: worker processes end with ``os._exit(0)`` once the scheduler has no block left for them,
+            skipping the interpreter's teardown (TensorFlow's takes 1-2 s, which the run would wait for); only for
+            steps whose blocks leave nothing to flush or close.
 
     Returns:
         The numbers of blocks in total, processed now and skipped.
@@ -211,6 +215,10 @@ def run_blockwise(
 
         def function() -> None:
             _loop_over_blocks(worker_setup, process_block)
+            if quick_exit:
+                sys.stdout.flush()
+                sys.stderr.flush()
+                os._exit(0)
 
     task = daisy.Task(
         task_name,
@@ -497,6 +505,8 @@ class OutputDataset:
     """Leading channel axis (unchunked), or None for a (z, y, x) dataset."""
     refused_as: str | None = None
     """How a refusal names the difference (default: ``other settings (<keys that differ>)``)."""
+    compressor: Any = None
+    """The chunk compressor (None: our containers' default, :data:`lsd_nm.data.COMPRESSOR`)."""
 
     def reusable(self, overwrite: bool) -> bool:
         """Whether the dataset exists with the same settings (resume into it); False: it must be (re)created.
@@ -535,7 +545,7 @@ class OutputDataset:
         group = zarr.open_group(self.path.parents[1], mode="a")
         array = group.require_group(self.path.parent.name).create_array(
             self.path.name, shape=lead + spatial, chunks=lead + chunks, dtype=self.dtype, fill_value=0,
-            compressors=COMPRESSOR,
+            compressors=self.compressor if self.compressor is not None else COMPRESSOR,
         )  # fmt: skip
         array.attrs.update({
             "resolution": [int(v) for v in self.voxel_size],

@@ -160,14 +160,22 @@ def save_checkpoint(folder: Path, iteration: int, config: NetworkConfig, weights
 def load_checkpoint(path: Path) -> tuple[dict[str, np.ndarray], list[np.ndarray] | None, NetworkConfig]:
     """Read a checkpoint: (weights, optimizer variables or None, config)."""
     path = Path(path)
-    with np.load(path / WEIGHTS) as f:
-        weights = {k: f[k] for k in f.files}
     optimizer = None
     if (path / OPTIMIZER).exists():
         with np.load(path / OPTIMIZER) as f:
             optimizer = [f[k] for k in sorted(f.files)]
-    config = NetworkConfig.model_validate(json.loads((path / CONFIG).read_text()))
-    return weights, optimizer, config
+    return load_weights(path), optimizer, load_checkpoint_config(path)
+
+
+def load_weights(path: Path) -> dict[str, np.ndarray]:
+    """The weights of a checkpoint alone (prediction needs no optimizer state, which is twice their size with Adam)."""
+    with np.load(Path(path) / WEIGHTS) as f:
+        return {k: f[k] for k in f.files}
+
+
+def load_checkpoint_config(path: Path) -> NetworkConfig:
+    """The config a checkpoint was trained with, without reading its arrays."""
+    return NetworkConfig.model_validate(json.loads((Path(path) / CONFIG).read_text()))
 
 
 ARCHITECTURE_KEYS = ("network", "unet", "neighborhood")

@@ -5,9 +5,14 @@ stored LSDs) around its write ROI, which is one network output. Outputs are writ
 truncated) to ``volumes/affs`` and/or ``volumes/lsds`` of ``out_file`` with the attrs ``resolution`` and ``offset``
 (nm). aclsd/acrlsd read ``volumes/lsds`` of the same ``out_file``; when they are not there, the configured lsd
 network (``autocontext.lsd_setup`` at ``autocontext.lsd_iteration``) predicts them first, over the region the
-affinities need. Each worker loads its model once; done blocks are recorded, so a re-run resumes. Every check (raw,
-checkpoints, region, and existing outputs of both networks of a chain: another voxel size, ROI, network or iteration
-needs ``--overwrite``) comes before the first block of either network.
+affinities need. Each worker loads its model and traces its pass once; done blocks are recorded, so a re-run resumes.
+Every check (raw, checkpoints, region, and existing outputs of both networks of a chain: another voxel size, ROI,
+network or iteration needs ``--overwrite``) comes before the first block of either network.
+
+What a block costs beside the network (benchmarks/blockwise.py): a worker imports only what it needs (not
+gunpowder), reads no optimizer state, converts uint8 in and out inside the traced pass, and writes zstd level 1;
+with ``num_workers`` 1 the next block's pass runs while a block is written; worker processes skip the interpreter's
+teardown once the blocks are done.
 
 Run: ``python 03_predict/01_predict_blockwise.py CONFIG.json [--overwrite]``
 """
@@ -15,24 +20,30 @@ Run: ``python 03_predict/01_predict_blockwise.py CONFIG.json [--overwrite]``
 from __future__ import annotations
 
 import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from funlib.geometry import Coordinate, Roi
+from numcodecs import Blosc
 
 from .blockwise import BlockwiseResult, OutputDataset, run_job
-from .checkpoints import assign_weights, check_compatible, load_checkpoint, resolve_checkpoint
+from .checkpoints import assign_weights, check_compatible, load_checkpoint_config, load_weights, resolve_checkpoint
 from .config import ConfigError
 from .data import AFFS, LSDS, PREDICTION_SETTINGS, Volume, open_dataset, read_padded, voxel_slices
 from .device import select_device
 from .experiment import NetworkConfig, NetworkFolder, load_network_folder
 from .networks import build_model, network_io
-from .nodes.layout import from_keras, to_keras
 from .run_config import RunConfig
 
 OUTPUTS = {"affs": AFFS, "lsds": LSDS}
+
+PREDICTION_COMPRESSOR = Blosc(cname="zstd", clevel=1, shuffle=Blosc.SHUFFLE)
+"""Chunk compressor of the predictions. Network outputs are noisy uint8: zstd level 5 (our other containers') makes
+them only 2-4 % smaller than level 1, for ~9 times the CPU time per block — the largest cost of a block after the
+network itself (benchmarks/blockwise.py)."""
 
 
 @dataclass(frozen=True)
@@ -46,41 +57,133 @@ class PredictJob:
     outputs: dict[str, Volume]
     device: str | None
     threads: int
+    region: Roi | None = None
+    """The predicted region (nm): the write ROIs of the blocks tile it from its begin, in C order."""
+    look_ahead: bool = False
+    """Predict the next block of ``region`` (C order, the order daisy runs blocks in one process) while the current
+    one is written: only where blocks come in that order (``num_workers`` 1)."""
 
 
 def _setup_worker(job: PredictJob) -> dict[str, Any]:
-    """Load the model once per worker (TensorFlow threads split between the workers)."""
+    """Load the model once per worker (TensorFlow threads split between the workers) and trace its forward pass."""
     import tensorflow as tf
 
     try:
         tf.config.threading.set_intra_op_parallelism_threads(job.threads)
+        tf.config.threading.set_inter_op_parallelism_threads(job.threads)
     except RuntimeError:
         pass  # TensorFlow already running in this process (serial path): keep its threads
     select_device(job.device, tf32=job.config.tf32)
     model = build_model(job.config, "predict")
-    assign_weights(model, load_checkpoint(job.checkpoint)[0], str(job.checkpoint))
+    assign_weights(model, load_weights(job.checkpoint), str(job.checkpoint))
+    arrays = {name: volume.open("r") for name, volume in (("raw", job.raw), ("lsds", job.lsds)) if volume is not None}
     return {
-        "forward": tf.function(lambda x: model(x, training=False)),
-        "raw": job.raw.open("r") if job.raw is not None else None,
-        "lsds": job.lsds.open("r") if job.lsds is not None else None,
+        "forward": _forward_function(model, job.config, {name: array.dtype for name, array in arrays.items()}),
+        **arrays,
         "outputs": {head: volume.open("r+") for head, volume in job.outputs.items()},
+        "ahead": ThreadPoolExecutor(1, thread_name_prefix="predict-ahead") if job.look_ahead and job.region else None,
+        "next": None,
     }
 
 
-def process_block(job: PredictJob, block, resources: dict[str, Any]) -> None:
-    """One network pass: read the block's input (zeros outside the volume), write its output where it is inside."""
+def _to_float(name: str, data: np.ndarray) -> np.ndarray:
+    """A stored input as the network's float32 input: raw in [-1, 1], LSDs in [0, 1] (per voxel, in float32)."""
+    x = data.astype(np.float32) / 255.0
+    return x * 2.0 - 1.0 if name == "raw" else x
+
+
+def _forward_function(model, config: NetworkConfig, dtypes: dict[str, np.dtype]):
+    """The traced forward pass of a block: stored inputs (channels-first; ``dtypes`` of the stored arrays, uint8
+    where not given) in, the stored uint8 outputs (``floor(clip(prediction, 0, 1) · 255)``, channels-first) out.
+
+    uint8 inputs become floats by a 256-entry table (:func:`_to_float` of every value, hence the same numbers), and
+    the conversions in and out run in TensorFlow's threads beside the network, not in Python: a block then costs
+    little more than the network (benchmarks/blockwise.py). It is traced here, once, for the block's input shape.
+    """
+    import tensorflow as tf
+
+    inputs = network_io(config, "predict").inputs
+    uint8 = [name for name in inputs if dtypes.get(name, np.uint8) == np.uint8]
+    tables = {name: tf.constant(_to_float(name, np.arange(256, dtype=np.uint8))) for name in uint8}
+    signature = {
+        name: tf.TensorSpec((spec.channels, *spec.shape), tf.uint8 if name in tables else tf.float32)
+        for name, spec in inputs.items()
+    }  # fmt: skip
+
+    @tf.function(input_signature=[signature])
+    def forward(stored):
+        inputs = {}
+        for name, x in stored.items():
+            if name in tables:
+                x = tf.gather(tables[name], tf.cast(x, tf.int32))
+            inputs[name] = tf.transpose(x, (1, 2, 3, 0))[None]
+        predictions = model(inputs, training=False)
+        return {
+            head: tf.cast(tf.floor(tf.clip_by_value(tf.transpose(p[0], (3, 0, 1, 2)), 0.0, 1.0) * 255.0), tf.uint8)
+            for head, p in predictions.items()
+        }
+
+    forward.get_concrete_function()
+    return forward
+
+
+def _read_input(job: PredictJob, read_roi: Roi, resources: dict[str, Any]) -> dict[str, np.ndarray]:
+    """A block's stored inputs (zeros outside the volume), channels-first; as floats unless uint8."""
     x = {}
-    if job.raw is not None:
-        raw = read_padded(resources["raw"], job.raw, block.read_roi).astype(np.float32)
-        x["raw"] = to_keras(raw / 255.0 * 2.0 - 1.0)
-    if job.lsds is not None:
-        x["lsds"] = to_keras(read_padded(resources["lsds"], job.lsds, block.read_roi).astype(np.float32) / 255.0)
-    preds = resources["forward"](x)
+    for name, volume in (("raw", job.raw), ("lsds", job.lsds)):
+        if volume is not None:
+            data = read_padded(resources[name], volume, read_roi)
+            data = data if data.ndim == 4 else data[None]
+            x[name] = data if data.dtype == np.uint8 else _to_float(name, data)
+    return x
+
+
+def _predict(job: PredictJob, read_roi: Roi, resources: dict[str, Any]) -> dict[str, np.ndarray]:
+    """Read a block's input and run the network: its uint8 outputs, channels-first."""
+    return {head: p.numpy() for head, p in resources["forward"](_read_input(job, read_roi, resources)).items()}
+
+
+def _next_block(job: PredictJob, block) -> tuple[Coordinate, Roi] | None:
+    """The write ROI's begin and the read ROI of the block after ``block`` in C order over the region (None: it was
+    the last)."""
+    size = block.write_roi.shape
+    grid = [-(-s // b) for s, b in zip(job.region.shape, size)]
+    index = [(w - r) // b for w, r, b in zip(block.write_roi.begin, job.region.begin, size)]
+    following = int(np.ravel_multi_index(index, grid)) + 1
+    if following >= np.prod(grid):
+        return None
+    begin = job.region.begin + Coordinate(int(i) * b for i, b in zip(np.unravel_index(following, grid), size))
+    return begin, Roi(begin + (block.read_roi.begin - block.write_roi.begin), block.read_roi.shape)
+
+
+def process_block(job: PredictJob, block, resources: dict[str, Any]) -> None:
+    """One network pass: read the block's input (zeros outside the volume), write its output where it is inside.
+
+    With ``job.look_ahead``, the next block's pass runs while this block is written: a block is recorded done when
+    this function returns, so its output must be written by then, but the network need not wait for the write. A
+    look-ahead that was not for this block (a block skipped as done, or another order) is dropped; one that failed
+    is computed again here, where its error belongs to its block.
+    """
+    predictions = None
+    ahead, resources["next"] = resources["next"], None
+    if ahead is not None:
+        begin, future = ahead
+        try:
+            predictions = future.result()
+        except Exception:  # noqa: BLE001 - computed again below, in its own block
+            predictions = None
+        if begin != block.write_roi.begin:
+            predictions = None
+    if predictions is None:
+        predictions = _predict(job, block.read_roi, resources)
+    following = _next_block(job, block) if resources["ahead"] is not None else None
+    if following is not None:
+        begin, read_roi = following
+        resources["next"] = (begin, resources["ahead"].submit(_predict, job, read_roi, resources))
     for head, volume in job.outputs.items():
-        data = np.floor(np.clip(from_keras(preds[head]), 0.0, 1.0) * 255.0).astype(np.uint8)
         inside = block.write_roi.intersect(volume.roi)
         crop = tuple(slice((b - w) // v, (e - w) // v) for b, e, w, v in zip(inside.begin, inside.end, block.write_roi.begin, volume.voxel_size))
-        resources["outputs"][head][(slice(None), *voxel_slices(volume, inside))] = data[(slice(None), *crop)]
+        resources["outputs"][head][(slice(None), *voxel_slices(volume, inside))] = predictions[head][(slice(None), *crop)]
 
 
 def _check_voxel_size(path: Path, voxel_size: Coordinate, overwrite: bool) -> None:
@@ -121,7 +224,7 @@ def _plan(run: RunConfig, folder: NetworkFolder, setup: Path, iteration, out_roi
     ``setup`` is the folder as the outputs' settings record it."""
     config = folder.config
     it, checkpoint = resolve_checkpoint(folder.path, iteration)
-    check_compatible(checkpoint, load_checkpoint(checkpoint)[2], config)
+    check_compatible(checkpoint, load_checkpoint_config(checkpoint), config)
     io = network_io(config, "predict")
     out_shape = Coordinate(next(iter(io.outputs.values())).shape)
     settings = {
@@ -131,7 +234,7 @@ def _plan(run: RunConfig, folder: NetworkFolder, setup: Path, iteration, out_roi
     outputs = {
         head: OutputDataset(
             run.out_path / OUTPUTS[head], out_roi, voxel_size, chunk_shape=tuple(out_shape), dtype=np.uint8,
-            settings_attr=PREDICTION_SETTINGS, settings=settings, channels=spec.channels,
+            settings_attr=PREDICTION_SETTINGS, settings=settings, channels=spec.channels, compressor=PREDICTION_COMPRESSOR,
         )
         for head, spec in io.outputs.items()
     }  # fmt: skip
@@ -157,13 +260,14 @@ def _run_pass(
             output.create(plan.tracking)
     outputs = {head: output.volume for head, output in plan.outputs.items()}
     inputs = network_io(plan.folder.config, "predict").inputs
+    serial = run.num_workers == 1 and not run.worker_command
     job = PredictJob(plan.folder.config, plan.checkpoint, raw if "raw" in inputs else None, lsds if "lsds" in inputs else None,
-                     outputs, run.device, max(1, (os.cpu_count() or 1) // run.num_workers))
+                     outputs, run.device, max(1, (os.cpu_count() or 1) // run.num_workers), plan.out_roi, look_ahead=serial)
     context = plan.context
     result = run_job(
         f"predict_{plan.folder.name}", plan.out_roi.grow(context, context), Roi(-context, plan.in_shape * vs),
         Roi((0, 0, 0), plan.out_shape * vs), job, process_block, _setup_worker, run, plan.tracking, progress,
-        fit="overhang",
+        fit="overhang", quick_exit=True,
     )
     return outputs, result
 
