@@ -245,3 +245,51 @@ def test_lsd_targets_match_the_reference():
     reference = get_lsds(labels, sigma=120.0, voxel_size=tuple(VOXEL), downsample=2)[:, 20:24, 40:56, 40:56]
     assert ours.shape == reference.shape == (10, 4, 16, 16)
     np.testing.assert_allclose(ours, reference, atol=1e-5)
+
+
+def test_precache_arrangement_on_a_cpu_and_with_a_gpu():
+    """Where the train step runs on the CPU, the PreCache workers (at most one per core) run at lower priority with
+    a cache of two batches per worker; with a GPU the config's workers and cache apply at full priority."""
+    import os
+
+    from lsd_nm.pipelines import CPU_PRECACHE_NICENESS, precache_arrangement
+
+    config = load_network_config(__import__("conftest").REPO / "02_train" / "zebrafinch" / "mtlsd")  # 10 workers, cache 40
+    workers = min(10, os.cpu_count() or 1)
+    assert precache_arrangement(config, "cpu") == {"num_workers": workers, "cache_size": 2 * workers, "niceness": CPU_PRECACHE_NICENESS}
+    assert precache_arrangement(config, "gpu:0") == {"num_workers": workers, "cache_size": 40, "niceness": 0}
+
+
+class _Priority(gp.BatchProvider):
+    """A source whose one array holds the niceness of the process that provided it."""
+
+    def __init__(self, key):
+        self.key = key
+
+    def setup(self):
+        self.provides(self.key, gp.ArraySpec(roi=gp.Roi((0,), (1,)), voxel_size=gp.Coordinate((1,)), dtype=np.int64))
+
+    def provide(self, request):
+        import os
+
+        batch = gp.Batch()
+        spec = self.spec[self.key].copy()
+        spec.roi = request[self.key].roi
+        batch[self.key] = gp.Array(np.array([os.nice(0)], np.int64), spec)
+        return batch
+
+
+def test_precache_workers_run_at_the_given_niceness():
+    import os
+
+    from lsd_nm.nodes import PreCache
+
+    key = gp.ArrayKey("NICENESS")
+    request = gp.BatchRequest()
+    request[key] = gp.ArraySpec(roi=gp.Roi((0,), (1,)))
+    mine = os.nice(0)
+    pipeline = _Priority(key) + PreCache(cache_size=2, num_workers=1, niceness=3)
+    with gp.build(pipeline):
+        for _ in range(2):
+            assert pipeline.request_batch(request)[key].data.tolist() == [min(mine + 3, 19)]
+    assert os.nice(0) == mine  # the requesting process keeps its priority

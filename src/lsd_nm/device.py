@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import logging
+import os
+import sys
+from pathlib import Path
 
 from .config import ConfigError
 
@@ -39,3 +42,26 @@ def select_device(device: str | None = None, tf32: bool = False) -> str:
     except RuntimeError as e:  # TensorFlow was initialised already in this process: keep what it has
         logger.warning("device selection ignored (%s)", e)
         return wanted
+
+
+def runs_on_cpu(device: str | None = None) -> bool:
+    """Whether a model placed by :func:`select_device` with ``device`` runs on the CPU: ``cpu``, or the default where
+    there is no GPU.
+
+    TensorFlow is asked only where it is imported already; elsewhere (a process that only schedules work need not
+    pay its start-up) a GPU counts as present when the NVIDIA driver lists one and ``CUDA_VISIBLE_DEVICES`` does not
+    hide them all.
+
+    Args:
+        device: ``"cpu"``, ``"gpu"``, ``"gpu:N"``, or None (a GPU if there is one).
+    """
+    if device is not None:
+        return device.lower() == "cpu"
+    if "tensorflow" in sys.modules:
+        import tensorflow as tf
+
+        return not tf.config.list_physical_devices("GPU")
+    if os.environ.get("CUDA_VISIBLE_DEVICES", "0").strip() in ("", "-1"):
+        return True
+    gpus = Path("/proc/driver/nvidia/gpus")
+    return not (gpus.is_dir() and any(gpus.iterdir()))

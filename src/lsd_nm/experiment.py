@@ -158,7 +158,7 @@ class TrainConfig(StrictBaseModel):
     malis_phase_switch: NonNegativeInt = 10000
     """malis: iterations of MSE training before the MALIS loss takes over."""
     cache_size: PositiveInt = 40
-    """PreCache: batches prepared ahead."""
+    """PreCache: batches prepared ahead (where the step runs on the CPU: at most two per worker)."""
     num_workers: PositiveInt = 10
     """PreCache: processes preparing batches (capped at the number of cores)."""
 

@@ -19,6 +19,7 @@ from .data import LABELS_MASK as LABELS_MASK_DATASET
 from .data import NEURON_IDS
 from .data import RAW as RAW_DATASET
 from .datasets import DATA_DIR, get_dataset, volume_path
+from .device import runs_on_cpu
 from .experiment import NetworkConfig, NetworkFolder
 from .malis import malis_loss_weights
 from .networks import build_auto_model, build_model, network_io
@@ -85,6 +86,30 @@ def _roi(shape, voxel_size: gp.Coordinate) -> gp.Roi:
     """A ROI of ``shape`` voxels centred on the origin (all of a request's ROIs share the centre)."""
     shape = gp.Coordinate(shape)
     return gp.Roi(-(shape // 2) * voxel_size, shape * voxel_size)
+
+
+CPU_PRECACHE_NICENESS = 10
+"""How much lower the PreCache workers' priority is than the train step's where the step runs on the CPU."""
+
+
+def precache_arrangement(config: NetworkConfig, device: str | None) -> dict[str, int]:
+    """PreCache's workers, cache size and niceness for a network trained on ``device``.
+
+    Where the step runs on the CPU, the step and the workers share the cores, split deliberately (measured in
+    benchmarks/training.py, see benchmarks/RESULTS.md): TensorFlow's step takes every core (intra-op threads =
+    cores) and is ~95 % of an iteration's CPU at the paper's zebrafinch mtlsd shapes (a batch costs ~1.1
+    core-seconds, 0.9 of it elastic augment; the step 2 cores × 9-14 s on 2 cores). The workers
+    (``train.num_workers``, at most one per core) run at nice +10: where one competes with the step for a core, the
+    step gets ~10 times its share, so batches are made in the cycles the step leaves idle, or at a tenth of a
+    core beside it — and at full speed whenever the step waits for a batch. The cache is cut to two batches per
+    worker: the config's (40, made for GPU nodes) would have the workers run ahead beside the first ~40 steps.
+    With a GPU the config's ``num_workers`` (at most one per core) and ``cache_size`` apply at full priority.
+    """
+    t = config.train
+    workers = max(1, min(t.num_workers, os.cpu_count() or 1))
+    if runs_on_cpu(device):
+        return {"num_workers": workers, "cache_size": min(t.cache_size, 2 * workers), "niceness": CPU_PRECACHE_NICENESS}
+    return {"num_workers": workers, "cache_size": t.cache_size, "niceness": 0}
 
 
 @dataclass
@@ -253,7 +278,7 @@ def build_train_pipeline(
     # raw in [-1, 1]
     pipeline += gp.IntensityScaleShift(RAW, 2, -1)
     # prepare batches in parallel (a worker's error stops training)
-    pipeline += PreCache(cache_size=t.cache_size, num_workers=max(1, min(t.num_workers, os.cpu_count() or 1)))
+    pipeline += PreCache(**precache_arrangement(config, device))
     if autocontext:
         lsd_config = folder.lsd.config
         try:

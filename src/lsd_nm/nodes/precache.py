@@ -28,10 +28,19 @@ class PreCache(gp.PreCache):
     worker dies with the watchdog (a parent-death signal: the watchdog starts them from its main thread) and
     watches the requester: once that is gone, it kills the watchdog, and so every worker, then itself.
 
+    The workers may run at a lower scheduling priority than the requester (``niceness``): where both share the
+    same cores (training on a CPU), the requester's work (the train step) then gets most of a core it shares with a
+    worker (at nice +10, ~10 times the worker's share), and the workers fill the cycles the step leaves idle.
+
     Args:
         cache_size (int): how many batches to hold at most.
         num_workers (int): how many processes fill the cache.
+        niceness (int): added to the workers' nice value (0: the requester's priority; 19: the lowest).
     """
+
+    def __init__(self, cache_size: int = 50, num_workers: int = 20, niceness: int = 0):
+        super().__init__(cache_size=cache_size, num_workers=num_workers)
+        self.niceness = niceness
 
     def provide(self, request):
         # the process the workers serve (the pool is started by the request that reaches it)
@@ -39,7 +48,8 @@ class PreCache(gp.PreCache):
         return super().provide(request)
 
     def _run_worker(self):
-        _follow(getattr(self, "_requester", None))
+        if _follow(getattr(self, "_requester", None)) and self.niceness:
+            os.nice(self.niceness)
         try:
             return super()._run_worker()
         except Exception as e:
@@ -53,11 +63,11 @@ _followed_in: set[int] = set()
 """The processes (pids) where :func:`_follow` is in place; a forked child inherits the set, hence pids."""
 
 
-def _follow(requester: int | None) -> None:
+def _follow(requester: int | None) -> bool:
     """In a PreCache worker (once per process): die with the pool's watchdog, and end the watchdog and this worker
-    once ``requester`` is gone."""
+    once ``requester`` is gone. Returns whether this call set it up (the first in this worker process)."""
     if requester is None or os.getpid() in _followed_in or os.getpid() == requester:
-        return
+        return False
     _followed_in.add(os.getpid())
     die_with_parent()
     pool = os.getppid()
@@ -68,3 +78,4 @@ def _follow(requester: int | None) -> None:
         os._exit(1)
 
     watch(requester, requester_gone)
+    return True
