@@ -25,6 +25,8 @@ ARGS ?=
 DEMO_NETWORKS ?=
 DEMO_FAST ?=
 GPU ?=
+VOLARA ?=
+PEER_VOLARA ?=
 TF_EXTRA := $(if $(GPU),gpu,cpu)
 
 # ---- how Python runs ---------------------------------------------------------------------------------------------
@@ -51,7 +53,7 @@ NETWORK_DIR = $(ROOT)/02_train/$(DATASET)/$(NETWORK)
 
 .PHONY: help setup test demo synthetic fetch-data masks view fetch-checkpoint container mknet train view-batch \
         predict-scan predict segment evaluate clean-data clean import-checkpoint images fetch-test-data fetch-published \
-        reproduce
+        reproduce benchmark
 
 help: ## list every target with one line each
 	@echo "usage: make TARGET [DATASET=synthetic|zebrafinch|fib25|hemi] [NETWORK=baseline|lsd|mtlsd|aclsd|acrlsd|long_range|malis]"
@@ -141,6 +143,11 @@ evaluate: $(ENV_READY) ## evaluate segmentations against labels and skeletons (C
 
 reproduce: $(ENV_READY) ## the paper's tables for a network → reproduce/<dataset>_<network>.{csv,md,png} (DATASET=… NETWORK=…)
 	$(call script,03_predict/07_reproduce.py,--dataset $(DATASET) --network $(NETWORK) $(ARGS))
+
+# ---- benchmarks ------------------------------------------------------------------------------------------------
+benchmark: $(ENV_READY) ## run every benchmark in one go: rows to benchmarks/RESULTS.md, ratios vs goals in benchmarks/results.png ([VOLARA=1]: volara side by side; ~25 min on 2 cores)
+	@[ -d "$(ROOT)/01_data/funke/synthetic/testing/test_0.zarr" ] || $(MAKE) --no-print-directory -C $(ROOT) synthetic masks DATASET=synthetic
+	$(if $(PEER_VOLARA),PEER_VOLARA=$(PEER_VOLARA) )$(RUN) $(ROOT)/benchmarks/run_all.py $(if $(filter 1 yes true,$(VOLARA)),--volara) $(ARGS)
 
 # ---- cleaning (never deletes checkpoints) --------------------------------------------------------------------------
 clean-data: ## delete generated synthetic volumes (fetched data and checkpoints stay)

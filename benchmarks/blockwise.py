@@ -1,106 +1,95 @@
-"""Blockwise prediction against the bare network, 1 vs 2 workers, and fragments + agglomeration throughput.
+"""Blockwise prediction against the bare network: the tax of being blockwise at 1 worker, 2 workers against 1, and
+where a worker's start-up goes.
 
-Run: .venv/bin/python benchmarks/blockwise.py [--setup 02_train/synthetic/baseline] [--iteration latest]
-     (needs `make synthetic` and a trained synthetic network, e.g. `make train DATASET=synthetic NETWORK=baseline
-     ITERATION=500`; appends three rows to benchmarks/RESULTS.md)
+Run: .venv/bin/python benchmarks/blockwise.py [--network mtlsd] [--repeats 2]
+     (needs `make synthetic`; appends rows to benchmarks/RESULTS.md; ~3 min on 2 cores)
 
-On the synthetic test volume 01_data/funke/synthetic/testing/test_0.zarr (104 × 296 × 296 voxels, 20 × 9 × 9 nm),
-everything written into a temporary folder:
+Everything runs in a scratch folder: a copy of ``02_train/synthetic/<network>`` with a checkpoint of random weights
+(the time of a pass does not depend on the weights) and a raw volume of 104 × 600 × 600 voxels at 20 × 9 × 9 nm
+(the synthetic test volume, mirrored out to 600 voxels in y and x): 64 blocks (44, 180, 180) → (24, 140, 140).
 
-* **network**: the checkpoint's model and the same ``tf.function`` forward as a prediction worker, on the blocks'
-  raw read into memory beforehand, one pass per block of the blockwise run, after one warm-up pass;
-* **01_predict_blockwise** with 1 worker (``num_workers: 1``: in this process, serially; TensorFlow keeps the threads
-  of the network measurement, all cores) and with 2 workers (worker processes, ``cores / 2`` threads each), each timed
-  from the call to its return. A thread polls daisy's done-block records, which splits each time into the start (until
-  the first block is recorded: model loading, and for worker processes their Python and TensorFlow start) and the
-  blocks (first to last block recorded; ``blocks − 1`` blocks in that span);
-* **02_extract_fragments + 03_agglomerate** (1 worker, the run config's default blocks) over the predicted
-  affinities: voxels per second.
-
-Targets (issue 03_predict): overhead ≤ 15 % at 1 worker (blockwise time / network time − 1); 2 workers ≥ 1.7× faster
-than 1. The machine is shared: the rows carry the load average at the start and at the end of the run.
+* **network**: the checkpoint's model in a ``tf.function``, its float32 input already in memory (one array per
+  block of the blockwise run), its output left in TensorFlow: the bare network, one pass per block;
+* **1 worker**: ``predict_blockwise`` with ``num_workers: 1`` in this process (serially; TensorFlow has the threads
+  of the network measurement, all cores), from the call to its return: model build and tracing, reading raw,
+  writing the outputs — all the tax. The two alternate, ``--repeats`` times; each side's best counts (the least
+  disturbed by the other work of a shared machine). Goal: ≤ 10 % over the network.
+* **1 vs 2 workers, as a user runs them**: ``03_predict/01_predict_blockwise.py CONFIG`` as a process with
+  ``num_workers`` 1 (all threads, in the process) and 2 (two worker processes, one thread each), alternating; each
+  pays its Python, TensorFlow and model start-up. A thread polls daisy's done-block records, which splits each run
+  into its start (to the first block recorded) and its blocks. Goal: 2 workers no slower than 1.
+* **worker start-up**: a fresh process doing what a worker does before its first block, step by step.
 """
 
 import argparse
+import json
 import os
-import platform
+import shutil
+import subprocess
+import sys
 import tempfile
-import threading
 import time
 from datetime import date
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+sys.path.insert(0, str(Path(__file__).parent))
 
 import numpy as np  # noqa: E402
+from common import DonePoller, Ratio, load, machine, output_arguments, report  # noqa: E402
 
 from lsd_nm import REPO_ROOT  # noqa: E402
 
-RAW_FILE = REPO_ROOT / "01_data/funke/synthetic/testing/test_0.zarr"
+TEST_VOLUME = REPO_ROOT / "01_data/funke/synthetic/testing/test_0.zarr"
+SHAPE_YX = 600
+"""The scratch raw's size in y and x (voxels): 4 × 4 blocks in y, x (and 4 in z) for the synthetic networks."""
+GOAL_OVERHEAD = 1.10
+GOAL_TWO_WORKERS = 1.0
 
 
-class DonePoller:
-    """Polls a daisy task's done-block records in a thread: the times at which the count grew."""
+def scratch(tmp: Path, network: str) -> tuple[Path, Path]:
+    """The scratch raw volume and network folder (with a checkpoint of random weights)."""
+    import keras
 
-    def __init__(self, tracking: Path, interval: float = 0.1) -> None:
-        self.tracking, self.interval = tracking, interval
-        self.times: list[tuple[float, int]] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
+    from lsd_nm.checkpoints import model_weights, save_checkpoint
+    from lsd_nm.data import RAW, read_array, write_container
+    from lsd_nm.experiment import load_network_config
+    from lsd_nm.networks import build_model
 
-    def _count(self) -> int:
-        import zarr
-
-        try:
-            return int(np.count_nonzero(zarr.open_array(self.tracking / "done", mode="r")[:]))
-        except Exception:  # not created yet, or being written
-            return 0
-
-    def _run(self) -> None:
-        last = 0
-        while not self._stop.is_set():
-            count = self._count()
-            if count > last:
-                self.times.append((time.perf_counter(), count))
-                last = count
-            time.sleep(self.interval)
-
-    def __enter__(self):
-        self.start = time.perf_counter()
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.end = time.perf_counter()
-        self._stop.set()
-        self._thread.join()
-        count = self._count()
-        if not self.times or self.times[-1][1] < count:
-            self.times.append((self.end, count))
-
-    def split(self) -> tuple[float, float, float, int]:
-        """(total, start: until the first block was recorded, blocks: first to last recorded, blocks recorded)."""
-        first, last = self.times[0][0], self.times[-1][0]
-        return self.end - self.start, first - self.start, last - first, self.times[-1][1]
+    if not TEST_VOLUME.exists():
+        raise SystemExit(f"{TEST_VOLUME} is missing: run `make synthetic` first")
+    raw, voxel_size, _ = read_array(TEST_VOLUME, RAW)
+    pad = [(0, 0)] + [(0, SHAPE_YX - s) for s in raw.shape[1:]]
+    write_container(tmp / "raw.zarr", {RAW: np.pad(raw, pad, mode="reflect")}, voxel_size, (0, 0, 0))
+    datasets = tmp / "02_train" / "synthetic"
+    shutil.copytree(
+        REPO_ROOT / "02_train" / "synthetic" / network,
+        datasets / network,
+        ignore=shutil.ignore_patterns("train_net_*", "snapshots", "log"),
+    )
+    shutil.copy(REPO_ROOT / "02_train" / "synthetic" / "config.json", datasets / "config.json")
+    config = load_network_config(datasets / network)
+    keras.utils.set_random_seed(0)
+    save_checkpoint(datasets / network, 1, config, model_weights(build_model(config)))
+    return tmp / "raw.zarr", datasets / network
 
 
-def network_time(run, repeats: int = 1) -> tuple[float, int, tuple, tuple, int]:
-    """The bare forward passes of the blockwise run's blocks (raw in memory), best of ``repeats``: (time, blocks,
-    input shape, output shape, output voxels of the region)."""
+def network_inputs(run):
+    """The bare network (the checkpoint's model in a ``tf.function``) and its float32 inputs, one per block of the
+    blockwise run (write ROIs of one network output from the region's begin, overhanging its end)."""
     import tensorflow as tf
     from funlib.geometry import Coordinate, Roi
 
-    from lsd_nm.checkpoints import assign_weights, load_checkpoint, resolve_checkpoint
+    from lsd_nm.checkpoints import assign_weights, load_weights, resolve_checkpoint
+    from lsd_nm.data import open_dataset, read_padded
     from lsd_nm.experiment import load_network_config
-    from lsd_nm.fragments import open_dataset, read_padded
     from lsd_nm.networks import build_model, network_io
-    from lsd_nm.nodes.layout import to_keras
 
     folder = run.path(run.setup)
     config = load_network_config(folder)
     _, checkpoint = resolve_checkpoint(folder, run.iteration)
     model = build_model(config, "predict")
-    assign_weights(model, load_checkpoint(checkpoint)[0], str(checkpoint))
+    assign_weights(model, load_weights(checkpoint), str(checkpoint))
     forward = tf.function(lambda x: model(x, training=False))
     raw = open_dataset(run.path(run.raw_file), run.raw_dataset, "raw")
     vs = raw.voxel_size
@@ -108,90 +97,168 @@ def network_time(run, repeats: int = 1) -> tuple[float, int, tuple, tuple, int]:
     out_shape = Coordinate(next(iter(network_io(config, "predict").outputs.values())).shape)
     context = (in_shape - out_shape) * vs / 2
     out_roi = raw.roi.grow(-context, -context)
-    # the blocks of the blockwise run: write ROIs of one network output from the region's begin, overhanging its end
     grid = [-(-s // (o * v)) for s, o, v in zip(out_roi.shape, out_shape, vs)]
     array = raw.open("r")
     inputs = []
     for index in np.ndindex(*grid):
         begin = out_roi.begin + Coordinate(i * o * v for i, o, v in zip(index, out_shape, vs)) - context
         data = read_padded(array, raw, Roi(begin, in_shape * vs)).astype(np.float32)
-        inputs.append({"raw": to_keras(data / 255.0 * 2.0 - 1.0)})
+        inputs.append({"raw": (data / 255.0 * 2.0 - 1.0)[None, ..., None]})
     forward(inputs[0])  # tracing
-    best = float("inf")
-    for _ in range(repeats):
-        start = time.perf_counter()
-        for x in inputs:
-            {k: v.numpy() for k, v in forward(x).items()}
-        best = min(best, time.perf_counter() - start)
     voxels = int(np.prod([s // v for s, v in zip(out_roi.shape, vs)]))
-    return best, len(inputs), tuple(in_shape), tuple(out_shape), voxels
+    return forward, inputs, (tuple(in_shape), tuple(out_shape), voxels)
+
+
+def bare_network(forward, inputs) -> float:
+    """The passes alone: the outputs stay in TensorFlow (a call returns once its pass is done)."""
+    start = time.perf_counter()
+    for x in inputs:
+        forward(x)
+    return time.perf_counter() - start
+
+
+STARTUP = r"""
+import os, sys, time, json
+t0 = time.perf_counter()
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+from lsd_nm import predict_blockwise  # what unpickling a worker's job imports
+t1 = time.perf_counter()
+import tensorflow, keras
+t2 = time.perf_counter()
+from lsd_nm.checkpoints import assign_weights, load_weights
+from lsd_nm.experiment import load_network_config
+from lsd_nm.networks import build_model
+config = load_network_config(sys.argv[1])
+tensorflow.config.threading.set_intra_op_parallelism_threads(int(sys.argv[3]))
+model = build_model(config, "predict")
+assign_weights(model, load_weights(sys.argv[2]), "checkpoint")
+t3 = time.perf_counter()
+forward = predict_blockwise._forward_function(model, config, {"raw": __import__("numpy").dtype("uint8")})
+t4 = time.perf_counter()
+import gunpowder  # what a worker imported before it stopped importing the training nodes with it
+t5 = time.perf_counter()
+print(json.dumps({"imports": t1 - t0, "tensorflow": t2 - t1, "model": t3 - t2, "trace": t4 - t3, "gunpowder": t5 - t4}))
+"""
+
+
+def worker_startup(folder: Path, checkpoint: Path, threads: int) -> dict[str, float]:
+    """What a fresh worker process spends before its first block, step by step (Python's own start apart)."""
+    start = time.perf_counter()
+    done = subprocess.run(
+        [sys.executable, "-c", STARTUP, str(folder), str(checkpoint), str(threads)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    steps = json.loads(done.stdout.strip().splitlines()[-1])
+    steps["process"] = time.perf_counter() - start - steps["gunpowder"]
+    return steps
+
+
+def cli_run(config_file: Path, tracking: Path) -> dict[str, float]:
+    """``03_predict/01_predict_blockwise.py CONFIG`` as a process, split by its done-block records."""
+    shutil.rmtree(json.loads(config_file.read_text())["out_file"], ignore_errors=True)
+    with DonePoller(tracking) as poller:
+        subprocess.run([sys.executable, str(REPO_ROOT / "03_predict/01_predict_blockwise.py"), str(config_file)],
+                       check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    return poller.split()
+
+
+def run(network: str = "mtlsd", repeats: int = 2) -> tuple[list[str], list[Ratio], dict]:
+    """Measure; returns the RESULTS.md rows, the ratios against their goals, and per-block numbers for others."""
+    from lsd_nm.predict_blockwise import predict_blockwise
+    from lsd_nm.run_config import RunConfig
+
+    load_start = load()
+    cores = os.cpu_count() or 1
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        raw_file, folder = scratch(tmp, network)
+
+        def run_config(name: str, workers: int) -> RunConfig:
+            return RunConfig(
+                setup=str(folder),
+                raw_file=str(raw_file),
+                out_file=str(tmp / f"{name}.zarr"),
+                num_workers=workers,
+                device="cpu",
+            )
+
+        forward, inputs, (in_shape, out_shape, voxels) = network_inputs(run_config("network", 1))
+        blocks = len(inputs)
+        nets, serial = [], []
+        for i in range(repeats):
+            nets.append(bare_network(forward, inputs))
+            config = run_config(f"serial_{i}", 1)
+            with DonePoller(config.blocks_dir / f"predict_{network}") as poller:
+                result = predict_blockwise(config, progress=False)
+            assert result.processed == blocks, (result, blocks)
+            serial.append(poller.split())
+        net = min(nets)
+        one = min(serial, key=lambda s: s["total"])
+
+        cli: dict[int, list[dict]] = {1: [], 2: []}
+        for _ in range(repeats):
+            for workers in (1, 2):
+                config = run_config(f"cli_{workers}", workers)
+                path = tmp / f"cli_{workers}.json"
+                path.write_text(config.model_dump_json())
+                cli[workers].append(cli_run(path, config.blocks_dir / f"predict_{network}"))
+        best = {w: min(runs, key=lambda s: s["total"]) for w, runs in cli.items()}
+        startup = {
+            threads: worker_startup(folder, folder / "train_net_checkpoint_1", threads) for threads in (cores, 1)
+        }
+    load_end = load()
+
+    where = machine(load_start, load_end)
+    today = date.today()
+    what = f"{network} (random weights), {blocks} blocks {in_shape}→{out_shape}, {voxels / 1e6:.1f} Mvoxels"
+    overhead = one["total"] / net
+    speedup = best[1]["total"] / best[2]["total"]
+    s1, s2 = startup[cores], startup[1]
+
+    def steps(s):
+        return (
+            f"imports {s['imports']:.2f} s, TensorFlow {s['tensorflow']:.2f} s, model + weights {s['model']:.2f} s, "
+            f"trace {s['trace']:.2f} s; no longer imported: gunpowder (and dask) {s['gunpowder']:.2f} s"
+        )
+
+    lines = [
+        f"| {today} | 01_predict_blockwise, 1 worker in process, vs the bare network ({what}; best of {repeats}, alternating) | "
+        f"{one['total']:.2f} s (start {one['start']:.2f} s + blocks {one['blocks']:.2f} s) vs network {net:.2f} s | "
+        f"overhead {100 * (overhead - 1):+.1f}% (goal ≤ +10%); per block {one['per_block'] * 1000:.0f} ms vs "
+        f"{net / blocks * 1000:.0f} ms | {where} |",
+        f"| {today} | 01_predict_blockwise.py as a process, 2 workers (1 thread each) vs 1 worker ({cores} threads) ({what}; "
+        f"best of {repeats}, alternating) | {best[2]['total']:.2f} s (start {best[2]['start']:.2f} s, per block "
+        f"{best[2]['per_block'] * 1000:.0f} ms) vs {best[1]['total']:.2f} s (start {best[1]['start']:.2f} s, per block "
+        f"{best[1]['per_block'] * 1000:.0f} ms) | 2 workers {speedup:.2f}× as fast (goal ≥ 1.0×) | {where} |",
+        f"| {today} | prediction worker start-up, a fresh process ({network}) | {s2['process']:.2f} s (1 thread), "
+        f"{s1['process']:.2f} s ({cores} threads) | 1 thread: {steps(s2)}; the rest is Python's own start and exit | {where} |",
+    ]
+    ratios = [
+        Ratio("prediction: 1 worker / bare network", overhead, GOAL_OVERHEAD, False, f"{blocks} blocks"),
+        Ratio("prediction: 2 workers vs 1 (speed-up)", speedup, GOAL_TWO_WORKERS, True, f"{blocks} blocks, processes"),
+    ]
+    numbers = {
+        "network_per_block": net / blocks, "out_shape": out_shape, "voxels": voxels, "blocks": blocks,
+        "voxels_per_s": voxels / min(best[1]["total"], best[2]["total"]),
+    }  # fmt: skip
+    return lines, ratios, numbers
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--setup", default="02_train/synthetic/baseline", help="a trained synthetic network folder")
-    parser.add_argument("--iteration", default="latest")
+    parser.add_argument("--network", default="mtlsd", help="a network of 02_train/synthetic")
+    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument(
+        "--numbers", type=Path, default=None, help="write the per-block numbers to this JSON file (for run_all.py)"
+    )
+    output_arguments(parser)
     args = parser.parse_args()
-
-    from lsd_nm.agglomerate import agglomerate
-    from lsd_nm.fragments import extract_fragments
-    from lsd_nm.predict_blockwise import predict_blockwise
-    from lsd_nm.run_config import RunConfig
-
-    load_start = os.getloadavg()[0]
-    iteration = args.iteration if args.iteration == "latest" else int(args.iteration)
-    with tempfile.TemporaryDirectory() as tmp:
-
-        def run_config(name: str, workers: int) -> RunConfig:
-            return RunConfig(
-                setup=str(REPO_ROOT / args.setup), iteration=iteration, raw_file=str(RAW_FILE),
-                out_file=str(Path(tmp) / f"{name}.zarr"), num_workers=workers, device="cpu",
-            )  # fmt: skip
-
-        net, blocks, in_shape, out_shape, voxels = network_time(run_config("network", 1))
-        timings = {}
-        for workers in (1, 2):
-            run = run_config(f"predict_{workers}", workers)
-            tracking = Path(run.out_file) / ".blocks" / f"predict_{Path(args.setup).name}"
-            with DonePoller(tracking) as poller:
-                result = predict_blockwise(run, progress=False)
-            assert result.processed == blocks, (result, blocks)
-            timings[workers] = poller.split()
-
-        segment = run_config("predict_1", 1)
-        start = time.perf_counter()
-        fragment_blocks = extract_fragments(segment, progress=False).total
-        fragments = time.perf_counter() - start
-        start = time.perf_counter()
-        agglomerate(segment, progress=False)
-        agglomeration = time.perf_counter() - start
-    load_end = os.getloadavg()[0]
-
-    (t1, s1, b1, n1), (t2, s2, b2, n2) = timings[1], timings[2]
-    per_block_1, per_block_2 = b1 / max(n1 - 1, 1), b2 / max(n2 - 1, 1)
-    machine = (
-        f"{platform.machine()}, {os.cpu_count()} cores, load {load_start:.1f} → {load_end:.1f} (shared machine"
-        f"{': loaded, times pessimistic' if max(load_start, load_end) > 0.5 * (os.cpu_count() or 1) else ''})"
-    )
-    what = (
-        f"{Path(args.setup).name} on synthetic test_0, {blocks} blocks {in_shape}→{out_shape}, "
-        f"{voxels / 1e6:.1f} Mvoxels"
-    )
-    lines = [
-        f"| {date.today()} | 01_predict_blockwise, 1 worker, vs the bare network ({what}) | {t1:.2f} s "
-        f"(start {s1:.2f} s + blocks {b1:.2f} s) vs network {net:.2f} s | overhead {100 * (t1 / net - 1):+.0f}% (target ≤ +15%); "
-        f"per block {per_block_1:.3f} s vs {net / blocks:.3f} s | {machine} |",
-        f"| {date.today()} | 01_predict_blockwise, 2 workers vs 1 ({what}) | {t2:.2f} s (start {s2:.2f} s + blocks "
-        f"{b2:.2f} s) vs {t1:.2f} s | {t1 / t2:.2f}× faster (target ≥ 1.7×); per block {per_block_2:.3f} s vs "
-        f"{per_block_1:.3f} s: {per_block_1 / per_block_2:.2f}× | {machine} |",
-        f"| {date.today()} | 02_extract_fragments + 03_agglomerate, 1 worker, {fragment_blocks} blocks, "
-        f"{voxels / 1e6:.1f} Mvoxels | {fragments:.2f} s + {agglomeration:.2f} s | "
-        f"{voxels / (fragments + agglomeration):,.0f} voxels/s (fragments {voxels / fragments:,.0f}, agglomeration "
-        f"{voxels / agglomeration:,.0f}) | {machine} |",
-    ]
-    with Path(__file__).with_name("RESULTS.md").open("a") as f:
-        f.write("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    lines, ratios, numbers = run(args.network, args.repeats)
+    report(args, lines, ratios)
+    if args.numbers is not None:
+        args.numbers.write_text(json.dumps(numbers))
 
 
 if __name__ == "__main__":

@@ -25,6 +25,7 @@ import contextlib
 import os
 import platform
 import statistics
+import sys
 import time
 from datetime import date
 from pathlib import Path
@@ -37,6 +38,9 @@ from funlib.persistence import Array  # noqa: E402
 from lsd.train.gp import AddLocalShapeDescriptor as LsdsNode  # noqa: E402
 from lsd.train.local_shape_descriptor import get_local_shape_descriptors  # noqa: E402
 from scipy.ndimage import gaussian_filter  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).parent))
+from common import Ratio, output_arguments, report  # noqa: E402
 
 from lsd_nm import local_shape_descriptors as lsd_module  # noqa: E402
 from lsd_nm.nodes import AddLocalShapeDescriptor  # noqa: E402
@@ -135,6 +139,7 @@ def smoothing_backends(labels, voxel_size, sigma, output_shape, downsample=2):
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--repeats", type=int, default=3)
+    output_arguments(parser)
     args = parser.parse_args()
     load_before = os.getloadavg()[0]
 
@@ -179,9 +184,9 @@ def main():
         f"scipy {backends['fib25']['scipy']:.2f} s vs numba {backends['fib25']['numba']:.3f} s | "
         f"numba {backends['mtlsd']['scipy'] / backends['mtlsd']['numba']:.1f}× and {backends['fib25']['scipy'] / backends['fib25']['numba']:.1f}× faster | {machine} |"
     )
-    with Path(__file__).with_name("RESULTS.md").open("a") as f:
-        f.write("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    short = ("mtlsd batch", "fib25 batch", "mtlsd batch, masked", "mtlsd whole crop")
+    ratios = [Ratio(f"LSD targets: ours vs lsds, {label}", t_lsds / t_ours, 5.0, True) for label, (_, t_lsds, t_ours, _) in zip(short, rows)]
+    report(args, lines, ratios)
 
 
 if __name__ == "__main__":
