@@ -116,10 +116,12 @@ def _forward_function(model, config: NetworkConfig, dtypes: dict[str, np.dtype])
         for name, x in stored.items():
             if name in tables:
                 x = tf.gather(tables[name], tf.cast(x, tf.int32))
-            inputs[name] = tf.transpose(x, (1, 2, 3, 0))[None]
+            # channels last (one channel: a reshape, no copy)
+            inputs[name] = tf.reshape(x, (1, *x.shape[1:], 1)) if x.shape[0] == 1 else tf.transpose(x, (1, 2, 3, 0))[None]
         predictions = model(inputs, training=False)
+        # channels first after the cast to uint8: the transpose moves a quarter of the bytes
         return {
-            head: tf.cast(tf.floor(tf.clip_by_value(tf.transpose(p[0], (3, 0, 1, 2)), 0.0, 1.0) * 255.0), tf.uint8)
+            head: tf.transpose(tf.cast(tf.floor(tf.clip_by_value(p[0], 0.0, 1.0) * 255.0), tf.uint8), (3, 0, 1, 2))
             for head, p in predictions.items()
         }
 
