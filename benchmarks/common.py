@@ -52,9 +52,16 @@ def machine(load_start: float, load_end: float | None = None) -> str:
     return f"{platform.machine()}, {cores} cores, load {loads}{' (shared machine: loaded, times pessimistic)' if busy else ''}"
 
 
+HEADER = "| date | what | time | memory | machine |\n|---|---|---|---|---|\n"
+
+
 def append_rows(lines: list[str]) -> None:
-    """Append table rows to RESULTS.md and print them."""
+    """Append table rows to RESULTS.md and print them; after a note (a line that is no table row) a new table
+    starts with its own header, so that every row renders as one."""
+    last = next((line for line in reversed(RESULTS.read_text().splitlines()) if line.strip()), "")
     with RESULTS.open("a") as f:
+        if not last.startswith("|"):
+            f.write("\n" + HEADER)
         f.write("\n".join(lines) + "\n")
     print("\n".join(lines))
 

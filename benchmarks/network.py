@@ -12,11 +12,11 @@ import platform
 import resource
 import time
 from datetime import date
-from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np  # noqa: E402
+from common import append_rows  # noqa: E402
 
 from lsd_nm import REPO_ROOT  # noqa: E402
 from lsd_nm.experiment import load_network_config  # noqa: E402
@@ -80,10 +80,7 @@ def main():
         f"| {date.today()} | {name} | {t:.2f} s | {fl / 1e9:.1f} GFLOP/s = {100 * fl / peak:.0f}% of matmul peak {peak / 1e9:.0f} GFLOP/s; {vox:,.0f} output voxels/s | {peak_rss:.1f} GB peak RSS (whole run) | {machine} |"
         for name, t, fl, vox in rows
     ]
-    results = Path(__file__).with_name("RESULTS.md")
-    with results.open("a") as f:
-        f.write("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    append_rows(lines)
 
 
 if __name__ == "__main__":

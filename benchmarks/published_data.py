@@ -16,6 +16,7 @@ from pathlib import Path
 
 import bson
 import numpy as np
+from common import append_rows
 
 from lsd_nm.bson_dump import read_region_graph
 from lsd_nm.paper_data import write_region_graph
@@ -69,6 +70,4 @@ if __name__ == "__main__":
         f"bare pymongo decoding; arrays → SQLite (write_region_graph) | read {read:.1f} s vs bare {bare:.1f} s "
         f"(×{read / bare:.2f}; {docs / read:,.0f} documents/s); SQLite {write:.1f} s ({docs / write:,.0f} rows/s) | | {machine} |"
     )
-    with Path(__file__).with_name("RESULTS.md").open("a") as f:
-        f.write(line + "\n")
-    print(line)
+    append_rows([line])

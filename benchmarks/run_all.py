@@ -25,7 +25,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from common import RESULTS, Ratio, load, machine  # noqa: E402
+from common import Ratio, append_rows, load, machine  # noqa: E402
 
 HERE = Path(__file__).parent
 PLOT = HERE / "results.png"
@@ -111,12 +111,11 @@ def main() -> None:
     )
     row = (
         f"| {started:%Y-%m-%d} | make benchmark, {started:%H:%M}: {', '.join(f'{n} {s:.0f} s' for n, s in seconds.items())} | "
-        f"{sum(seconds.values()) / 60:.0f} min | {met} of {len(ratios)} goals met: {summary} (benchmarks/results.png) | "
+        f"{sum(seconds.values()) / 60:.1f} min | {met} of {len(ratios)} goals met: {summary}"
+        f"{' (benchmarks/results.png)' if ratios else ''} | "
         f"{machine(load_start, load_end)} |"
     )
-    with RESULTS.open("a") as f:
-        f.write(row + "\n")
-    print(row)
+    append_rows([row])
     if ratios:
         draw(ratios, PLOT, f"make benchmark {started:%Y-%m-%d %H:%M} — {machine(load_start, load_end)}")
         print(f"drew {PLOT}")

@@ -11,6 +11,8 @@ import time
 from datetime import date
 from pathlib import Path
 
+from common import append_rows
+
 from lsd_nm.synthetic import make_synthetic
 
 if __name__ == "__main__":
@@ -23,9 +25,4 @@ if __name__ == "__main__":
     peak_children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024**2
     machine = f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
     lines = [f"| {date.today()} | make_synthetic {d} (4 volumes, 2 workers) | {s:.1f} s | {peak_children:.2f} GB peak per worker | {machine} |" for d, s in rows]
-    results = Path(__file__).with_name("RESULTS.md")
-    if not results.exists():
-        results.write_text("# Benchmark results\n\n| date | what | time | memory | machine |\n|---|---|---|---|---|\n")
-    with results.open("a") as f:
-        f.write("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    append_rows(lines)
