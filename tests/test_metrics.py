@@ -16,6 +16,8 @@ from skimage.metrics import adapted_rand_error, variation_of_information
 from lsd_nm.evaluate import plot_voi, write_scores
 from lsd_nm.luts import apply_lut
 from lsd_nm.metrics import (
+    RAND_VOI_KEYS,
+    best_row,
     contingency_table,
     expected_run_length,
     min_cut_metric,
@@ -297,6 +299,16 @@ def test_sites_voi_drops_background_sites():
     assert scores["voi_split"] == pytest.approx(0.5, abs=1e-12)
     assert scores["voi_merge"] == pytest.approx(0.75 * (LOG3 - 2 / 3), abs=1e-12)
     assert (scores["num_sites"], scores["num_bg_sites"]) == (4, 1)
+
+
+def test_sites_voi_of_a_segmentation_that_misses_every_node_is_no_number():
+    """All nodes on segment 0 (a network after a few iterations can predict no foreground): no site is scored, the
+    scores are NaN (best_row skips them) instead of an error that ends step 6."""
+    scores = sites_voi(np.array([1, 1, 2]), np.array([0, 0, 0]))
+    assert set(scores) == {*RAND_VOI_KEYS, "num_sites", "num_bg_sites"}
+    assert all(math.isnan(scores[k]) for k in RAND_VOI_KEYS)
+    assert (scores["num_sites"], scores["num_bg_sites"]) == (0, 3)
+    assert best_row([{"threshold": 0.5, "voi_sum": scores["voi_split"] + scores["voi_merge"]}]) is None
 
 
 def test_sample_segments():

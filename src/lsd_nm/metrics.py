@@ -101,6 +101,10 @@ def _entropy(counts: np.ndarray, total: int) -> float:
     return float(math.log2(total) - np.dot(counts, np.log2(counts)) / total)
 
 
+RAND_VOI_KEYS = ("voi_split", "voi_merge", "rand_split", "rand_merge", "arand", "nvi_split", "nvi_merge", "nid")
+"""The keys of :func:`rand_voi`'s scores."""
+
+
 def rand_voi(truth: np.ndarray, test: np.ndarray) -> dict[str, float]:
     """VOI, Rand and normalised information metrics of ``test`` against ``truth`` (definitions: module docstring).
 
@@ -271,13 +275,19 @@ def sites_voi(neuron_ids: np.ndarray, segment_ids: np.ndarray) -> dict[str, floa
         segment_ids: (N,) segment id per node.
 
     Returns:
-        The :func:`rand_voi` keys plus ``num_sites`` (nodes scored) and ``num_bg_sites`` (nodes dropped).
+        The :func:`rand_voi` keys (NaN when no node lies on a segment) plus ``num_sites`` (nodes scored) and
+        ``num_bg_sites`` (nodes dropped).
     """
     neuron_ids = np.asarray(neuron_ids)
     segment_ids = np.asarray(segment_ids)
     on_segment = segment_ids != 0
-    scores: dict[str, float | int] = dict(rand_voi(neuron_ids[on_segment], segment_ids[on_segment]))
-    scores["num_sites"] = int(np.count_nonzero(on_segment & (neuron_ids != 0)))
+    scored = on_segment & (neuron_ids != 0)
+    scores: dict[str, float | int]
+    if scored.any():
+        scores = dict(rand_voi(neuron_ids[on_segment], segment_ids[on_segment]))
+    else:  # every node on background (a network that predicts no foreground yet): nothing to score, no number
+        scores = dict.fromkeys(RAND_VOI_KEYS, math.nan)
+    scores["num_sites"] = int(np.count_nonzero(scored))
     scores["num_bg_sites"] = int(np.count_nonzero(~on_segment))
     return scores
 

@@ -47,7 +47,8 @@ class RunConfig(StrictBaseModel):
     roi_shape: tuple[PositiveInt, PositiveInt, PositiveInt] | None = None
     """Shape (nm) of that region."""
     num_workers: PositiveInt = 2
-    """Worker processes per blockwise step (1: in process, serially, for debugging)."""
+    """Worker processes per blockwise step; the cores are split between them (1: in process, the next block's pass
+    overlapping the last one's writes). On 2 CPU cores, 2 workers predicted 1.19× as fast as 1 (benchmarks/RESULTS.md)."""
     worker_command: list[str] = []
     """A prefix for worker command lines (e.g. ``["bsub", "-n", "5"]`` or ``["singularity", "exec", "--nv", "img.sif"]``)."""
     scheduler_host: str = "127.0.0.1"
