@@ -44,6 +44,11 @@ SEGMENTATION_SETTINGS = "lsd_nm_segmentation"
 COMPRESSOR = Blosc(cname="zstd", clevel=5, shuffle=Blosc.SHUFFLE)
 """Chunk compressor of the containers we write (deterministic: gzip would stamp the time into every chunk)."""
 
+PREDICTION_COMPRESSOR = Blosc(cname="zstd", clevel=1, shuffle=Blosc.SHUFFLE)
+"""Chunk compressor of the predictions. Network outputs are noisy uint8: zstd level 5 (:data:`COMPRESSOR`) makes
+them only 2-4 % smaller than level 1, for ~9 times the CPU time per block — the largest cost of a block after the
+network itself (benchmarks/blockwise.py)."""
+
 
 def _remove(path: Path) -> None:
     if path.is_dir() and not path.is_symlink():

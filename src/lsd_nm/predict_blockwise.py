@@ -27,23 +27,17 @@ from typing import Any
 
 import numpy as np
 from funlib.geometry import Coordinate, Roi
-from numcodecs import Blosc
 
 from .blockwise import BlockwiseResult, OutputDataset, run_job
 from .checkpoints import assign_weights, check_compatible, load_checkpoint_config, load_weights, resolve_checkpoint
 from .config import ConfigError
-from .data import AFFS, LSDS, PREDICTION_SETTINGS, Volume, open_dataset, read_padded, voxel_slices
+from .data import AFFS, LSDS, PREDICTION_COMPRESSOR, PREDICTION_SETTINGS, Volume, open_dataset, read_padded, voxel_slices
 from .device import select_device
 from .experiment import NetworkConfig, NetworkFolder, load_network_folder
 from .networks import build_model, network_io
 from .run_config import RunConfig
 
 OUTPUTS = {"affs": AFFS, "lsds": LSDS}
-
-PREDICTION_COMPRESSOR = Blosc(cname="zstd", clevel=1, shuffle=Blosc.SHUFFLE)
-"""Chunk compressor of the predictions. Network outputs are noisy uint8: zstd level 5 (our other containers') makes
-them only 2-4 % smaller than level 1, for ~9 times the CPU time per block — the largest cost of a block after the
-network itself (benchmarks/blockwise.py)."""
 
 
 @dataclass(frozen=True)
