@@ -6,8 +6,6 @@ minutes or hours. Measured in one run, as ratios to pymongo's bare decoding of t
 Run: .venv/bin/python benchmarks/published_data.py [NODES]   (appends a line to benchmarks/RESULTS.md)
 """
 
-import os
-import platform
 import sys
 import tempfile
 import time
@@ -16,7 +14,7 @@ from pathlib import Path
 
 import bson
 import numpy as np
-from common import append_rows
+from common import append_rows, load, machine
 
 from lsd_nm.bson_dump import read_region_graph
 from lsd_nm.paper_data import write_region_graph
@@ -50,7 +48,7 @@ def bare_decode(path: Path) -> int:
 
 if __name__ == "__main__":
     n = int(sys.argv[1]) if len(sys.argv) > 1 else 200_000
-    load = os.getloadavg()[0]
+    load_start = load()
     with tempfile.TemporaryDirectory() as tmp:
         nodes, edges = write_dumps(Path(tmp), n)
         docs = 4 * n
@@ -63,11 +61,10 @@ if __name__ == "__main__":
         t = time.perf_counter()
         write_region_graph(graph, Path(tmp) / "g.db")
         write = time.perf_counter() - t
-    load_after = os.getloadavg()[0]
-    machine = f"{platform.machine()}, {os.cpu_count()} cores, load {load:.1f} → {load_after:.1f}"
+    where = machine(load_start, load())
     line = (
         f"| {date.today()} | region-graph dump of {n:,} nodes + {3 * n:,} edges: bson → arrays (read_region_graph) vs "
         f"bare pymongo decoding; arrays → SQLite (write_region_graph) | read {read:.1f} s vs bare {bare:.1f} s "
-        f"(×{read / bare:.2f}; {docs / read:,.0f} documents/s); SQLite {write:.1f} s ({docs / write:,.0f} rows/s) | | {machine} |"
+        f"(×{read / bare:.2f}; {docs / read:,.0f} documents/s); SQLite {write:.1f} s ({docs / write:,.0f} rows/s) | | {where} |"
     )
     append_rows([line])
