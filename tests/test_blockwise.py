@@ -23,9 +23,18 @@ WRITE = Roi((0, 0, 0), (50, 50, 50))
 # ones in each axis shrunk to 30 (the read ROI must stay inside the total ROI)
 
 
+DRIVER_STATE: dict[str, int] = {}
+"""Set in the test process only: a forked worker sees it, a spawned one (which imports this module anew) does not."""
+
+SPAWNED, FORKED = None, ()
+"""``preload`` of :func:`run_blockwise`: None spawns fresh interpreters, a tuple forks workers from a warm process."""
+
+
 def _setup(log: Path) -> int:
     with open(log / "setups.txt", "a") as f:
         f.write(f"{os.getpid()}\n")
+    with open(log / "origins.txt", "a") as f:
+        f.write(f"{DRIVER_STATE.get('pid')}\n")
     return os.getpid()
 
 
@@ -64,9 +73,13 @@ def test_serial_run_processes_each_block_once_and_a_rerun_skips_all(tmp_path: Pa
     assert len(_lines(tmp_path / "blocks.txt")) == 8  # nothing processed twice
 
 
-def test_two_workers_set_up_once_each(tmp_path: Path) -> None:
-    result = _run(tmp_path, num_workers=2)
+@pytest.mark.parametrize("preload", [SPAWNED, FORKED], ids=["spawned", "forked"])
+def test_two_workers_set_up_once_each(tmp_path: Path, preload: tuple | None) -> None:
+    DRIVER_STATE["pid"] = os.getpid()
+    result = _run(tmp_path, num_workers=2, preload=preload)
     assert (result.processed, result.skipped) == (8, 0)
+    # forked workers hold the driver's state (no re-import); spawned ones start from scratch
+    assert set(_lines(tmp_path / "origins.txt")) == ({str(os.getpid())} if preload is FORKED else {"None"})
     setups = _lines(tmp_path / "setups.txt")
     blocks = _lines(tmp_path / "blocks.txt")
     assert 1 <= len(setups) <= 2 and str(os.getpid()) not in setups  # worker processes, one setup per worker
@@ -98,10 +111,13 @@ def test_the_pickled_worker_spec_is_owner_only(tmp_path: Path) -> None:
     assert spec.read_bytes() != b"stale" and not list(spec.parent.glob("*.partial"))
 
 
-@pytest.mark.parametrize("num_workers", [1, 2])
-def test_a_failing_block_is_retried_then_reported_with_its_traceback(tmp_path: Path, num_workers: int) -> None:
+@pytest.mark.parametrize(("num_workers", "preload"), [(1, SPAWNED), (2, SPAWNED), (2, FORKED)],
+                         ids=["serial", "spawned", "forked"])  # fmt: skip
+def test_a_failing_block_is_retried_then_reported_with_its_traceback(
+    tmp_path: Path, num_workers: int, preload: tuple | None
+) -> None:
     with pytest.raises(BlockwiseError) as error:
-        _run(tmp_path, function=_fail_block_3, num_workers=num_workers, max_retries=1)
+        _run(tmp_path, function=_fail_block_3, num_workers=num_workers, max_retries=1, preload=preload)
     message = str(error.value)
     assert message.startswith("copy: 1 ") and "failed after 1 retries (block" in message and " 3 (write [" in message
     assert "ValueError: deliberate failure in this block" in message and "Traceback" in message
@@ -134,18 +150,25 @@ def slow_block(block, resources):
     time.sleep(0.5)
 
 # 100 blocks of 0.5 s on 2 workers: still running when the driver is killed
+forked = sys.argv[2] == "forked"
 run_blockwise("slow", Roi((0,), (1000,)), Roi((0,), (10,)), Roi((0,), (10,)), slow_block, num_workers=2,
-              tracking_dir=FOLDER / ".blocks" / "slow", worker_command=sys.argv[2:], progress=False)
+              tracking_dir=FOLDER / ".blocks" / "slow", worker_command=sys.argv[3:], progress=False,
+              preload=() if forked else None)
 """
 
 
-@pytest.mark.parametrize("worker_command", [[], ["env", "LSD_NM_TEST_WORKER=1"]], ids=["local", "command"])
-def test_workers_exit_when_the_driver_is_killed(tmp_path: Path, worker_command: list[str]) -> None:
-    """``kill -9`` of the driver: its workers lose the scheduler and exit within 10 s instead of spinning."""
+@pytest.mark.parametrize(
+    ("mode", "worker_command"),
+    [("spawned", []), ("forked", []), ("spawned", ["env", "LSD_NM_TEST_WORKER=1"])],
+    ids=["local", "forked", "command"],
+)
+def test_workers_exit_when_the_driver_is_killed(tmp_path: Path, mode: str, worker_command: list[str]) -> None:
+    """``kill -9`` of the driver: its workers (and, forked, the warm process they come from) exit within 10 s
+    instead of spinning."""
     driver = tmp_path / "driver.py"
     driver.write_text(DRIVER)
     process = subprocess.Popen(
-        [sys.executable, str(driver), str(tmp_path), *worker_command],
+        [sys.executable, str(driver), str(tmp_path), mode, *worker_command],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
     )  # fmt: skip
     try:
@@ -154,7 +177,8 @@ def test_workers_exit_when_the_driver_is_killed(tmp_path: Path, worker_command: 
             assert process.poll() is None and time.monotonic() < deadline, "the driver stopped before its workers ran"
             time.sleep(0.1)
         workers = group_members(process.pid)
-        assert len(workers) >= 3, workers  # the driver and its two workers (and, with a command, its processes)
+        # the driver and its two workers (and, with a command, its processes; forked: their proxies and the zygote)
+        assert len(workers) >= (6 if mode == "forked" else 3), workers
         os.kill(process.pid, signal.SIGKILL)
         process.wait()
         assert wait_until_gone(process.pid, 10) == []

@@ -12,8 +12,9 @@
 * the per-worker setup (open arrays and the region graph, load a model) is apart from the per-block work:
   ``worker_setup()`` runs once per worker and its result is passed to every ``process_block(block, resources)``;
 * ``num_workers == 1`` runs in this process, serially (daisy's ``multiprocessing=False``), for debugging;
-  otherwise daisy spawns ``num_workers`` worker processes, or — with a ``worker_command`` prefix such as
-  ``["bsub", "-n", "5"]`` — each worker runs ``worker_command + [python, -m, lsd_nm.blockwise_worker, SPEC]``;
+  otherwise daisy spawns ``num_workers`` worker processes (for the post-processing steps on Linux, each forks its
+  worker from a warm copy of the driver: :mod:`lsd_nm.forked_workers`), or — with a ``worker_command`` prefix such
+  as ``["bsub", "-n", "5"]`` — each worker runs ``worker_command + [python, -m, lsd_nm.blockwise_worker, SPEC]``;
 * finished blocks are recorded on disk (daisy's block tracking in ``tracking_dir``), so a re-run skips them;
 * the scheduler listens on ``host`` (default 127.0.0.1: local workers only; the run config's ``scheduler_host`` for
   workers on other nodes); a block that raises is reported by daisy with its id and traceback and
@@ -42,6 +43,7 @@ import daisy
 import numpy as np
 from funlib.geometry import Coordinate, Roi
 
+from . import forked_workers
 from .config import ConfigError
 from .data import COMPRESSOR, Volume
 from .run_config import RunConfig
@@ -142,6 +144,7 @@ def run_blockwise(
     progress: bool = True,
     host: str = HOST,
     quick_exit: bool = False,
+    preload: Sequence[str] | None = None,
 ) -> BlockwiseResult:
     """Run ``process_block`` over every block of ``total_roi``, skipping blocks an earlier run finished.
 
@@ -168,6 +171,10 @@ def run_blockwise(
         quick_exit: worker processes end with ``os._exit(0)`` once the scheduler has no block left for them,
             skipping the interpreter's teardown (TensorFlow's takes 1-2 s, which the run would wait for); only for
             steps whose blocks leave nothing to flush or close.
+        preload: with local workers (``num_workers > 1``, no ``worker_command``) on Linux, fork the workers from a
+            warm process that has this process's modules and imports these (:mod:`lsd_nm.forked_workers`: a
+            worker then starts in milliseconds instead of re-importing everything); None: spawn fresh interpreters
+            (for workers that must not be forked, e.g. ones that initialise a GPU).
 
     Returns:
         The numbers of blocks in total, processed now and skipped.
@@ -179,6 +186,7 @@ def run_blockwise(
     tracking_dir.mkdir(parents=True, exist_ok=True)
     daisy.logging.set_log_basedir(str(tracking_dir.parent / "logs"))
     serial = num_workers == 1 and not worker_command
+    zygote = None
 
     if serial:
         cache: dict[str, Any] = {}
@@ -211,6 +219,9 @@ def run_blockwise(
             f.write(cloudpickle.dumps((worker_setup, process_block)))
         os.replace(partial, spec)
         function = _command_worker(list(worker_command), spec)
+    elif preload is not None and forked_workers.available():
+        zygote = forked_workers.Zygote(_loop_over_blocks, worker_setup, process_block, preload)
+        function = zygote.proxy()
     else:
 
         def function() -> None:
@@ -220,20 +231,20 @@ def run_blockwise(
                 sys.stderr.flush()
                 os._exit(0)
 
-    task = daisy.Task(
-        task_name,
-        total_roi=total_roi,
-        read_roi=read_roi,
-        write_roi=write_roi,
-        process_function=function,
-        read_write_conflict=read_write_conflict,
-        fit=fit,
-        max_workers=num_workers,
-        max_retries=max_retries,
-        timeout=timeout,
-        tracking_path=str(tracking_dir),
-    )
     try:
+        task = daisy.Task(
+            task_name,
+            total_roi=total_roi,
+            read_roi=read_roi,
+            write_roi=write_roi,
+            process_function=function,
+            read_write_conflict=read_write_conflict,
+            fit=fit,
+            max_workers=num_workers,
+            max_retries=max_retries,
+            timeout=timeout,
+            tracking_path=str(tracking_dir),
+        )
         states = daisy.run_blockwise(
             task,
             multiprocessing=not serial,
@@ -246,6 +257,9 @@ def run_blockwise(
         raise
     except RuntimeError as e:  # daisy abandons a task whose workers keep dying
         raise BlockwiseError(f"{task_name}: {e}") from None
+    finally:
+        if zygote is not None:
+            zygote.close()
     state = states[task_name]
     if state.completed_count != state.total_block_count:
         failed = task.failed_blocks()
