@@ -1,8 +1,12 @@
 """The region graph of a run: fragments (nodes with centres) and their edges (merge scores), in SQLite or PostgreSQL.
 
-Both backends go through funlib.persistence 0.7 (``SQLiteGraphDataBase`` / ``PgSQLGraphDatabase``). They do not read
-back the same Python values (lists vs tuples, float32 vs float64, bool vs 0/1), so every read here goes through
-:func:`node_record` / :func:`edge_record`, which give identical values for both.
+PostgreSQL goes through funlib.persistence 0.7 (``PgSQLGraphDatabase``). SQLite goes through
+:class:`SQLiteRegionGraph`, which reads and writes exactly funlib.persistence's ``SQLiteGraphDataBase`` layout (tables,
+columns, index, ``<stem>-meta.json``), so either opens what the other wrote (the tests keep funlib's class as the
+reference): importing funlib.persistence imports dask, ~1 s that every step and every worker process opening the graph
+paid for four plain SQL statements. The backends do not read back the same Python values (lists vs tuples, float32 vs
+float64, bool vs 0/1), so every read here goes through :func:`node_record` / :func:`edge_record`, which give
+identical values for all.
 
 * nodes: ``id`` (uint64 fragment id), ``center`` (z, y, x in nm, int);
 * edges: ``u < v``, ``merge_score`` (float32-exact float; None if waterz never merged them below 1.0),
@@ -11,6 +15,7 @@ back the same Python values (lists vs tuples, float32 vs float64, bool vs 0/1), 
 
 from __future__ import annotations
 
+import json
 import os
 import sqlite3
 import tempfile
@@ -32,6 +37,93 @@ def _node_attrs() -> dict[str, Any]:
     from funlib.persistence.types import Vec
 
     return {"center": Vec(int, 3)}
+
+
+META = {
+    "position_attribute": "center", "directed": False,
+    "total_roi_offset": [None, None, None], "total_roi_shape": [None, None, None],
+    "nodes_table_name": "nodes", "edges_table_name": "edges", "endpoint_names": ["u", "v"],
+    "node_attrs": {"center": "Vec(int, 3)"}, "edge_attrs": {"merge_score": "float", "agglomerated": "bool"}, "ndims": 3,
+}  # fmt: skip
+"""The ``<stem>-meta.json`` of a region graph in SQLite (funlib.persistence's metadata of our node and edge attrs)."""
+
+
+class SQLiteRegionGraph:
+    """A region graph in a SQLite file, in funlib.persistence 0.7's ``SQLiteGraphDataBase`` layout: tables
+    ``nodes(id INTEGER PRIMARY KEY, center_0, center_1, center_2)`` (index ``pos_index`` on the centre) and
+    ``edges(u, v, merge_score, agglomerated, PRIMARY KEY (u, v))``, metadata in ``<stem>-meta.json``. Offers the
+    calls of that class this module uses (``read_nodes``, ``read_edges``, ``write_nodes``, ``write_edges``,
+    ``close``), with the same values; writes insert or ignore (an existing node or edge is kept) and commit.
+
+    Args:
+        path: the SQLite file.
+        mode: ``r`` (writes raise), ``r+``, or ``w`` (drops the tables and creates them empty).
+    """
+
+    def __init__(self, path: Path, mode: str = "r+") -> None:
+        self.path, self.mode = Path(path), mode
+        self.meta = self.path.parent / f"{self.path.stem}-meta.json"
+        if mode != "w":
+            stored = json.loads(self.meta.read_text())
+            if stored.get("node_attrs") != META["node_attrs"] or stored.get("nodes_table_name") != "nodes":
+                raise ConfigError(f"db '{self.path}': not a region graph (its {self.meta.name} lists other attributes)")
+        self.con = sqlite3.connect(self.path, timeout=60)
+        if mode == "w":
+            for table in ("nodes", "edges", "edge_index"):
+                self.con.execute(f"DROP TABLE IF EXISTS {table}")
+            self.meta.unlink(missing_ok=True)
+            self._create_tables()
+            self.con.commit()
+            self.meta.write_text(json.dumps(META))
+
+    def _create_tables(self) -> None:
+        self.con.execute("CREATE TABLE IF NOT EXISTS nodes(id INTEGER not null PRIMARY KEY, center_0, center_1, center_2)")
+        self.con.execute("CREATE INDEX IF NOT EXISTS pos_index ON nodes(center_0,center_1,center_2)")
+        self.con.execute(
+            "CREATE TABLE IF NOT EXISTS edges(u INTEGER not null, v INTEGER not null, merge_score, agglomerated, "
+            "PRIMARY KEY (u, v))"
+        )
+
+    def _writable(self) -> None:
+        if self.mode == "r":
+            raise RuntimeError("Trying to write to read-only DB")
+
+    def read_nodes(self, roi: Roi | None = None) -> list[dict[str, Any]]:
+        query, args = "SELECT id, center_0, center_1, center_2 FROM nodes", []
+        if roi is not None:
+            bounds = [f"center_{d}>=? AND center_{d}<?" for d in range(3)]
+            query += " WHERE " + " AND ".join(bounds)
+            args = [x for b, e in zip(roi.begin, roi.end) for x in (int(b), int(e))]
+        return [{"id": row[0], "center": tuple(row[1:])} for row in self.con.execute(query, args)]
+
+    def read_edges(self) -> list[dict[str, Any]]:
+        rows = self.con.execute("SELECT u, v, merge_score, agglomerated FROM edges")
+        return [{"u": u, "v": v, "merge_score": s, "agglomerated": a} for u, v, s, a in rows]
+
+    def write_nodes(self, nodes: dict[int, dict[str, Any]]) -> None:
+        self._writable()
+        rows = [(int(i), *(int(c) for c in data["center"])) for i, data in nodes.items()]
+        self.con.executemany("INSERT OR IGNORE INTO nodes (id, center_0, center_1, center_2) VALUES (?, ?, ?, ?)", rows)
+        self.con.commit()
+
+    def write_edges(self, nodes: dict[int, Any], edges: dict[tuple[int, int], dict[str, Any]]) -> None:
+        self._writable()
+        rows = [
+            (min(int(u), int(v)), max(int(u), int(v)), data.get("merge_score"), data.get("agglomerated"))
+            for (u, v), data in edges.items()
+        ]
+        self.con.executemany("INSERT OR IGNORE INTO edges (u, v, merge_score, agglomerated) VALUES (?, ?, ?, ?)", rows)
+        self.con.commit()
+
+    def drop_edges(self) -> None:
+        """Delete every edge (the table is dropped and created again, as funlib.persistence does it)."""
+        self._writable()
+        self.con.execute("DROP TABLE IF EXISTS edges")
+        self._create_tables()
+        self.con.commit()
+
+    def close(self) -> None:
+        self.con.close()
 
 
 def is_postgres(location: str) -> bool:
@@ -83,13 +175,13 @@ def open_graph(location: str, mode: str = "r+"):
     Raises:
         ConfigError: one line naming the location when the server does not answer or the graph does not exist.
     """
-    from funlib.persistence.graphs import PgSQLGraphDatabase, SQLiteGraphDataBase
-
-    common = {"position_attribute": "center", "mode": mode, "directed": False}
-    if mode == "w":
-        common.update(node_attrs=_node_attrs(), edge_attrs=dict(EDGE_ATTRS))
     if is_postgres(location):
         import psycopg2
+        from funlib.persistence.graphs import PgSQLGraphDatabase
+
+        common = {"position_attribute": "center", "mode": mode, "directed": False}
+        if mode == "w":
+            common.update(node_attrs=_node_attrs(), edge_attrs=dict(EDGE_ATTRS))
 
         try:
             return PgSQLGraphDatabase(**_postgres_args(location), **common)
@@ -104,8 +196,8 @@ def open_graph(location: str, mode: str = "r+"):
     if not path.parent.is_dir():
         raise ConfigError(f"db '{path}': folder {path.parent} does not exist")
     try:
-        return SQLiteGraphDataBase(path, **common)
-    except (sqlite3.Error, OSError) as e:
+        return SQLiteRegionGraph(path, mode)
+    except (sqlite3.Error, OSError, ValueError) as e:
         raise ConfigError(f"db '{path}': cannot open the SQLite file ({type(e).__name__}: {e})") from None
 
 
@@ -156,6 +248,9 @@ def _check_postgres(location: str) -> None:
 
 def drop_edges(db) -> None:
     """Delete every edge of an open graph (agglomeration with ``--overwrite``); nodes stay."""
+    if isinstance(db, SQLiteRegionGraph):
+        db.drop_edges()
+        return
     # funlib.persistence 0.7 has no public call for this: drop the table and create it again (IF NOT EXISTS)
     db._drop_edges()
     db._create_tables()
