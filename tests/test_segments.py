@@ -243,6 +243,45 @@ def test_an_interrupted_extraction_resumes_without_redoing_blocks(
     assert np.array_equal(segmentation, apply_lut(read_fragments(out), load_lut(cfg, 0.5)))
 
 
+def test_the_thresholds_are_extracted_in_one_task_that_resumes_and_later_runs_skip_finished_ones(
+    base_run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    out = copy_run(base_run, tmp_path)
+    cfg = config(out, thresholds=(0.5, 0.6, 0.1), extract_thresholds=[0.5, 0.29])
+    find_segments(cfg, progress=False)
+    original = segments.process_block
+    calls: list[tuple] = []
+
+    def failing(job, block, resources) -> None:
+        if len(calls) == 3:
+            raise RuntimeError("worker died")
+        original(job, block, resources)
+        calls.append(tuple(block.write_roi.offset))
+
+    monkeypatch.setattr(segments, "process_block", failing)
+    with pytest.raises(BlockwiseError, match="segmentation_29_50: 1 block failed"):
+        extract_segmentation(cfg, progress=False)
+    calls.clear()
+    monkeypatch.setattr(segments, "process_block", lambda job, block, resources: (
+        calls.append(tuple(block.write_roi.offset)), original(job, block, resources)))  # fmt: skip
+    results = extract_segmentation(cfg, progress=False)
+    assert {t: (r.processed, r.skipped) for t, r in results.items()} == {0.29: (5, 3), 0.5: (5, 3)}
+    assert len(calls) == 5  # each block once for both thresholds: its fragments are read once
+
+    wider = config(out, thresholds=(0.5, 0.6, 0.1), extract_thresholds=[0.29, 0.5, 0.6])
+    find_segments(wider, progress=False)
+    calls.clear()
+    results = extract_segmentation(wider, progress=False)
+    assert {t: (r.processed, r.skipped) for t, r in results.items()} == {0.29: (0, 8), 0.5: (0, 8), 0.6: (8, 0)}
+    assert len(calls) == 8
+    fragments = read_fragments(out)
+    for t in (0.29, 0.5, 0.6):
+        segmentation = zarr.open_array(out / "volumes" / f"segmentation_{round(100 * t)}", mode="r")[:]
+        assert np.array_equal(segmentation, apply_lut(fragments, load_lut(wider, t)))
+    assert sorted(p.name for p in (out / ".blocks").glob("*.complete")) == [
+        "segmentation_29.complete", "segmentation_50.complete", "segmentation_60.complete"]  # fmt: skip
+
+
 def test_segmentation_from_another_lut_needs_overwrite(base_run: Path, tmp_path: Path) -> None:
     out = copy_run(base_run, tmp_path)
     cfg = config(out, thresholds=(0.5, 0.6, 0.1), extract_thresholds=[0.5])

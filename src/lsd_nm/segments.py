@@ -17,9 +17,11 @@ same name are an error. Existing LUTs of the same edges are skipped; LUTs of oth
 read = ``block_size``, no context; blocks shrink at the volume's end), ``volumes/fragments`` is mapped through the
 LUT into ``volumes/segmentation_<int(round(100·t))>`` (uint64, chunks = blocks, attrs ``resolution``/``offset`` of the
 fragments). Fragments missing from the LUT become 0, as in the original. With ``roi_offset``/``roi_shape`` only the
-blocks of that region are written (the fragments are 0 outside it, see :mod:`lsd_nm.fragments`). Done blocks are
-recorded in ``<out_file>/.blocks/segmentation_<…>``: a re-run skips them. A segmentation made from another LUT needs
-``--overwrite``.
+blocks of that region are written (the fragments are 0 outside it, see :mod:`lsd_nm.fragments`). The thresholds
+still to write go in one blockwise task (``segmentation_<t1>_<t2>…``): each block's fragments are read once and relabelled
+through every LUT. Its done blocks are recorded in ``<out_file>/.blocks/<task>``, so a re-run with the same thresholds
+skips them; a finished segmentation gets ``<out_file>/.blocks/segmentation_<t>.complete`` and is skipped by every
+later run. A segmentation made from another LUT needs ``--overwrite``.
 
 Run: ``python 03_predict/04_find_segments.py CONFIG.json [--overwrite]`` and
 ``python 03_predict/05_extract_segmentation.py CONFIG.json [--overwrite]``
@@ -29,6 +31,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -38,7 +41,7 @@ from funlib.geometry import Coordinate, Roi
 
 from .blockwise import BlockwiseResult, OutputDataset, grid_aligned, processing_roi, run_job
 from .config import ConfigError
-from .data import SEGMENTATION_SETTINGS, Volume, open_dataset, voxel_slices
+from .data import LABELS_COMPRESSOR, SEGMENTATION_SETTINGS, Volume, open_dataset, voxel_slices, write_text
 from .graph import check_reachable, graph_exists, open_graph, read_edges, read_nodes
 from .luts import (
     all_thresholds,
@@ -175,27 +178,31 @@ class SegmentationJob:
     """Everything a worker needs (picklable)."""
 
     fragments: Volume
-    segmentation: Path
-    lut: Path
+    outputs: tuple[tuple[Path, Path], ...]
+    """``(segmentation dataset, LUT file)`` of every threshold written in this task."""
 
 
 def _setup_worker(job: SegmentationJob) -> dict[str, Any]:
     import zarr
 
-    with np.load(job.lut) as f:
-        lut = (f["fragments"], f["segments"])
-    return {
-        "fragments": job.fragments.open("r"),
-        "segmentation": zarr.open_array(job.segmentation, mode="r+"),
-        "lut": lut,
-    }
+    outputs = []
+    for segmentation, lut in job.outputs:
+        with np.load(lut) as f:
+            outputs.append((zarr.open_array(segmentation, mode="r+"), (f["fragments"], f["segments"])))
+    return {"fragments": job.fragments.open("r"), "outputs": outputs}
 
 
 def process_block(job: SegmentationJob, block, resources: dict[str, Any]) -> None:
-    """Relabel the fragments of this block's write ROI through the LUT into the segmentation."""
+    """Relabel the fragments of this block's write ROI through every threshold's LUT into its segmentation (the
+    fragments are read once; each LUT maps only the block's distinct ids)."""
+    import fastremap
+
     where = voxel_slices(job.fragments, block.write_roi)
     fragments = resources["fragments"][where]
-    resources["segmentation"][where] = apply_lut(fragments, resources["lut"]).astype(np.uint64)
+    ids, inverse = fastremap.unique(fragments, return_inverse=True)  # np.unique's result, ~8 times faster
+    inverse = inverse.reshape(fragments.shape)
+    for segmentation, lut in resources["outputs"]:
+        segmentation[where] = apply_lut(ids, lut).astype(np.uint64)[inverse]
 
 
 def _check_block_size(config: RunConfig, voxel_size: Coordinate) -> Coordinate:
@@ -239,21 +246,42 @@ def extract_segmentation(
             chunk_shape=tuple(b // v for b, v in zip(block, fragments.voxel_size)), dtype=np.uint64,
             settings_attr=SEGMENTATION_SETTINGS,
             settings={"lut": lut_path(config, t).name, "lut_sha256": lut_digest(load_lut(config, t)), "block_size": list(block)},
-            refused_as="another LUT or block size",
+            refused_as="another LUT or block size", compressor=LABELS_COMPRESSOR,
         )
         for t in thresholds
     }  # fmt: skip
     reusable = {t: output.reusable(overwrite) for t, output in outputs.items()}
+    grid = [-(-s // b) for s, b in zip(total.shape, block)]
+    blocks = int(np.prod(grid))
 
-    results = {}
-    block_roi = Roi((0, 0, 0), block)
+    # a segmentation is complete once its task finished every block (a marker beside the done blocks); the others
+    # are written together, one task reading each block's fragments once, resumable while that set stays the same
+    complete = {t: _complete_marker(config, t) for t in thresholds}
     for t, output in outputs.items():
-        tracking = config.blocks_dir / output.path.name
         if not reusable[t]:
-            output.create(tracking)
-        job = SegmentationJob(fragments, output.path, lut_path(config, t))
-        results[t] = run_job(
-            f"segmentation_{threshold_name(t)}", total, block_roi, block_roi,
-            job, process_block, _setup_worker, config, tracking, progress,
-        )
-    return results
+            complete[t].unlink(missing_ok=True)
+    todo = [t for t in thresholds if not (reusable[t] and complete[t].is_file())]
+    results = {t: BlockwiseResult(total=blocks, processed=0, skipped=blocks) for t in thresholds if t not in todo}
+    if not todo:
+        return results
+    task = "segmentation_" + "_".join(str(threshold_name(t)) for t in todo)
+    tracking = config.blocks_dir / task
+    if not all(reusable[t] for t in todo):
+        shutil.rmtree(tracking, ignore_errors=True)
+    for t in todo:
+        if not reusable[t]:
+            outputs[t].create()
+    job = SegmentationJob(fragments, tuple((outputs[t].path, lut_path(config, t)) for t in todo))
+    block_roi = Roi((0, 0, 0), block)
+    result = run_job(
+        task, total, block_roi, block_roi, job, process_block, _setup_worker, config, tracking, progress, preload=(),
+    )  # fmt: skip
+    for t in todo:
+        write_text(complete[t], task + "\n")
+        results[t] = result
+    return {t: results[t] for t in thresholds}
+
+
+def _complete_marker(config: RunConfig, threshold: float) -> Path:
+    """The file that says ``segmentation_<threshold>`` has every block (written after its task finished)."""
+    return config.blocks_dir / f"{segmentation_dataset(threshold).rsplit('/', 1)[-1]}.complete"
