@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import zarr
+from scipy import ndimage
 from predict_volumes import (
     BLOCK,
     CONTEXT,
@@ -32,7 +33,7 @@ from predict_volumes import (
 )  # fmt: skip
 
 from lsd_nm.config import ConfigError
-from lsd_nm.fragments import extract_fragments
+from lsd_nm.fragments import distance_transform, extract_fragments
 
 REPO = Path(__file__).resolve().parents[1]
 BLOCK_VOXELS = tuple(b // v for b, v in zip(BLOCK, VOXEL_SIZE))
@@ -469,3 +470,15 @@ def test_replace_sections_zeroes_whole_sections_in_every_block(tmp_path: Path) -
         f"replace_sections [{first - 1}, {first + 16}] lie outside the affinities' sections {first}…{first + 15} "
         "(z voxel indices: world z / voxel size)"
     )
+
+
+@pytest.mark.parametrize("shape", [(24, 64, 64), (1, 40, 30), (3, 1, 9), (5, 6, 7)])
+def test_the_distance_transform_is_scipys_to_the_bit(shape: tuple[int, ...]) -> None:
+    rng = np.random.default_rng(len(shape) + shape[0])
+    for density in (0.0, 0.05, 0.3, 0.7, 0.95, 1.0):
+        foreground = rng.random(shape) < density
+        if 0 < density < 1:  # wide regions too: large distances
+            foreground = ndimage.binary_dilation(foreground, iterations=2)
+        expected = ndimage.distance_transform_edt(foreground).astype(np.float32)
+        got = distance_transform(foreground)
+        assert got.dtype == np.float32 and np.array_equal(got, expected), (shape, density)

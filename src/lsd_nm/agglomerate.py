@@ -118,14 +118,16 @@ def agglomerate_in_block(
         fragments: (z, y, x) fragment ids (0: none).
         scoring: the waterz scoring function.
     """
+    import fastremap  # np.unique's result, ~8 times faster on a block
     import waterz
 
-    ids = np.unique(fragments)
-    if ids[0] != 0:
+    ids, local = fastremap.unique(fragments, return_inverse=True)
+    local = local.reshape(fragments.shape).astype(np.uint64)
+    if ids[0] != 0:  # local ids 1…n for the fragments, 0 for no fragment
         ids = np.concatenate([[0], ids]).astype(fragments.dtype)
+        local += np.uint64(1)
     if len(ids) < 3:
         return {}
-    local = np.searchsorted(ids, fragments).astype(np.uint64)
     affs = np.ascontiguousarray(affs[:3], dtype=np.float32) / (255.0 if affs.dtype == np.uint8 else 1.0)
     generator = waterz.agglomerate(
         affs, [0.0, 1.0], fragments=np.ascontiguousarray(local), scoring_function=scoring, discretize_queue=256,
@@ -209,5 +211,5 @@ def agglomerate(config: RunConfig, overwrite: bool = False, progress: bool = Tru
     job = AgglomerateJob(affs, fragments, geometry, config.db_location, scoring)
     return run_job(
         "agglomerate", geometry.total_roi, geometry.read_roi, geometry.write_roi,
-        job, process_block, _setup_worker, config, tracking, progress,
+        job, process_block, _setup_worker, config, tracking, progress, preload=("waterz",),
     )

@@ -33,7 +33,7 @@ from funlib.geometry import Coordinate, Roi
 
 from .blockwise import BlockwiseResult, Geometry, OutputDataset, block_geometry, block_index, run_job
 from .config import ConfigError
-from .data import AFFS, FRAGMENTS, FRAGMENTS_SETTINGS, Volume, open_dataset, read_padded, voxel_slices
+from .data import AFFS, FRAGMENTS, FRAGMENTS_SETTINGS, LABELS_COMPRESSOR, Volume, open_dataset, read_padded, voxel_slices
 from .graph import check_reachable, graph_exists, open_graph, write_nodes
 from .run_config import RunConfig, Seeds
 
@@ -45,13 +45,28 @@ EPSILON_SCORING = "OneMinus<HistogramQuantileAffinity<RegionGraphType, 25, Score
 # ---- the watershed ------------------------------------------------------------------------------------------------
 
 
+def distance_transform(foreground: np.ndarray) -> np.ndarray:
+    """The Euclidean distance (voxel units, float32) of every foreground voxel to the nearest background voxel: the
+    values of ``scipy.ndimage.distance_transform_edt(foreground).astype(float32)``, computed by the ``edt`` package
+    (2× faster; the squared distances are integers, so both give the same float32 square roots; a test checks it).
+    Without any background voxel scipy's answer is no distance to anything, but it is what the fragments were made
+    from: then scipy computes it."""
+    if foreground.all():
+        from scipy import ndimage
+
+        return ndimage.distance_transform_edt(foreground).astype(np.float32)
+    import edt
+
+    return edt.edt(np.ascontiguousarray(foreground), black_border=False, parallel=1)
+
+
 def _seeded_watershed(foreground: np.ndarray, min_seed_distance: int) -> tuple[np.ndarray, int]:
     """Watershed of the inverted distance transform of ``foreground`` from its maxima; every voxel gets an id ≥ 1
     (if there is any foreground)."""
     from scipy import ndimage
     from skimage.segmentation import watershed
 
-    dist = ndimage.distance_transform_edt(foreground).astype(np.float32)
+    dist = distance_transform(foreground)
     maxima = (ndimage.maximum_filter(dist, size=min_seed_distance) == dist) & foreground
     seeds, n = ndimage.label(maxima)
     components, num_components = ndimage.label(foreground)
@@ -147,7 +162,9 @@ def zero_sections(fragments: np.ndarray, first_section: int, sections: Sequence[
 
 def relabel_consecutive(labels: np.ndarray) -> np.ndarray:
     """Consecutive ids 1…n in order of the old ids, 0 kept."""
-    unique, inverse = np.unique(labels, return_inverse=True)
+    import fastremap  # np.unique's result, ~8 times faster on a block (hashing, not sorting every voxel)
+
+    unique, inverse = fastremap.unique(labels, return_inverse=True)
     inverse = inverse.reshape(labels.shape).astype(np.uint64)
     return inverse if unique[0] == 0 else inverse + 1
 
@@ -207,7 +224,10 @@ def fragments_in_block(
 
 def centers_of_mass(labels: np.ndarray, offset: Sequence[int], voxel_size: Sequence[int]) -> dict[int, tuple[int, ...]]:
     """id → centre of mass (nm, rounded) of every non-zero id of ``labels`` whose voxel 0 lies at ``offset`` (nm)."""
-    ids, inverse, counts = np.unique(labels.ravel(), return_inverse=True, return_counts=True)
+    import fastremap
+
+    ids, inverse, counts = fastremap.unique(labels, return_inverse=True, return_counts=True)
+    inverse = inverse.ravel()
     coords = np.indices(labels.shape).reshape(3, -1)
     centers = np.stack([np.bincount(inverse, weights=c) for c in coords], axis=1) / counts[:, None]
     nm = np.rint(np.asarray(offset) + centers * np.asarray(voxel_size)).astype(np.int64)
@@ -364,6 +384,7 @@ def extract_fragments(config: RunConfig, overwrite: bool = False, progress: bool
     output = OutputDataset(
         out_file / FRAGMENTS, affs.roi, affs.voxel_size, chunk_shape=tuple(geometry.block_size / affs.voxel_size),
         dtype=np.uint64, settings_attr=FRAGMENTS_SETTINGS, settings=fingerprint(config, affs),
+        compressor=LABELS_COMPRESSOR,
     )  # fmt: skip
     tracking = config.blocks_dir / "extract_fragments"
     if output.reusable(overwrite):
@@ -391,5 +412,5 @@ def extract_fragments(config: RunConfig, overwrite: bool = False, progress: bool
     )
     return run_job(
         "extract_fragments", geometry.total_roi, geometry.read_roi, geometry.write_roi,
-        job, process_block, _setup_worker, config, tracking, progress,
+        job, process_block, _setup_worker, config, tracking, progress, preload=("scipy.ndimage", "skimage.segmentation"),
     )

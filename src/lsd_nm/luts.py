@@ -111,9 +111,10 @@ def apply_lut(fragments: np.ndarray, lut: tuple[np.ndarray, np.ndarray] | np.nda
     if fragment_ids.size == 0:
         return out
     # compare in the fragments' dtype: mixing uint64 with int64 would promote to float64 and lose large ids
-    keys = fragment_ids.astype(fragments.dtype)
-    order = np.argsort(keys, kind="stable")
-    keys, values = keys[order], segment_ids[order]
+    keys, values = fragment_ids.astype(fragments.dtype), segment_ids
+    if np.any(keys[1:] < keys[:-1]):  # our LUT files are sorted by fragment already
+        order = np.argsort(keys, kind="stable")
+        keys, values = keys[order], values[order]
     flat = fragments.ravel()
     index = np.searchsorted(keys, flat).clip(0, len(keys) - 1)
     found = keys[index] == flat

@@ -38,7 +38,6 @@ from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 
 import numpy as np
-from scipy.spatial import cKDTree
 
 from .luts import apply_lut
 
@@ -321,6 +320,7 @@ def _separate_skeletons(
     """
     from scipy.sparse import coo_array
     from scipy.sparse.csgraph import breadth_first_order, connected_components, maximum_flow
+    from scipy.spatial import cKDTree  # here, not at the top: the post-processing steps import this module
 
     skeletons, skeleton_of_node = np.unique(neuron_of_node, return_inverse=True)
     group = np.arange(len(skeletons))  # union-find over skeletons (by index): the pairs no cut separates
