@@ -106,6 +106,35 @@ def test_components_are_named_by_their_smallest_fragment_never_0() -> None:
         connected_components(np.array([0, 1], np.uint64), edges, scores, 0.5)
 
 
+@pytest.mark.parametrize("seed", range(4))
+def test_components_equal_scipys_on_random_graphs_with_chains(seed: int) -> None:
+    """scipy's connected components, the reference, on graphs with long chains (many union-find rounds), stars,
+    repeated and self edges, edges to no node and edges that never merge."""
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components as scipy_components
+
+    rng = np.random.default_rng(seed)
+    nodes = rng.permutation(np.unique(rng.integers(1, 10**9, size=3000))).astype(np.uint64)
+    chain = rng.permutation(nodes)[:500]  # a long path in random id order
+    edges = [np.stack([chain[:-1], chain[1:]], axis=1)]
+    edges.append(rng.choice(nodes, size=(2000, 2)))  # random, with repeats and self edges
+    edges.append(np.stack([np.full(200, nodes[0]), rng.choice(nodes, size=200)], axis=1))  # a star
+    edges.append(np.stack([rng.choice(nodes, size=50), rng.integers(10**9, 2 * 10**9, size=50)], axis=1))  # no node
+    edges = np.concatenate(edges).astype(np.uint64)
+    scores = rng.random(len(edges))
+    scores[rng.random(len(edges)) < 0.1] = np.nan
+    index = {int(n): i for i, n in enumerate(nodes)}
+    for threshold in (0.0, 0.3, 0.7, 1.0):
+        got = connected_components(nodes, edges, scores, threshold)
+        keep = [(index[int(a)], index[int(b)]) for (a, b), s in zip(edges, scores) if s <= threshold
+                and int(a) in index and int(b) in index]  # fmt: skip
+        rows, cols = (np.array(x, dtype=np.int64) for x in zip(*keep)) if keep else (np.zeros(0, int),) * 2
+        graph = coo_matrix((np.ones(len(rows)), (rows, cols)), shape=(len(nodes),) * 2)
+        _, labels = scipy_components(graph, directed=False)
+        expected = np.array([nodes[labels == labels[i]].min() for i in range(len(nodes))], dtype=np.uint64)
+        assert np.array_equal(got, expected), threshold
+
+
 def test_thresholds_round_in_names_and_do_not_drift() -> None:
     ts = sweep((0.0, 1.0, 0.02))
     assert len(ts) == 50 and ts[29] == 0.58 and ts[-1] == 0.98
