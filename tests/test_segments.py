@@ -297,12 +297,13 @@ def test_the_thresholds_are_extracted_in_one_task_that_resumes_and_later_runs_sk
     assert {t: (r.processed, r.skipped) for t, r in results.items()} == {0.29: (5, 3), 0.5: (5, 3)}
     assert len(calls) == 5  # each block once for both thresholds: its fragments are read once
 
-    wider = config(out, thresholds=(0.5, 0.6, 0.1), extract_thresholds=[0.29, 0.5, 0.6])
+    wider = config(out, thresholds=(0.5, 0.6, 0.1), extract_thresholds=[0.29, 0.5, 0.6], num_workers=2)
     find_segments(wider, progress=False)
     calls.clear()
     results = extract_segmentation(wider, progress=False)
     assert {t: (r.processed, r.skipped) for t, r in results.items()} == {0.29: (0, 8), 0.5: (0, 8), 0.6: (8, 0)}
-    assert len(calls) == 8
+    # recorded in this process's memory (a worker's calls would stay in the worker): 8 blocks are below SERIAL_BELOW
+    assert len(calls) == 8 and segments.SERIAL_BELOW > 8
     fragments = read_fragments(out)
     for t in (0.29, 0.5, 0.6):
         segmentation = zarr.open_array(out / "volumes" / f"segmentation_{round(100 * t)}", mode="r")[:]

@@ -19,7 +19,7 @@ LUT into ``volumes/segmentation_<int(round(100·t))>`` (uint64, chunks = blocks,
 fragments). Fragments missing from the LUT become 0, as in the original. With ``roi_offset``/``roi_shape`` only the
 blocks of that region are written (the fragments are 0 outside it, see :mod:`lsd_nm.fragments`). The thresholds
 still to write go in one blockwise task (``segmentation_<t1>_<t2>…``): each block's fragments are read once and relabelled
-through every LUT. Its done blocks are recorded in ``<out_file>/.blocks/<task>``, so a re-run with the same thresholds
+through every LUT (a task of fewer than :data:`SERIAL_BELOW` blocks runs in this process, whatever ``num_workers``). Its done blocks are recorded in ``<out_file>/.blocks/<task>``, so a re-run with the same thresholds
 skips them; a finished segmentation gets ``<out_file>/.blocks/segmentation_<t>.complete`` and is skipped by every
 later run. A segmentation made from another LUT needs ``--overwrite``.
 
@@ -184,6 +184,12 @@ def find_segments(config: RunConfig, overwrite: bool = False, progress: bool = T
 # ---- extract segmentation -----------------------------------------------------------------------------------------
 
 
+SERIAL_BELOW = 32
+"""Segmentations of fewer blocks than this are written by this process even when the run has more workers: a block
+costs ~20-40 ms (read the fragments, map them through each LUT, write), starting workers ~0.3 s locally and a
+queue's wait on a cluster."""
+
+
 @dataclass(frozen=True)
 class SegmentationJob:
     """Everything a worker needs (picklable)."""
@@ -284,6 +290,8 @@ def extract_segmentation(
             outputs[t].create()
     job = SegmentationJob(fragments, tuple((outputs[t].path, lut_path(config, t)) for t in todo))
     block_roi = Roi((0, 0, 0), block)
+    if blocks < SERIAL_BELOW:  # cheaper here than starting workers
+        config = config.model_copy(update={"num_workers": 1, "worker_command": []})
     result = run_job(
         task, total, block_roi, block_roi, job, process_block, _setup_worker, config, tracking, progress, preload=(),
     )  # fmt: skip
