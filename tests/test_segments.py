@@ -238,33 +238,46 @@ def test_segmentation_is_the_fragments_through_the_lut(base_run: Path, tmp_path:
     assert all((r.processed, r.skipped) == (0, 8) for r in again.values())
 
 
+ORIGINAL_PROCESS_BLOCK = segments.process_block
+
+
+def _fail_after_three_blocks(monkeypatch: pytest.MonkeyPatch) -> list[tuple]:
+    """Make extraction process three blocks (their offsets go into the returned list), then fail every block."""
+    calls: list[tuple] = []
+
+    def failing(job, block, resources) -> None:
+        if len(calls) == 3:
+            raise RuntimeError("worker died")
+        ORIGINAL_PROCESS_BLOCK(job, block, resources)
+        calls.append(tuple(block.write_roi.offset))
+
+    monkeypatch.setattr(segments, "process_block", failing)
+    return calls
+
+
+def _record_blocks(monkeypatch: pytest.MonkeyPatch, calls: list[tuple]) -> None:
+    """Make extraction record the offset of every block it processes in ``calls``."""
+
+    def recording(job, block, resources) -> None:
+        ORIGINAL_PROCESS_BLOCK(job, block, resources)
+        calls.append(tuple(block.write_roi.offset))
+
+    monkeypatch.setattr(segments, "process_block", recording)
+
+
 def test_an_interrupted_extraction_resumes_without_redoing_blocks(
     base_run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     out = copy_run(base_run, tmp_path)
     cfg = config(out, thresholds=(0.5, 0.6, 0.1), extract_thresholds=[0.5])
     find_segments(cfg, progress=False)
-    original = segments.process_block
-    calls: list[tuple] = []
-
-    def failing(job, block, resources) -> None:
-        if len(calls) == 3:
-            raise RuntimeError("worker died")
-        original(job, block, resources)
-        calls.append(tuple(block.write_roi.offset))
-
-    monkeypatch.setattr(segments, "process_block", failing)
+    calls = _fail_after_three_blocks(monkeypatch)
     with pytest.raises(BlockwiseError, match="segmentation_50: 1 block failed"):
         extract_segmentation(cfg, progress=False)
     first = list(calls)
     assert len(first) == 3
     calls.clear()
-
-    def recording(job, block, resources) -> None:
-        original(job, block, resources)
-        calls.append(tuple(block.write_roi.offset))
-
-    monkeypatch.setattr(segments, "process_block", recording)
+    _record_blocks(monkeypatch, calls)
     result = extract_segmentation(cfg, progress=False)[0.5]
     assert (result.processed, result.skipped) == (5, 3)
     assert not set(calls) & set(first) and len(set(calls) | set(first)) == 8
@@ -278,21 +291,11 @@ def test_the_thresholds_are_extracted_in_one_task_that_resumes_and_later_runs_sk
     out = copy_run(base_run, tmp_path)
     cfg = config(out, thresholds=(0.5, 0.6, 0.1), extract_thresholds=[0.5, 0.29])
     find_segments(cfg, progress=False)
-    original = segments.process_block
-    calls: list[tuple] = []
-
-    def failing(job, block, resources) -> None:
-        if len(calls) == 3:
-            raise RuntimeError("worker died")
-        original(job, block, resources)
-        calls.append(tuple(block.write_roi.offset))
-
-    monkeypatch.setattr(segments, "process_block", failing)
+    calls = _fail_after_three_blocks(monkeypatch)
     with pytest.raises(BlockwiseError, match="segmentation_29_50: 1 block failed"):
         extract_segmentation(cfg, progress=False)
     calls.clear()
-    monkeypatch.setattr(segments, "process_block", lambda job, block, resources: (
-        calls.append(tuple(block.write_roi.offset)), original(job, block, resources)))  # fmt: skip
+    _record_blocks(monkeypatch, calls)
     results = extract_segmentation(cfg, progress=False)
     assert {t: (r.processed, r.skipped) for t, r in results.items()} == {0.29: (5, 3), 0.5: (5, 3)}
     assert len(calls) == 5  # each block once for both thresholds: its fragments are read once
