@@ -72,7 +72,7 @@ class Proxy:
 class Zygote:
     """A warm process forked from the driver; forks one worker per :class:`Proxy` that connects.
 
-    Use as a context manager around the daisy run: on exit the zygote ends (workers still running are killed).
+    :meth:`close` it once the daisy run is over (workers still running are killed).
 
     Args:
         loop: the worker's body, ``loop(worker_setup, process_block)`` (processes blocks until none are left).
@@ -121,12 +121,6 @@ class Zygote:
         self._control = None
         os.waitpid(self.pid, 0)
 
-    def __enter__(self) -> Zygote:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
 
 def _serve(listener: socket.socket, control: int, loop, worker_setup, process_block, preload: Sequence[str]) -> None:
     """The zygote: fork a worker per connection, report each worker's exit status to its proxy, end when the driver
@@ -157,7 +151,7 @@ def _serve(listener: socket.socket, control: int, loop, worker_setup, process_bl
                 os.close(fd)
             workers[pid] = conn
         for pid, conn in list(workers.items()):
-            if conn in readable and pid in workers:  # the proxy is gone (killed): so goes its worker
+            if conn in readable:  # the proxy is gone (killed): so goes its worker
                 _kill(pid)
         while workers:
             pid, status = os.waitpid(-1, os.WNOHANG)

@@ -19,8 +19,8 @@ LUT into ``volumes/segmentation_<int(round(100·t))>`` (uint64, chunks = blocks,
 fragments). Fragments missing from the LUT become 0, as in the original. With ``roi_offset``/``roi_shape`` only the
 blocks of that region are written (the fragments are 0 outside it, see :mod:`lsd_nm.fragments`). The thresholds
 still to write go in one blockwise task (``segmentation_<t1>_<t2>…``): each block's fragments are read once and relabelled
-through every LUT (a task of fewer than :data:`SERIAL_BELOW` blocks runs in this process, whatever ``num_workers``). Its done blocks are recorded in ``<out_file>/.blocks/<task>``, so a re-run with the same thresholds
-skips them; a finished segmentation gets ``<out_file>/.blocks/segmentation_<t>.complete`` and is skipped by every
+through every LUT (a task of fewer than :data:`SERIAL_BELOW` blocks runs in this process, whatever ``num_workers``).
+Its done blocks are recorded in ``<out_file>/.blocks/<task>``, so a re-run with the same thresholds skips them; a finished segmentation gets ``<out_file>/.blocks/segmentation_<t>.complete`` and is skipped by every
 later run. A segmentation made from another LUT needs ``--overwrite``.
 
 Run: ``python 03_predict/04_find_segments.py CONFIG.json [--overwrite]`` and
@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -283,11 +282,9 @@ def extract_segmentation(
         return results
     task = "segmentation_" + "_".join(str(threshold_name(t)) for t in todo)
     tracking = config.blocks_dir / task
-    if not all(reusable[t] for t in todo):
-        shutil.rmtree(tracking, ignore_errors=True)
     for t in todo:
-        if not reusable[t]:
-            outputs[t].create()
+        if not reusable[t]:  # recreated: the task's done blocks no longer hold for it
+            outputs[t].create(tracking)
     job = SegmentationJob(fragments, tuple((outputs[t].path, lut_path(config, t)) for t in todo))
     block_roi = Roi((0, 0, 0), block)
     if blocks < SERIAL_BELOW:  # cheaper here than starting workers
@@ -303,4 +300,4 @@ def extract_segmentation(
 
 def _complete_marker(config: RunConfig, threshold: float) -> Path:
     """The file that says ``segmentation_<threshold>`` has every block (written after its task finished)."""
-    return config.blocks_dir / f"{segmentation_dataset(threshold).rsplit('/', 1)[-1]}.complete"
+    return config.blocks_dir / f"segmentation_{threshold_name(threshold)}.complete"
