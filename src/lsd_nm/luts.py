@@ -17,7 +17,6 @@ from pathlib import Path
 import numpy as np
 
 from .config import ConfigError
-from .data import atomic_path
 from .run_config import RunConfig
 
 LUT_DIR = "luts/fragment_segment"
@@ -87,6 +86,8 @@ def lut_digest(lut: tuple[np.ndarray, np.ndarray]) -> str:
 
 def save_lut(path: Path, fragments: np.ndarray, segments: np.ndarray, edges_sha256: str) -> None:
     """Write a LUT ``.npz`` atomically (a partial file renamed when complete)."""
+    from .data import atomic_path  # here: step 4 (find segments) imports this module and never needs zarr
+
     with atomic_path(path, suffix=".partial.npz") as tmp:
         np.savez_compressed(tmp, fragments=fragments, segments=segments, edges_sha256=np.array(edges_sha256))
 

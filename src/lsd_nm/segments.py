@@ -33,14 +33,12 @@ import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from funlib.geometry import Coordinate, Roi
 
-from .blockwise import BlockwiseResult, OutputDataset, grid_aligned, processing_roi, run_job
 from .config import ConfigError
-from .data import LABELS_COMPRESSOR, SEGMENTATION_SETTINGS, Volume, open_dataset, voxel_slices, write_text
 from .graph import check_reachable, graph_exists, open_graph, read_edges, read_nodes
 from .luts import (
     all_thresholds,
@@ -53,6 +51,10 @@ from .luts import (
     threshold_name,
 )  # fmt: skip
 from .run_config import RunConfig
+
+if TYPE_CHECKING:  # step 5 imports the blockwise machinery (daisy, zarr) where it starts: step 4 runs without it
+    from .blockwise import BlockwiseResult
+    from .data import Volume
 
 # ---- connected components -----------------------------------------------------------------------------------------
 
@@ -213,6 +215,8 @@ def process_block(job: SegmentationJob, block, resources: dict[str, Any]) -> Non
     fragments are read once; each LUT maps only the block's distinct ids)."""
     import fastremap
 
+    from .data import voxel_slices
+
     where = voxel_slices(job.fragments, block.write_roi)
     fragments = resources["fragments"][where]
     ids, inverse = fastremap.unique(fragments, return_inverse=True)  # np.unique's result, ~8 times faster
@@ -249,6 +253,9 @@ def extract_segmentation(
         ConfigError: missing fragments, a missing LUT, a bad block size, a segmentation from another LUT without
             ``overwrite`` — all before anything is written.
     """
+    from .blockwise import BlockwiseResult, OutputDataset, grid_aligned, processing_roi, run_job
+    from .data import LABELS_COMPRESSOR, SEGMENTATION_SETTINGS, open_dataset, write_text
+
     out_file = config.out_path
     fragments = open_dataset(config.fragments_path, config.fragments_dataset, "fragments (run 02_extract_fragments first)")
     block = _check_block_size(config, fragments.voxel_size)
