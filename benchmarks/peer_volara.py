@@ -26,6 +26,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import time
 from datetime import date
 from pathlib import Path
 
@@ -37,6 +38,14 @@ from lsd_nm import REPO_ROOT  # noqa: E402
 
 GOAL = 1.5
 BLOCK = ["16", "128", "128"]
+STEPS = {  # the harness's step scripts → the modules each one imports before its first block
+    "02_extract_fragments": "lsd_nm.fragments, scipy.ndimage, skimage.segmentation",
+    "03_agglomerate": "lsd_nm.agglomerate, waterz",
+    "04_find_segments": "lsd_nm.segments",
+    "05_extract_segmentation": "lsd_nm.segments, lsd_nm.blockwise",
+}
+BLOCKWISE = ("02_extract_fragments", "03_agglomerate")
+"""The steps whose blocks go to the workers on this case (extraction's 12 blocks stay in the step's process)."""
 
 
 def default_peer() -> Path:
@@ -90,6 +99,41 @@ def cases(peer: Path, scratch: Path, python: Path) -> dict[str, Path]:
     return made
 
 
+def start_seconds(repeats: int = 3) -> dict[str, float]:
+    """Each step's process start before its first block: a fresh interpreter importing what the step imports (median)."""
+    seconds = {}
+    for step, modules in STEPS.items():
+        runs = []
+        for _ in range(repeats):
+            begin = time.perf_counter()
+            subprocess.run([sys.executable, "-c", f"import lsd_nm.cli, {modules}; import os; os._exit(0)"], check=True)
+            runs.append(time.perf_counter() - begin)
+        seconds[step] = sorted(runs)[len(runs) // 2]
+    return seconds
+
+
+def scaling_row(name: str, one: dict, two: dict, starts: dict[str, float], where: str) -> str:
+    """Our steps at 1 and at 2 workers, and the 2-worker time if the blockwise steps' blocks split perfectly: the
+    processes' start-up and the serial steps bound the speed-up (Amdahl)."""
+    steps = ", ".join(
+        f"{step[3:]} {one['seconds'][step]:.2f} → {two['seconds'][step]:.2f} s" for step in STEPS
+    )
+    ideal = sum(
+        starts[step] + (one["seconds"][step] - starts[step]) / 2 if step in BLOCKWISE else one["seconds"][step]
+        for step in STEPS
+    )
+    bound = one["seconds_2_to_5"] / ideal
+    serial = sum(starts.values()) + sum(one["seconds"][s] - starts[s] for s in STEPS if s not in BLOCKWISE)
+    return (
+        f"| {date.today()} | post-processing, ours: 2 workers vs 1 per step, {name} case (steps as processes, "
+        f"start-up included) | {steps}; steps 2-5 {one['seconds_2_to_5']:.2f} → {two['seconds_2_to_5']:.2f} s "
+        f"({one['seconds_2_to_5'] / two['seconds_2_to_5']:.2f}×, goal ≥ 1.7×) | process starts (imports before the "
+        f"first block) {' + '.join(f'{starts[s]:.2f}' for s in STEPS)} s, with find_segments and the in-process "
+        f"extraction {serial:.2f} s that 2 workers cannot share: even with the blockwise steps' blocks split "
+        f"perfectly 2 workers would take {ideal:.2f} s, at most {bound:.2f}× | {where} |"
+    )
+
+
 def run(workers=(1, 2), peer: Path | None = None, scratch: Path | None = None) -> tuple[list[str], list[Ratio]]:
     """Measure; returns the RESULTS.md rows and the ratios (ours / volara voxels/s) against the goal."""
     peer, scratch = peer or default_peer(), scratch or default_scratch()
@@ -105,6 +149,7 @@ def run(workers=(1, 2), peer: Path | None = None, scratch: Path | None = None) -
             ours = json_line([sys.executable, str(peer / "run_ours.py"), str(REPO_ROOT), str(case), str(scratch / "ours"),
                               "--workers", str(w), "--block-size", *BLOCK, "--extract", "0.3", "0.5", "0.6"], cwd=peer)  # fmt: skip
             results[name, w] = (theirs, ours)
+    starts = start_seconds() if any((n, 1) in results and (n, 2) in results for n, _ in results) else {}
     load_end = load()
     where = machine(load_start, load_end)
     today = date.today()
@@ -134,6 +179,7 @@ def run(workers=(1, 2), peer: Path | None = None, scratch: Path | None = None) -
     for name in sorted({n for n, _ in results}):
         if (name, 1) in results and (name, 2) in results:
             one, two = results[name, 1][1], results[name, 2][1]
+            lines.append(scaling_row(name, one, two, starts, where))
             ratios.append(
                 Ratio(
                     f"post-processing: 2 workers vs 1 ({name})",
