@@ -184,3 +184,26 @@ def test_workers_exit_when_the_driver_is_killed(tmp_path: Path, mode: str, worke
         assert wait_until_gone(process.pid, 10) == []
     finally:
         kill_group(process.pid)
+
+
+def test_an_output_dataset_is_created_in_a_new_out_file_as_zarr_v2(tmp_path: Path) -> None:
+    import numpy as np
+    import zarr
+    from funlib.geometry import Coordinate
+
+    from lsd_nm.blockwise import OutputDataset
+
+    out_file = tmp_path / "new.zarr"  # nothing there yet
+    tracking = tmp_path / "blocks"
+    tracking.mkdir()
+    output = OutputDataset(
+        out_file / "volumes" / "fragments", Roi((40, 0, 0), (80, 90, 90)), Coordinate(20, 9, 9), (2, 5, 5),
+        np.uint64, "fragments_settings", {"threshold": 0.5},
+    )  # fmt: skip
+    output.create(tracking)
+    array = zarr.open_array(output.path, mode="r")
+    assert array.metadata.zarr_format == 2
+    assert array.shape == (4, 10, 10) and array.chunks == (2, 5, 5) and array.dtype == np.uint64
+    assert array.attrs["offset"] == [40, 0, 0] and array.attrs["resolution"] == [20, 9, 9]
+    assert not tracking.exists()
+    assert output.reusable(overwrite=False)

@@ -556,7 +556,7 @@ class OutputDataset:
         spatial = tuple(s // v for s, v in zip(self.roi.shape, self.voxel_size))
         chunks = tuple(min(c, s) for c, s in zip(self.chunk_shape, spatial))
         lead = () if self.channels is None else (self.channels,)
-        group = zarr.open_group(self.path.parents[1], mode="a")
+        group = zarr.open_group(self.path.parents[1], mode="a", zarr_format=2)
         array = group.require_group(self.path.parent.name).create_array(
             self.path.name, shape=lead + spatial, chunks=lead + chunks, dtype=self.dtype, fill_value=0,
             compressors=self.compressor if self.compressor is not None else COMPRESSOR,
