@@ -11,7 +11,8 @@ the prediction rate measured in the same run.
 
 ``--volara`` adds post-processing side by side with volara (``benchmarks/peer_volara.py``): opt-in, because volara
 needs its own environment (installed into a scratch folder on first use) and the peer harness beside the
-repository (``../shared/benchmarks/peer_volara``, or ``PEER_VOLARA``).
+repository (``../shared/benchmarks/peer_volara``, or ``PEER_VOLARA``). Its second case, the demo's network affinities,
+needs a finished ``make demo``; without it the case is not measured, and a row says so.
 """
 
 import argparse
