@@ -482,3 +482,23 @@ def test_the_distance_transform_is_scipys_to_the_bit(shape: tuple[int, ...]) -> 
         expected = ndimage.distance_transform_edt(foreground).astype(np.float32)
         got = distance_transform(foreground)
         assert got.dtype == np.float32 and np.array_equal(got, expected), (shape, density)
+
+
+def test_a_seedless_components_seed_is_its_first_largest_voxel_in_c_order() -> None:
+    """Ties for a component's largest distance go to its first voxel (C order) on every CPU (scipy's
+    ``maximum_position`` broke them by numpy's unstable sort, differently with and without AVX-512)."""
+    from lsd_nm.fragments import _first_maximum
+
+    rng = np.random.default_rng(3)
+    labels = rng.integers(0, 6, size=(7, 9, 11)).astype(np.int32)
+    values = rng.integers(0, 4, size=labels.shape).astype(np.float32)  # many ties
+    ids = np.array([5, 2, 4])
+    got = _first_maximum(values, labels, ids)
+    flat_labels, flat_values = labels.ravel(), values.ravel()
+    expected = []
+    for i in ids:
+        inside = flat_labels == i
+        expected.append(int(np.flatnonzero(inside & (flat_values == flat_values[inside].max()))[0]))
+    assert got.tolist() == expected
+    # the ties were real: every id has several voxels at its maximum
+    assert all(((flat_labels == i) & (flat_values == flat_values[e])).sum() > 1 for i, e in zip(ids, expected))

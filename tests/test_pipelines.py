@@ -258,6 +258,9 @@ def test_precache_arrangement_on_a_cpu_and_with_a_gpu():
     workers = min(10, os.cpu_count() or 1)
     assert precache_arrangement(config, "cpu") == {"num_workers": workers, "cache_size": 2 * workers, "niceness": CPU_PRECACHE_NICENESS}
     assert precache_arrangement(config, "gpu:0") == {"num_workers": workers, "cache_size": 40, "niceness": 0}
+    # a CPU shared with other busy processes: the workers at the step's priority
+    shared = config.model_copy(update={"train": config.train.model_copy(update={"precache_niceness": 0})})
+    assert precache_arrangement(shared, "cpu") == {"num_workers": workers, "cache_size": 2 * workers, "niceness": 0}
 
 
 class _Priority(gp.BatchProvider):

@@ -209,26 +209,51 @@ def test_autocontext_without_lsd_checkpoint(env):
     assert "no checkpoint for iteration 123" in lines[-1] and "make train DATASET=synthetic NETWORK=lsd" in lines[-1]
 
 
+def _halved_at(losses: np.ndarray) -> int | None:
+    """The first iteration at which the running median over 100 iterations is below half the mean of the first 10."""
+    for end in range(100, len(losses) + 1):
+        if np.median(losses[end - 100 : end]) < 0.5 * losses[:10].mean():
+            return end
+    return None
+
+
 def test_baseline_loss_halves_within_a_few_hundred_iterations(env):
     """The synthetic baseline as committed (seeded): within 1000 iterations the loss falls below half its initial value.
 
     The balanced loss of single batches is noisy (it depends on how much boundary a batch holds), and CPU training
-    is not bit-for-bit reproducible: compare the running median over 100 iterations, at its lowest, with the mean of
-    the first 10 (an untrained net stays near 0.25 throughout).
+    is not bit-for-bit reproducible: compare the running median over 100 iterations with the mean of the first 10
+    (an untrained net stays near 0.25 throughout). Training stops (Ctrl-C) once it has halved (~300-450 iterations);
+    its PreCache worker runs at the step's priority, as on a CPU shared with other busy processes (the test suite's
+    other worker): at nice +10 it got a tenth of a core there and an iteration took 4-6 times as long.
     """
     folder = env / "02_train" / "synthetic" / "learning"
     shutil.copytree(REPO / "02_train" / "synthetic" / "baseline", folder, ignore=shutil.ignore_patterns("train_net_*", "snapshots", "log", "loss.*", "net_*.json"))
     # the committed synthetic network, without the tiny overrides of this module's dataset config
     config = json.loads((REPO / "02_train" / "synthetic" / "config.json").read_text())
     network = json.loads((folder / "config.json").read_text())
-    (folder / "config.json").write_text(json.dumps(merge(merge(config, network), {"train": {"save_every": 1000, "snapshot_every": 1000, "num_workers": 1}})))
+    train = {"save_every": 1000, "snapshot_every": 1000, "num_workers": 1, "precache_niceness": 0}
+    (folder / "config.json").write_text(json.dumps(merge(merge(config, network), {"train": train})))
     environment = {**os.environ, "LSD_NM_DATA_DIR": str(env / "data"), "TF_CPP_MIN_LOG_LEVEL": "3"}
-    result = subprocess.run([sys.executable, "train.py", "1000", "--seed", "1"], cwd=folder, env=environment, capture_output=True, text=True)
-    assert result.returncode == 0, result.stderr[-2000:]
-    losses = np.array([r[1] for r in read_losses(folder)])
-    assert len(losses) == 1000
-    running = [np.median(losses[i - 100 : i]) for i in range(100, len(losses) + 1)]
-    assert min(running) < 0.5 * losses[:10].mean(), (losses[:10].mean(), min(running))
+    # output to a file: a pipe nobody reads while the test polls fills up with the progress bar, and blocks training
+    output = (folder / "train.out").open("w")
+    process = subprocess.Popen([sys.executable, "train.py", "1000", "--seed", "1"], cwd=folder, env=environment, stdout=output, stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
+    try:
+        halved = None
+        while halved is None and process.poll() is None:
+            time.sleep(2)
+            if (folder / "loss.tsv").exists():  # the lines written so far (the last one may be half written)
+                text = (folder / "loss.tsv").read_text()
+                halved = _halved_at(np.array([float(line.split("\t")[1]) for line in text[: text.rfind("\n")].splitlines()[1:]]))
+        if halved is not None:
+            os.killpg(process.pid, signal.SIGINT)
+        process.wait(timeout=120)
+        assert process.returncode in (0, 130), (folder / "train.out").read_text()[-2000:]
+        losses = np.array([r[1] for r in read_losses(folder)])
+        halved = _halved_at(losses)
+        assert halved is not None and halved <= 1000, (losses[:10].mean(), min(np.median(losses[i - 100 : i]) for i in range(100, len(losses) + 1)))
+    finally:
+        kill_group(process.pid)
+        output.close()
 
 
 def test_zebrafinch_mtlsd_starts_at_the_real_shapes(env):

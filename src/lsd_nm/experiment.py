@@ -17,7 +17,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import ValidationError, model_validator
+from pydantic import Field, ValidationError, model_validator
 
 from .config import (
     ConfigError,
@@ -161,6 +161,10 @@ class TrainConfig(StrictBaseModel):
     """PreCache: batches prepared ahead (where the step runs on the CPU: at most two per worker)."""
     num_workers: PositiveInt = 10
     """PreCache: processes preparing batches (capped at the number of cores)."""
+    precache_niceness: int | None = Field(None, ge=0, le=19)
+    """PreCache: how much lower the workers' scheduling priority is than the train step's (None: 10 where the step
+    runs on the CPU, 0 with a GPU). On a CPU shared with other busy processes set 0: at +10 the workers get a tenth
+    of a core beside each of them, and training waits for its batches."""
 
 
 class NetworkConfig(StrictBaseModel):

@@ -60,6 +60,21 @@ def distance_transform(foreground: np.ndarray) -> np.ndarray:
     return edt.edt(np.ascontiguousarray(foreground), black_border=False, parallel=1)
 
 
+def _first_maximum(values: np.ndarray, labels: np.ndarray, ids: np.ndarray) -> np.ndarray:
+    """The flat index of the first voxel (C order) holding each id's largest value, in the order of ``ids``.
+
+    ``ndimage.maximum_position`` breaks ties by numpy's unstable sort, whose order differs between CPUs (with and
+    without AVX-512): its seeds, and so the fragments, were not the same on every machine.
+    """
+    where = np.flatnonzero(np.isin(labels, ids))  # ascending: the first hit of an id is its first voxel
+    of, value = labels.ravel()[where], values.ravel()[where]
+    largest = np.full(int(ids.max()) + 1, -np.inf)
+    np.maximum.at(largest, of, value)
+    top = where[value == largest[of]]
+    found, first = np.unique(labels.ravel()[top], return_index=True)  # return_index sorts stably
+    return top[first[np.searchsorted(found, ids)]]
+
+
 def _seeded_watershed(foreground: np.ndarray, min_seed_distance: int) -> tuple[np.ndarray, int]:
     """Watershed of the inverted distance transform of ``foreground`` from its maxima; every voxel gets an id ≥ 1
     (if there is any foreground)."""
@@ -77,9 +92,9 @@ def _seeded_watershed(foreground: np.ndarray, min_seed_distance: int) -> tuple[n
         seeded[components[maxima]] = True
         missing = np.flatnonzero(~seeded[1:]) + 1
         if len(missing):
-            for position in ndimage.maximum_position(dist, components, missing):
+            for position in _first_maximum(dist, components, missing):
                 n += 1
-                seeds[position] = n
+                seeds[np.unravel_index(position, dist.shape)] = n
     if n == 0:
         return np.zeros(foreground.shape, dtype=np.uint64), 0
     labels = watershed(dist.max() - dist, seeds)

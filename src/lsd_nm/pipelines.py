@@ -104,12 +104,14 @@ def precache_arrangement(config: NetworkConfig, device: str | None) -> dict[str,
     core beside it — and at full speed whenever the step waits for a batch. The cache is cut to two batches per
     worker: the config's (40, made for GPU nodes) would have the workers run ahead beside the first ~40 steps.
     With a GPU the config's ``num_workers`` (at most one per core) and ``cache_size`` apply at full priority.
+    ``train.precache_niceness`` overrides the niceness (a CPU shared with other busy processes wants 0).
     """
     t = config.train
     workers = max(1, min(t.num_workers, os.cpu_count() or 1))
     if runs_on_cpu(device):
-        return {"num_workers": workers, "cache_size": min(t.cache_size, 2 * workers), "niceness": CPU_PRECACHE_NICENESS}
-    return {"num_workers": workers, "cache_size": t.cache_size, "niceness": 0}
+        niceness = CPU_PRECACHE_NICENESS if t.precache_niceness is None else t.precache_niceness
+        return {"num_workers": workers, "cache_size": min(t.cache_size, 2 * workers), "niceness": niceness}
+    return {"num_workers": workers, "cache_size": t.cache_size, "niceness": t.precache_niceness or 0}
 
 
 @dataclass
