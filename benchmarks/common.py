@@ -1,5 +1,6 @@
 """What the benchmarks share: the machine column of a RESULTS.md row, appending rows, and the ratios that
-``make benchmark`` draws against their goals (``benchmarks/run_all.py``)."""
+``make benchmark`` draws against their goals (``benchmarks/run_all.py``). Importing it keeps TensorFlow's start-up
+lines off a benchmark's output, as lsd_nm's commands do."""
 
 from __future__ import annotations
 
@@ -12,6 +13,10 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
+
+from lsd_nm.tensorflow_logs import hide_import_noise
+
+hide_import_noise()
 
 RESULTS = Path(__file__).with_name("RESULTS.md")
 

@@ -31,6 +31,8 @@ from datetime import date
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+sys.path.insert(0, str(Path(__file__).parent))
+from common import Ratio, output_arguments, report  # noqa: E402  (first: before gunpowder imports TensorFlow)
 
 import gunpowder as gp  # noqa: E402
 import numpy as np  # noqa: E402
@@ -38,9 +40,6 @@ from funlib.persistence import Array  # noqa: E402
 from lsd.train.gp import AddLocalShapeDescriptor as LsdsNode  # noqa: E402
 from lsd.train.local_shape_descriptor import get_local_shape_descriptors  # noqa: E402
 from scipy.ndimage import gaussian_filter  # noqa: E402
-
-sys.path.insert(0, str(Path(__file__).parent))
-from common import Ratio, output_arguments, report  # noqa: E402
 
 from lsd_nm import local_shape_descriptors as lsd_module  # noqa: E402
 from lsd_nm.nodes import AddLocalShapeDescriptor  # noqa: E402
