@@ -22,12 +22,14 @@ LOSS_PLOT = "loss.png"
 
 
 def read_losses(folder: Path) -> list[tuple[int, float, float]]:
-    """(iteration, loss, seconds) rows of a folder's ``loss.tsv``."""
+    """(iteration, loss, seconds) rows of a folder's ``loss.tsv`` (complete rows only: a run that is training may be
+    writing the last one)."""
     path = Path(folder) / LOSS_LOG
     if not path.exists():
         return []
+    text = path.read_text()
     rows = []
-    for line in path.read_text().splitlines()[1:]:
+    for line in text[: text.rfind("\n") + 1].splitlines()[1:]:
         it, loss, seconds = line.split("\t")
         rows.append((int(it), float(loss), float(seconds)))
     return rows
