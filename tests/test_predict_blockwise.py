@@ -268,3 +268,95 @@ def test_the_traced_pass_equals_the_network_on_floats(tmp_path, network):
         expected = np.floor(np.clip(np.moveaxis(np.asarray(prediction)[0], -1, 0), 0.0, 1.0) * 255.0).astype(np.uint8)
         assert out[head].dtype == tf.uint8
         np.testing.assert_array_equal(out[head].numpy(), expected)
+
+
+def test_a_resume_with_another_raw_or_other_weights_is_refused_before_any_block(tmp_path, raw_file):
+    """The prediction's settings hold the raw (file and dataset) and the weights' digest: resuming an unfinished
+    prediction with another raw_file, or after the checkpoint of the same iteration was replaced, would mix two
+    predictions in one volumes/affs."""
+    import shutil
+
+    from lsd_nm.checkpoints import weights_digest
+    from lsd_nm.segment import check_run
+
+    folder, _ = make_network(tmp_path / "toy", "baseline")
+    config = run_config(tmp_path, folder, raw_file)
+    predict_blockwise(config, progress=False)
+    out = tmp_path / "out.zarr"
+    settings = zarr.open_array(out / "volumes/affs", mode="r").attrs["lsd_nm_prediction"]
+    assert settings["raw"] == [str(raw_file.resolve()), "volumes/raw"]
+    assert settings["weights"] == weights_digest(folder / "train_net_checkpoint_7")
+    before = zarr.open_array(out / "volumes/affs", mode="r")[:]
+
+    other = tmp_path / "other.zarr"
+    shutil.copytree(raw_file, other)
+    changed = run_config(tmp_path, folder, other)
+    for check in (lambda: predict_blockwise(changed, progress=False), lambda: check_run(changed, 1)):
+        with pytest.raises(ConfigError, match=r"volumes/affs' exists from other settings \(raw\); pass --overwrite"):
+            check()
+    # the same iteration, retrained: other weights
+    shutil.rmtree(folder)
+    make_network(tmp_path / "toy", "baseline", seed=5)
+    with pytest.raises(ConfigError, match=r"exists from other settings \(weights\)"):
+        predict_blockwise(config, progress=False)
+    np.testing.assert_array_equal(zarr.open_array(out / "volumes/affs", mode="r")[:], before)
+    # the same checkpoint saved again (other file bytes, same values) keeps the digest
+    from lsd_nm.checkpoints import load_checkpoint, save_checkpoint
+
+    weights, _, trained = load_checkpoint(folder / "train_net_checkpoint_7")
+    digest = weights_digest(folder / "train_net_checkpoint_7")
+    save_checkpoint(folder, 7, trained, weights)
+    assert weights_digest(folder / "train_net_checkpoint_7") == digest
+
+
+def test_step_1_alone_writes_into_a_folder_that_does_not_exist_yet(tmp_path, raw_file):
+    """The checks of the later steps (here step 2's region graph beside out_file) never require what step 1 makes:
+    the script of step 1 alone, then step 2's, into a folder that does not exist yet."""
+    folder, _ = make_network(tmp_path / "toy", "baseline")
+    out = tmp_path / "not" / "yet" / "out.zarr"
+    cfg = tmp_path / "run.json"
+    cfg.write_text(json.dumps({"setup": str(folder), "raw_file": str(raw_file), "out_file": str(out), "num_workers": 1,
+                               "device": "cpu", "block_size": [200, 468, 468], "context": [40, 36, 36]}))
+    for script in ("01_predict_blockwise.py", "02_extract_fragments.py"):
+        result = subprocess.run([sys.executable, str(REPO / "03_predict" / script), str(cfg)], capture_output=True, text=True)
+        assert result.returncode == 0, result.stderr[-2000:]
+    assert (out / "volumes/affs").is_dir() and (out / "volumes/fragments").is_dir()
+    assert (tmp_path / "not/yet/out.rag.db").is_file()
+    # a db of its own in another folder that does not exist yet: step 2 makes that folder
+    config = json.loads(cfg.read_text())
+    cfg.write_text(json.dumps({**config, "db": str(tmp_path / "graphs" / "run.db")}))
+    result = subprocess.run([sys.executable, str(REPO / "03_predict/02_extract_fragments.py"), str(cfg), "--overwrite"],
+                            capture_output=True, text=True)  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert (tmp_path / "graphs/run.db").is_file()
+
+
+def _raw(tmp_path, name, data, resolution=VOXEL):
+    path = tmp_path / name
+    array = zarr.open_group(path, mode="w", zarr_format=2).create_array("volumes/raw", data=data)
+    if resolution is not None:
+        array.attrs["resolution"] = resolution
+    array.attrs["offset"] = list(OFFSET)
+    return path
+
+
+def test_raw_the_network_was_not_trained_on_is_refused_before_any_work(tmp_path, raw_file):
+    """Garbage affinities at exit 0 before: a raw of another voxel size than the training data's, one without or
+    with a fractional resolution (1 nm assumed, 20.5 truncated), float or uint16 raw (scaled as uint8)."""
+    root = tmp_path / "synthetic"  # a network folder of the synthetic dataset: trained at 20 x 9 x 9 nm
+    folder, _ = make_network(root, "baseline")
+    data = zarr.open_array(raw_file / "volumes/raw", mode="r")[:]
+    cases = {
+        "iso": (data, [8, 8, 8], r"has voxel size \(8, 8, 8\) nm, but baseline was trained on synthetic at \(20, 9, 9\) nm: resample"),
+        "none": (data, None, r"has no attr 'resolution' \(its voxel size in nm, z y x\)"),
+        "half": (data, [20.5, 9, 9], r"attr 'resolution' is \[20.5, 9, 9\]; expected 3 whole numbers of nm"),
+        "float": (data.astype(np.float32) / 255, list(VOXEL), r"is float32; the networks take uint8 raw \(0-255"),
+        "uint16": (data.astype(np.uint16) * 256, list(VOXEL), r"is uint16; the networks take uint8 raw"),
+    }
+    for name, (values, resolution, message) in cases.items():
+        config = run_config(tmp_path, folder, _raw(tmp_path, f"{name}.zarr", values, resolution))
+        with pytest.raises(ConfigError, match=message):
+            predict_blockwise(config, progress=False)
+        assert not (tmp_path / "out.zarr").exists()
+    # the same raw as uint8 at the training voxel size predicts
+    assert predict_blockwise(run_config(tmp_path, folder, _raw(tmp_path, "ok.zarr", data)), progress=False).processed > 0

@@ -41,6 +41,17 @@ def test_missing_and_inconsistent_keys(tmp_path):
     assert str(e.value) == f"{path}: give both roi_offset and roi_shape, or neither"
 
 
+@pytest.mark.parametrize("thresholds", [[1.5], [0.5, -0.2]])
+def test_extract_thresholds_outside_0_1_are_refused(tmp_path, thresholds):
+    """They would write segmentation_150 or segmentation_-20: no merge score lies outside [0, 1]."""
+    path = write(tmp_path, f'{{"setup": "s", "raw_file": "r", "out_file": "o", "extract_thresholds": {thresholds}}}')
+    with pytest.raises(ConfigError) as e:
+        load_run_config(path)
+    outside = [t for t in thresholds if not 0 <= t <= 1]
+    assert str(e.value) == f"{path}: extract_thresholds {outside}: merge thresholds lie in [0, 1]"
+    assert load_run_config(write(tmp_path, '{"setup": "s", "raw_file": "r", "out_file": "o", "extract_thresholds": [0, 1]}'))
+
+
 def test_readme_documents_every_key_and_the_example_validates():
     from lsd_nm.run_config import RunConfig
 

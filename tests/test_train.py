@@ -189,6 +189,54 @@ def test_ctrl_c_writes_a_checkpoint(env):
     assert "run the same command again to resume" in out
 
 
+@pytest.mark.parametrize(("signum", "whole_group"), [(signal.SIGTERM, True), (signal.SIGHUP, False)])
+def test_sigterm_or_sighup_writes_a_checkpoint_as_ctrl_c_does(env, signum, whole_group):
+    """A scheduler's time limit (SIGTERM to every process of the job) or a closed terminal (SIGHUP to the trainer):
+    the last iteration is saved, the command exits with 128 + signum, and no process is left behind."""
+    name = signal.Signals(signum).name
+    folder = env / "02_train" / "synthetic" / f"terminate_{name}"
+    shutil.copytree(env / "02_train" / "synthetic" / "baseline", folder, ignore=shutil.ignore_patterns("train_net_*", "snapshots", "log", "loss.*"))
+    config = json.loads((folder / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps(merge(config, {"train": {"save_every": 1000, "num_workers": 2}})))
+    environment = {**os.environ, "LSD_NM_DATA_DIR": str(env / "data"), "TF_CPP_MIN_LOG_LEVEL": "3"}
+    process = subprocess.Popen([sys.executable, "train.py", "1000"], cwd=folder, env=environment, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        wait_for(folder / "snapshots" / "batch_3.hdf", process)
+        assert len(group_members(process.pid)) >= 4  # the trainer, gunpowder's pool watchdog and two workers
+        (os.killpg if whole_group else os.kill)(process.pid, signum)
+        out, err = process.communicate(timeout=120)
+        assert process.returncode == 128 + signum, err[-2000:]
+        saved = [it for it, _ in list_checkpoints(folder)]
+        assert len(saved) == 1 and saved[0] >= 3
+        assert saved[0] == max(r[0] for r in read_losses(folder))
+        assert f"terminated ({name}): saved {folder / f'train_net_checkpoint_{saved[0]}'}; run the same command again to resume" in out
+        assert err.strip().splitlines()[-1] == f"terminated ({name})"
+        assert wait_until_gone(process.pid, 10) == []
+    finally:
+        kill_group(process.pid)
+
+
+def test_a_truncated_checkpoint_is_skipped_in_one_line_and_training_resumes_from_the_one_before(env):
+    folder = env / "02_train" / "synthetic" / "truncated"
+    shutil.copytree(env / "02_train" / "synthetic" / "baseline", folder, ignore=shutil.ignore_patterns("train_net_*", "snapshots", "log", "loss.*"))
+    result = run_train(folder, 4, env)
+    assert result.returncode == 0, result.stderr[-2000:]
+    weights = folder / "train_net_checkpoint_4" / "weights.npz"
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])  # a full disk, a copy cut short
+    result = run_train(folder, 6, env)
+    assert result.returncode == 0, result.stderr[-2000:]
+    notes = [line for line in result.stderr.splitlines() if line.startswith("note:")]
+    assert notes == [
+        f"note: {folder / 'train_net_checkpoint_4'} cannot be read (BadZipFile: File is not a zip file): "
+        "moved to train_net_checkpoint_4.unreadable, skipped"
+    ]
+    assert "Traceback" not in result.stderr
+    assert "resuming after iteration 2" in result.stdout
+    assert [it for it, _ in list_checkpoints(folder)] == [2, 4, 6]
+    assert (folder / "train_net_checkpoint_4.unreadable" / "weights.npz").exists()
+    assert [r[0] for r in read_losses(folder)] == list(range(1, 7))
+
+
 def test_iteration_must_be_an_integer(env):
     result = run_train(env / "02_train" / "synthetic" / "baseline", "many", env)
     assert result.returncode == 2

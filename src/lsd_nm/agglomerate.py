@@ -26,7 +26,7 @@ import numpy as np
 from .blockwise import BlockwiseResult, Geometry, block_geometry, run_job
 from .config import ConfigError
 from .data import AFFS, FRAGMENTS, FRAGMENTS_SETTINGS, Volume, open_dataset, read_padded, write_text
-from .graph import check_reachable, drop_edges, graph_exists, open_graph, read_nodes, write_edges
+from .graph import check_graph_of, check_reachable, drop_edges, graph_exists, open_graph, read_nodes, write_edges
 from .run_config import RunConfig
 
 
@@ -190,6 +190,7 @@ def agglomerate(config: RunConfig, overwrite: bool = False, progress: bool = Tru
     check_reachable(config.db_location)
     if not graph_exists(config.db_location):
         raise ConfigError(f"db '{config.db_location}': no region graph there (run 02_extract_fragments first)")
+    check_graph_of(config)
 
     wanted = {"merge_function": config.merge_function, "fragments": made_with}
     tracking = config.blocks_dir / "agglomerate"

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -50,6 +51,44 @@ def latest_checkpoint(folder: Path) -> tuple[int, Path | None]:
     """The newest complete checkpoint as (iteration, path), or (0, None)."""
     found = list_checkpoints(folder)
     return found[-1] if found else (0, None)
+
+
+UNREADABLE = ".unreadable"
+"""Suffix a checkpoint that cannot be read is renamed with (kept for inspection, no longer found as a checkpoint)."""
+
+
+def _read_error(path: Path) -> str | None:
+    """Why a checkpoint cannot be read in full (None: it can): every array of its npz files (their CRCs checked) and
+    its config."""
+    try:
+        for name in (WEIGHTS, OPTIMIZER):
+            if name == WEIGHTS or (path / name).exists():
+                with np.load(path / name) as f:
+                    for key in f.files:
+                        f[key]
+        load_checkpoint_config(path)
+    except Exception as e:  # noqa: BLE001 - whatever a damaged file raises (BadZipFile, EOFError, ValueError, …)
+        return f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else 'damaged'}"
+    return None
+
+
+def latest_readable_checkpoint(folder: Path, say=print) -> tuple[int, Path | None]:
+    """The newest checkpoint that can be read in full, as (iteration, path), or (0, None). Newer ones that cannot
+    (truncated by a full disk or a copy, damaged) are renamed ``<name>.unreadable``, each with one line to ``say``.
+
+    Args:
+        folder: the network folder.
+        say: where the line about a skipped checkpoint goes.
+    """
+    for iteration, path in reversed(list_checkpoints(folder)):
+        error = _read_error(path)
+        if error is None:
+            return iteration, path
+        aside = path.with_name(path.name + UNREADABLE)
+        shutil.rmtree(aside, ignore_errors=True)
+        path.rename(aside)
+        say(f"note: {path} cannot be read ({error}): moved to {aside.name}, skipped")
+    return 0, None
 
 
 def resolve_checkpoint(folder: Path, iteration: int | str = "latest") -> tuple[int, Path]:
@@ -171,6 +210,20 @@ def load_weights(path: Path) -> dict[str, np.ndarray]:
     """The weights of a checkpoint alone (prediction needs no optimizer state, which is twice their size with Adam)."""
     with np.load(Path(path) / WEIGHTS) as f:
         return {k: f[k] for k in f.files}
+
+
+def weights_digest(path: Path) -> str:
+    """A digest (sha256, hex) of a checkpoint's weights — names, dtypes, shapes and values, not the file's bytes
+    (``np.savez`` stamps the time into them): two checkpoints predict alike exactly when their digests agree."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    with np.load(Path(path) / WEIGHTS) as f:
+        for name in sorted(f.files):
+            array = np.ascontiguousarray(f[name])
+            digest.update(f"{name}:{array.dtype.str}:{array.shape};".encode())
+            digest.update(array.tobytes())
+    return digest.hexdigest()
 
 
 def load_checkpoint_config(path: Path) -> NetworkConfig:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -549,9 +550,10 @@ def run(func: Callable[[], object]) -> int:
     """Run ``func``; a :class:`ConfigError` (or a missing file) becomes one line on stderr and exit code 2."""
     try:
         func()
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as e:  # Ctrl-C, or a stop signal turned into one (training: SIGTERM, SIGHUP)
+        signum = getattr(e, "signum", signal.SIGINT)
+        print("interrupted" if signum == signal.SIGINT else f"terminated ({signal.Signals(signum).name})", file=sys.stderr)
+        return 128 + signum
     except Exception as e:
         error = user_error(e) or (e if isinstance(e, FileNotFoundError) else None)
         if error is None:

@@ -35,9 +35,13 @@ AFFS = "volumes/affs"
 LSDS = "volumes/lsds"
 FRAGMENTS = "volumes/fragments"
 PREDICTION_SETTINGS = "lsd_nm_prediction"
-"""Attr of ``volumes/affs`` and ``volumes/lsds``: the network, iteration, ROI and voxel size they were predicted with."""
+"""Attr of ``volumes/affs`` and ``volumes/lsds``: the network, iteration, weights, raw, ROI and voxel size they were
+predicted with."""
 FRAGMENTS_SETTINGS = "lsd_nm_fragments"
 """Attr of ``volumes/fragments``: the settings it was made with (block geometry, watershed options, mask, ROI)."""
+FRAGMENTS_ID = "lsd_nm_fragments_id"
+"""Attr of ``volumes/fragments``: a random id given when step 2 creates them; their region graph records it as its
+owner (:class:`lsd_nm.graph.GraphOwner`)."""
 SEGMENTATION_SETTINGS = "lsd_nm_segmentation"
 """Attr of ``volumes/segmentation_<t>``: the LUT and block size it was made with."""
 
@@ -177,11 +181,31 @@ def open_dataset(container: Path, dataset: str, what: str) -> Volume:
         raise
     attrs = array.attrs.asdict()
     spatial = array.shape[-3:]
-    voxel_size = Coordinate(int(v) for v in attrs.get("resolution", (1, 1, 1)))
-    offset = Coordinate(int(v) for v in attrs.get("offset", (0, 0, 0)))
-    if len(voxel_size) != 3 or len(offset) != 3:
-        raise ConfigError(f"{what} '{path}': expected 3-D attrs resolution/offset, got {attrs}")
+    if "resolution" not in attrs:  # no voxel size is no reason to assume 1 nm
+        raise ConfigError(f"{what} '{path}' has no attr 'resolution' (its voxel size in nm, z y x)")
+    values = {"resolution": attrs["resolution"], "offset": attrs.get("offset", (0, 0, 0))}
+    for name, value in values.items():
+        if (
+            not isinstance(value, (list, tuple)) or len(value) != 3
+            or not all(isinstance(v, (int, float)) and not isinstance(v, bool) and float(v).is_integer() for v in value)
+        ):  # fmt: skip
+            raise ConfigError(f"{what} '{path}': attr '{name}' is {value!r}; expected 3 whole numbers of nm (z y x)")
+    voxel_size = Coordinate(int(v) for v in values["resolution"])
+    offset = Coordinate(int(v) for v in values["offset"])
+    if any(v <= 0 for v in voxel_size):
+        raise ConfigError(f"{what} '{path}': attr 'resolution' is {list(voxel_size)}; voxel sizes are positive")
     return Volume(path, Roi(offset, voxel_size * Coordinate(spatial)), voxel_size)
+
+
+def fragments_id(container: Path, dataset: str = FRAGMENTS) -> str | None:
+    """The :data:`FRAGMENTS_ID` of a fragments dataset (None: it does not exist, or was made without one)."""
+    path = Path(container) / dataset
+    if not path.exists():
+        return None
+    try:
+        return zarr.open_array(path, mode="r").attrs.asdict().get(FRAGMENTS_ID)
+    except (OSError, ValueError, KeyError, zarr.errors.BaseZarrError):
+        return None
 
 
 def voxel_slices(volume: Volume, roi: Roi) -> tuple[slice, ...]:

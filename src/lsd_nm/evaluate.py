@@ -18,7 +18,7 @@ from funlib.geometry import Roi
 from .blockwise import processing_roi
 from .config import ConfigError
 from .data import Volume, atomic_path, open_dataset, read_at_positions, read_checked, read_on_grid, voxel_slices, write_text
-from .graph import check_reachable, graph_exists, open_graph, read_edges
+from .graph import check_graph_of, check_reachable, graph_exists, open_graph, read_edges
 from .luts import all_thresholds, load_lut
 from .metrics import best_row, min_cut_metric, sweep_thresholds
 from .run_config import RunConfig
@@ -231,6 +231,7 @@ def _read_region_graph_edges(config: RunConfig) -> list[tuple[int, int, float | 
     check_reachable(config.db_location)
     if not graph_exists(config.db_location):
         raise ConfigError(f"db '{config.db_location}': no region graph there (the min-cut metric needs it)")
+    check_graph_of(config)
     db = open_graph(config.db_location, "r")
     try:
         return [(u, v, score) for u, v, score, _ in read_edges(db)]

@@ -24,6 +24,7 @@ Run: ``python 03_predict/02_extract_fragments.py CONFIG.json [--overwrite]``
 from __future__ import annotations
 
 import shutil
+import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -33,8 +34,11 @@ from funlib.geometry import Coordinate, Roi
 
 from .blockwise import BlockwiseResult, Geometry, OutputDataset, block_geometry, block_index, run_job
 from .config import ConfigError
-from .data import AFFS, FRAGMENTS, FRAGMENTS_SETTINGS, LABELS_COMPRESSOR, Volume, open_dataset, read_padded, voxel_slices
-from .graph import check_reachable, graph_exists, open_graph, write_nodes
+from .data import (
+    AFFS, FRAGMENTS, FRAGMENTS_ID, FRAGMENTS_SETTINGS, LABELS_COMPRESSOR, Volume, fragments_id, open_dataset,
+    read_padded, voxel_slices,
+)  # fmt: skip
+from .graph import GraphOwner, check_owner, check_reachable, create_graph, graph_exists, open_graph, write_nodes
 from .run_config import RunConfig, Seeds
 
 MIN_SEED_DISTANCE = 10
@@ -366,6 +370,8 @@ def check_fragments(config: RunConfig, affs: Volume) -> tuple[Geometry, Volume |
             "(z voxel indices: world z / voxel size)"
         )
     check_reachable(config.db_location)
+    # another run's graph in this db is refused whatever this run does (its own is replaced with new fragments)
+    check_owner(config.db_location, config.out_path, fragments_id(config.out_path), replacing=True)
     return geometry, mask
 
 
@@ -408,11 +414,15 @@ def extract_fragments(config: RunConfig, overwrite: bool = False, progress: bool
                 f"'{output.path}' exists but the region graph '{config.db_location}' does not; "
                 "pass --overwrite to start over"
             )
+        check_owner(config.db_location, out_file, fragments_id(out_file))
     else:
         shutil.rmtree(config.blocks_dir / "agglomerate", ignore_errors=True)  # new nodes: no edges yet
         (config.blocks_dir / "agglomerate.json").unlink(missing_ok=True)
-        open_graph(config.db_location, "w").close()
         output.create(tracking)
+        # the new fragments get an id, and the new graph names them as its owner
+        new_id = uuid.uuid4().hex
+        zarr.open_array(output.path, mode="r+").attrs[FRAGMENTS_ID] = new_id
+        create_graph(config.db_location, GraphOwner(str(out_file.resolve()), new_id))
     job = FragmentsJob(
         affs=affs,
         fragments=output.volume,

@@ -10,7 +10,10 @@ identical values for all.
 
 * nodes: ``id`` (uint64 fragment id), ``center`` (z, y, x in nm, int);
 * edges: ``u < v``, ``merge_score`` (float32-exact float; None if waterz never merged them below 1.0),
-  ``agglomerated`` (bool: the edge came from agglomeration).
+  ``agglomerated`` (bool: the edge came from agglomeration);
+* its owner (table ``lsd_nm_owner``, :class:`GraphOwner`): the fragments it is the graph of — their container and
+  the id stamped into them when step 2 created them — so that two runs given one ``db`` never mix or replace each
+  other's graph (:func:`check_owner`).
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ import sqlite3
 import tempfile
 from collections.abc import Iterable
 from contextlib import closing
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlparse
@@ -48,6 +52,20 @@ META = {
 """The ``<stem>-meta.json`` of a region graph in SQLite (funlib.persistence's metadata of our node and edge attrs)."""
 
 
+OWNER_TABLE = "lsd_nm_owner"
+"""The table of a region graph (SQLite and PostgreSQL alike) that names its owner: rows ``(key, value)``."""
+
+
+@dataclass(frozen=True)
+class GraphOwner:
+    """Whose region graph it is: the fragments its nodes are (step 2 writes both)."""
+
+    fragments: str
+    """The container of the fragments (resolved path), for messages and to tell another run's graph from our own."""
+    fragments_id: str
+    """The id stamped into those fragments when they were created (attr ``lsd_nm_fragments_id``)."""
+
+
 class SQLiteRegionGraph:
     """A region graph in a SQLite file, in funlib.persistence 0.7's ``SQLiteGraphDataBase`` layout: tables
     ``nodes(id INTEGER PRIMARY KEY, center_0, center_1, center_2)`` (index ``pos_index`` on the centre) and
@@ -58,9 +76,10 @@ class SQLiteRegionGraph:
     Args:
         path: the SQLite file.
         mode: ``r`` (writes raise), ``r+``, or ``w`` (drops the tables and creates them empty).
+        owner: with ``w``, the owner recorded in the new graph.
     """
 
-    def __init__(self, path: Path, mode: str = "r+") -> None:
+    def __init__(self, path: Path, mode: str = "r+", owner: GraphOwner | None = None) -> None:
         self.path, self.mode = Path(path), mode
         self.meta = self.path.parent / f"{self.path.stem}-meta.json"
         if mode != "w":
@@ -69,10 +88,14 @@ class SQLiteRegionGraph:
                 raise ConfigError(f"db '{self.path}': not a region graph (its {self.meta.name} lists other attributes)")
         self.con = sqlite3.connect(self.path, timeout=60)
         if mode == "w":
-            for table in ("nodes", "edges", "edge_index"):
+            for table in ("nodes", "edges", "edge_index", OWNER_TABLE):
                 self.con.execute(f"DROP TABLE IF EXISTS {table}")
             self.meta.unlink(missing_ok=True)
             self._create_tables()
+            if owner is not None:  # committed with the empty tables: a new graph is never without its owner
+                self.con.execute(f"CREATE TABLE {OWNER_TABLE}(key TEXT PRIMARY KEY, value TEXT)")
+                rows = [("fragments", owner.fragments), ("fragments_id", owner.fragments_id)]
+                self.con.executemany(f"INSERT INTO {OWNER_TABLE} (key, value) VALUES (?, ?)", rows)
             self.con.commit()
             self.meta.write_text(json.dumps(META))
 
@@ -126,6 +149,108 @@ class SQLiteRegionGraph:
         self.con.close()
 
 
+def _sqlite_owner(path: Path) -> GraphOwner | None:
+    with closing(sqlite3.connect(path, timeout=60)) as con:
+        tables = {row[0] for row in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        if OWNER_TABLE not in tables:
+            return None
+        values = dict(con.execute(f"SELECT key, value FROM {OWNER_TABLE}"))
+    return GraphOwner(values["fragments"], values["fragments_id"]) if "fragments_id" in values else None
+
+
+def _postgres_connection(location: str):
+    import psycopg2
+
+    args = _postgres_args(location)
+    return psycopg2.connect(host=args["db_host"], port=args["db_port"], user=args["db_user"],
+                            password=args["db_password"], database=args["db_name"], connect_timeout=5)  # fmt: skip
+
+
+def read_owner(location: str) -> GraphOwner | None:
+    """The owner recorded in the region graph at ``location``; None when there is no graph, or one written before
+    owners were recorded (or by another tool).
+
+    Raises:
+        ConfigError: the SQLite file cannot be read, or the PostgreSQL server does not answer.
+    """
+    if not graph_exists(location):
+        return None
+    if not is_postgres(location):
+        try:
+            return _sqlite_owner(Path(location))
+        except sqlite3.Error as e:
+            raise ConfigError(f"db '{location}': cannot read the SQLite file ({type(e).__name__}: {e})") from None
+    import psycopg2
+
+    try:
+        with closing(_postgres_connection(location)) as conn, conn.cursor() as cur:
+            cur.execute("SELECT to_regclass(%s)", (OWNER_TABLE,))
+            if cur.fetchone()[0] is None:
+                return None
+            cur.execute(f"SELECT key, value FROM {OWNER_TABLE}")
+            values = dict(cur.fetchall())
+    except psycopg2.Error as e:
+        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ConfigError(f"db '{_safe(location)}': cannot read its owner ({reason})") from None
+    return GraphOwner(values["fragments"], values["fragments_id"]) if "fragments_id" in values else None
+
+
+def create_graph(location: str, owner: GraphOwner) -> None:
+    """Create an empty region graph at ``location`` (replacing what is there) that belongs to ``owner``."""
+    if not is_postgres(location):
+        open_graph(location, "w", owner).close()
+        return
+    open_graph(location, "w").close()
+    rows = [("fragments", owner.fragments), ("fragments_id", owner.fragments_id)]
+    with closing(_postgres_connection(location)) as conn, conn.cursor() as cur:
+        cur.execute(f"CREATE TABLE IF NOT EXISTS {OWNER_TABLE}(key TEXT PRIMARY KEY, value TEXT)")
+        cur.execute(f"DELETE FROM {OWNER_TABLE}")
+        cur.executemany(f"INSERT INTO {OWNER_TABLE} (key, value) VALUES (%s, %s)", rows)
+        conn.commit()
+
+
+def check_owner(location: str, fragments: Path, fragments_id: str | None, replacing: bool = False) -> None:
+    """Refuse a region graph that is not the graph of these fragments, before anything is written.
+
+    Args:
+        location: ``RunConfig.db_location``.
+        fragments: the container of this run's fragments (``RunConfig.fragments_path``).
+        fragments_id: the id stamped into them (None: there are none yet, or they predate ids).
+        replacing: this run (step 2) is about to create its fragments and the graph anew; a stale graph of the same
+            container is then no problem, another run's still is.
+
+    Raises:
+        ConfigError: the graph belongs to the fragments of another container (two runs share one ``db``), or, unless
+            ``replacing``, to earlier fragments of this container.
+    """
+    owner = read_owner(location)
+    if owner is None or (fragments_id is not None and owner.fragments_id == fragments_id):
+        return
+    where = _safe(location) if is_postgres(location) else location
+    if owner.fragments != str(Path(fragments).resolve()):
+        raise ConfigError(
+            f"db '{where}' holds the region graph of another run (fragments in '{owner.fragments}'): two runs cannot "
+            "share one db; set this run's own db in its config (or delete that graph if its run is gone)"
+        )
+    if not replacing:
+        raise ConfigError(
+            f"db '{where}' holds the region graph of earlier fragments of '{Path(fragments).resolve()}', not of its current ones; "
+            "run 02_extract_fragments again with --overwrite"
+        )
+
+
+def check_graph_of(config) -> None:
+    """:func:`check_owner` for a run's existing region graph: it must be the graph of the run's fragments
+    (``fragments_file``/``fragments_dataset``, else out_file's own).
+
+    Args:
+        config: the run config (:class:`~lsd_nm.run_config.RunConfig`).
+    """
+    from .data import fragments_id
+
+    check_owner(config.db_location, config.fragments_path, fragments_id(config.fragments_path, config.fragments_dataset))
+
+
 def is_postgres(location: str) -> bool:
     """Whether a ``db_location`` is a PostgreSQL URL (else a SQLite file)."""
     return location.startswith("postgresql://")
@@ -165,12 +290,13 @@ def graph_exists(location: str) -> bool:
     return True
 
 
-def open_graph(location: str, mode: str = "r+"):
+def open_graph(location: str, mode: str = "r+", owner: GraphOwner | None = None):
     """Open (``r``, ``r+``) or create (``w``: drops existing tables) the region graph.
 
     Args:
         location: ``RunConfig.db_location``: a SQLite file or a ``postgresql://user@host:port/name`` URL.
         mode: ``r``, ``r+`` or ``w``.
+        owner: with ``w`` on SQLite, the owner recorded with the new tables (:func:`create_graph` for both backends).
 
     Raises:
         ConfigError: one line naming the location when the server does not answer or the graph does not exist.
@@ -193,10 +319,10 @@ def open_graph(location: str, mode: str = "r+"):
     path = Path(location)
     if mode != "w" and not graph_exists(location):
         raise ConfigError(f"db '{path}': no region graph there (run 02_extract_fragments)")
-    if not path.parent.is_dir():
-        raise ConfigError(f"db '{path}': folder {path.parent} does not exist")
+    if mode == "w":
+        path.parent.mkdir(parents=True, exist_ok=True)
     try:
-        return SQLiteRegionGraph(path, mode)
+        return SQLiteRegionGraph(path, mode, owner)
     except (sqlite3.Error, OSError, ValueError) as e:
         raise ConfigError(f"db '{path}': cannot open the SQLite file ({type(e).__name__}: {e})") from None
 
@@ -209,15 +335,20 @@ def check_reachable(location: str) -> None:
         _check_postgres(location)
         return
     path = Path(location)
-    if not path.parent.is_dir():
-        raise ConfigError(f"db '{location}': folder {path.parent} does not exist")
+    # a folder that does not exist yet is made by the step that creates the graph (or by step 1 with out_file's):
+    # what must be writable is the nearest folder that exists
+    folder = path.parent
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    if not folder.is_dir():
+        raise ConfigError(f"db '{location}': {folder} is not a folder")
     for target in (path, path.parent / f"{path.stem}-meta.json"):
         if target.exists() and not os.access(target, os.W_OK):
             raise ConfigError(f"db '{location}': {target} is not writable")
     try:  # what the folder's permissions, a read-only mount or a special file system allow (root included)
-        tempfile.TemporaryFile(dir=path.parent).close()
+        tempfile.TemporaryFile(dir=folder).close()
     except OSError as e:
-        raise ConfigError(f"db '{location}': cannot write in {path.parent} ({e.strerror})") from None
+        raise ConfigError(f"db '{location}': cannot write in {folder} ({e.strerror})") from None
 
 
 def _check_postgres(location: str) -> None:

@@ -29,7 +29,9 @@ import numpy as np
 from funlib.geometry import Coordinate, Roi
 
 from .blockwise import BlockwiseResult, OutputDataset, run_job
-from .checkpoints import assign_weights, check_compatible, load_checkpoint_config, load_weights, resolve_checkpoint
+from .checkpoints import (
+    assign_weights, check_compatible, load_checkpoint_config, load_weights, resolve_checkpoint, weights_digest,
+)  # fmt: skip
 from .config import ConfigError
 from .data import AFFS, LSDS, PREDICTION_COMPRESSOR, PREDICTION_SETTINGS, Volume, open_dataset, read_padded, voxel_slices
 from .device import select_device
@@ -196,6 +198,36 @@ def _check_voxel_size(path: Path, voxel_size: Coordinate, overwrite: bool) -> No
         )
 
 
+def _check_raw(raw: Volume, folder: NetworkFolder) -> None:
+    """The raw must be what the network was trained on: uint8 (0-255) at the training dataset's voxel size.
+
+    Raises:
+        ConfigError: another dtype (float in [0, 1] or uint16 would be scaled wrongly: garbage affinities), or
+            another voxel size than the dataset's in ``01_data/datasets.json``.
+    """
+    import zarr
+
+    from .datasets import get_dataset
+
+    dtype = zarr.open_array(raw.path, mode="r").dtype
+    if dtype != np.uint8:
+        raise ConfigError(
+            f"raw '{raw.path}' is {dtype}; the networks take uint8 raw (0-255, as they were trained): convert it to "
+            "uint8 first, stating the intensity range mapped to 0-255"
+        )
+    dataset = folder.config.dataset
+    try:
+        trained = Coordinate(get_dataset(dataset).voxel_size)
+    except ConfigError:  # a dataset the registry does not know: nothing to compare with
+        return
+    if trained != raw.voxel_size:
+        raise ConfigError(
+            f"raw '{raw.path}' has voxel size {tuple(raw.voxel_size)} nm, but {folder.path.name} was trained on "
+            f"{dataset} at {tuple(trained)} nm: resample the raw to {tuple(trained)} nm first (a network sees "
+            "structures at the scale it was trained at)"
+        )
+
+
 @dataclass(frozen=True)
 class _Pass:
     """One network's prediction over a region: what it writes and how its blocks are laid out."""
@@ -223,9 +255,11 @@ def _plan(run: RunConfig, folder: NetworkFolder, setup: Path, iteration, out_roi
     check_compatible(checkpoint, load_checkpoint_config(checkpoint), config)
     io = network_io(config, "predict")
     out_shape = Coordinate(next(iter(io.outputs.values())).shape)
+    # everything the predicted values depend on: a resume with another raw or other weights must not mix them in
     settings = {
         "setup": str(setup), "iteration": it, "roi": [list(out_roi.offset), list(out_roi.shape)],
-        "voxel_size": list(voxel_size),
+        "voxel_size": list(voxel_size), "raw": [str(run.path(run.raw_file).resolve()), run.raw_dataset],
+        "weights": weights_digest(checkpoint),
     }  # fmt: skip
     outputs = {
         head: OutputDataset(
@@ -303,6 +337,7 @@ def plan_prediction(run: RunConfig, overwrite: bool = False) -> Prediction:
     config = folder.config
     raw = open_dataset(run.path(run.raw_file), run.raw_dataset, "raw")
     vs = raw.voxel_size
+    _check_raw(raw, folder)
     io = network_io(config, "predict")
     context = (Coordinate(config.predict_input_shape) - Coordinate(next(iter(io.outputs.values())).shape)) * vs / 2
     if run.roi_offset is not None:

@@ -137,6 +137,9 @@ class RunConfig(StrictBaseModel):
         for label in self.gt_ignore_ids:
             if not 0 < label < 2**64:
                 raise ValueError(f"gt_ignore_ids: {label} is not a label id (1 … 2^64 − 1)")
+        outside = [t for t in self.extract_thresholds if not 0.0 <= t <= 1.0]
+        if outside:
+            raise ValueError(f"extract_thresholds {outside}: merge thresholds lie in [0, 1]")
         low, high, step = self.thresholds
         if step <= 0 or high <= low:
             raise ValueError(f"thresholds {list(self.thresholds)}: expected [min, max, step] with step > 0 and max > min")

@@ -18,7 +18,7 @@ from .blockwise import BlockwiseResult, block_geometry
 from .config import ConfigError
 from .data import AFFS, FRAGMENTS, Volume, open_dataset
 from .evaluate import check_ground_truth, evaluate_run
-from .graph import check_reachable, graph_exists
+from .graph import check_graph_of, check_reachable, graph_exists
 from .fragments import check_fragments, extract_fragments
 from .luts import all_thresholds
 from .predict_blockwise import plan_prediction, predict_blockwise
@@ -70,6 +70,8 @@ def check_run(config: RunConfig, first_step: int = 1, overwrite: bool = False) -
         step(first_step, lambda: check_reachable(config.db_location))
         if first_step <= 4 and not graph_exists(config.db_location):
             raise StepError(STEPS[first_step - 1], f"db '{config.db_location}': no region graph there (run 02_extract_fragments first)")
+        if first_step <= 4:
+            step(first_step, lambda: check_graph_of(config))
         fragments = existing_fragments(first_step)
         step(first_step, lambda: block_geometry(config, fragments))
     step(3, lambda: scoring_function(config.merge_function))

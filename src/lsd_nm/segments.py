@@ -39,7 +39,7 @@ import numpy as np
 from funlib.geometry import Coordinate, Roi
 
 from .config import ConfigError
-from .graph import check_reachable, graph_exists, open_graph, read_edges, read_nodes
+from .graph import check_graph_of, check_reachable, graph_exists, open_graph, read_edges, read_nodes
 from .luts import (
     all_thresholds,
     apply_lut,
@@ -134,6 +134,7 @@ def _check_agglomerated(config: RunConfig) -> None:
     check_reachable(config.db_location)
     if not graph_exists(config.db_location):
         raise ConfigError(f"db '{config.db_location}': no region graph there (run 02_extract_fragments first)")
+    check_graph_of(config)
     settings = config.blocks_dir / "agglomerate.json"
     if not settings.is_file():
         raise ConfigError(f"the region graph '{config.db_location}' has no edges yet (run 03_agglomerate first)")

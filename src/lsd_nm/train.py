@@ -1,17 +1,22 @@
 """The train loop of a network folder: ``python train.py ITERATION`` trains until ITERATION, resuming.
 
-Outputs in the folder: ``train_net_checkpoint_<n>/`` every ``save_every`` iterations and at the end (and on Ctrl-C),
-``snapshots/batch_<n>.hdf``, TensorBoard logs in ``log/``, ``loss.tsv`` (iteration, loss, seconds) and ``loss.png``
-(refreshed at every checkpoint).
+Outputs in the folder: ``train_net_checkpoint_<n>/`` every ``save_every`` iterations and at the end (and on Ctrl-C,
+SIGTERM or SIGHUP: a scheduler's time limit, a closed terminal), ``snapshots/batch_<n>.hdf``, TensorBoard logs in
+``log/``, ``loss.tsv`` (iteration, loss, seconds) and ``loss.png`` (refreshed at every checkpoint).
 """
 
 from __future__ import annotations
 
 import logging
+import os
+import signal
+import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
-from .checkpoints import latest_checkpoint
+from .checkpoints import latest_readable_checkpoint
 from .datasets import DATA_DIR
 from .experiment import NetworkFolder
 
@@ -72,6 +77,49 @@ def plot_losses(folder: Path) -> Path:
     return path
 
 
+class Terminated(KeyboardInterrupt):
+    """Training was stopped by a signal other than Ctrl-C (SIGTERM, SIGHUP); handled as Ctrl-C is: a checkpoint is
+    saved and the command exits with ``128 + signum``."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+@contextmanager
+def _stop_signals_as_interrupts() -> Iterator[None]:
+    """SIGTERM and SIGHUP raise :class:`Terminated` in the training process, once (a second one while the
+    checkpoint is written is ignored, so that the save completes). The processes forked meanwhile (gunpowder's
+    PreCache pool, whose watchdog ends its workers with SIGTERM) inherit the handler and keep the signal's default
+    action: they end at once."""
+    trainer = os.getpid()
+    received: list[int] = []
+
+    def handler(signum, frame) -> None:
+        if os.getpid() != trainer:
+            signal.signal(signum, signal.SIG_DFL)
+            os.kill(os.getpid(), signum)
+            return
+        if not received:
+            received.append(signum)
+            raise Terminated(signum)
+
+    signums = (signal.SIGTERM, signal.SIGHUP)
+    previous = {s: signal.signal(s, handler) for s in signums}
+    try:
+        yield
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
+
+
+def _abandon_precache(pipeline) -> None:
+    """End the PreCache pools of a pipeline without their orderly stop (:meth:`PreCache.abandon`)."""
+    from .nodes import PreCache
+
+    pipeline.traverse(lambda node: node.output.abandon() if isinstance(node.output, PreCache) else None)
+
+
 def _run_phase(folder: NetworkFolder, first: int, last: int, phase: str, device: str | None, data_dir: Path) -> int:
     """Train iterations ``first``..``last`` of one phase; returns the last iteration done."""
     import gunpowder as gp
@@ -91,11 +139,14 @@ def _run_phase(folder: NetworkFolder, first: int, last: int, phase: str, device:
     # the train node logs each iteration before it may checkpoint it: a kill never loses a logged iteration
     setup.train_node.loss_log = folder.path / LOSS_LOG
     done = first - 1
-    with gp.build(setup.pipeline):
-        if first > 1:
-            print(f"{folder.name}: resuming after iteration {first - 1}", flush=True)
-        bar = tqdm(total=last, initial=first - 1, desc=f"{folder.name} ({phase})", unit="it", dynamic_ncols=True)
+    with _stop_signals_as_interrupts():
+        build = gp.build(setup.pipeline)
+        build.__enter__()
+        stopped = False
         try:
+            if first > 1:
+                print(f"{folder.name}: resuming after iteration {first - 1}", flush=True)
+            bar = tqdm(total=last, initial=first - 1, desc=f"{folder.name} ({phase})", unit="it", dynamic_ncols=True)
             for _ in range(first, last + 1):
                 start = time.time()
                 batch = setup.pipeline.request_batch(setup.request)
@@ -103,14 +154,25 @@ def _run_phase(folder: NetworkFolder, first: int, last: int, phase: str, device:
                 done = batch.iteration
                 bar.set_postfix(loss=f"{batch.loss:.4g}", s_per_it=f"{seconds:.2f}")
                 bar.update(1)
-        except KeyboardInterrupt:
-            bar.close()
+        except KeyboardInterrupt as e:
+            stopped = True
+            if bar is not None:
+                bar.close()
+            how = f"terminated ({e.args[0]})" if isinstance(e, Terminated) else "interrupted"
             if done >= first:
                 path = setup.train_node.save()
-                print(f"interrupted: saved {path}; run the same command again to resume")
+                print(f"{how}: saved {path}; run the same command again to resume", flush=True)
             raise
         finally:
-            bar.close()
+            if bar is not None:
+                bar.close()
+            if stopped:
+                # no pipeline teardown: gunpowder's stops the PreCache pool through a lock and a queue that a
+                # process stopped by the same signal may have left held or full (it would wait for good)
+                setup.train_node.stop()
+                _abandon_precache(setup.pipeline)
+            else:
+                build.__exit__(None, None, None)
     return done
 
 
@@ -129,7 +191,8 @@ def train(folder: NetworkFolder, max_iteration: int, device: str | None = None, 
     # dask's threaded scheduler does not survive PreCache's fork (a known hang): compute in the calling thread
     dask.config.set(scheduler="synchronous")
     config = folder.config
-    trained_until, _ = latest_checkpoint(folder.path)
+    # a damaged newest checkpoint is moved aside: training resumes from the newest one that reads in full
+    trained_until, _ = latest_readable_checkpoint(folder.path, say=lambda line: print(line, file=sys.stderr, flush=True))
     if trained_until >= max_iteration:
         print(f"{folder.name}: trained until {trained_until} already (≥ {max_iteration}); nothing to do")
         return trained_until

@@ -47,6 +47,20 @@ class PreCache(gp.PreCache):
         self._requester = os.getpid()
         return super().provide(request)
 
+    def abandon(self) -> None:
+        """End the pool without gunpowder's orderly stop (for a trainer stopped by a signal that reached the pool
+        too: a watchdog or worker ended by it may have left the pool's stop event locked or its queue full, and
+        the orderly stop, also run when the pool is garbage-collected, would wait for good). The watchdog is killed,
+        its workers die with it."""
+        pool, self.workers = self.workers, None
+        if pool is None:
+            return
+        watchdog = pool._ProducerPool__watch_dog  # gunpowder keeps it private; None once stopped
+        if watchdog is not None and watchdog._popen is not None:
+            watchdog.kill()
+            watchdog.join(10)
+        pool._ProducerPool__watch_dog = None  # its __del__ then does nothing
+
     def _run_worker(self):
         if _follow(getattr(self, "_requester", None)) and self.niceness:
             os.nice(self.niceness)
