@@ -14,7 +14,9 @@ import pytest
 from funlib.geometry import Roi
 from process_group import group_members, kill_group, wait_until_gone
 
+from lsd_nm import blockwise
 from lsd_nm.blockwise import BlockwiseError, _Bound, block_index, run_blockwise
+from lsd_nm.config import ConfigError
 
 TOTAL = Roi((0, 0, 0), (100, 100, 100))
 READ = Roi((-10, -10, -10), (70, 70, 70))
@@ -129,6 +131,64 @@ def test_a_failing_block_is_retried_then_reported_with_its_traceback(
     assert len(blocks) == 8
 
 
+def _damaged_block_3(log: Path, block, pid: int) -> None:
+    with open(log / "attempts.txt", "a") as f:
+        f.write(f"{block.block_id[1]}\n")
+    if block.block_id[1] == 3:
+        raise ConfigError("array 'volumes/affs': chunk 0.1.1 is damaged")
+    _record(log, block, pid)
+
+
+@pytest.mark.parametrize("preload", [SPAWNED, FORKED], ids=["spawned", "forked"])
+def test_a_block_whose_input_is_at_fault_is_reported_once_in_one_line_and_not_retried(
+    tmp_path: Path, preload: tuple | None, capfd: pytest.CaptureFixture
+) -> None:
+    with pytest.raises(ConfigError) as error:
+        _run(tmp_path, function=_damaged_block_3, num_workers=2, max_retries=2, preload=preload)
+    assert str(error.value).startswith("copy: block 3 (write [")
+    assert str(error.value).endswith("): array 'volumes/affs': chunk 0.1.1 is damaged")
+    assert _lines(tmp_path / "attempts.txt").count("3") == 1  # its retries failed at once, without the work
+    assert len(_lines(tmp_path / "blocks.txt")) == 7  # the other blocks were done
+    printed = capfd.readouterr()
+    output = printed.out + printed.err
+    assert "Traceback" not in output and output.count("chunk 0.1.1 is damaged") == 1
+    # fixed (here: the block no longer fails), a re-run does block 3 alone
+    again = _run(tmp_path, num_workers=2, preload=preload)
+    assert (again.processed, again.skipped) == (1, 7)
+
+
+def _freeze_once(log: Path, block, pid: int) -> None:
+    """The first worker to reach block 5 stops itself (SIGSTOP: a process that can run nothing, its own timers
+    included, as in an NFS or GPU hang); the block's retry in another worker goes through."""
+    if block.block_id[1] == 5:
+        try:
+            os.close(os.open(log / "frozen", os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+        except FileExistsError:
+            pass
+        else:
+            os.kill(os.getpid(), signal.SIGSTOP)
+    _record(log, block, pid)
+
+
+@pytest.mark.parametrize(
+    ("preload", "block_timeout"), [(SPAWNED, 3.0), (FORKED, 3.0), (FORKED, None)], ids=["spawned", "forked", "default"]
+)
+def test_a_frozen_worker_is_killed_after_the_block_timeout_and_its_block_retried(
+    tmp_path: Path, preload: tuple | None, block_timeout: float | None, monkeypatch, capfd: pytest.CaptureFixture
+) -> None:
+    # without a block_timeout: 10× the slowest finished block, at least MIN_BLOCK_TIMEOUT (made short here)
+    monkeypatch.setattr(blockwise, "MIN_BLOCK_TIMEOUT", 3.0)
+    started = time.monotonic()
+    result = _run(tmp_path, function=_freeze_once, num_workers=2, preload=preload, block_timeout=block_timeout)
+    assert (result.processed, result.skipped) == (8, 0)
+    assert time.monotonic() - started < 60
+    blocks = sorted(line.split(" ")[0] for line in _lines(tmp_path / "blocks.txt"))
+    assert blocks == sorted(set(blocks)) and len(blocks) == 8  # every block once: the same result as no freeze
+    err = capfd.readouterr().err
+    assert err.count("made no progress on block 5 for") == 1 and "killed it, the block is retried" in err
+    assert ("(block_timeout, 3 s)" in err) == (block_timeout is not None)
+
+
 def test_block_index_is_the_c_order_grid_position() -> None:
     total = Roi((10, 0, 0), (100, 100, 90))
     size = (50, 50, 50)  # grid 2 × 2 × 2 (the last x block is shrunk)
@@ -207,3 +267,23 @@ def test_an_output_dataset_is_created_in_a_new_out_file_as_zarr_v2(tmp_path: Pat
     assert array.attrs["offset"] == [40, 0, 0] and array.attrs["resolution"] == [20, 9, 9]
     assert not tracking.exists()
     assert output.reusable(overwrite=False)
+
+
+def test_a_worker_command_that_cannot_start_is_one_line_before_any_block(tmp_path: Path) -> None:
+    from lsd_nm.blockwise import check_worker_command
+
+    said: list[str] = []
+    with pytest.raises(ConfigError, match=r"^worker_command 'no-such-bsub -K': 'no-such-bsub' is not a command"):
+        check_worker_command(["no-such-bsub", "-K"], say=said.append)
+    assert said == []  # nothing started
+    with pytest.raises(ConfigError, match=r"^worker_command 'false': a trial worker exited with code 1 before any block"):
+        check_worker_command(["false"], say=said.append)
+    script = tmp_path / "submit"  # a scheduler's submit command that refuses the job
+    script.write_text("#!/bin/sh\necho 'sbatch: error: invalid partition specified: gpu' >&2\nexit 1\n")
+    script.chmod(0o755)
+    with pytest.raises(ConfigError, match=r"exited with code 1 before any block \(sbatch: error: invalid partition"):
+        check_worker_command([str(script)], say=said.append)
+    check_worker_command(["env", "LSD_NM_TEST_WORKER=1"], say=said.append)  # starts, imports the worker, exits 0
+    assert len(said) == 3 and said[-1].startswith("worker_command: starting one trial worker (env LSD_NM_TEST_WORKER=1")
+    check_worker_command([], say=said.append)  # local workers: nothing to try
+    assert len(said) == 3

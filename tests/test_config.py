@@ -111,6 +111,17 @@ def test_bad_json(tmp_path):
     assert str(e.value) == f"{path}: invalid JSON at line 2 column 11: Expecting value"
 
 
+def test_a_binary_file_or_a_folder_as_config_is_one_line(tmp_path):
+    path = tmp_path / "weights.json"
+    path.write_bytes(b"\x89HDF\r\n\x1a\n\x00\xff")
+    with pytest.raises(ConfigError) as e:
+        load_model(Example, path)
+    assert str(e.value) == f"{path}: not a JSON text file (byte 0 is not UTF-8: a binary file?)"
+    with pytest.raises(ConfigError) as e:
+        load_model(Example, tmp_path)
+    assert str(e.value) == f"{tmp_path}: is a folder, not a JSON file"
+
+
 def test_not_an_object(tmp_path):
     path = write(tmp_path, "[1, 2]")
     with pytest.raises(ConfigError) as e:

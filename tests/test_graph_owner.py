@@ -105,3 +105,18 @@ def test_a_moved_run_keeps_its_graph_and_an_ownerless_graph_is_accepted(tmp_path
     db.close()
     assert read_owner(again.db_location) is None
     check_owner(again.db_location, tmp_path / "elsewhere.zarr", None)
+
+
+def test_a_corrupt_sqlite_db_is_one_line_and_steps_2_3_are_not_reported_done(tmp_path):
+    first, _ = _two_runs(tmp_path)
+    extract_fragments(first, progress=False)
+    agglomerate(first, progress=False)
+    Path(first.db_location).write_bytes(b"not a database, but garbage of a full disk " * 100)
+    for start in (2, 3, 4):  # (step 5 reads the LUTs, not the graph)
+        with pytest.raises(ConfigError, match=r"^0[2-4]_\w+: db '.*shared.rag.db': cannot (read|open) the SQLite file") as e:
+            check_run(first, start)
+        assert "\n" not in str(e.value)
+    with pytest.raises(ConfigError, match="cannot read the SQLite file"):
+        extract_fragments(first, progress=False)
+    with pytest.raises(ConfigError, match="cannot read the SQLite file"):
+        agglomerate(first, progress=False)

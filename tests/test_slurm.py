@@ -151,8 +151,9 @@ def test_segment_with_srun_workers_equals_a_local_run(slurm_cluster, postgres_ur
     before = len(slurm_cluster.allocations())
     with stopped(segment(config, slurm_cluster.env), slurm_cluster) as process:
         finish(process)
-    # the workers were Slurm jobs: 2 per blockwise step (fragments, agglomerate, the segmentations of both thresholds)
-    assert len(slurm_cluster.allocations()) - before == 6
+    # the workers were Slurm jobs: one trial before any block, then 2 per blockwise step (fragments, agglomerate,
+    # the segmentations of both thresholds)
+    assert len(slurm_cluster.allocations()) - before == 1 + 6
     assert_identical(outputs(tmp_path / "srun"), local_outputs)
 
 
@@ -170,8 +171,8 @@ def test_a_cancelled_worker_job_is_replaced_and_the_output_is_unchanged(slurm_cl
     assert f"02_extract_fragments: {BLOCKS} blocks processed" in out
     err = (tmp_path / "srun" / "segment.err").read_text()
     assert "CANCELLED" in err and "worker command exited with code" in err
-    # 2 workers per blockwise step, and a third job in the fragments step in place of the cancelled one
-    assert len(slurm_cluster.allocations()) - before >= 7
+    # the trial, 2 workers per blockwise step, and a third job in the fragments step in place of the cancelled one
+    assert len(slurm_cluster.allocations()) - before >= 1 + 7
     assert_identical(outputs(tmp_path / "srun"), local_outputs)
 
 

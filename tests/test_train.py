@@ -5,6 +5,7 @@ import os
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -214,6 +215,32 @@ def test_sigterm_or_sighup_writes_a_checkpoint_as_ctrl_c_does(env, signum, whole
         assert wait_until_gone(process.pid, 10) == []
     finally:
         kill_group(process.pid)
+
+
+def test_a_second_training_of_a_folder_that_is_training_is_refused_in_one_line(env):
+    """Before: two `make train` on one folder both trained; loss.tsv got iteration 1 twice."""
+    folder = env / "02_train" / "synthetic" / "twice"
+    shutil.copytree(env / "02_train" / "synthetic" / "baseline", folder, ignore=shutil.ignore_patterns("train_net_*", "snapshots", "log", "loss.*"))
+    environment = {**os.environ, "LSD_NM_DATA_DIR": str(env / "data"), "TF_CPP_MIN_LOG_LEVEL": "3"}
+    process = subprocess.Popen([sys.executable, "train.py", "1000"], cwd=folder, env=environment, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        wait_for(folder / "snapshots" / "batch_3.hdf", process)
+        second = run_train(folder, 6, env)
+        assert second.returncode != 0
+        assert second.stderr.strip().splitlines() == [
+            f"error: '{folder}' is being trained by process {process.pid} on {socket.gethostname()} since "
+            + (folder / "train.lock").read_text().split(" ", 2)[2] + f" (lock {folder / 'train.lock'}); wait for it to "
+            "finish, or delete the lock if that run is gone"
+        ]
+    finally:
+        kill_group(process.pid)
+        process.wait()
+    assert [r[0] for r in read_losses(folder)] == list(range(1, len(read_losses(folder)) + 1))
+    # the killed run's lock is taken over by the next one
+    assert (folder / "train.lock").exists()
+    result = run_train(folder, max(it for it, _ in list_checkpoints(folder) or [(0, None)]) + 1, env)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "note: taking over the lock" in result.stderr and not (folder / "train.lock").exists()
 
 
 def test_a_truncated_checkpoint_is_skipped_in_one_line_and_training_resumes_from_the_one_before(env):

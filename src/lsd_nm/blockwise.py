@@ -25,12 +25,16 @@
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import re
 import shutil
+import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import traceback
 from collections.abc import Callable, Iterator, Sequence
@@ -46,8 +50,11 @@ from funlib.geometry import Coordinate, Roi
 from . import forked_workers
 from .config import ConfigError
 from .data import COMPRESSOR, Volume
+from .locks import hold_lock
 from .run_config import RunConfig
 
+NO_DAISY_TIMEOUT = 7 * 24 * 3600.0
+"""daisy's block timeout when the run config sets none (daisy's default, 600 s, would kill a slow but healthy block)."""
 HOST = "127.0.0.1"
 """The scheduler's default address: loopback (local workers only; remote workers need the machine's address)."""
 
@@ -111,14 +118,181 @@ def _loop_over_blocks(worker_setup: Callable[[], Any] | None, process_block: Cal
             time.sleep(0.1 * 2 ** (failures - 1))
 
 
+ERRORS = "errors"
+"""The folder in a task's tracking dir where workers leave the one-line error of a block that failed because of its
+input (a :class:`ConfigError`: a damaged chunk, …): the driver prints it once, and a retry of that block fails at
+once instead of repeating the work and its traceback."""
+BEATS = "workers"
+"""The folder in a task's tracking dir where each worker keeps the block it is on and since when (``<host>-<pid>.json``),
+and the slowest block it has finished: what the driver's watchdog reads to find a frozen worker."""
+FIRST_BLOCK_TIMEOUT = 3600.0
+"""Seconds a first block may take before its worker counts as frozen, while no block has finished to measure."""
+MIN_BLOCK_TIMEOUT = 120.0
+"""The least default block timeout (seconds): 10× the slowest finished block, but at least this."""
+
+
+def _write_json(path: Path, value: Any) -> None:
+    partial = path.with_name(f".{path.name}.partial")
+    partial.write_text(json.dumps(value))
+    os.replace(partial, path)
+
+
+class _Guarded:
+    """``process_block`` as workers run it: a heartbeat for the driver's watchdog around each block, and a block
+    whose input is at fault (:class:`ConfigError`) reported in one line and failed without a traceback — and failed
+    at once when it comes back for a retry. Picklable; each worker process keeps its own heartbeat file."""
+
+    def __init__(self, process_block: Callable[[Any, Any], None], tracking_dir: Path) -> None:
+        self.process_block, self.tracking_dir = process_block, Path(tracking_dir)
+        self.pid, self.slowest = None, None
+
+    def _beat(self, block: int | None, started: float | None = None) -> None:
+        beat = {"host": socket.gethostname(), "pid": os.getpid(), "block": block, "started": started,
+                "slowest": self.slowest}  # fmt: skip
+        try:
+            _write_json(self.tracking_dir / BEATS / f"{beat['host']}-{beat['pid']}.json", beat)
+        except OSError:  # the watchdog is a help, never a reason for a block to fail
+            pass
+
+    def __call__(self, block: daisy.Block, resources: Any) -> None:
+        if self.pid != os.getpid():  # a new worker process (a copy of this object)
+            self.pid, self.slowest = os.getpid(), None
+        block_id = int(block.block_id[1])
+        known = self.tracking_dir / ERRORS / f"{block_id}.txt"
+        if known.exists():  # its error is deterministic and was reported: failing again costs nothing
+            block.status = daisy.BlockStatus.FAILED
+            return
+        started = time.time()
+        self._beat(block_id, started)
+        try:
+            self.process_block(block, resources)
+        except ConfigError as e:
+            known.parent.mkdir(parents=True, exist_ok=True)
+            _write_json(known, {"block": block_id, "write_roi": str(block.write_roi), "error": str(e)})
+            block.status = daisy.BlockStatus.FAILED
+            return
+        finally:
+            self.slowest = max(self.slowest or 0.0, time.time() - started)
+            self._beat(None)
+
+
+class _Watchdog:
+    """The driver's side of :class:`_Guarded`: a thread that prints each block error of the input once, as it
+    happens, and kills a local worker that has been on one block longer than the block timeout (its block is then
+    retried by daisy: a frozen process — stopped, or hung in the kernel — cannot run daisy's own timeout)."""
+
+    def __init__(self, task_name: str, tracking_dir: Path, block_timeout: float | None, can_kill: bool) -> None:
+        self.task_name, self.tracking_dir = task_name, Path(tracking_dir)
+        self.block_timeout, self.can_kill = block_timeout, can_kill
+        self.reported: set[str] = set()
+        self.warned: set[str] = set()
+        self.slowest: float | None = None
+        self.stop = threading.Event()
+        for folder in (ERRORS, BEATS):  # what an earlier run left is no news (its inputs may have been fixed since)
+            shutil.rmtree(self.tracking_dir / folder, ignore_errors=True)
+            (self.tracking_dir / folder).mkdir(parents=True)
+        self.thread = threading.Thread(target=self._watch, name=f"{task_name}-watchdog", daemon=True)
+
+    def __enter__(self) -> _Watchdog:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.stop.set()
+        self.thread.join()
+        self.check()
+
+    def limit(self) -> float:
+        """The seconds a block may take now."""
+        if self.block_timeout is not None:
+            return self.block_timeout
+        return FIRST_BLOCK_TIMEOUT if self.slowest is None else max(MIN_BLOCK_TIMEOUT, 10 * self.slowest)
+
+    def _watch(self) -> None:
+        while not self.stop.wait(1.0):
+            try:
+                self.check()
+            except Exception:  # noqa: BLE001 - a file half gone or unreadable: look again next time
+                pass
+
+    def _read(self, path: Path) -> dict | None:
+        try:
+            return json.loads(path.read_text())
+        except (OSError, ValueError):
+            return None
+
+    def check(self) -> None:
+        """Report new block errors and kill frozen workers (also called once after the run)."""
+        for path in sorted((self.tracking_dir / ERRORS).glob("*.txt")):
+            error = self._read(path)
+            if error is not None and error["error"] not in self.reported:
+                self.reported.add(error["error"])
+                print(f"{self.task_name}: block {error['block']} (write {error['write_roi']}): {error['error']} "
+                      "(the run goes on without this block)", file=sys.stderr, flush=True)  # fmt: skip
+        beats = [b for b in map(self._read, (self.tracking_dir / BEATS).glob("*.json")) if b is not None]
+        slowest = [b["slowest"] for b in beats if b.get("slowest") is not None]
+        if slowest:
+            self.slowest = max([self.slowest or 0.0, *slowest])
+        now, limit = time.time(), self.limit()
+        for beat in beats:
+            if beat["block"] is None or now - beat["started"] <= limit:
+                continue
+            key = f"{beat['host']}-{beat['pid']}"
+            setting = "block_timeout" if self.block_timeout is not None else "block_timeout default: 10× the slowest block"
+            said = (f"{self.task_name}: worker {beat['pid']} on {beat['host']} made no progress on block {beat['block']} "
+                    f"for {now - beat['started']:.0f} s ({setting}, {limit:.0f} s)")  # fmt: skip
+            if self.can_kill and beat["host"] == socket.gethostname():
+                try:
+                    os.kill(beat["pid"], signal.SIGKILL)  # SIGKILL also ends a stopped process
+                except ProcessLookupError:
+                    pass
+                (self.tracking_dir / BEATS / f"{key}.json").unlink(missing_ok=True)
+                print(f"{said}; killed it, the block is retried", file=sys.stderr, flush=True)
+            elif key not in self.warned:
+                self.warned.add(key)
+                print(f"{said}; it runs on another machine or under a worker_command and is not killed from here",
+                      file=sys.stderr, flush=True)  # fmt: skip
+
+    def errors(self) -> list[dict]:
+        """The block errors of the input, one per failed block."""
+        found = (self._read(p) for p in sorted((self.tracking_dir / ERRORS).glob("*.txt")))
+        return sorted((e for e in found if e is not None), key=lambda e: e["block"])
+
+
+def _worker_environment() -> dict[str, str]:
+    """What a command worker runs with: this process's environment and import path (it unpickles functions by
+    module name, as daisy's own workers do)."""
+    path = os.pathsep.join(p for p in sys.path if p and Path(p).is_dir())
+    return {**os.environ, "PYTHONPATH": path}
+
+
+def check_worker_command(command: Sequence[str], say: Callable[[str], None] = print) -> None:
+    """Start one worker through ``command`` — a trial that imports the worker and exits — before any block, so that a
+    command that cannot start is one line instead of every worker's traceback.
+
+    Raises:
+        ConfigError: the command is not on this machine's PATH, or the trial exits non-zero (its last line quoted).
+    """
+    command = list(command)
+    if not command:
+        return
+    shown = " ".join(command)
+    if shutil.which(command[0]) is None:
+        raise ConfigError(f"worker_command '{shown}': '{command[0]}' is not a command on this machine (not on PATH)")
+    say(f"worker_command: starting one trial worker ({shown} …)")
+    trial = [*command, sys.executable, "-c", "import lsd_nm.blockwise_worker"]
+    done = subprocess.run(trial, env=_worker_environment(), capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        lines = (done.stderr or done.stdout).strip().splitlines()
+        raise ConfigError(f"worker_command '{shown}': a trial worker exited with code {done.returncode} before any "
+                          f"block ({lines[-1].strip() if lines else 'no output'})")  # fmt: skip
+
+
 def _command_worker(command: list[str], spec: Path) -> Callable[[], None]:
     """A daisy 0-argument worker function that runs the worker as a command (it inherits ``DAISY_CONTEXT``)."""
 
-    # the worker unpickles functions by module name: give it this process's import path (as daisy's own workers get)
-    path = os.pathsep.join(p for p in sys.path if p and Path(p).is_dir())
-
     def worker() -> None:
-        env = {**os.environ, "PYTHONPATH": path}
+        env = _worker_environment()  # here: daisy sets DAISY_CONTEXT in the process that runs this
         args = [*command, sys.executable, "-m", "lsd_nm.blockwise_worker", str(spec)]
         done = subprocess.run(args, env=env, check=False)
         if done.returncode != 0:
@@ -140,7 +314,7 @@ def run_blockwise(
     fit: str = "shrink",
     read_write_conflict: bool = False,
     max_retries: int = 2,
-    timeout: float = 600.0,
+    block_timeout: float | None = None,
     progress: bool = True,
     host: str = HOST,
     quick_exit: bool = False,
@@ -164,7 +338,10 @@ def run_blockwise(
         fit: daisy's block fit at the ROI's end (``shrink``, ``valid`` or ``overhang``).
         read_write_conflict: whether blocks whose read and write ROIs overlap must not run at the same time.
         max_retries: how often a failing block is retried before it counts as failed.
-        timeout: seconds after which a block still running is reclaimed (its worker killed) and retried.
+        block_timeout: seconds after which a worker still on one block counts as frozen: a local worker is killed
+            with one line and its block retried (None: 10× the slowest block finished so far, at least
+            :data:`MIN_BLOCK_TIMEOUT`; :data:`FIRST_BLOCK_TIMEOUT` before one has). Given, daisy also reclaims a
+            block of a remote worker after that time.
         progress: show daisy's progress bar and execution summary.
         host: the address the scheduler listens on and the workers connect to (on a cluster: this machine's
             hostname or IP as the compute nodes reach it).
@@ -187,6 +364,8 @@ def run_blockwise(
     daisy.logging.set_log_basedir(str(tracking_dir.parent / "logs"))
     serial = num_workers == 1 and not worker_command
     zygote = None
+    if not serial:  # heartbeats for the watchdog; a block whose input is at fault fails in one line
+        process_block = _Guarded(process_block, tracking_dir)
 
     if serial:
         cache: dict[str, Any] = {}
@@ -231,6 +410,9 @@ def run_blockwise(
                 sys.stderr.flush()
                 os._exit(0)
 
+    watchdog = contextlib.nullcontext() if serial else _Watchdog(
+        task_name, tracking_dir, block_timeout, can_kill=not worker_command
+    )  # fmt: skip
     try:
         task = daisy.Task(
             task_name,
@@ -242,25 +424,36 @@ def run_blockwise(
             fit=fit,
             max_workers=num_workers,
             max_retries=max_retries,
-            timeout=timeout,
+            # daisy's own timeout kills a worker from inside (it cannot when the process is frozen: the watchdog
+            # does) and reclaims a remote worker's block; without a block_timeout the watchdog's measured one rules
+            timeout=block_timeout if block_timeout is not None else NO_DAISY_TIMEOUT,
             tracking_path=str(tracking_dir),
         )
-        states = daisy.run_blockwise(
-            task,
-            multiprocessing=not serial,
-            host=host,
-            return_states=True,
-            progress=progress,
-            summary=progress,
-        )
+        with watchdog:
+            states = daisy.run_blockwise(
+                task,
+                multiprocessing=not serial,
+                host=host,
+                return_states=True,
+                progress=progress,
+                summary=progress,
+            )
     except BlockwiseError:
         raise
-    except RuntimeError as e:  # daisy abandons a task whose workers keep dying
-        raise BlockwiseError(f"{task_name}: {e}") from None
+    except RuntimeError as e:  # daisy abandons a task whose workers keep dying: its message holds their tracebacks
+        causes = re.findall(r"^\s*(\w+(?:Error|Exception|Exit)\w*: .+)$", str(e), flags=re.MULTILINE)
+        cause = causes[-1].strip() if causes else str(e).strip().splitlines()[0]
+        raise BlockwiseError(f"{task_name}: the workers keep exiting ({cause}); the run stopped; their logs are in "
+                             f"{tracking_dir.parent / 'logs' / task_name}") from None  # fmt: skip
     finally:
         if zygote is not None:
             zygote.close()
     state = states[task_name]
+    if state.completed_count != state.total_block_count and not serial and watchdog.errors():
+        errors = watchdog.errors()  # the blocks' input was at fault: one line, the first block's
+        more = f" (and {len(errors) - 1} more blocks: {tracking_dir / ERRORS})" if len(errors) > 1 else ""
+        raise ConfigError(f"{task_name}: block {errors[0]['block']} (write {errors[0]['write_roi']}): "
+                          f"{errors[0]['error']}{more}")  # fmt: skip
     if state.completed_count != state.total_block_count:
         failed = task.failed_blocks()
         where = ", ".join(f"{b.block_id[1]} (write {b.write_roi})" for b in failed[:5])
@@ -306,8 +499,8 @@ def run_job(
     **kwargs: Any,
 ) -> BlockwiseResult:
     """:func:`run_blockwise` for a ``03_predict`` step: ``process_block(job, block, resources)`` and
-    ``worker_setup(job)`` take the step's picklable ``job`` first; workers and worker command come from the run
-    config (``num_workers``, ``worker_command``).
+    ``worker_setup(job)`` take the step's picklable ``job`` first; workers, worker command and block timeout come
+    from the run config (``num_workers``, ``worker_command``, ``block_timeout``).
 
     Args:
         task_name, total_roi, read_roi, write_roi, tracking_dir, progress: as for :func:`run_blockwise`.
@@ -329,6 +522,7 @@ def run_job(
         worker_command=config.worker_command,
         progress=progress,
         host=config.scheduler_host,
+        block_timeout=config.block_timeout,
         **kwargs,
     )
 
@@ -355,54 +549,11 @@ def block_index(write_roi: Roi, total_write_roi: Roi, block_size: Sequence[int])
 
 @contextmanager
 def run_lock(config: RunConfig) -> Iterator[None]:
-    """Hold the lock of a run's ``out_file`` (``<out_file>.lock`` beside it: pid, host, start) while its steps write.
-
-    A second run on the same ``out_file`` stops with a one-line error naming the owner; the lock of a process of this
-    machine that no longer runs (killed) is taken over, with a note on stderr.
-
-    Raises:
-        ConfigError: another live process (or one on another host, which cannot be checked) holds the lock.
-    """
-    path = config.out_path.with_name(config.out_path.name + ".lock")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    mine = f"{os.getpid()} {socket.gethostname()} {time.strftime('%Y-%m-%d %H:%M:%S')}"
-    while True:
-        try:
-            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-        except FileExistsError:
-            owner = path.read_text().split(" ", 2) if path.exists() else []
-            if len(owner) == 3 and owner[1] == socket.gethostname() and not _alive(int(owner[0])):
-                print(f"note: taking over the lock {path} of process {owner[0]} (started {owner[2]}), which no longer runs",
-                      file=sys.stderr)  # fmt: skip
-                path.unlink(missing_ok=True)
-                continue
-            who = f"process {owner[0]} on {owner[1]} since {owner[2]}" if len(owner) == 3 else "another run"
-            raise ConfigError(
-                f"'{config.out_path}' is being written by {who} (lock {path}); wait for it to finish, or delete the "
-                "lock if that run is gone"
-            ) from None
-        with os.fdopen(fd, "w") as f:
-            f.write(mine)
-        break
-    try:
+    """Hold the lock of a run's ``out_file`` (``<out_file>.lock`` beside it: pid, host, start) while its steps write
+    (:func:`lsd_nm.locks.hold_lock`: a second run on the same ``out_file`` stops with a one-line error naming the
+    owner; a killed run's lock is taken over)."""
+    with hold_lock(config.out_path.with_name(config.out_path.name + ".lock"), f"'{config.out_path}' is being written"):
         yield
-    finally:
-        if path.exists() and path.read_text() == mine:
-            path.unlink()
-
-
-def _alive(pid: int) -> bool:
-    """Whether process ``pid`` of this machine runs (a zombie, killed and not yet reaped, does not)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:
-        return " Z " not in Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1][:4]
-    except (OSError, IndexError):
-        return True
 
 
 # ---- block geometry -----------------------------------------------------------------------------------------------

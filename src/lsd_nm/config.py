@@ -136,11 +136,15 @@ def read_json(path: Path) -> Any:
     """Read a JSON file; a missing file or invalid JSON is a one-line :class:`ConfigError`."""
     path = Path(path)
     try:
-        text = path.read_text()
+        text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise ConfigError(f"{path}: file not found") from None
+    except IsADirectoryError:
+        raise ConfigError(f"{path}: is a folder, not a JSON file") from None
     except OSError as e:
         raise ConfigError(f"{path}: cannot read ({e.strerror})") from None
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{path}: not a JSON text file (byte {e.start} is not UTF-8: a binary file?)") from None
     try:
         return json.loads(text)
     except json.JSONDecodeError as e:

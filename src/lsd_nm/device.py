@@ -44,6 +44,47 @@ def select_device(device: str | None = None, tf32: bool = False) -> str:
         return wanted
 
 
+def visible_gpus() -> int:
+    """How many GPUs a model started here could use, without starting TensorFlow: what TensorFlow lists where it is
+    imported already, else the GPUs the NVIDIA driver lists, as many as ``CUDA_VISIBLE_DEVICES`` leaves visible."""
+    if "tensorflow" in sys.modules:
+        import tensorflow as tf
+
+        return len(tf.config.list_physical_devices("GPU"))
+    gpus = Path("/proc/driver/nvidia/gpus")
+    count = len(list(gpus.iterdir())) if gpus.is_dir() else 0
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is None:
+        return count
+    listed = [v for v in visible.split(",") if v.strip() not in ("", "-1")]
+    return min(count, len(listed))
+
+
+def check_device(device: str | None, local: bool = True) -> None:
+    """Refuse a ``device`` that cannot work, in one line, before any work (not inside each worker).
+
+    Args:
+        device: ``cpu``, ``gpu``, ``gpu:N`` or None.
+        local: the model runs on this machine (no ``worker_command``): a GPU asked for must be here.
+
+    Raises:
+        ConfigError: another spelling, or a GPU (index) this machine does not have.
+    """
+    if device is None:
+        return
+    wanted = device.lower()
+    if wanted != "cpu" and not (wanted == "gpu" or (wanted.startswith("gpu:") and wanted[4:].isdigit())):
+        raise ConfigError(f"device '{device}': expected cpu, gpu or gpu:N")
+    if wanted == "cpu" or not local:
+        return
+    index = int(wanted[4:]) if ":" in wanted else 0
+    count = visible_gpus()
+    if index >= count:
+        have = "no GPU" if count == 0 else f"{count} GPU(s) (gpu:0 … gpu:{count - 1})"
+        raise ConfigError(f"device '{device}': this machine has {have}; set \"device\": \"cpu\" or leave it unset "
+                          "(a GPU when there is one)")  # fmt: skip
+
+
 def runs_on_cpu(device: str | None = None) -> bool:
     """Whether a model placed by :func:`select_device` with ``device`` runs on the CPU: ``cpu``, or the default where
     there is no GPU.

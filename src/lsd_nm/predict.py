@@ -19,6 +19,7 @@ from .config import ConfigError
 from .data import RAW as RAW_DATASET
 from .data import write_container
 from .datasets import get_dataset, volume_path
+from .device import check_device
 from .experiment import NetworkConfig, NetworkFolder
 from .networks import build_model, network_io, smallest_input_for, unet_output_shape
 from .nodes import KerasPredict, QuantizeUInt8, ZarrSource
@@ -112,6 +113,7 @@ def predict_scan(
         ConfigError: no such checkpoint, an output of another checkpoint without ``overwrite``, stored LSDs of
             another lsd iteration — before anything is predicted.
     """
+    check_device(device)
     config = folder.config
     it, checkpoint = resolve_checkpoint(folder.path, iteration)
     raw_file = Path(raw_file) if raw_file else default_raw_file(config)

@@ -34,7 +34,7 @@ from .checkpoints import (
 )  # fmt: skip
 from .config import ConfigError
 from .data import AFFS, LSDS, PREDICTION_COMPRESSOR, PREDICTION_SETTINGS, Volume, open_dataset, read_padded, voxel_slices
-from .device import select_device
+from .device import check_device, select_device
 from .experiment import NetworkConfig, NetworkFolder, load_network_folder
 from .networks import build_model, network_io
 from .run_config import RunConfig
@@ -332,6 +332,7 @@ def plan_prediction(run: RunConfig, overwrite: bool = False) -> Prediction:
     """
     if run.setup is None:
         raise ConfigError("no 'setup' (network folder) in the run config: nothing to predict with")
+    check_device(run.device, local=not run.worker_command)
     setup = run.path(run.setup)
     folder = load_network_folder(setup)
     config = folder.config

@@ -12,7 +12,7 @@ from typing import Literal
 from pydantic import model_validator
 
 from . import REPO_ROOT
-from .config import ConfigError, NonNegativeInt, PositiveInt, StrictBaseModel, load_model
+from .config import ConfigError, NonNegativeInt, PositiveFloat, PositiveInt, StrictBaseModel, load_model
 
 STEPS = ["01_predict_blockwise", "02_extract_fragments", "03_agglomerate", "04_find_segments", "05_extract_segmentation", "06_evaluate"]
 """The steps of a run, in order (each is a script ``03_predict/<step>.py``)."""
@@ -54,6 +54,10 @@ class RunConfig(StrictBaseModel):
     scheduler_host: str = "127.0.0.1"
     """The address workers reach this machine's scheduler at (default: loopback, local workers only; with a
     ``worker_command`` that starts workers on other nodes: this machine's hostname or IP)."""
+    block_timeout: PositiveFloat | None = None
+    """Seconds a worker may spend on one block before it counts as frozen (an NFS or GPU hang, a stopped process):
+    it is killed, with one line, and its block is retried. None: 10× the slowest block finished so far in the step,
+    at least 120 s (60 min until a first block has finished)."""
     device: str | None = None
     """Where the network runs: ``cpu``, ``gpu``, ``gpu:N`` (default: a GPU if there is one)."""
     block_size: tuple[PositiveInt, PositiveInt, PositiveInt] = (1200, 1620, 1620)

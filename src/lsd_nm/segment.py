@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 from .agglomerate import agglomerate, scoring_function
-from .blockwise import BlockwiseResult, block_geometry
+from .blockwise import BlockwiseResult, block_geometry, check_worker_command
 from .config import ConfigError
 from .data import AFFS, FRAGMENTS, Volume, open_dataset
 from .evaluate import check_ground_truth, evaluate_run
@@ -54,6 +54,8 @@ def check_run(config: RunConfig, first_step: int = 1, overwrite: bool = False) -
             config.fragments_path, config.fragments_dataset, "fragments (run 02_extract_fragments first)"
         ))  # fmt: skip
 
+    if first_step <= 5:  # every blockwise step starts its workers through it
+        step(first_step, lambda: check_worker_command(config.worker_command))
     # the affinities (steps 2 and 3 read them) and the fragments (steps 3 to 6)
     affs = fragments = None
     if first_step == 1 and config.setup is not None:

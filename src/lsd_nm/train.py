@@ -18,12 +18,16 @@ from pathlib import Path
 
 from .checkpoints import latest_readable_checkpoint
 from .datasets import DATA_DIR
+from .device import check_device
+from .locks import hold_lock
 from .experiment import NetworkFolder
 
 logger = logging.getLogger(__name__)
 
 LOSS_LOG = "loss.tsv"
 LOSS_PLOT = "loss.png"
+TRAIN_LOCK = "train.lock"
+"""The lock file of a network folder while it trains (:func:`lsd_nm.locks.hold_lock`)."""
 
 
 def read_losses(folder: Path) -> list[tuple[int, float, float]]:
@@ -184,25 +188,28 @@ def train(folder: NetworkFolder, max_iteration: int, device: str | None = None, 
     """
     import dask
 
+    check_device(device)  # a GPU that is not here: one line now, not a traceback after the pipeline is built
     # our messages and gunpowder's profiling statistics; not gunpowder's per-iteration chatter
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     for name in ("lsd_nm", "gunpowder.nodes.print_profiling_stats"):
         logging.getLogger(name).setLevel(logging.INFO)
     # dask's threaded scheduler does not survive PreCache's fork (a known hang): compute in the calling thread
     dask.config.set(scheduler="synchronous")
-    config = folder.config
-    # a damaged newest checkpoint is moved aside: training resumes from the newest one that reads in full
-    trained_until, _ = latest_readable_checkpoint(folder.path, say=lambda line: print(line, file=sys.stderr, flush=True))
-    if trained_until >= max_iteration:
-        print(f"{folder.name}: trained until {trained_until} already (≥ {max_iteration}); nothing to do")
-        return trained_until
-    _truncate_losses(folder.path, trained_until)
-    phase = "euclid"
-    if config.network == "malis":
-        switch = config.train.malis_phase_switch
-        if trained_until < switch < max_iteration:
-            trained_until = _run_phase(folder, trained_until + 1, switch, "euclid", device, data_dir)
-        phase = "euclid" if max_iteration <= switch else "malis"
-    done = _run_phase(folder, trained_until + 1, max_iteration, phase, device, data_dir)
-    plot_losses(folder.path)
-    return done
+    # two trainings of one folder would write the same checkpoints and loss log
+    with hold_lock(folder.path / TRAIN_LOCK, f"'{folder.path}' is being trained"):
+        config = folder.config
+        # a damaged newest checkpoint is moved aside: training resumes from the newest one that reads in full
+        trained_until, _ = latest_readable_checkpoint(folder.path, say=lambda line: print(line, file=sys.stderr, flush=True))
+        if trained_until >= max_iteration:
+            print(f"{folder.name}: trained until {trained_until} already (≥ {max_iteration}); nothing to do")
+            return trained_until
+        _truncate_losses(folder.path, trained_until)
+        phase = "euclid"
+        if config.network == "malis":
+            switch = config.train.malis_phase_switch
+            if trained_until < switch < max_iteration:
+                trained_until = _run_phase(folder, trained_until + 1, switch, "euclid", device, data_dir)
+            phase = "euclid" if max_iteration <= switch else "malis"
+        done = _run_phase(folder, trained_until + 1, max_iteration, phase, device, data_dir)
+        plot_losses(folder.path)
+        return done

@@ -1,0 +1,64 @@
+"""Locks that keep two processes from writing one thing: a run's ``out_file``, a network folder in training.
+
+A lock is a file ``<name>.lock`` holding ``pid host start``, created atomically (``O_EXCL``). A second process stops
+with one line naming the holder; the lock of a process of this machine that no longer runs (killed) is taken over
+with a note. A lock held on another host cannot be checked from here: it is refused, and the message says how to
+clear it if that run is gone.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from .config import ConfigError
+from .orphans import is_alive
+
+
+@contextmanager
+def hold_lock(path: Path, busy: str) -> Iterator[None]:
+    """Hold the lock file ``path`` while the block runs.
+
+    Args:
+        path: the lock file (its folder is created).
+        busy: what is locked, as the refusal names it (e.g. ``"'out.zarr' is being written"``).
+
+    Raises:
+        ConfigError: another live process (or one on another host) holds the lock.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    mine = f"{os.getpid()} {socket.gethostname()} {time.strftime('%Y-%m-%d %H:%M:%S')}"
+    while True:
+        try:
+            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            try:
+                owner = path.read_text().split(" ", 2)
+            except FileNotFoundError:  # released meanwhile: try again
+                continue
+            if len(owner) == 3 and owner[1] == socket.gethostname() and owner[0].isdigit() and not is_alive(int(owner[0])):
+                print(f"note: taking over the lock {path} of process {owner[0]} (started {owner[2]}), which no longer runs",
+                      file=sys.stderr)  # fmt: skip
+                path.unlink(missing_ok=True)
+                continue
+            who = f"process {owner[0]} on {owner[1]} since {owner[2]}" if len(owner) == 3 else "another process"
+            raise ConfigError(f"{busy} by {who} (lock {path}); wait for it to finish, or delete the lock if that run "
+                              "is gone") from None  # fmt: skip
+        with os.fdopen(fd, "w") as f:
+            f.write(mine)
+        break
+    holder = os.getpid()
+    try:
+        yield
+    finally:
+        try:  # (a process forked meanwhile leaving this block does not release its parent's lock)
+            if os.getpid() == holder and path.read_text() == mine:
+                path.unlink()
+        except FileNotFoundError:
+            pass
