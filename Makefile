@@ -133,13 +133,13 @@ predict-scan: $(ENV_READY) ## predict a small volume in memory (DATASET=… NETW
 
 # ---- 03_predict --------------------------------------------------------------------------------------------------
 predict: $(ENV_READY) ## blockwise prediction of a large volume (CONFIG=…)
-	$(call script,03_predict/01_predict_blockwise.py,$(CONFIG) $(ARGS))
+	$(call script,03_predict/01_predict_blockwise.py,'$(CONFIG)' $(ARGS))
 
 segment: $(ENV_READY) ## predict, fragments, agglomerate, segments, evaluate, resuming finished work (CONFIG=…)
-	$(call script,03_predict/segment.py,$(CONFIG) $(ARGS))
+	$(call script,03_predict/segment.py,'$(CONFIG)' $(ARGS))
 
 evaluate: $(ENV_READY) ## evaluate segmentations against labels and skeletons (CONFIG=…)
-	$(call script,03_predict/06_evaluate.py,$(CONFIG) $(ARGS))
+	$(call script,03_predict/06_evaluate.py,'$(CONFIG)' $(ARGS))
 
 reproduce: $(ENV_READY) ## the paper's tables for a network → reproduce/<dataset>_<network>.{csv,md,png} (DATASET=… NETWORK=…)
 	$(call script,03_predict/07_reproduce.py,--dataset $(DATASET) --network $(NETWORK) $(ARGS))

@@ -287,3 +287,11 @@ def test_a_worker_command_that_cannot_start_is_one_line_before_any_block(tmp_pat
     assert len(said) == 3 and said[-1].startswith("worker_command: starting one trial worker (env LSD_NM_TEST_WORKER=1")
     check_worker_command([], say=said.append)  # local workers: nothing to try
     assert len(said) == 3
+
+
+def test_more_local_workers_than_cores_are_capped_with_one_line(tmp_path: Path, monkeypatch, capfd) -> None:
+    monkeypatch.setattr(os, "cpu_count", lambda: 2)
+    result = _run(tmp_path, num_workers=64, preload=FORKED)
+    assert (result.processed, result.skipped) == (8, 0)
+    assert 1 <= len(_lines(tmp_path / "setups.txt")) <= 2
+    assert "copy: num_workers 64 is more than this machine's 2 cores: running 2" in capfd.readouterr().err.splitlines()

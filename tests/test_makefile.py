@@ -105,3 +105,13 @@ def test_view_batch_defaults_to_the_newest_snapshot():
     line = next(line for line in out.splitlines() if "view_batch.py" in line)
     assert line.split() == ["cd", f"{REPO}/02_train/synthetic/mtlsd", "&&", f"{REPO}/.venv/bin/python", "view_batch.py"]
     assert "view_batch.py 300" in make_n("view-batch", "DATASET=synthetic", "NETWORK=mtlsd", "ITERATION=300")
+
+
+@pytest.mark.parametrize("target", ["predict", "segment", "evaluate"])
+def test_a_config_path_with_spaces_reaches_the_step_whole(tmp_path, target):
+    """Before: `make segment CONFIG="my runs/x.json"` passed two arguments, and argparse refused the second."""
+    config = tmp_path / "my runs" / "x.json"
+    result = subprocess.run(["make", "-s", "-C", str(REPO), target, f"CONFIG={config}"], capture_output=True, text=True)
+    assert result.returncode != 0
+    assert f"error: {config}: file not found" in result.stderr.splitlines(), result.stderr
+    assert "unrecognized arguments" not in result.stderr

@@ -119,7 +119,7 @@ def test_stored_affs_of_another_roi_stop_the_autocontext_chain_before_the_lsd_pa
     with pytest.raises(ConfigError) as error:
         predict_blockwise(run_config(tmp_path, folder, raw_file), progress=False)
     assert str(error.value) == (
-        f"'{out}/volumes/affs' exists from other settings (iteration, roi, setup, voxel_size); "
+        f"'{out}/volumes/affs' exists from other settings (iteration, raw, roi, setup, voxel_size, weights); "
         "pass --overwrite to replace it"
     )
     assert _written(tmp_path) == before and not (out / "volumes/lsds").exists() and not (out / ".blocks").exists()
@@ -372,3 +372,14 @@ def test_a_gpu_device_on_a_machine_without_one_is_refused_before_any_work(tmp_pa
     with pytest.raises(ConfigError, match=r"^device 'gpu': this machine has no GPU"):
         predict_blockwise(config, progress=False)
     assert not (tmp_path / "out.zarr").exists()
+
+
+def test_overwrite_keeps_a_prediction_of_the_same_settings(tmp_path, raw_file):
+    """``segment.py --overwrite`` (to redo the post-processing) re-predicted an unchanged prediction: hours on a GPU."""
+    folder, _ = make_network(tmp_path / "toy", "baseline")
+    config = run_config(tmp_path, folder, raw_file)
+    first = predict_blockwise(config, progress=False)
+    chunks = {p: p.stat().st_mtime_ns for p in (tmp_path / "out.zarr" / "volumes" / "affs").rglob("*") if p.is_file()}
+    again = predict_blockwise(config, overwrite=True, progress=False)
+    assert (again.processed, again.skipped) == (0, first.total)
+    assert {p: p.stat().st_mtime_ns for p in chunks} == chunks  # not one chunk written again

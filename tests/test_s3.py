@@ -180,6 +180,10 @@ def test_an_endpoint_that_never_answers_is_reported_within_half_a_minute(tmp_pat
         server.close()
     seconds = time.time() - start
     assert done.returncode == 2
-    assert done.stderr.startswith("error: s3://open-neurodata/funke/zebrafinch/training/") and done.stderr.count("\n") == 1
-    assert done.stderr.rstrip().endswith(f"no answer from {endpoint} within 10 s (3 tries); check the endpoint, then run again to resume")
+    lines = done.stderr.strip().splitlines()
+    # each timed-out try is said as it happens (before: 40 s of silence, then the error)
+    assert [line.split(" within ")[0] for line in lines[:-1]] == [f"note: no answer from {endpoint}/open-neurodata"] * 2
+    assert lines[0].endswith("within 10 s; trying again (2 of 3)") and lines[1].endswith("trying again (3 of 3)")
+    assert lines[-1].startswith("error: s3://open-neurodata/funke/zebrafinch/training/")
+    assert lines[-1].endswith(f"no answer from {endpoint} within 10 s (3 tries); check the endpoint, then run again to resume")
     assert seconds < 60

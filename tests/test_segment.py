@@ -179,6 +179,7 @@ def test_a_damaged_chunk_is_named_in_one_line(tmp_path):
     assert done.returncode == 2
     assert done.stderr.startswith(
         f"error: 02_extract_fragments: extract_fragments: block 0: {tmp_path / 'out.zarr/volumes/affs'}: chunk 0.0.0.0 "
-        "cannot be decoded (RuntimeError: error during blosc decompression: -1); the file is damaged: fetch or write it again"
+        "cannot be decoded (RuntimeError: error during blosc decompression: -1); delete "
+        f"{tmp_path / 'out.zarr/volumes/affs'} and run 01_predict_blockwise again"
     ), done.stderr
     assert done.stderr.count("\n") == 1

@@ -363,6 +363,11 @@ def run_blockwise(
     tracking_dir.mkdir(parents=True, exist_ok=True)
     daisy.logging.set_log_basedir(str(tracking_dir.parent / "logs"))
     serial = num_workers == 1 and not worker_command
+    cores = os.cpu_count() or 1
+    if not worker_command and num_workers > cores:  # more local workers than cores only share them, in more memory
+        print(f"{task_name}: num_workers {num_workers} is more than this machine's {cores} cores: running {cores}",
+              file=sys.stderr, flush=True)  # fmt: skip
+        num_workers = cores
     zygote = None
     if not serial:  # heartbeats for the watchdog; a block whose input is at fault fails in one line
         process_block = _Guarded(process_block, tracking_dir)
@@ -672,6 +677,9 @@ class OutputDataset:
     """How a refusal names the difference (default: ``other settings (<keys that differ>)``)."""
     compressor: Any = None
     """The chunk compressor (None: our containers' default, :data:`lsd_nm.data.COMPRESSOR`)."""
+    kept_on_overwrite: bool = False
+    """An existing dataset of the same settings is resumed even with ``overwrite`` (for an output whose settings
+    pin its content and that is costly to make again: the prediction)."""
 
     def reusable(self, overwrite: bool) -> bool:
         """Whether the dataset exists with the same settings (resume into it); False: it must be (re)created.
@@ -685,7 +693,7 @@ class OutputDataset:
             return False
         attrs = zarr.open_array(self.path, mode="r").attrs.asdict()
         existing = attrs.get(self.settings_attr)
-        if existing == self.settings and not overwrite:
+        if existing == self.settings and (not overwrite or self.kept_on_overwrite):
             return True
         if overwrite:
             return False

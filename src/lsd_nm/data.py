@@ -239,6 +239,18 @@ def damaged_chunk(array, selection: tuple[slice, ...]) -> tuple[tuple[int, ...],
     return None
 
 
+def damage_hint(path: Path | str) -> str:
+    """What to do about a damaged chunk of the dataset at ``path``: make an output of ours again, fetch an input."""
+    path = str(path).rstrip("/")
+    if path.endswith((AFFS, LSDS)):
+        return f"delete {path} and run 01_predict_blockwise again"
+    if path.endswith(FRAGMENTS):
+        return "run 02_extract_fragments again with --overwrite"
+    if "/volumes/segmentation_" in path:
+        return "run 05_extract_segmentation again with --overwrite"
+    return "the file is damaged: fetch or write it again"
+
+
 def read_checked(array, selection: tuple, path: Path | str):
     """``array[selection]``, where a chunk that cannot be decoded is a one-line :class:`ConfigError` naming the array
     (``path``) and the chunk, instead of a codec's traceback.
@@ -258,7 +270,7 @@ def read_checked(array, selection: tuple, path: Path | str):
         index, reason = found
         key = array.metadata.encode_chunk_key(index) if hasattr(array.metadata, "encode_chunk_key") else index
         raise ConfigError(
-            f"{path}: chunk {key} cannot be decoded ({reason}); the file is damaged: fetch or write it again"
+            f"{path}: chunk {key} cannot be decoded ({reason}); {damage_hint(path)}"
         ) from error
 
 

@@ -225,6 +225,7 @@ def build_train_pipeline(
                 LABELS: gp.ArraySpec(interpolatable=False),
                 LABELS_MASK: gp.ArraySpec(interpolatable=False),
             },
+            role="training volume",
         )
         # uint8 → float32 in [0, 1]
         + gp.Normalize(RAW)

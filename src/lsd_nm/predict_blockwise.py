@@ -265,6 +265,7 @@ def _plan(run: RunConfig, folder: NetworkFolder, setup: Path, iteration, out_roi
         head: OutputDataset(
             run.out_path / OUTPUTS[head], out_roi, voxel_size, chunk_shape=tuple(out_shape), dtype=np.uint8,
             settings_attr=PREDICTION_SETTINGS, settings=settings, channels=spec.channels, compressor=PREDICTION_COMPRESSOR,
+            kept_on_overwrite=True,  # the same network, weights, raw and ROI predict the same values: hours saved
         )
         for head, spec in io.outputs.items()
     }  # fmt: skip

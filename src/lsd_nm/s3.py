@@ -22,6 +22,7 @@ import glob
 import hashlib
 import os
 import re
+import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -149,9 +150,22 @@ def make_client(endpoint_url: str | None = None, jobs: int = DEFAULT_JOBS) -> Ba
     )
     endpoint_url = endpoint_url or default_endpoint()
     try:
-        return boto3.session.Session().client("s3", endpoint_url=endpoint_url, region_name=REGION, config=config)
+        client = boto3.session.Session().client("s3", endpoint_url=endpoint_url, region_name=REGION, config=config)
     except ValueError:
         raise S3Error(f"invalid endpoint URL '{endpoint_url}' (expected e.g. http://127.0.0.1:5000)") from None
+    client.meta.events.register("needs-retry.s3", _say_retry)
+    return client
+
+
+def _say_retry(attempts: int, caught_exception: Exception | None = None, request_dict=None, **_) -> None:
+    """botocore's ``needs-retry`` event: a read that timed out is said at once (a silent endpoint is otherwise
+    about 40 s of silence before its one-line error); the retry itself is botocore's."""
+    from botocore.exceptions import ReadTimeoutError
+
+    if isinstance(caught_exception, ReadTimeoutError) and attempts < ATTEMPTS:
+        url = (request_dict or {}).get("url", "the S3 endpoint")
+        print(f"note: no answer from {url.split('?')[0]} within {READ_TIMEOUT} s; trying again ({attempts + 1} of "
+              f"{ATTEMPTS})", file=sys.stderr, flush=True)  # fmt: skip
 
 
 def unless_missing(call: Callable[[], T], client: BaseClient, bucket: str, key: str) -> T | None:

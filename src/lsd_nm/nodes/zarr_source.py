@@ -8,13 +8,17 @@ import gunpowder as gp
 import zarr
 
 from ..config import ConfigError
-from ..data import damaged_chunk
+from ..data import damage_hint, damaged_chunk
 
 
 class ZarrSource(gp.ZarrSource):
-    """:class:`gunpowder.ZarrSource` (same arguments); a damaged chunk stops with a one-line
-    :class:`~lsd_nm.config.ConfigError` naming the container, the dataset and the chunk, instead of a codec's
-    traceback from a PreCache worker."""
+    """:class:`gunpowder.ZarrSource` (same arguments, and ``role``: how a message names the volume, e.g.
+    ``"training volume"``); a damaged chunk stops with a one-line :class:`~lsd_nm.config.ConfigError` naming the
+    container, the dataset and the chunk, instead of a codec's traceback from a PreCache worker."""
+
+    def __init__(self, *args, role: str = "volume", **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.role = role
 
     def provide(self, request):
         try:
@@ -32,7 +36,7 @@ class ZarrSource(gp.ZarrSource):
                     index, reason = found
                     name = array.metadata.encode_chunk_key(index) if hasattr(array.metadata, "encode_chunk_key") else index
                     raise ConfigError(
-                        f"training volume {self.store}: {self.datasets[key]} chunk {name} cannot be decoded ({reason}); "
-                        "the file is damaged: fetch or write it again"
+                        f"{self.role} {self.store}: {self.datasets[key]} chunk {name} cannot be decoded ({reason}); "
+                        f"{damage_hint(Path(self.store) / self.datasets[key])}"
                     ) from error
             raise
