@@ -32,8 +32,12 @@ def hold_lock(path: Path, busy: str) -> Iterator[None]:
         ConfigError: another live process (or one on another host) holds the lock.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     mine = f"{os.getpid()} {socket.gethostname()} {time.strftime('%Y-%m-%d %H:%M:%S')}"
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        reason = "a file is in the way of its folder" if isinstance(e, FileExistsError) else e.strerror
+        raise ConfigError(f"cannot write the lock {path} ({reason}): its folder must be writable") from None
     while True:
         try:
             fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
@@ -50,6 +54,8 @@ def hold_lock(path: Path, busy: str) -> Iterator[None]:
             who = f"process {owner[0]} on {owner[1]} since {owner[2]}" if len(owner) == 3 else "another process"
             raise ConfigError(f"{busy} by {who} (lock {path}); wait for it to finish, or delete the lock if that run "
                               "is gone") from None  # fmt: skip
+        except OSError as e:  # a read-only mount, a full disk, no permission: nothing can be written there
+            raise ConfigError(f"cannot write the lock {path} ({e.strerror}): its folder must be writable") from None
         with os.fdopen(fd, "w") as f:
             f.write(mine)
         break
