@@ -52,7 +52,7 @@ export TF_CPP_MIN_LOG_LEVEL ?= 2
 NETWORK_DIR = $(ROOT)/02_train/$(DATASET)/$(NETWORK)
 
 .PHONY: help setup test demo synthetic fetch-data masks view fetch-checkpoint container mknet train view-batch \
-        predict-scan predict segment evaluate clean-data clean import-checkpoint images fetch-test-data fetch-published \
+        predict-scan predict segment status evaluate clean-data clean import-checkpoint images fetch-test-data fetch-published \
         reproduce benchmark
 
 help: ## list every target with one line each
@@ -137,6 +137,9 @@ predict: $(ENV_READY) ## blockwise prediction of a large volume (CONFIG=…)
 
 segment: $(ENV_READY) ## predict, fragments, agglomerate, segments, evaluate, resuming finished work (CONFIG=…)
 	$(call script,03_predict/segment.py,'$(CONFIG)' $(ARGS))
+
+status: $(ENV_READY) ## per step of a run: blocks done/failed/total, last error, ETA, live workers (CONFIG=… [ARGS=--json])
+	$(call script,03_predict/status.py,'$(CONFIG)' $(ARGS))
 
 evaluate: $(ENV_READY) ## evaluate segmentations against labels and skeletons (CONFIG=…)
 	$(call script,03_predict/06_evaluate.py,'$(CONFIG)' $(ARGS))

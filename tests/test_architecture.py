@@ -16,13 +16,13 @@ LAYERS = {
     "domain": {
         "data", "blockwise", "blockwise_worker", "graph", "luts", "metrics", "skeletons", "networks", "checkpoints",
         "malis", "device", "s3", "view", "synthetic", "pipelines", "nodes", "bson_dump", "precomputed", "rois", "local_shape_descriptors", "orphans",
-        "forked_workers",
+        "forked_workers", "locks",
     },
     "steps": {
         "masks", "tf1", "train", "predict", "view_batch", "predict_blockwise", "fragments", "agglomerate", "segments",
         "evaluate", "paper_data",
     },
-    "drivers": {"segment", "demo", "reproduce"},
+    "drivers": {"segment", "demo", "reproduce", "status"},
     "cli": {"cli", "__main__"},
 }  # fmt: skip
 ORDER = list(LAYERS)

@@ -295,3 +295,16 @@ def test_more_local_workers_than_cores_are_capped_with_one_line(tmp_path: Path, 
     assert (result.processed, result.skipped) == (8, 0)
     assert 1 <= len(_lines(tmp_path / "setups.txt")) <= 2
     assert "copy: num_workers 64 is more than this machine's 2 cores: running 2" in capfd.readouterr().err.splitlines()
+
+
+@pytest.mark.parametrize("fit", ["shrink", "valid", "overhang"])
+def test_the_block_count_written_for_the_status_is_daisys(tmp_path: Path, fit: str) -> None:
+    import json
+
+    from lsd_nm.blockwise import count_blocks
+
+    total = Roi((0, 0, 0), (100, 130, 90))
+    result = run_blockwise("copy", total, READ, WRITE, _Bound(_record, tmp_path), num_workers=1,
+                           tracking_dir=tmp_path / "t", progress=False, fit=fit)  # fmt: skip
+    assert count_blocks(total, READ, WRITE, fit) == result.total == len(_lines(tmp_path / "blocks.txt"))
+    assert json.loads((tmp_path / "t" / "blocks.json").read_text()) == {"total": result.total}

@@ -27,6 +27,7 @@ SCRIPTS = {
     "03_predict/06_evaluate.py": "evaluate",
     "03_predict/07_reproduce.py": "reproduce",
     "03_predict/segment.py": "segment",
+    "03_predict/status.py": "status",
     **{f"02_train/synthetic/mtlsd/{name}.py": name.replace("_", "-") for name in ("mknet", "train", "predict_scan", "predict", "view_batch")},
 }  # fmt: skip
 BASE_PYTHON = Path(sys.base_prefix) / "bin" / "python3"

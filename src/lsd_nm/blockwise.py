@@ -131,6 +131,22 @@ MIN_BLOCK_TIMEOUT = 120.0
 """The least default block timeout (seconds): 10× the slowest finished block, but at least this."""
 
 
+BLOCKS = "blocks.json"
+"""A file in a task's tracking dir: ``{"total": <blocks of the task>}``, written as it starts (daisy's own done array
+spans a larger grid), for :mod:`lsd_nm.status`."""
+
+
+def count_blocks(total_roi: Roi, read_roi: Roi, write_roi: Roi, fit: str = "shrink") -> int:
+    """How many blocks daisy makes of ``total_roi`` (write blocks tiling it less the context; ``valid`` drops the
+    ones that would not fit whole, ``shrink`` and ``overhang`` keep them)."""
+    context = (write_roi.offset - read_roi.offset) + (read_roi.end - write_roi.end)
+    count = 1
+    for size, around, block in zip(total_roi.shape, context, write_roi.shape):
+        span = max(0, size - around)
+        count *= span // block if fit == "valid" else -(-span // block)
+    return count
+
+
 def _write_json(path: Path, value: Any) -> None:
     partial = path.with_name(f".{path.name}.partial")
     partial.write_text(json.dumps(value))
@@ -415,6 +431,7 @@ def run_blockwise(
                 sys.stderr.flush()
                 os._exit(0)
 
+    _write_json(tracking_dir / BLOCKS, {"total": count_blocks(total_roi, read_roi, write_roi, fit)})
     watchdog = contextlib.nullcontext() if serial else _Watchdog(
         task_name, tracking_dir, block_timeout, can_kill=not worker_command
     )  # fmt: skip

@@ -12,6 +12,7 @@ errors answer at once.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import signal
 import sys
@@ -353,6 +354,14 @@ def _segment(args: argparse.Namespace) -> None:
     print(f"outputs: {config.out_path} (volumes, LUTs, region graph {config.db_location})")
 
 
+def _status(args: argparse.Namespace) -> None:
+    from .run_config import load_run_config
+    from .status import describe, run_status
+
+    status = run_status(load_run_config(args.config))
+    print(json.dumps(status.as_json(), indent=1) if args.json else "\n".join(describe(status)))
+
+
 def _reproduce(args: argparse.Namespace) -> None:
     from .reproduce import reproduce
 
@@ -543,6 +552,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_run_config_args(p)
     p.add_argument("--start", type=int, default=1, choices=range(1, len(STEPS) + 1), metavar="N",
                    help="start at step N (1 = 01_predict_blockwise … 6 = 06_evaluate); earlier steps are not run")  # fmt: skip
+    p = command("status", _status, "per step: blocks done, failed and in all, the last error, ETA, live workers (make status)")
+    p.add_argument("config", type=Path, help="the run config (e.g. 03_predict/configs/synthetic.json)")
+    p.add_argument("--json", action="store_true", help="one JSON object: out_file, running, steps [{name, done, failed, total, …}]")
     return parser
 
 
