@@ -12,6 +12,8 @@ from funlib.geometry import Roi
 from funlib.persistence.graphs import SQLiteGraphDataBase
 from funlib.persistence.types import Vec
 
+from test_agglomerate import postgres_url  # noqa: F401 - the PostgreSQL server fixture
+
 from lsd_nm.graph import (
     EDGE_ATTRS,
     SQLiteRegionGraph,
@@ -103,3 +105,30 @@ def test_a_sqlite_graph_is_used_without_importing_funlib_persistence(tmp_path: P
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_the_graph_as_arrays_is_what_the_records_are(tmp_path: Path, backend: str, request, monkeypatch) -> None:
+    """read_graph_arrays (chunked, no object per edge) against read_nodes/read_edges, over several chunks."""
+    from lsd_nm import graph
+    from lsd_nm.graph import GraphOwner, create_graph, read_graph_arrays
+
+    if backend == "postgresql":
+        location = request.getfixturevalue("postgres_url").replace("lsd_test", "lsd_arrays")
+    else:
+        location = str(tmp_path / "g.db")
+    create_graph(location, GraphOwner("x.zarr", "id"))
+    centers, edges = _graph(seed=3)
+    db = open_graph(location, "r+")
+    write_nodes(db, centers)
+    write_edges(db, centers, {(v, u) if i % 3 == 0 else (u, v): e for i, ((u, v), e) in enumerate(edges.items())})
+    records, nodes_read = read_edges(db), read_nodes(db)
+    db.close()
+    monkeypatch.setattr(graph, "ROWS_PER_CHUNK", 7)  # 150 edges in 22 chunks
+    nodes, pairs, scores = read_graph_arrays(location)
+    assert nodes.dtype == pairs.dtype == np.uint64 and nodes.tolist() == sorted(nodes_read)
+    assert [(int(u), int(v)) for u, v in pairs] == [(u, v) for u, v, _, _ in records]
+    assert len(records) == len(edges) and all(u < v for u, v, _, _ in records)
+    expected = np.array([np.nan if s is None else s for _, _, s, _ in records])
+    np.testing.assert_array_equal(scores, expected)  # NaN where never merged, float32 values elsewhere
+    assert np.isnan(scores).sum() == sum(s is None for s, _ in edges.values()) > 0

@@ -414,6 +414,52 @@ def read_edges(db) -> list[tuple[int, int, float | None, bool]]:
     return sorted(edge_record(e) for e in db.read_edges())
 
 
+ROWS_PER_CHUNK = 1_000_000
+"""Rows fetched at a time by :func:`read_graph_arrays` (a chunk's Python rows are the only per-edge objects)."""
+
+
+def _rows(location: str, query: str):
+    """The rows of ``query`` on the graph at ``location``, in chunks of :data:`ROWS_PER_CHUNK` (PostgreSQL through a
+    server-side cursor: the server streams them)."""
+    if is_postgres(location):
+        with closing(_postgres_connection(location)) as conn, conn.cursor(name="lsd_nm_rows") as cur:
+            cur.itersize = ROWS_PER_CHUNK
+            cur.execute(query)
+            while rows := cur.fetchmany(ROWS_PER_CHUNK):
+                yield rows
+        return
+    with closing(sqlite3.connect(location, timeout=60)) as con:
+        cursor = con.execute(query)
+        while rows := cursor.fetchmany(ROWS_PER_CHUNK):
+            yield rows
+
+
+def read_graph_arrays(location: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The whole region graph as arrays, read in chunks — no Python object per node or edge at rest (at 10⁸ edges a
+    tuple each is tens of GB): ``nodes`` (sorted uint64), ``edges`` ((n, 2) uint64, u < v, sorted by u then v) and
+    ``scores`` (float64 holding float32 values as both backends store them; NaN: never merged). The same values as
+    :func:`read_nodes` and :func:`read_edges`.
+
+    Raises:
+        ConfigError: no region graph at ``location``, or it cannot be read.
+    """
+    if not graph_exists(location):
+        raise ConfigError(f"db '{_safe(location)}': no region graph there (run 02_extract_fragments)")
+    try:
+        ids = [np.array([row[0] for row in rows], dtype=np.uint64) for rows in _rows(location, "SELECT id FROM nodes")]
+        pairs, values = [], []
+        for rows in _rows(location, "SELECT u, v, merge_score FROM edges"):
+            pairs.append(np.array([row[:2] for row in rows], dtype=np.uint64).reshape(-1, 2))
+            values.append(np.array([row[2] for row in rows], dtype=np.float64))  # None → NaN
+    except sqlite3.Error as e:
+        raise ConfigError(f"db '{location}': cannot read the SQLite file ({type(e).__name__}: {e})") from None
+    nodes = np.sort(np.concatenate(ids)) if ids else np.zeros(0, np.uint64)
+    edges = np.sort(np.concatenate(pairs), axis=1) if pairs else np.zeros((0, 2), np.uint64)
+    scores = np.concatenate(values).astype(np.float32).astype(np.float64) if values else np.zeros(0)
+    order = np.lexsort((edges[:, 1], edges[:, 0]))
+    return nodes, edges[order], scores[order]
+
+
 def write_nodes(db, centers: dict[int, Iterable[int]]) -> None:
     """Insert nodes (existing ids are kept as they are: re-running a block writes the same values)."""
     if centers:

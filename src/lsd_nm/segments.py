@@ -39,7 +39,7 @@ import numpy as np
 from funlib.geometry import Coordinate, Roi
 
 from .config import ConfigError
-from .graph import check_graph_of, check_reachable, graph_exists, open_graph, read_edges, read_nodes
+from .graph import check_graph_of, check_reachable, graph_exists, read_graph_arrays
 from .luts import (
     all_thresholds,
     apply_lut,
@@ -111,16 +111,9 @@ def _smallest_in_component(n: int, iu: np.ndarray, iv: np.ndarray) -> np.ndarray
 
 
 def _read_graph(config: RunConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """``(nodes, edges, scores)`` of the region graph (nodes sorted; NaN for a missing score)."""
-    db = open_graph(config.db_location, "r")
-    try:
-        nodes = np.array(sorted(read_nodes(db)), dtype=np.uint64)
-        records = read_edges(db)
-    finally:
-        db.close()
-    edges = np.array([(u, v) for u, v, _, _ in records], dtype=np.uint64).reshape(-1, 2)
-    scores = np.array([np.nan if s is None else s for _, _, s, _ in records], dtype=np.float64)
-    return nodes, edges, scores
+    """``(nodes, edges, scores)`` of the region graph (nodes sorted; NaN for a missing score), read in chunks into
+    arrays (:func:`lsd_nm.graph.read_graph_arrays`)."""
+    return read_graph_arrays(config.db_location)
 
 
 def _edges_digest(edges: np.ndarray, scores: np.ndarray) -> str:
