@@ -5,9 +5,9 @@ Run: .venv/bin/python benchmarks/paper_graph.py [--edges 100000000] [--edges-per
 
 The graph is generated: fragment ids spread over 40 bits, each edge between a fragment and one of its near neighbours
 in id order (fragments of one block are numbered together, so their edges are near in id), merge scores uniform in
-[0, 1] with 10 % never merged (NaN), as waterz leaves them. ``--edges-per-node`` is the ratio of our own runs'
-region graphs (3.0-3.5 edges per fragment on the synthetic volumes); the published runs' graphs hold roughly 10⁷-10⁸
-edges per network on the Benchmark ROI. The reading and the LUTs run in a fresh process each, so that each peak RSS
+[0, 1] with 10 % never merged (NaN), as waterz leaves them. ``--edges-per-node``: our test volume's region graph
+has 4.9 edges per fragment (738 edges, 152 fragments: ``tests/predict_volumes.py`` through steps 2-3); the published
+runs' graphs hold roughly 10⁷-10⁸ edges per network on the Benchmark ROI. The reading and the LUTs run in a fresh process each, so that each peak RSS
 is that part's alone.
 """
 
@@ -89,7 +89,7 @@ def part(db: str, what: str) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--edges", type=float, default=1e7, help="edges of the generated graph (default: 10^7)")
-    parser.add_argument("--edges-per-node", type=float, default=3.0)
+    parser.add_argument("--edges-per-node", type=float, default=4.9)
     parser.add_argument("--keep", type=Path, default=None, help="write the graph here and keep it (reused if there)")
     parser.add_argument("--part", nargs=2, metavar=("DB", "WHAT"), help=argparse.SUPPRESS)
     output_arguments(parser)
