@@ -23,6 +23,7 @@ from lsd_nm.metrics import (
     min_cut_metric,
     rand_voi,
     sample_segments,
+    site_segments,
     sites_voi,
     sweep_thresholds,
 )
@@ -292,23 +293,87 @@ def test_erl_rejects_bad_graphs(toy):
         erl_of(across, [1] * 7)
 
 
-def test_sites_voi_drops_background_sites():
-    """Sites (1,5) (1,5) (1,0) (2,5) (2,6): the site on 0 is dropped → truth (1,1,2,2), test (5,5,5,6).
-    voi_split = ½·0 + ½·1 = 0.5; voi_merge = ¾·H(1/3) (segment 5 holds 2 sites of 1 and 1 of 2)."""
+def _original_site_voi(components, segments) -> tuple[float, float]:
+    """The original's site VOI spelled out with counters: every site with a component, segment 0 a label."""
+    from collections import Counter
+
+    pairs = [(c, s) for c, s in zip(components, segments) if c != 0]
+    n = len(pairs)
+
+    def h(counter) -> float:
+        return -sum(k / n * math.log2(k / n) for k in counter.values())
+
+    h_ab, h_a, h_b = h(Counter(pairs)), h(Counter(c for c, _ in pairs)), h(Counter(s for _, s in pairs))
+    return h_ab - h_a, h_ab - h_b
+
+
+def test_sites_voi_keeps_background_sites_as_segment_0():
+    """Sites (1,5) (1,5) (1,0) (2,5) (2,6), the original's rule: the site on 0 stays, segment 0 is a label.
+    H(a,b) = log2 5 − 2/5 (pair counts 2,1,1,1), H(a) = log2 5 − (3·log2 3 + 2)/5, H(b) = log2 5 − 3·log2 3/5 →
+    voi_split = 3·log2 3/5 = 0.950978…, voi_merge = 3·log2 3/5 − 2/5 = 0.550978…"""
     scores = sites_voi(np.array([1, 1, 1, 2, 2]), np.array([5, 5, 0, 5, 6]))
+    assert scores["voi_split"] == pytest.approx(3 * LOG3 / 5, abs=1e-12)
+    assert scores["voi_split"] == pytest.approx(0.9509775004, abs=1e-9)
+    assert scores["voi_merge"] == pytest.approx(3 * LOG3 / 5 - 0.4, abs=1e-12)
+    assert (scores["num_sites"], scores["num_bg_sites"]) == (5, 1)
+
+
+def test_sites_voi_background_of_two_neurons_is_one_merged_segment():
+    """(1,0) (1,3) (2,0) (2,4): segment 0 holds a site of each neuron → H(a,b) = 2, H(a) = 1, H(b) = 1.5:
+    voi_split = 1, voi_merge = 0.5; dropping the background leaves (1,3) (2,4): perfect."""
+    neurons, segments = np.array([1, 1, 2, 2]), np.array([0, 3, 0, 4])
+    kept = sites_voi(neurons, segments)
+    assert (kept["voi_split"], kept["voi_merge"]) == pytest.approx((1.0, 0.5), abs=1e-12)
+    assert (kept["num_sites"], kept["num_bg_sites"]) == (4, 2)
+    dropped = sites_voi(neurons, segments, background="drop")
+    assert (dropped["voi_split"], dropped["voi_merge"]) == (0.0, 0.0)
+    assert (dropped["num_sites"], dropped["num_bg_sites"]) == (2, 2)
+    with pytest.raises(ValueError, match="background must be"):
+        sites_voi(neurons, segments, background="ignore")
+
+
+def test_sites_voi_drop_rule_on_request():
+    """background="drop" (not the paper's rule): the site on 0 is dropped → truth (1,1,2,2), test (5,5,5,6).
+    voi_split = ½·0 + ½·1 = 0.5; voi_merge = ¾·H(1/3) (segment 5 holds 2 sites of 1 and 1 of 2)."""
+    scores = sites_voi(np.array([1, 1, 1, 2, 2]), np.array([5, 5, 0, 5, 6]), background="drop")
     assert scores["voi_split"] == pytest.approx(0.5, abs=1e-12)
     assert scores["voi_merge"] == pytest.approx(0.75 * (LOG3 - 2 / 3), abs=1e-12)
     assert (scores["num_sites"], scores["num_bg_sites"]) == (4, 1)
 
 
-def test_sites_voi_of_a_segmentation_that_misses_every_node_is_no_number():
-    """All nodes on segment 0 (a network after a few iterations can predict no foreground): no site is scored, the
-    scores are NaN (best_row skips them) instead of an error that ends step 6."""
+def test_sites_voi_follows_the_original_rule_on_random_cases():
+    """Random sites (a third on fragment 0, some without a component): equal to the counting reference to 1e-12."""
+    rng = np.random.default_rng(26)
+    for _ in range(20):
+        n = int(rng.integers(5, 300))
+        components = rng.integers(0, 6, n).astype(np.uint64)
+        components[0] = 1
+        segments = np.where(rng.random(n) < 1 / 3, 0, rng.integers(1, 9, n)).astype(np.uint64)
+        scores = sites_voi(components, segments)
+        split, merge = _original_site_voi(components.tolist(), segments.tolist())
+        assert (scores["voi_split"], scores["voi_merge"]) == pytest.approx((split, merge), abs=1e-12)
+        assert scores["num_bg_sites"] == int(((segments == 0) & (components != 0)).sum())
+
+
+def test_sites_voi_of_a_segmentation_that_misses_every_node():
+    """All nodes on segment 0 (a network after a few iterations can predict no foreground): by the original's rule
+    every neuron is merged into segment 0 (voi_split 0, voi_merge = H(2/3, 1/3)); dropping them leaves nothing to
+    score: NaN (best_row skips it) instead of an error that ends step 6."""
     scores = sites_voi(np.array([1, 1, 2]), np.array([0, 0, 0]))
-    assert set(scores) == {*RAND_VOI_KEYS, "num_sites", "num_bg_sites"}
-    assert all(math.isnan(scores[k]) for k in RAND_VOI_KEYS)
-    assert (scores["num_sites"], scores["num_bg_sites"]) == (0, 3)
-    assert best_row([{"threshold": 0.5, "voi_sum": scores["voi_split"] + scores["voi_merge"]}]) is None
+    assert (scores["voi_split"], scores["voi_merge"]) == pytest.approx((0.0, LOG3 - 2 / 3), abs=1e-12)
+    assert (scores["num_sites"], scores["num_bg_sites"]) == (3, 3)
+    dropped = sites_voi(np.array([1, 1, 2]), np.array([0, 0, 0]), background="drop")
+    assert set(dropped) == {*RAND_VOI_KEYS, "num_sites", "num_bg_sites"}
+    assert all(math.isnan(dropped[k]) for k in RAND_VOI_KEYS)
+    assert (dropped["num_sites"], dropped["num_bg_sites"]) == (0, 3)
+    assert best_row([{"threshold": 0.5, "voi_sum": dropped["voi_split"] + dropped["voi_merge"]}]) is None
+
+
+def test_site_segments_keep_fragment_0_and_unlisted_fragments():
+    """As funlib.segment's replace_values: fragment 0 stays 0, fragment 7 (not in the LUT) keeps its id."""
+    lut = (np.array([1, 2, 3], np.uint64), np.array([1, 1, 3], np.uint64))
+    assert site_segments(np.array([0, 1, 2, 3, 7], np.uint64), lut).tolist() == [0, 1, 1, 3, 7]
+    assert apply_lut(np.array([0, 1, 2, 3, 7], np.uint64), lut).tolist() == [0, 1, 1, 3, 0]  # the volumes' rule
 
 
 def test_sample_segments():
@@ -484,3 +549,25 @@ def test_plot_voi(tmp_path):
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert path.stat().st_size > 10_000
     assert matplotlib.image.imread(path).shape[:2] == (500, 600)
+
+
+def test_sweep_thresholds_scores_background_sites_by_the_chosen_rule():
+    """Skeleton 1 on fragments (1, 1, 0), skeleton 2 on (2, 9): fragment 9 is not in the LUT and keeps its id, so
+    skeleton 2 is split; the node on 0 is segment 0 (the original's rule) or dropped."""
+    skeletons = {
+        "node_ids": np.arange(1, 6, dtype=np.uint64),
+        "positions": np.array([[0, 0, x] for x in (0, 1, 2, 10, 11)], np.float64),
+        "neuron_ids": np.array([1, 1, 1, 2, 2], np.uint64),
+        "edges": np.array([[1, 2], [2, 3], [4, 5]], np.uint64),
+    }
+    node_fragments = np.array([1, 1, 0, 2, 9], np.uint64)
+    luts = {0.5: (np.array([1, 2], np.uint64), np.array([1, 2], np.uint64))}
+    kept = sweep_thresholds(luts, skeletons=skeletons, node_fragments=node_fragments)[0]
+    # pairs (1,1) ×2, (1,0), (2,2), (2,9): H(a,b) = log2 5 − 2/5, H(a) = log2 5 − (3·log2 3 + 2)/5, every segment
+    # holds one skeleton: voi_merge = 0
+    assert kept["voi_split"] == pytest.approx(3 * LOG3 / 5, abs=1e-12) and kept["voi_merge"] == 0.0
+    assert (kept["sites_num_sites"], kept["sites_num_bg_sites"]) == (5, 1)
+    assert (kept["split_edges"], kept["omitted_edges"], kept["correct_edges"]) == (1, 1, 1)
+    dropped = sweep_thresholds(luts, skeletons=skeletons, node_fragments=node_fragments, site_background="drop")[0]
+    assert dropped["voi_split"] == pytest.approx(0.5, abs=1e-12)  # (1,1) ×2, (2,2), (2,9)
+    assert (dropped["sites_num_sites"], dropped["sites_num_bg_sites"]) == (4, 1)

@@ -374,7 +374,8 @@ def evaluate_run(config: RunConfig, progress: bool = True) -> dict:
     rows = []
     for t in tqdm(thresholds, desc="evaluate", unit="threshold", disable=not progress):
         rows += sweep_thresholds(
-            {t: luts[t]}, fragments=dense_fragments, truth=truth, skeletons=skeletons, node_fragments=node_fragments
+            {t: luts[t]}, fragments=dense_fragments, truth=truth, skeletons=skeletons, node_fragments=node_fragments,
+            site_background=config.site_background,
         )
     best = best_row(rows)
     if config.min_cut and best is not None:

@@ -23,7 +23,8 @@ per node (from :func:`sample_segments`, then :func:`lsd_nm.luts.apply_lut` throu
   holds nodes of ≥ 2 skeletons, else *correct*. Only correct edges count. For a skeleton s of length L_s (all its edges),
   ERL_s = Σ_segments c²/L_s with c the length of its correct edges in that segment; the total is the length-weighted
   mean Σ_s (L_s/L) ERL_s. ``max_erl`` is the same with the perfect assignment (segment = skeleton) = Σ L_s²/L.
-* :func:`sites_voi`: :func:`rand_voi` on (neuron id, segment id) per node, as the paper's zebrafinch VOI.
+* :func:`sites_voi`: :func:`rand_voi` on (neuron id, segment id) per node, as the paper's zebrafinch VOI: sites on
+  fragment 0 stay, as one segment 0 (the original's rule); :func:`site_segments` maps sites to segments.
 * :func:`min_cut_metric`: how many cuts of the fragment graph separate the skeletons every merging segment joins,
   and how many merges then reconnect every skeleton.
 
@@ -36,6 +37,7 @@ from __future__ import annotations
 import math
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
+from typing import Literal
 
 import numpy as np
 
@@ -262,33 +264,62 @@ def expected_run_length(
     }
 
 
-def sites_voi(neuron_ids: np.ndarray, segment_ids: np.ndarray) -> dict[str, float | int]:
+SiteBackground = Literal["segment", "drop"]
+"""How :func:`sites_voi` treats sites on segment 0: ``segment`` (the original's rule) or ``drop``."""
+
+
+def sites_voi(
+    neuron_ids: np.ndarray, segment_ids: np.ndarray, background: SiteBackground = "segment"
+) -> dict[str, float | int]:
     """:func:`rand_voi` over skeleton nodes ("sites"): truth = neuron id, test = segment id.
 
-    As in the original's ``05_evaluate_annotations.py``, sites on segment 0 (fragment 0: background, outside the
-    volume) are dropped and only counted in ``num_bg_sites``: a node the segmentation misses is not a merge with
-    everything else in 0. Nodes with neuron id 0 are ignored as in :func:`rand_voi`.
+    With ``background="segment"`` (the rule of the original ``05_evaluate_annotations.py``), a site on segment 0
+    (fragment 0: outside the supervoxels, e.g. outside the neuropil mask) stays a site and segment 0 is one label like
+    any other: the background sites of several neurons count as one merged segment, and those of one neuron beside
+    its real segment as a split. ``background="drop"`` scores only the sites on a segment (not the paper's rule).
+    Nodes with neuron id 0 are ignored as in :func:`rand_voi`.
 
     Args:
         neuron_ids: (N,) skeleton id per node.
         segment_ids: (N,) segment id per node.
+        background: ``segment`` or ``drop`` (see above).
 
     Returns:
-        The :func:`rand_voi` keys (NaN when no node lies on a segment) plus ``num_sites`` (nodes scored) and
-        ``num_bg_sites`` (nodes dropped).
+        The :func:`rand_voi` keys (NaN when no site is left to score) plus ``num_sites`` (sites scored) and
+        ``num_bg_sites`` (sites with a neuron on segment 0: scored as segment 0, or dropped).
     """
+    if background not in ("segment", "drop"):
+        raise ValueError(f"background must be 'segment' or 'drop', not {background!r}")
     neuron_ids = np.asarray(neuron_ids)
     segment_ids = np.asarray(segment_ids)
-    on_segment = segment_ids != 0
-    scored = on_segment & (neuron_ids != 0)
+    labelled = neuron_ids != 0
+    on_background = labelled & (segment_ids == 0)
+    scored = labelled & ~on_background if background == "drop" else labelled
     scores: dict[str, float | int]
     if scored.any():
-        scores = dict(rand_voi(neuron_ids[on_segment], segment_ids[on_segment]))
-    else:  # every node on background (a network that predicts no foreground yet): nothing to score, no number
+        scores = dict(rand_voi(neuron_ids[scored], segment_ids[scored]))
+    else:  # no site left to score (dropping the background of a network that predicts no foreground yet)
         scores = dict.fromkeys(RAND_VOI_KEYS, math.nan)
     scores["num_sites"] = int(np.count_nonzero(scored))
-    scores["num_bg_sites"] = int(np.count_nonzero(~on_segment))
+    scores["num_bg_sites"] = int(np.count_nonzero(on_background))
     return scores
+
+
+def site_segments(node_fragments: np.ndarray, lut: tuple[np.ndarray, np.ndarray] | np.ndarray) -> np.ndarray:
+    """The segment of each site, as the original maps sites (funlib.segment ``replace_values``): fragment 0 stays 0
+    and a fragment the LUT does not list keeps its own id (our segment ids are fragment ids of the LUT, so it cannot
+    collide with one); every other fragment gets its segment.
+
+    Args:
+        node_fragments: (N,) fragment under each site.
+        lut: ``(fragment_ids, segment_ids)`` (see :func:`lsd_nm.luts.apply_lut`).
+    """
+    node_fragments = np.asarray(node_fragments)
+    segments = apply_lut(node_fragments, lut)
+    fragment_ids = np.asarray(lut[0]).astype(node_fragments.dtype)
+    unlisted = (node_fragments != 0) & ~np.isin(node_fragments, fragment_ids)
+    segments[unlisted] = node_fragments[unlisted].astype(segments.dtype)
+    return segments
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -496,6 +527,7 @@ def sweep_thresholds(
     truth: np.ndarray | None = None,
     skeletons: Mapping[str, np.ndarray] | None = None,
     node_fragments: np.ndarray | None = None,
+    site_background: SiteBackground = "segment",
 ) -> list[dict[str, float | int]]:
     """Score the segmentation at every threshold without writing it: relabel fragments through each LUT.
 
@@ -511,7 +543,9 @@ def sweep_thresholds(
         truth: Dense ground-truth labels (0 ignored).
         skeletons: The four skeleton arrays, ``neuron_ids`` being the scored skeletons (e.g. from
             :func:`lsd_nm.skeletons.crop_skeletons`).
-        node_fragments: The fragment under each skeleton node (:func:`sample_segments` on the fragments).
+        node_fragments: The fragment under each skeleton node (:func:`sample_segments` on the fragments), mapped
+            to segments by :func:`site_segments`.
+        site_background: :func:`sites_voi`'s ``background``.
 
     Returns:
         One row per threshold, in increasing threshold order.
@@ -526,9 +560,9 @@ def sweep_thresholds(
         if dense:
             row.update(rand_voi(truth, apply_lut(fragments, luts[threshold])))
         if on_skeletons:
-            segments = apply_lut(node_fragments, luts[threshold])
+            segments = site_segments(node_fragments, luts[threshold])
             row.update(expected_run_length(**skeletons, segment_ids=segments))
-            sites = sites_voi(skeletons["neuron_ids"], segments)
+            sites = sites_voi(skeletons["neuron_ids"], segments, site_background)
             row.update({f"sites_{k}": value for k, value in sites.items()})
             if not dense:
                 row.update({k: sites[k] for k in ("voi_split", "voi_merge", "arand")})

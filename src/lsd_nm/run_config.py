@@ -119,6 +119,10 @@ class RunConfig(StrictBaseModel):
     skeleton_masked: bool = False
     """Score only skeleton nodes inside the neuropil mask, as the paper's headline numbers: the skeletons'
     ``masked_<skeleton_roi>_masked`` where the file has it, else ``eval_mask_file``/``eval_mask_dataset`` at the nodes."""
+    site_background: Literal["segment", "drop"] = "segment"
+    """Skeleton nodes on fragment 0 in the site VOI: ``segment`` keeps them as one segment 0, as the original
+    ``05_evaluate_annotations.py`` (the paper's numbers); ``drop`` leaves them out (counted in ``sites_num_bg_sites``
+    either way)."""
     threshold_from: str | None = None
     """Another evaluation's ``*.scores.json`` (e.g. on the validation skeletons): step 6 then scores only that file's
     best threshold (its lowest VOI sum) instead of choosing one on this run's own scores — the paper's
