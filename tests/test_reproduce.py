@@ -215,21 +215,55 @@ def test_make_reproduce_on_the_fixtures_equals_the_hand_computed_table(paper_buc
             assert float(row[metric]) == pytest.approx(value, abs=1e-9), (key, metric)
         assert float(row["voi_sum"]) == pytest.approx(want["voi_split"] + want["voi_merge"], abs=1e-9)
         assert float(row["normalized_erl"]) == pytest.approx(want["erl"] / want["max_erl"], abs=1e-9)
-    # the paper's numbers beside ours, and the difference
+    # the paper's numbers beside ours, and the difference; one threshold for every row, and the rule that chose it
+    assert {r["threshold_rule"] for r in table.values()} == {"validation"}
     cube = table[("11_micron_roi", True)]
     assert (float(cube["paper_voi_sum"]), float(cube["paper_erl"])) == (0.259, 13900.0)
     assert (float(cube["paper_mcm_splits"]), float(cube["paper_mcm_merges"])) == (13.0, 21.0)
     assert float(cube["diff_voi_sum"]) == pytest.approx(0.7 - 0.259, abs=1e-9)
+    # unmasked rows: ours, labelled, never a difference against the paper's (another experiment)
     bench = table[("benchmark_roi", False)]
-    assert float(bench["paper_voi_merge"]) == 4.217 and float(bench["diff_voi_split"]) == pytest.approx(expected[("benchmark_roi", False)]["voi_split"] - 1.115)
-    assert table[("76_micron_roi", False)]["paper_voi_sum"] == ""  # unmasked numbers exist for the Benchmark ROI only
+    assert bench["note"] == "not reproducible from the bucket: the unmasked supervoxels are not published"
+    assert float(bench["paper_voi_merge"]) == 4.217 and bench["diff_voi_split"] == bench["diff_voi_sum"] == ""
+    assert all(r["note"] == "" for (_, masked), r in table.items() if masked)
+    assert all(r["note"] and not r["diff_erl"] for (_, masked), r in table.items() if not masked)
     md = (out / "zebrafinch_mtlsd.md").read_text()
-    assert "the lowest VOI sum on the 12 validation skeletons; the 50 test skeletons are scored at it" in md
-    assert "| 11_micron_roi | neuropil | 0.50 / – | 0.000 / – | 0.700 / – | 0.700 / 0.259 / 0.441 |" in md
+    assert (
+        "one threshold per network, 0.5: the lowest VOI sum of the 12 validation skeletons on benchmark_roi, masked, "
+        "for every ROI and mask; the 50 test skeletons are scored at it"
+    ) in md
+    assert "| 11_micron_roi | neuropil | 0.50 / –, validation | 0.000 / – | 0.700 / – | 0.700 / 0.259 / 0.441 |" in md
+    assert (
+        "| benchmark_roi | none | 0.50 / –, validation | not reproducible from the bucket: the unmasked supervoxels are "
+        "not published; ours (unmasked skeletons on masked supervoxels): VOI split "
+    ) in md
     assert (out / "zebrafinch_mtlsd.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     # each evaluation's own scores: the threshold rule stated where it was fixed
     test_scores = json.loads((out / "work/zebrafinch_mtlsd/11_micron_roi_masked_testing.scores.json").read_text())
     assert test_scores["threshold_rule"].startswith("threshold 0.5 fixed by ")
+    assert test_scores["threshold_rule"].endswith("work/zebrafinch_mtlsd/threshold_benchmark_roi_masked_validation.scores.json (the lowest VOI sum there), not chosen on these scores")
+
+    # THRESHOLDS=paper: MTLSD's 0.32 (below the 0.5 that joins fragments 1 and 2) on every row
+    done = make("reproduce", "DATASET=zebrafinch", "NETWORK=mtlsd", "THRESHOLDS=paper", f"{report} --name paper")
+    assert done.returncode == 0, done.stderr
+    with open(out / "paper.csv") as f:
+        at_paper = {(r["roi"], r["masked"] == "true"): r for r in csv.DictReader(f)}
+    assert {(r["threshold"], r["threshold_rule"], r["status"]) for r in at_paper.values()} == {("0.32", "paper", "ok")}
+    # 11 µm masked: A1, A2 and B each alone in its fragment: perfect
+    cube = at_paper[("11_micron_roi", True)]
+    assert (float(cube["voi_split"]), float(cube["voi_merge"])) == (0.0, 0.0)
+    assert float(cube["erl"]) == pytest.approx((2 * 54**2 + 45**2) / 153, abs=1e-9)
+    # larger, masked: N1 (20 nodes) split into fragments 1 and 2 at its 27 nm drop; B whole
+    for roi in ROIS:
+        if roi != "11_micron_roi":
+            row = at_paper[(roi, True)]
+            assert float(row["voi_split"]) == pytest.approx(20 / 26, abs=1e-9) and float(row["voi_merge"]) == 0.0
+            assert float(row["erl"]) == pytest.approx((81**2 + 81**2 + 45**2) / 234, abs=1e-9)
+    assert "one threshold per network, 0.32 for every ROI and mask, the authors' value for mtlsd" in (out / "paper.md").read_text()
+    done = make("reproduce", "DATASET=zebrafinch", "NETWORK=mtlsd", "THRESHOLDS=best", report)
+    assert error(done) == "error: unknown threshold rule 'best' (expected one of: validation, paper)"
+    done = make("reproduce", "DATASET=zebrafinch", "NETWORK=mtlsd", f"{report} --threshold-roi 99_micron_roi")
+    assert error(done).startswith("error: unknown threshold ROI '99_micron_roi' (expected one of: 11_micron_roi, ")
 
     # a ROI whose nodes disagree with the skeletons' own per-ROI mask is refused, as a line of the report
     registry = json.loads((REPO / "03_predict/configs/rois/zebrafinch.json").read_text())
@@ -241,7 +275,7 @@ def test_make_reproduce_on_the_fixtures_equals_the_hand_computed_table(paper_buc
         shifted = {(r["roi"], r["masked"] == "true"): r for r in csv.DictReader(f)}
     assert shifted[("11_micron_roi", True)]["status"] == (
         "ROI '11_micron_roi' [50800, 43200, 43200]+[10800, 10800, 10800] nm disagrees with the skeletons' "
-        "'11_micron_roi_masked': 20 of 20 marked nodes lie outside it (e.g. node 1 at [50810.0, 43294.5, 54841.5] nm, z, y, x)"
+        "'11_micron_roi_masked': 20 of 20 marked nodes lie outside it (e.g. node 1000 at [50810.0, 43294.5, 54841.5] nm, z, y, x)"
     )
     assert shifted[("11_micron_roi", False)]["status"].endswith("no skeleton edge lies inside the fragments' ROI [50800:61600, 43200:54000, 43200:54000] (10800, 10800, 10800)")
     assert shifted[("18_micron_roi", True)] == table[("18_micron_roi", True)]

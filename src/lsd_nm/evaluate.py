@@ -316,7 +316,8 @@ def evaluate_run(config: RunConfig, progress: bool = True) -> dict:
     their pieces there; only the fragment under each node is read (the chunks that hold nodes, never the whole
     region), then mapped through each LUT. The best threshold has the lowest VOI sum: dense VOI when there are dense
     labels, else site VOI. With ``threshold_from`` only the threshold that file's evaluation chose is scored (the
-    paper's validation → test protocol), and scores.json states that rule as ``threshold_rule``.
+    paper's validation → test protocol), with ``score_threshold`` only that threshold, and scores.json states either
+    rule as ``threshold_rule``.
 
     With ``min_cut`` (and skeletons), the min-cut metric (:func:`min_cut_metric` on the region graph, slow on large
     graphs: the paper computed it only on ROIs up to ~16,000 µm³) is computed **for the best threshold only**: its row
@@ -358,6 +359,10 @@ def evaluate_run(config: RunConfig, progress: bool = True) -> dict:
     if config.threshold_from is not None:
         threshold, rule = fixed_threshold(config)
         thresholds = [threshold]
+        extra = {"threshold_rule": rule}
+    elif config.score_threshold is not None:
+        thresholds = [round(float(config.score_threshold), 10)]
+        rule = f"threshold {thresholds[0]} given (score_threshold), not chosen on these scores"
         extra = {"threshold_rule": rule}
     else:
         thresholds = all_thresholds(config)
