@@ -235,9 +235,15 @@ def test_make_reproduce_on_the_fixtures_equals_the_hand_computed_table(paper_buc
         "one threshold per network, 0.5: the lowest VOI sum of the 12 validation skeletons on benchmark_roi, masked, "
         "for every ROI and mask; the 50 test skeletons are scored at it"
     ) in md
-    assert "| 11_micron_roi | neuropil | 0.50 / 0.32, validation | 0.000 / 0.146 | 0.700 / 0.113 | 0.700 / 0.259 / 0.441 |" in md
+    assert "| 11_micron_roi | neuropil | ✘ | 0.50 / 0.32, validation | 0.000 / 0.146 | 0.700 / 0.113 | 0.700 / 0.259 / 0.441 |" in md
+    # invariants first: the fixtures' skeletons are not the paper's, so every row is ✘, with both sides shown
+    assert md.index("## Invariants first") < md.index("## Scores")
+    assert "| 11_micron_roi | neuropil | 3 / 67 | 153 / 515894 | 51 / 17915 | ✘ |" in md
+    assert "| benchmark_roi | none | 2 / 367 | 247 / 80794800 | 158 / 1514632 | ✘ |" in md
+    assert {r["invariants"] for r in table.values()} == {"✘"}
+    assert (cube["number_of_components"], cube["paper_components"], cube["paper_max_erl"]) == ("3", "67.0", "17914.530202672213")
     assert (
-        "| benchmark_roi | none | 0.50 / 0.32, validation | not reproducible from the bucket: the unmasked supervoxels are "
+        "| benchmark_roi | none | ✘ | 0.50 / 0.32, validation | not reproducible from the bucket: the unmasked supervoxels are "
         "not published; ours (unmasked skeletons on masked supervoxels): VOI split "
     ) in md
     assert (out / "zebrafinch_mtlsd.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -282,7 +288,7 @@ def test_make_reproduce_on_the_fixtures_equals_the_hand_computed_table(paper_buc
     )
     assert shifted[("11_micron_roi", False)]["status"].endswith("no skeleton edge lies inside the fragments' ROI [50800:61600, 43200:54000, 43200:54000] (10800, 10800, 10800)")
     assert shifted[("18_micron_roi", True)] == table[("18_micron_roi", True)]
-    assert "| 11_micron_roi | neuropil | not computed: ROI '11_micron_roi'" in (out / "shifted.md").read_text()
+    assert "| 11_micron_roi | neuropil | | not computed: ROI '11_micron_roi'" in (out / "shifted.md").read_text()
 
 
 
@@ -331,6 +337,18 @@ PAPER_MCM = {
     "aclsd": ((18, 54), (36, 207), (100, 483)), "acrlsd": ((16, 45), (32, 157), (77, 342)),
 }  # fmt: skip
 """paper.md §1.3 and protocol.md §6 (LongRange: the bucket's run, longrange_padding), 11, 18 and 25 µm, masked."""
+
+
+def test_invariants_are_marked_against_the_papers():
+    """✔ when components match exactly and the lengths to 1e-5 (relative), ✘ otherwise, nothing without numbers."""
+    from lsd_nm.reproduce import Row, invariants_mark
+
+    paper = {"components": "67.0", "total_path_length": "515893.55223083496", "max_erl": "17914.530202672213"}
+    ours = {"number_of_components": 67, "total_path_length": 515893.56, "max_erl": 17914.53}
+    assert invariants_mark(Row("11_micron_roi", True, ours=ours, paper=paper)) == "✔"
+    assert invariants_mark(Row("11_micron_roi", True, ours={**ours, "number_of_components": 68}, paper=paper)) == "✘"
+    assert invariants_mark(Row("11_micron_roi", True, ours={**ours, "max_erl": 17915.0}, paper=paper)) == "✘"
+    assert invariants_mark(Row("11_micron_roi", True, ours=ours, paper={})) == ""
 
 
 def _paper_rows():

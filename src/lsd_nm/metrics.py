@@ -534,7 +534,8 @@ def sweep_thresholds(
     Dense scores (``fragments`` and ``truth``) fill ``voi_split``, ``voi_merge``, ``arand``, … . Skeleton scores
     (``skeletons`` and ``node_fragments``) add the ERL keys and the site VOI as ``sites_voi_split``, … ; without dense
     ground truth the site VOI/ARAND also fill ``voi_split``, ``voi_merge`` and ``arand`` (the paper's zebrafinch
-    numbers are site-based). ``voi_sum`` = voi_split + voi_merge. The min-cut metric is not part of the sweep (it
+    numbers are site-based), and ``number_of_components`` counts the skeletons' components (every site's, as the
+    original's ``number_of_components``). ``voi_sum`` = voi_split + voi_merge. The min-cut metric is not part of the sweep (it
     needs the region graph and is slow); call :func:`min_cut_metric` for chosen thresholds.
 
     Args:
@@ -562,6 +563,8 @@ def sweep_thresholds(
         if on_skeletons:
             segments = site_segments(node_fragments, luts[threshold])
             row.update(expected_run_length(**skeletons, segment_ids=segments))
+            neurons = np.asarray(skeletons["neuron_ids"])
+            row["number_of_components"] = len(np.unique(neurons[neurons != 0]))
             sites = sites_voi(skeletons["neuron_ids"], segments, site_background)
             row.update({f"sites_{k}": value for k, value in sites.items()})
             if not dense:

@@ -350,9 +350,19 @@ def dense_rows(
 # ---- the report ---------------------------------------------------------------------------------------------------
 
 
-OURS = ("threshold", *METRICS, "max_erl", "sites_num_bg_sites", "min_cut_splits_needed", "min_cut_merges_needed")
+INVARIANTS = ("number_of_components", "total_path_length", "max_erl")
+"""What depends on the skeletons, the ROI and the mask alone (protocol.md §4): the same for every network."""
+PAPER_INVARIANTS = {"number_of_components": "components", "total_path_length": "total_path_length", "max_erl": "max_erl"}
+"""Our key → its column in :data:`PAPER_NUMBERS`."""
+INVARIANT_RTOL = 1e-5
+"""Lengths agree to this relative difference (the original sums float32 edge lengths)."""
+OURS = (
+    "threshold", *METRICS, "max_erl", "number_of_components", "total_path_length", "sites_num_bg_sites",
+    "min_cut_splits_needed", "min_cut_merges_needed",
+)  # fmt: skip
 COLUMNS = (
-    ["roi", "masked", "volume_um3", "status", "threshold_rule", "note", *OURS]
+    ["roi", "masked", "volume_um3", "status", "invariants", "threshold_rule", "note", *OURS]
+    + ["paper_components", "paper_total_path_length", "paper_max_erl"]
     + ["paper_threshold"] + [f"paper_{m}" for m in METRICS] + ["paper_background_sites", "paper_mcm_splits"]
     + ["paper_mcm_merges"] + [f"diff_{m}" for m in METRICS] + ["paper_source"]
 )  # fmt: skip
@@ -371,6 +381,9 @@ def table(rows: Sequence[Row]) -> list[dict]:
             line[key] = row.ours.get(key)
         paper = row.paper
         line["paper_threshold"] = _number(paper.get("threshold"))
+        for key, column in PAPER_INVARIANTS.items():
+            line[f"paper_{column}"] = _number(paper.get(column))
+        line["invariants"] = invariants_mark(row)
         line["paper_background_sites"] = _number(paper.get("background_sites"))
         line["paper_mcm_splits"] = _number(paper.get("mcm_splits"))
         line["paper_mcm_merges"] = _number(paper.get("mcm_merges"))
@@ -383,6 +396,17 @@ def table(rows: Sequence[Row]) -> list[dict]:
             line[f"diff_{m}"] = ours - theirs if comparable else None
         lines.append(line)
     return lines
+
+
+def invariants_mark(row: Row) -> str:
+    """``✔`` when components, total path length and max ERL equal the paper's (lengths to
+    :data:`INVARIANT_RTOL`), ``✘`` when one differs, empty when either side has none of them."""
+    pairs = [(row.ours.get(key), _number(row.paper.get(column))) for key, column in PAPER_INVARIANTS.items()]
+    pairs = [(ours, theirs) for ours, theirs in pairs if ours is not None and theirs is not None]
+    if not pairs:
+        return ""
+    same = all(math.isclose(float(ours), theirs, rel_tol=INVARIANT_RTOL) for ours, theirs in pairs)
+    return "✔" if same else "✘"
 
 
 def _cell(value, digits: int = 3) -> str:
@@ -411,15 +435,33 @@ def write_markdown(path: Path, dataset: str, network: str, source: str, rule: st
             "(source per row; the authors' bioRxiv-era data, the journal's tables may differ slightly)."
         ),
         "",
-        "| ROI | mask | threshold (ours / paper, rule) | VOI split | VOI merge | VOI sum (ours / paper / Δ) "
+        "## Invariants first",
+        "",
+        "Components, total path length and max ERL depend on the skeletons, the ROI and the mask alone, whatever the "
+        "network (protocol.md §4): a ✘ means the ROI, the mask or the cropping differs from the paper's, and the "
+        "scores below are not comparable.",
+        "",
+        "| ROI | mask | components (ours / paper) | total path length nm (ours / paper) | max ERL nm (ours / paper) | |",
+        "|---|---|---|---|---|---|",
+        *(
+            f"| {line['roi']} | {'neuropil' if line['masked'] == 'true' else 'none'} "
+            f"| {_count(line['number_of_components'])} / {_count(line['paper_components'])} "
+            f"| {_cell(line['total_path_length'], 0)} / {_cell(line['paper_total_path_length'], 0)} "
+            f"| {_cell(line['max_erl'], 0)} / {_cell(line['paper_max_erl'], 0)} | {line['invariants'] or '–'} |"
+            for line in lines if line["status"] == "ok"
+        ),
+        "",
+        "## Scores",
+        "",
+        "| ROI | mask | invariants | threshold (ours / paper, rule) | VOI split | VOI merge | VOI sum (ours / paper / Δ) "
         "| ERL (ours / paper / Δ) | nERL (ours / paper) | background sites (ours / paper) "
         "| min-cut splits + merges (ours / paper) |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for line in lines:
         mask = "neuropil" if line["masked"] == "true" else "none"
         if line["status"] != "ok":
-            out.append(f"| {line['roi']} | {mask} | not computed: {line['status']} | | | | | | | |")
+            out.append(f"| {line['roi']} | {mask} | | not computed: {line['status']} | | | | | | | |")
             continue
         rule_text = f", {line['threshold_rule']}" if line["threshold_rule"] else ""
         threshold = f"{_cell(line['threshold'], 2)} / {_cell(line['paper_threshold'], 2)}{rule_text}"
@@ -428,7 +470,7 @@ def write_markdown(path: Path, dataset: str, network: str, source: str, rule: st
         )
         if line["note"]:
             out.append(
-                f"| {line['roi']} | {mask} | {threshold} | {line['note']}; ours (unmasked skeletons on masked "
+                f"| {line['roi']} | {mask} | {line['invariants'] or '–'} | {threshold} | {line['note']}; ours (unmasked skeletons on masked "
                 f"supervoxels): VOI split {_cell(line['voi_split'])}, merge {_cell(line['voi_merge'])}, "
                 f"sum {_cell(line['voi_sum'])}, ERL {_cell(line['erl'], 0)}, nERL {_cell(line['normalized_erl'])} "
                 f"| | | | | | |"
@@ -438,7 +480,7 @@ def write_markdown(path: Path, dataset: str, network: str, source: str, rule: st
             f"{int(line['paper_mcm_splits'])} + {int(line['paper_mcm_merges'])}" if line["paper_mcm_splits"] is not None else "–"
         )
         out.append(
-            f"| {line['roi']} | {mask} | {threshold} "
+            f"| {line['roi']} | {mask} | {line['invariants'] or '–'} | {threshold} "
             f"| {_cell(line['voi_split'])} / {_cell(line['paper_voi_split'])} "
             f"| {_cell(line['voi_merge'])} / {_cell(line['paper_voi_merge'])} "
             f"| {_cell(line['voi_sum'])} / {_cell(line['paper_voi_sum'])} / {_cell(line['diff_voi_sum'])} "
