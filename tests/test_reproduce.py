@@ -184,7 +184,7 @@ def test_make_reproduce_on_the_fixtures_equals_the_hand_computed_table(paper_buc
         "the supervoxel chunks under their nodes are fetched (or pass --all-supervoxels for the whole ROI)"
     )
     assert not data.exists()
-    report = f"ARGS=--data-dir {data} --out {out} --thresholds 0 1 0.1"
+    report = f"ARGS=--data-dir {data} --out {out} --thresholds 0 1 0.1 --min-cut"
     done = make("reproduce", "DATASET=zebrafinch", "NETWORK=mtlsd", report)
     manifest = data / "funke/zebrafinch/testing/segmentations/published_mtlsd.json"
     assert error(done) == (
@@ -236,6 +236,13 @@ def test_make_reproduce_on_the_fixtures_equals_the_hand_computed_table(paper_buc
         "for every ROI and mask; the 50 test skeletons are scored at it"
     ) in md
     assert "| 11_micron_roi | neuropil | ✘ | 0.50 / 0.32, validation | 0.000 / 0.146 | 0.700 / 0.113 | 0.700 / 0.259 / 0.441 |" in md
+    # the min-cut metric on the masked 11, 18 and 25 µm cubes: at 0.5 the segment {1, 2} merges A1 and A2 in the
+    # 11 µm cube (one cut, edge 1-2); in the larger cubes N1 is whole and alone in it: nothing to cut or merge
+    mcm = {key: (r["min_cut_splits_needed"], r["min_cut_merges_needed"]) for key, r in table.items()}
+    assert mcm.pop(("11_micron_roi", True)) == ("1", "0")
+    assert mcm.pop(("18_micron_roi", True)) == mcm.pop(("25_micron_roi", True)) == ("0", "0")
+    assert set(mcm.values()) == {("", "")}
+    assert "| 0 / 35 | 1 + 0 / 13 + 21 |" in md
     # invariants first: the fixtures' skeletons are not the paper's, so every row is ✘, with both sides shown
     assert md.index("## Invariants first") < md.index("## Scores")
     assert "| 11_micron_roi | neuropil | 3 / 67 | 153 / 515894 | 51 / 17915 | ✘ |" in md

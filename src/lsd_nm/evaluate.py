@@ -242,6 +242,7 @@ def _read_region_graph_edges(config: RunConfig) -> list[tuple[int, int, float | 
 def min_cut_scores(
     edges: Sequence[tuple[int, int, float | None]],
     lut: tuple[np.ndarray, np.ndarray],
+    threshold: float,
     node_fragments: np.ndarray,
     skeletons: Mapping[str, np.ndarray],
 ) -> dict[str, int]:
@@ -250,12 +251,11 @@ def min_cut_scores(
     Args:
         edges: the region graph's edges ``(u, v, merge_score)``.
         lut: the threshold's ``(fragments, segments)`` LUT.
+        threshold: the threshold (only edges with a score ≤ it are cut).
         node_fragments: the fragment under each skeleton node.
-        skeletons: the skeleton arrays (``neuron_ids``, ``positions``), one entry per node as ``node_fragments``.
+        skeletons: the skeleton arrays as scored, one entry per node as ``node_fragments``.
     """
-    fragment_ids, segment_ids = (np.asarray(x) for x in lut)
-    segment_of_fragment = dict(zip(fragment_ids.tolist(), segment_ids.tolist()))
-    scores = min_cut_metric(edges, node_fragments, segment_of_fragment, skeletons["neuron_ids"], skeletons["positions"])
+    scores = min_cut_metric(edges, lut, threshold, node_fragments, skeletons)
     return {f"{MIN_CUT_PREFIX}{k}": v for k, v in scores.items()}
 
 
@@ -385,7 +385,7 @@ def evaluate_run(config: RunConfig, progress: bool = True) -> dict:
     best = best_row(rows)
     if config.min_cut and best is not None:
         row = next(r for r in rows if r["threshold"] == best["threshold"])
-        row.update(min_cut_scores(edges, luts[best["threshold"]], node_fragments, skeletons))
+        row.update(min_cut_scores(edges, luts[best["threshold"]], best["threshold"], node_fragments, skeletons))
         best = dict(row)
     csv_path, json_path, png_path = run_scores_paths(config)
     write_scores(rows, csv_path.parent, name=csv_path.name.removesuffix(".csv"), extra=extra)
