@@ -105,5 +105,5 @@ EXPECTED = {
     "volumes/segmentation_30": "29ba70d1de90ae29",
     "volumes/segmentation_50": "26233ec325c68bd1",
     "lut": "5e9ec5dee8191440",
-    "scores": "0c8a4ca9d6169c68",
+    "scores": "95a926f7901a73b0",
 }
