@@ -170,14 +170,15 @@ def _run_of(region: Roi, runs: Sequence[tuple[str, RunConfig]]) -> RunConfig | N
 def _skeleton_config(
     run: RunConfig, roi, name: str, masked: bool, skeletons: dict, container: Path, mask: str | None, split: str,
     paths: dict[str, Path], stem: Path,
-) -> RunConfig:
-    """The run config of step 6 on one ROI, mask and skeleton split (checks the ROI against the authors' per-ROI
-    arrays of that split: a ConfigError if it cannot be scored)."""
+) -> tuple[RunConfig, int]:
+    """The run config of step 6 on one ROI, mask and skeleton split, and the nodes the authors' per-ROI arrays of
+    that split mark outside the ROI (ignored, as the original ignores them; a ConfigError if none is inside)."""
     key = f"{name}_masked" if masked else name
+    outside = 0
     if masked:
         arrays = skeletons[split]
         if f"masked_{key}" in arrays or f"component_id_{key}" in arrays:
-            check_roi_against_skeletons(roi, name, arrays, key)
+            outside = check_roi_against_skeletons(roi, name, arrays, key)["outside"]
         elif mask is None:
             raise ConfigError(
                 f"the {split} skeletons have no masked_{key} and no neuropil mask was fetched "
@@ -187,7 +188,7 @@ def _skeleton_config(
         roi_offset=roi.roi_offset, roi_shape=roi.roi_shape, skeleton_roi=name, skeleton_masked=masked,
         gt_file=None, gt_dataset=None, min_cut=False, gt_skeletons=str(paths[split]), scores_stem=f"{stem}_{split}",
         eval_mask_file=str(container) if masked and mask else None, eval_mask_dataset=mask if masked else None,
-    ))  # fmt: skip
+    )), outside  # fmt: skip
 
 
 @dataclass
@@ -241,7 +242,7 @@ def choose_threshold(
     mask = _mask_dataset(container)
     stem = work / f"threshold_{threshold_roi}_{'masked' if threshold_masked else 'unmasked'}"
     try:
-        config = _skeleton_config(
+        config, _ = _skeleton_config(
             run, roi, threshold_roi, threshold_masked, skeletons, container, mask, "validation", paths, stem
         )
         chosen = evaluate_run(config, progress=progress)
@@ -282,7 +283,9 @@ def zebrafinch_rows(
                 continue
             try:
                 stem = work / f"{name}_{'masked' if masked else 'unmasked'}"
-                test = _skeleton_config(run, roi, name, masked, skeletons, container, mask, "testing", paths, stem)
+                test, outside = _skeleton_config(
+                    run, roi, name, masked, skeletons, container, mask, "testing", paths, stem
+                )
                 fixed = (
                     dict(threshold_from=str(choice.scores_json)) if choice.scores_json is not None
                     else dict(score_threshold=choice.threshold)
@@ -290,6 +293,7 @@ def zebrafinch_rows(
                 with_min_cut = min_cut and masked and name in MIN_CUT_ROIS
                 test = test.model_copy(update=dict(fixed, min_cut=with_min_cut))
                 row.ours = dict(evaluate_run(test, progress=progress)["best"])
+                row.ours["mask_nodes_outside_roi"] = outside
             except ConfigError as e:
                 row.status = str(e)
     return rows
@@ -358,7 +362,7 @@ INVARIANT_RTOL = 1e-5
 """Lengths agree to this relative difference (the original sums float32 edge lengths)."""
 OURS = (
     "threshold", *METRICS, "max_erl", "number_of_components", "total_path_length", "sites_num_bg_sites",
-    "min_cut_splits_needed", "min_cut_merges_needed",
+    "mask_nodes_outside_roi", "min_cut_splits_needed", "min_cut_merges_needed",
 )  # fmt: skip
 COLUMNS = (
     ["roi", "masked", "volume_um3", "status", "invariants", "threshold_rule", "note", *OURS]
@@ -441,13 +445,15 @@ def write_markdown(path: Path, dataset: str, network: str, source: str, rule: st
         "network (protocol.md §4): a ✘ means the ROI, the mask or the cropping differs from the paper's, and the "
         "scores below are not comparable.",
         "",
-        "| ROI | mask | components (ours / paper) | total path length nm (ours / paper) | max ERL nm (ours / paper) | |",
-        "|---|---|---|---|---|---|",
+        "| ROI | mask | components (ours / paper) | total path length nm (ours / paper) | max ERL nm (ours / paper) "
+        "| | marked nodes outside the ROI (ignored) |",
+        "|---|---|---|---|---|---|---|",
         *(
             f"| {line['roi']} | {'neuropil' if line['masked'] == 'true' else 'none'} "
             f"| {_count(line['number_of_components'])} / {_count(line['paper_components'])} "
             f"| {_cell(line['total_path_length'], 0)} / {_cell(line['paper_total_path_length'], 0)} "
-            f"| {_cell(line['max_erl'], 0)} / {_cell(line['paper_max_erl'], 0)} | {line['invariants'] or '–'} |"
+            f"| {_cell(line['max_erl'], 0)} / {_cell(line['paper_max_erl'], 0)} | {line['invariants'] or '–'} "
+            f"| {_count(line['mask_nodes_outside_roi'])} |"
             for line in lines if line["status"] == "ok"
         ),
         "",
@@ -615,7 +621,14 @@ def reproduce(
         name = name or f"{dataset}_{network}"
         work = out_dir / "work" / name
         runs = published_runs(dataset, network, work, thresholds, data_dir)
-        source = f"the authors' published supervoxels and region graphs ({published_manifest(dataset, network, data_dir)})"
+        manifest = published_manifest(dataset, network, data_dir)
+        counts = "; ".join(
+            f"{entry['run'] or 'run'}: {entry.get('null_scores', 0)} edges without a merge score (united at every "
+            f"threshold, as the original), {entry.get('dangling_edges', 0)} dangling edges skipped (an endpoint is no "
+            "node)"
+            for entry in json.loads(manifest.read_text())["runs"]
+        )
+        source = f"the authors' published supervoxels and region graphs ({manifest}; {counts})"
     for _, config in runs:
         _fragments_roi(config)  # every run's fragments exist before anything is scored
     if dataset in SKELETON_DATASETS:

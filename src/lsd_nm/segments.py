@@ -6,7 +6,8 @@ float drift cannot add or shift a threshold) and of ``extract_thresholds``, the 
 components of the fragments joined by the edges whose ``merge_score`` is not ``> t``, as the original
 (funlib.segment's union-find skips an edge only when ``score > threshold``): an edge without a score (waterz never
 merged it below 1.0: NaN) joins at every threshold, as it did there (NaN > t is false); an edge to a fragment that is
-no node is skipped and counted (``dangling_edges`` of :func:`find_segments`'s log and the report of ``reproduce``). The LUT maps every fragment
+no node is skipped (``make fetch-published`` skips and counts those of the authors' dumps; ``reproduce`` reports
+the count). The LUT maps every fragment
 (node) to its segment, whose id is **the smallest fragment id in the component**: fragment ids are ≥ 1, so a segment
 is never 0 (the original used the 0-based index of the union-find representative, so one segment became background),
 and a fragment that stays alone keeps its own id. Each LUT is saved atomically as
