@@ -48,26 +48,29 @@ def skeletons_of_the_test_split():
     comes back to x=1193: in the 11 µm cube two pieces (A1: ids 1000–1006 in fragment 1, A2: 1013–1019 in fragment
     2), in every larger ROI one skeleton. B (neuron 8, ids 1020–1025) runs along y=11 in fragment 3; one more node
     of it (1026) lies in fragment 1 at y=10, x=1192 — outside the neuropil (masked out) — and another (1027, joined
-    to 1025 by a 27 nm drop) at y=14, x=1198, on fragment 0: a background site. The 11 µm mask collection also lists
-    node 1010 (x=1202, outside the cube): the original ignores it."""
+    to 1025 by a 27 nm drop) at y=14, x=1198, on fragment 0: a background site; 1028, next to it at y=15, is on
+    fragment 0 too but outside the neuropil (masked out: a background site of the unmasked rows only, and of the
+    original's count in every row). The 11 µm mask collection also lists node 1010 (x=1202, outside the cube): the
+    original ignores it."""
     path = [(10, x) for x in range(1193, 1203)] + [(13, x) for x in range(1202, 1192, -1)]
     nodes = [{"id": 1000 + k, "neuron_id": 7, **position(*p)} for k, p in enumerate(path)]
     nodes += [{"id": 1020 + k, "neuron_id": 8, **position(11, x)} for k, x in enumerate(range(1193, 1199))]
     nodes.append({"id": 1026, "neuron_id": 8, **position(10, 1192)})
     nodes.append({"id": 1027, "neuron_id": 8, **position(14, 1198)})
+    nodes.append({"id": 1028, "neuron_id": 8, **position(15, 1198)})
     edges = [(1000 + k, 1001 + k) for k in range(19)] + [(1020 + k, 1021 + k) for k in range(5)]
-    edges += [(1020, 1026), (1025, 1027)]
-    inside_cube = [*range(1000, 1007), *range(1013, 1020), *range(1020, 1028)]
+    edges += [(1020, 1026), (1025, 1027), (1027, 1028)]
+    inside_cube = [*range(1000, 1007), *range(1013, 1020), *range(1020, 1029)]
     attributes = {
         "11_micron_roi_masked": (
-            {**{i: i != 1026 for i in inside_cube}, 1010: True},
+            {**{i: i not in (1026, 1028) for i in inside_cube}, 1010: True},
             {
                 **{i: 0 for i in range(1000, 1007)}, **{i: 1 for i in range(1013, 1020)},
                 **{i: 2 for i in [*range(1020, 1026), 1027]},
             },
         ),
         "18_micron_roi_masked": (
-            {i: i != 1026 for i in range(1000, 1028)},
+            {i: i not in (1026, 1028) for i in range(1000, 1029)},
             {**{i: 0 for i in range(1000, 1020)}, **{i: 1 for i in [*range(1020, 1026), 1027]}},
         ),
     }  # fmt: skip
@@ -114,7 +117,8 @@ def paper_bucket(bucket, tmp_path):
     rows = np.array([[FRAGMENT_OF_ROW[y]] * 16 for y in range(10, 14)], np.uint64)
     sparse_array(tmp_path / "fragments", 0, np.uint64, [((z, slice(y0 + 10, y0 + 14), slice(x0 + 1190, x0 + 1206)), rows)])
     bucket.upload_tree(tmp_path / "fragments", f"{SEG}/volumes/MTLSD/fragments")
-    sparse_array(tmp_path / "mask", 1, np.uint8, [((z, y0 + 10, x0 + 1192), 0)])  # node 1026's voxel is outside
+    # the voxels of nodes 1026 and 1028 are outside the neuropil
+    sparse_array(tmp_path / "mask", 1, np.uint8, [((z, y0 + 10, x0 + 1192), 0), ((z, y0 + 15, x0 + 1198), 0)])
     bucket.upload_tree(tmp_path / "mask", f"{GT}/data.zarr/volumes/neuropil_mask")
     bucket.put(f"{GT}/data.zarr/.zgroup", b'{"zarr_format": 2}')
     bucket.put(f"{GT}/data.zarr/volumes/.zgroup", b'{"zarr_format": 2}')
@@ -153,13 +157,13 @@ def expected_rows() -> dict[tuple[str, bool], dict]:
     worked out by hand (VOI in bits over nodes, node 1027 on fragment 0 scored as segment 0; lengths in nm: 9 per
     step along x, 27 for N1's and B's drops, √162 for the edge to node 1026; an edge to node 1027 is omitted)."""
     extra = math.sqrt(9**2 + 9**2)
-    # 11 µm, unmasked: A1 (7 nodes), A2 (7), B + 1026 + 1027 (8). Segment {1, 2} holds A1, A2 and 1026; segment 3 B's
-    # 6 nodes; segment 0 node 1027. Only B's 5 edges (45 nm) are correct; A1, A2 are merged, B's edge to 1026 is
-    # split, its edge to 1027 omitted.
-    length = 54 + 54 + 45 + extra + 27
+    # 11 µm, unmasked: A1 (7 nodes), A2 (7), B + 1026 + 1027 + 1028 (9). Segment {1, 2} holds A1, A2 and 1026;
+    # segment 3 B's 6 nodes; segment 0 nodes 1027 and 1028. Only B's 5 edges (45 nm) are correct; A1, A2 are merged,
+    # B's edge to 1026 is split, its edges to 1027 and 1028 (27 + 9 nm) omitted.
+    length = 54 + 54 + 45 + extra + 36
     cube = {
-        "voi_split": 8 / 22 * entropy(6, 1, 1), "voi_merge": 15 / 22 * entropy(7, 7, 1),
-        "erl": 45**2 / length, "max_erl": (54**2 + 54**2 + (72 + extra) ** 2) / length,
+        "voi_split": 9 / 23 * entropy(6, 1, 2), "voi_merge": 15 / 23 * entropy(7, 7, 1),
+        "erl": 45**2 / length, "max_erl": (54**2 + 54**2 + (81 + extra) ** 2) / length,
     }  # fmt: skip
     # 11 µm, masked (the skeletons' own mask and components): 1026 left out, 1010 (listed, outside) ignored; the
     # segment {1, 2} merges A1 and A2; B: 6 sites on segment 3, 1027 on segment 0
@@ -168,10 +172,10 @@ def expected_rows() -> dict[tuple[str, bool], dict]:
         "max_erl": (2 * 54**2 + 72**2) / 180,
     }  # fmt: skip
     # larger ROIs, unmasked: N1 whole (20 nodes, 189 nm), merged with 1026 in the segment {1, 2}
-    length = 189 + 45 + extra + 27
+    length = 189 + 45 + extra + 36
     larger = {
-        "voi_split": 8 / 28 * entropy(6, 1, 1), "voi_merge": 21 / 28 * entropy(20, 1),
-        "erl": 45**2 / length, "max_erl": (189**2 + (72 + extra) ** 2) / length,
+        "voi_split": 9 / 29 * entropy(6, 1, 2), "voi_merge": 21 / 29 * entropy(20, 1),
+        "erl": 45**2 / length, "max_erl": (189**2 + (81 + extra) ** 2) / length,
     }  # fmt: skip
     # larger ROIs, masked (18 µm: the skeletons' mask; the others: the neuropil mask volume): N1 whole in {1, 2}, B
     # in 3 but for its background site
@@ -263,10 +267,12 @@ def test_make_reproduce_on_the_fixtures_equals_the_hand_computed_table(paper_buc
     assert mcm.pop(("11_micron_roi", True)) == ("1", "0")
     assert mcm.pop(("18_micron_roi", True)) == mcm.pop(("25_micron_roi", True)) == ("0", "0")
     assert set(mcm.values()) == {("", "")}
-    assert "| 1 / 35 | 1 + 0 / 13 + 21 |" in md
+    assert "| 1 / 2 / 35 | 1 + 0 / 13 + 21 |" in md
     # background sites, null scores, dangling edges and mask nodes outside the ROI: counted in the report
     assert [table[(roi, True)]["sites_num_bg_sites"] for roi in ROIS] == ["1"] * len(ROIS)
-    assert [table[(roi, False)]["sites_num_bg_sites"] for roi in ROIS] == ["1"] * len(ROIS)
+    assert [table[(roi, False)]["sites_num_bg_sites"] for roi in ROIS] == ["2"] * len(ROIS)
+    # the original's count: every node inside the ROI on fragment 0 (1027 and 1028), whatever the mask
+    assert {r["number_of_background_sites"] for r in table.values()} == {"2"}
     assert (cube["mask_nodes_outside_roi"], table[("18_micron_roi", True)]["mask_nodes_outside_roi"]) == ("1", "0")
     assert (
         f"{RUN}: 1 edges without a merge score (united at every threshold, as the original), 1 dangling edges "
@@ -277,7 +283,7 @@ def test_make_reproduce_on_the_fixtures_equals_the_hand_computed_table(paper_buc
     # invariants first: the fixtures' skeletons are not the paper's, so every row is ✘, with both sides shown
     assert md.index("## Invariants first") < md.index("## Scores")
     assert "| 11_micron_roi | neuropil | 3 / 67 | 180 / 515894 | 61 / 17915 | ✘ | 1 |" in md
-    assert "| benchmark_roi | none | 2 / 367 | 274 / 80794800 | 157 / 1514632 | ✘ | 0 |" in md
+    assert "| benchmark_roi | none | 2 / 367 | 283 / 80794800 | 157 / 1514632 | ✘ | 0 |" in md
     assert {r["invariants"] for r in table.values()} == {"✘"}
     assert (cube["number_of_components"], cube["paper_components"], cube["paper_max_erl"]) == ("3", "67.0", "17914.530202672213")
     assert (

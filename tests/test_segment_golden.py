@@ -105,5 +105,5 @@ EXPECTED = {
     "volumes/segmentation_30": "29ba70d1de90ae29",
     "volumes/segmentation_50": "26233ec325c68bd1",
     "lut": "5e9ec5dee8191440",
-    "scores": "95a926f7901a73b0",
+    "scores": "c30ad2aa84df6dad",
 }

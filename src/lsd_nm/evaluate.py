@@ -259,6 +259,16 @@ def min_cut_scores(
     return {f"{MIN_CUT_PREFIX}{k}": v for k, v in scores.items()}
 
 
+def roi_background_sites(config: RunConfig, fragments: Volume, roi: Roi) -> int:
+    """The original's ``number_of_background_sites``: the skeleton nodes inside ``roi`` on fragment 0, every node of
+    the file counted whatever the mask (its site → fragment LUT reads all nodes of each block)."""
+    positions = np.asarray(read_skeletons(config.path(config.gt_skeletons))["positions"], np.float64).reshape(-1, 3)
+    inside = np.all((positions >= np.asarray(roi.begin)) & (positions < np.asarray(roi.end)), axis=1)
+    if not inside.any():
+        return 0
+    return int(np.count_nonzero(read_at_positions(fragments, positions[inside]) == 0))
+
+
 def check_ground_truth(
     config: RunConfig, fragments: Volume
 ) -> tuple[Volume, Volume | None, Roi | None, dict[str, np.ndarray] | None, Volume | None]:
@@ -371,8 +381,10 @@ def evaluate_run(config: RunConfig, progress: bool = True) -> dict:
         edges = _read_region_graph_edges(config)
 
     node_fragments = None
+    background_sites = None
     if skeletons is not None:
         node_fragments = read_at_positions(fragments, skeletons["positions"])
+        background_sites = roi_background_sites(config, fragments, region.roi)
     dense_fragments = None
     if truth is not None:
         dense_fragments = read_checked(fragments.open("r"), voxel_slices(fragments, dense_roi), fragments.path)
@@ -382,6 +394,9 @@ def evaluate_run(config: RunConfig, progress: bool = True) -> dict:
             {t: luts[t]}, fragments=dense_fragments, truth=truth, skeletons=skeletons, node_fragments=node_fragments,
             site_background=config.site_background,
         )
+    if background_sites is not None:
+        for row in rows:
+            row["number_of_background_sites"] = background_sites
     best = best_row(rows)
     if config.min_cut and best is not None:
         row = next(r for r in rows if r["threshold"] == best["threshold"])
