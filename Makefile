@@ -22,6 +22,8 @@ VOLUMES ?=
 ROI ?=
 ALL ?=
 ARGS ?=
+THRESHOLDS ?=
+THRESHOLD_RULE = $(if $(THRESHOLDS),--threshold-rule $(THRESHOLDS))
 DEMO_NETWORKS ?=
 DEMO_FAST ?=
 GPU ?=
@@ -144,8 +146,8 @@ status: $(ENV_READY) ## per step of a run: blocks done/failed/total, last error,
 evaluate: $(ENV_READY) ## evaluate segmentations against labels and skeletons (CONFIG=…)
 	$(call script,03_predict/06_evaluate.py,'$(CONFIG)' $(ARGS))
 
-reproduce: $(ENV_READY) ## the paper's tables for a network → reproduce/<dataset>_<network>.{csv,md,png} (DATASET=… NETWORK=…)
-	$(call script,03_predict/07_reproduce.py,--dataset $(DATASET) --network $(NETWORK) $(ARGS))
+reproduce: $(ENV_READY) ## the paper's tables of a network → reproduce/<dataset>_<network>.{csv,md,png} [THRESHOLDS=paper]
+	$(call script,03_predict/07_reproduce.py,--dataset $(DATASET) --network $(NETWORK) $(THRESHOLD_RULE) $(ARGS))
 
 # ---- benchmarks ------------------------------------------------------------------------------------------------
 benchmark: $(ENV_READY) ## run every benchmark in one go: rows to benchmarks/RESULTS.md, ratios vs goals in benchmarks/results.png ([VOLARA=1]: volara side by side; ~25 min on 2 cores)

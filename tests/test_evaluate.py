@@ -245,89 +245,110 @@ def test_roi_restricts_the_evaluation_to_it(base_run: Path, tmp_path: Path) -> N
         evaluate_run(_config(out, roi_offset=(0, 0, 0), roi_shape=VOXEL_SIZE), progress=False)
 
 
-def _min_cut_metric_with_networkx(fragment_edges, fragment_of_node, segment_of_fragment, neuron_of_node, positions):
-    """The min-cut metric as first written, with networkx's minimum_cut (pure Python flows: minutes on a segment of
-    10⁴ fragments): the reference for :func:`lsd_nm.evaluate.min_cut_metric`."""
+def _min_cut_metric_with_networkx(fragment_edges, lut, threshold, node_fragments, skeletons):
+    """The original's min-cut metric spelled out with networkx (protocol.md §6): per merging segment its graph of
+    edges ≤ threshold, unsplittable fragments removed, then split_graph recursively with the source side of each
+    minimum cut (what the source reaches in the residual graph of networkx's maximum flow); the reference for
+    :func:`lsd_nm.metrics.min_cut_metric`."""
     from collections import defaultdict
 
     import networkx as nx
     from scipy.spatial import cKDTree
 
-    segment = np.array([segment_of_fragment.get(int(f), 0) if f else 0 for f in fragment_of_node.tolist()], np.uint64)
-    skeletons = defaultdict(set)
-    for s, n in zip(segment.tolist(), neuron_of_node.tolist()):
+    segment_of = dict(zip(lut[0].tolist(), lut[1].tolist()))
+    segments = [0 if f == 0 else segment_of.get(f, f) for f in node_fragments.tolist()]
+    components = skeletons["neuron_ids"].tolist()
+    index = {n: i for i, n in enumerate(skeletons["node_ids"].tolist())}
+    split_edges = defaultdict(int)
+    for u, v in skeletons["edges"].tolist():
+        a, b = segments[index[u]], segments[index[v]]
+        if a and b and a != b:
+            split_edges[components[index[u]]] += 1
+    merges = sum(n - 1 for n in split_edges.values())
+    members = defaultdict(set)
+    for s, c in zip(segments, components):
         if s:
-            skeletons[s].add(n)
-    merging = {s for s, members in skeletons.items() if len(members) > 1}
-    graphs = {s: nx.Graph() for s in merging}
-    for f, s in segment_of_fragment.items():
-        if s in merging:
-            graphs[s].add_node(f)
-    for u, v, score in fragment_edges:
-        s = segment_of_fragment.get(u)
-        if s in merging and segment_of_fragment.get(v) == s:
-            graphs[s].add_edge(u, v, capacity=1.0 - (1.0 if score is None else score))
-    pieces, splits, unsplittable = defaultdict(set), 0, 0
-    for i in np.flatnonzero((segment != 0) & ~np.isin(segment, np.array(sorted(merging), np.uint64))):
-        pieces[int(neuron_of_node[i])].add(("segment", int(segment[i])))
-    for s in sorted(merging):
-        graph, nodes = graphs[s], np.flatnonzero(segment == s)
-        group = {int(n): int(n) for n in np.unique(neuron_of_node[nodes])}
+            members[s].add(c)
+    scores = {(min(u, v), max(u, v)): score for u, v, score in fragment_edges}
+    splits = unsplittable = 0
+    for s in sorted(k for k, cs in members.items() if len(cs) > 1):
+        graph = nx.Graph()
+        graph.add_nodes_from(f for f, t in segment_of.items() if t == s)
+        for (u, v), score in scores.items():
+            if segment_of.get(u) == s and segment_of.get(v) == s and u != v and score is not None and score <= threshold:
+                graph.add_edge(u, v, capacity=1.0 - score)
+        where, owners, lists = {}, defaultdict(set), {}
+        for c in sorted(members[s]):
+            lists[c] = []
+            for i, (f, t, k) in enumerate(zip(node_fragments.tolist(), segments, components)):
+                if t == s and k == c and f != 0:
+                    graph.add_node(f)
+                    lists[c].append(f)
+                    where[f] = skeletons["positions"][i]
+                    owners[f].add(c)
+        shared = {f for f, cs in owners.items() if len(cs) > 1}
+        unsplittable += len(shared)
+        parts = [[f for f in fs if f not in shared] for fs in lists.values()]
+        parts = [p for p in parts if p]
+        if len(parts) <= 1:
+            continue
+        label, counter = {}, [0]
 
-        def find(n):
-            while group[n] != n:
-                n = group[n]
-            return n
-
-        while True:
-            component = {f: c for c, fs in enumerate(nx.connected_components(graph)) for f in fs}
-            groups = defaultdict(list)
-            for i in nodes:
-                groups[(component[int(fragment_of_node[i])], find(int(neuron_of_node[i])))].append(int(i))
-            per_component = defaultdict(list)
-            for (c, g), members in groups.items():
-                per_component[c].append((len(members), g, members))
-            merged = sorted(c for c, gs in per_component.items() if len(gs) > 1)
-            if not merged:
-                break
-            (_, a, nodes_a), (_, b, nodes_b) = sorted(per_component[merged[0]], key=lambda x: (-x[0], x[1]))[:2]
-            distance, nearest = cKDTree(positions[nodes_b]).query(positions[nodes_a])
+        def split(nodes, parts):
+            if len(parts) <= 1:
+                for f in nodes:
+                    label[f] = counter[0]
+                counter[0] += 1
+                return 0
+            part_u, part_v = sorted(parts, key=len)[-2:]
+            distance, nearest = cKDTree([where[f] for f in part_u]).query([where[f] for f in part_v])
             k = int(np.argmin(distance))
-            source, sink = int(fragment_of_node[nodes_a[k]]), int(fragment_of_node[nodes_b[int(nearest[k])]])
-            if source == sink:
-                group[find(b)] = find(a)
-                unsplittable += 1
-                continue
-            sub = graph.subgraph([f for f, c in component.items() if c == merged[0]])
-            _, (side, _) = nx.minimum_cut(sub, source, sink, capacity="capacity")
-            graph.remove_edges_from([(u, v) for u, v in sub.edges() if (u in side) != (v in side)])
-            splits += 1
-        component = {f: c for c, fs in enumerate(nx.connected_components(graph)) for f in fs}
-        for i in nodes:
-            pieces[int(neuron_of_node[i])].add(("cut", s, component[int(fragment_of_node[i])]))
-    merges = sum(len(p) - 1 for p in pieces.values())
+            source, sink = part_u[int(nearest[k])], part_v[k]
+            sub = graph.subgraph(nodes)
+            _, flow = nx.maximum_flow(sub, source, sink)
+            side, todo = {source}, [source]
+            while todo:
+                a = todo.pop()
+                for b in sub[a]:
+                    residual = sub[a][b]["capacity"] - flow[a][b] + flow[b][a]
+                    if b not in side and residual > 1e-12:
+                        side.add(b)
+                        todo.append(b)
+            rest = [f for f in nodes if f not in side]
+            inside = [[f for f in p if f in side] for p in parts]
+            outside = [[f for f in p if f not in side] for p in parts]
+            return 1 + split(sorted(side), [p for p in inside if p]) + split(rest, [p for p in outside if p])
+
+        splits += split(list(graph.nodes), parts)
+        merges += sum(len({label[f] for f in p}) - 1 for p in parts)
     return {"splits_needed": splits, "merges_needed": merges, "unsplittable": unsplittable}
 
 
 @pytest.mark.parametrize("seed", range(12))
 def test_min_cut_metric_equals_the_networkx_reference(seed: int) -> None:
-    """Random region graphs (scores in waterz's steps of 1/512, some missing) with two segments and skeletons on
-    random fragments: scipy's flows make the same cuts as networkx's minimum_cut."""
+    """Random region graphs (scores in waterz's steps of 1/512, some missing) with two segments and skeleton chains
+    on random fragments (some on fragment 0, some on fragments the LUT does not list): the scipy flows make the
+    same cuts as the networkx reference at two thresholds."""
     from lsd_nm.metrics import min_cut_metric
 
     rng = np.random.default_rng(seed)
     n = int(rng.integers(20, 60))
     ids = rng.permutation(np.arange(1, 10 * n))[:n].tolist()
-    segment_of_fragment = {f: (100 if k < n // 2 + 5 else 200) for k, f in enumerate(ids)}
+    lut = (np.array(ids, np.uint64), np.array([100 if k < n // 2 + 5 else 200 for k in range(n)], np.uint64))
     chain = [(ids[k], ids[k + 1]) for k in range(n - 1)]
     extra = [tuple(int(x) for x in rng.choice(ids, 2, replace=False)) for _ in range(2 * n)]
-    edges = [
-        (u, v, None if rng.random() < 0.1 else float(rng.integers(0, 512)) / 512) for u, v in chain + extra
-    ]
+    edges = [(u, v, None if rng.random() < 0.1 else float(rng.integers(0, 512)) / 512) for u, v in chain + extra]
     nodes = int(rng.integers(10, 40))
-    fragment_of_node = np.array(rng.choice(ids + [0], nodes), np.uint64)
-    neuron_of_node = rng.integers(1, 6, nodes)
-    positions = rng.uniform(0, 1000, (nodes, 3))
-    args = (edges, fragment_of_node, segment_of_fragment, neuron_of_node, positions)
-    expected = _min_cut_metric_with_networkx(*args)
-    assert min_cut_metric(*args) == expected
+    node_fragments = np.array(rng.choice(ids + [0, 10 * n + 1], nodes), np.uint64)
+    neurons = rng.integers(1, 6, nodes)
+    order = np.argsort(neurons, kind="stable")  # each component a chain of consecutive nodes
+    skeletons = {
+        "node_ids": np.arange(1, nodes + 1, dtype=np.uint64), "positions": rng.uniform(0, 1000, (nodes, 3)),
+        "neuron_ids": neurons.astype(np.uint64),
+        "edges": np.array([(order[k] + 1, order[k + 1] + 1) for k in range(nodes - 1)
+                           if neurons[order[k]] == neurons[order[k + 1]]], np.uint64).reshape(-1, 2),
+    }  # fmt: skip
+    for threshold in (0.5, 0.9):
+        args = (edges, lut, threshold, node_fragments, skeletons)
+        expected = _min_cut_metric_with_networkx(*args)
+        assert min_cut_metric(*args) == expected, threshold

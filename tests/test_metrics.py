@@ -23,6 +23,7 @@ from lsd_nm.metrics import (
     min_cut_metric,
     rand_voi,
     sample_segments,
+    site_segments,
     sites_voi,
     sweep_thresholds,
 )
@@ -292,23 +293,87 @@ def test_erl_rejects_bad_graphs(toy):
         erl_of(across, [1] * 7)
 
 
-def test_sites_voi_drops_background_sites():
-    """Sites (1,5) (1,5) (1,0) (2,5) (2,6): the site on 0 is dropped → truth (1,1,2,2), test (5,5,5,6).
-    voi_split = ½·0 + ½·1 = 0.5; voi_merge = ¾·H(1/3) (segment 5 holds 2 sites of 1 and 1 of 2)."""
+def _original_site_voi(components, segments) -> tuple[float, float]:
+    """The original's site VOI spelled out with counters: every site with a component, segment 0 a label."""
+    from collections import Counter
+
+    pairs = [(c, s) for c, s in zip(components, segments) if c != 0]
+    n = len(pairs)
+
+    def h(counter) -> float:
+        return -sum(k / n * math.log2(k / n) for k in counter.values())
+
+    h_ab, h_a, h_b = h(Counter(pairs)), h(Counter(c for c, _ in pairs)), h(Counter(s for _, s in pairs))
+    return h_ab - h_a, h_ab - h_b
+
+
+def test_sites_voi_keeps_background_sites_as_segment_0():
+    """Sites (1,5) (1,5) (1,0) (2,5) (2,6), the original's rule: the site on 0 stays, segment 0 is a label.
+    H(a,b) = log2 5 − 2/5 (pair counts 2,1,1,1), H(a) = log2 5 − (3·log2 3 + 2)/5, H(b) = log2 5 − 3·log2 3/5 →
+    voi_split = 3·log2 3/5 = 0.950978…, voi_merge = 3·log2 3/5 − 2/5 = 0.550978…"""
     scores = sites_voi(np.array([1, 1, 1, 2, 2]), np.array([5, 5, 0, 5, 6]))
+    assert scores["voi_split"] == pytest.approx(3 * LOG3 / 5, abs=1e-12)
+    assert scores["voi_split"] == pytest.approx(0.9509775004, abs=1e-9)
+    assert scores["voi_merge"] == pytest.approx(3 * LOG3 / 5 - 0.4, abs=1e-12)
+    assert (scores["num_sites"], scores["num_bg_sites"]) == (5, 1)
+
+
+def test_sites_voi_background_of_two_neurons_is_one_merged_segment():
+    """(1,0) (1,3) (2,0) (2,4): segment 0 holds a site of each neuron → H(a,b) = 2, H(a) = 1, H(b) = 1.5:
+    voi_split = 1, voi_merge = 0.5; dropping the background leaves (1,3) (2,4): perfect."""
+    neurons, segments = np.array([1, 1, 2, 2]), np.array([0, 3, 0, 4])
+    kept = sites_voi(neurons, segments)
+    assert (kept["voi_split"], kept["voi_merge"]) == pytest.approx((1.0, 0.5), abs=1e-12)
+    assert (kept["num_sites"], kept["num_bg_sites"]) == (4, 2)
+    dropped = sites_voi(neurons, segments, background="drop")
+    assert (dropped["voi_split"], dropped["voi_merge"]) == (0.0, 0.0)
+    assert (dropped["num_sites"], dropped["num_bg_sites"]) == (2, 2)
+    with pytest.raises(ValueError, match="background must be"):
+        sites_voi(neurons, segments, background="ignore")
+
+
+def test_sites_voi_drop_rule_on_request():
+    """background="drop" (not the paper's rule): the site on 0 is dropped → truth (1,1,2,2), test (5,5,5,6).
+    voi_split = ½·0 + ½·1 = 0.5; voi_merge = ¾·H(1/3) (segment 5 holds 2 sites of 1 and 1 of 2)."""
+    scores = sites_voi(np.array([1, 1, 1, 2, 2]), np.array([5, 5, 0, 5, 6]), background="drop")
     assert scores["voi_split"] == pytest.approx(0.5, abs=1e-12)
     assert scores["voi_merge"] == pytest.approx(0.75 * (LOG3 - 2 / 3), abs=1e-12)
     assert (scores["num_sites"], scores["num_bg_sites"]) == (4, 1)
 
 
-def test_sites_voi_of_a_segmentation_that_misses_every_node_is_no_number():
-    """All nodes on segment 0 (a network after a few iterations can predict no foreground): no site is scored, the
-    scores are NaN (best_row skips them) instead of an error that ends step 6."""
+def test_sites_voi_follows_the_original_rule_on_random_cases():
+    """Random sites (a third on fragment 0, some without a component): equal to the counting reference to 1e-12."""
+    rng = np.random.default_rng(26)
+    for _ in range(20):
+        n = int(rng.integers(5, 300))
+        components = rng.integers(0, 6, n).astype(np.uint64)
+        components[0] = 1
+        segments = np.where(rng.random(n) < 1 / 3, 0, rng.integers(1, 9, n)).astype(np.uint64)
+        scores = sites_voi(components, segments)
+        split, merge = _original_site_voi(components.tolist(), segments.tolist())
+        assert (scores["voi_split"], scores["voi_merge"]) == pytest.approx((split, merge), abs=1e-12)
+        assert scores["num_bg_sites"] == int(((segments == 0) & (components != 0)).sum())
+
+
+def test_sites_voi_of_a_segmentation_that_misses_every_node():
+    """All nodes on segment 0 (a network after a few iterations can predict no foreground): by the original's rule
+    every neuron is merged into segment 0 (voi_split 0, voi_merge = H(2/3, 1/3)); dropping them leaves nothing to
+    score: NaN (best_row skips it) instead of an error that ends step 6."""
     scores = sites_voi(np.array([1, 1, 2]), np.array([0, 0, 0]))
-    assert set(scores) == {*RAND_VOI_KEYS, "num_sites", "num_bg_sites"}
-    assert all(math.isnan(scores[k]) for k in RAND_VOI_KEYS)
-    assert (scores["num_sites"], scores["num_bg_sites"]) == (0, 3)
-    assert best_row([{"threshold": 0.5, "voi_sum": scores["voi_split"] + scores["voi_merge"]}]) is None
+    assert (scores["voi_split"], scores["voi_merge"]) == pytest.approx((0.0, LOG3 - 2 / 3), abs=1e-12)
+    assert (scores["num_sites"], scores["num_bg_sites"]) == (3, 3)
+    dropped = sites_voi(np.array([1, 1, 2]), np.array([0, 0, 0]), background="drop")
+    assert set(dropped) == {*RAND_VOI_KEYS, "num_sites", "num_bg_sites"}
+    assert all(math.isnan(dropped[k]) for k in RAND_VOI_KEYS)
+    assert (dropped["num_sites"], dropped["num_bg_sites"]) == (0, 3)
+    assert best_row([{"threshold": 0.5, "voi_sum": dropped["voi_split"] + dropped["voi_merge"]}]) is None
+
+
+def test_site_segments_keep_fragment_0_and_unlisted_fragments():
+    """As funlib.segment's replace_values: fragment 0 stays 0, fragment 7 (not in the LUT) keeps its id."""
+    lut = (np.array([1, 2, 3], np.uint64), np.array([1, 1, 3], np.uint64))
+    assert site_segments(np.array([0, 1, 2, 3, 7], np.uint64), lut).tolist() == [0, 1, 1, 3, 7]
+    assert apply_lut(np.array([0, 1, 2, 3, 7], np.uint64), lut).tolist() == [0, 1, 1, 3, 0]  # the volumes' rule
 
 
 def test_sample_segments():
@@ -333,69 +398,92 @@ def line(xs):
     return np.array([[0, 0, x] for x in xs], np.float64)
 
 
+def sites(fragments, components, positions, edges=()):
+    """Skeleton arrays for the min-cut metric: node ids 1 … N, node-id edges."""
+    n = len(fragments)
+    skeletons = {
+        "node_ids": np.arange(1, n + 1, dtype=np.uint64), "positions": np.asarray(positions, np.float64),
+        "neuron_ids": np.asarray(components, np.uint64), "edges": np.asarray(edges, np.uint64).reshape(-1, 2),
+    }  # fmt: skip
+    return np.asarray(fragments, np.uint64), skeletons
+
+
+def lut_of(mapping):
+    return np.array(list(mapping), np.uint64), np.array(list(mapping.values()), np.uint64)
+
+
 @pytest.mark.parametrize("segment", [100, 2**64 - 1])
 def test_min_cut_one_weak_edge(segment):
-    """Fragments 1-2-3-4 in one segment, A on 1, B on 4; the weak edge 2-3 (score 0.45, capacity 0.55) is cut."""
-    scores = min_cut_metric(
-        [(1, 2, 0.1), (2, 3, 0.45), (3, 4, 0.1)],
-        fragment_of_node=np.array([1, 1, 4, 4], np.uint64),
-        segment_of_fragment={1: segment, 2: segment, 3: segment, 4: segment},
-        neuron_of_node=np.array([1, 1, 2, 2]),
-        positions=line([0, 10, 30, 40]),
+    """Fragments 1-2-3-4 in one segment, A on 1 (2 sites), B on 4 (1 site); B is the second largest, so the cut
+    runs from B's fragment 4 (source) to A's 1: the weak edge 2-3 (score 0.45, capacity 0.55): 1 split."""
+    fragments, skeletons = sites([1, 1, 4], [1, 1, 2], line([0, 10, 40]), [(1, 2)])
+    lut = lut_of({1: segment, 2: segment, 3: segment, 4: segment})
+    edges = [(1, 2, 0.1), (2, 3, 0.45), (3, 4, 0.1)]
+    assert min_cut_metric(edges, lut, 0.5, fragments, skeletons) == {"splits_needed": 1, "merges_needed": 0, "unsplittable": 0}
+
+
+def test_min_cut_takes_the_source_side_of_the_cut():
+    """Chain 1-2-3 (scores 0.5, 0.5: capacity 0.5 each) and fragment 4 hanging off 2 (score 0.1). A: 3 sites on
+    fragment 1 and one on 4 (4 sites, the largest); B: 2 sites on 3. The source is B's fragment 3, the sink A's
+    closest, fragment 1 (19 nm from B's last site; fragment 4 is 31.9 nm away). Both 2-3 and 1-2 are minimum cuts:
+    the source side of the residual graph is {3} alone, so A keeps 1, 2 and 4 together: 1 split, 0 merges. (The cut
+    closest to the sink, {2, 3, 4} | {1}, would need a second cut between B and A's fragment 4 and a merge of A.)"""
+    fragments, skeletons = sites(
+        [1, 1, 1, 4, 3, 3], [1, 1, 1, 1, 2, 2], [[0, 0, 0], [0, 0, 1], [0, 0, 2], [0, 30, 10], [0, 0, 20], [0, 0, 21]],
+        [(1, 2), (2, 3), (3, 4), (5, 6)],
     )
-    assert scores == {"splits_needed": 1, "merges_needed": 0, "unsplittable": 0}
+    lut = lut_of({1: 9, 2: 9, 3: 9, 4: 9})
+    edges = [(1, 2, 0.5), (2, 3, 0.5), (2, 4, 0.1)]
+    assert min_cut_metric(edges, lut, 0.5, fragments, skeletons) == {"splits_needed": 1, "merges_needed": 0, "unsplittable": 0}
 
 
-def test_min_cut_capacity_is_one_minus_score():
-    """A on fragments 1 (x = 50, closest to B) and 2 (x = 0); B on 4 (x = 60); chain 1-2-3-4 with scores
-    0.45, 0.1, 0.2. With capacity 1 − score the cut between fragments 1 and 4 takes the weak 1-2; A's fragment 2 is
-    still joined to B, so a second cut takes 3-4 (capacity 0.8 < 0.9): 2 splits, and A lies in two pieces: 1 merge.
-    (Capacity = score would make one cut, 2-3, and need no merge.)"""
-    scores = min_cut_metric(
-        [(1, 2, 0.45), (2, 3, 0.1), (3, 4, 0.2)],
-        fragment_of_node=np.array([1, 2, 4]),
-        segment_of_fragment={1: 7, 2: 7, 3: 7, 4: 7},
-        neuron_of_node=np.array([1, 1, 2]),
-        positions=line([50, 0, 60]),
+def test_min_cut_recurses_on_the_source_side_and_its_complement():
+    """Chain 1-2-3 (scores 0.3, 0.3); A: 3 sites on 1, B: 2 on 2, C: 1 on 3. The two largest are B (source, 2) and
+    A (sink, 1): the cut is 1-2 and the source side {2, 3} (2-3 carries no flow) still holds B and C: a second cut,
+    from C's 3 to B's 2, through 2-3. 2 splits, no merge."""
+    fragments, skeletons = sites([1, 1, 1, 2, 2, 3], [1, 1, 1, 2, 2, 3], line([0, 1, 2, 10, 11, 20]))
+    lut = lut_of({1: 5, 2: 5, 3: 5})
+    assert min_cut_metric([(1, 2, 0.3), (2, 3, 0.3)], lut, 0.5, fragments, skeletons) == {
+        "splits_needed": 2, "merges_needed": 0, "unsplittable": 0,
+    }  # fmt: skip
+
+
+def test_min_cut_merges_count_split_edges_and_unsplittable_fragments():
+    """Segment 7 = {1, 2} (edge score 0.2), segment 3 = {3} alone. A's chain runs over fragments 1, 3, 1, 3: three
+    split edges → 3 − 1 = 2 merges (not 2 pieces − 1). B has sites on 2 and on 1: fragment 1 holds A and B, it is
+    unsplittable and leaves both lists; A, left with no fragment of segment 7, is dropped; B alone: no cut."""
+    fragments, skeletons = sites(
+        [1, 3, 1, 3, 2, 1], [1, 1, 1, 1, 2, 2], line([0, 10, 20, 30, 40, 50]), [(1, 2), (2, 3), (3, 4), (5, 6)]
     )
-    assert scores == {"splits_needed": 2, "merges_needed": 1, "unsplittable": 0}
+    lut = lut_of({1: 7, 2: 7, 3: 3})
+    assert min_cut_metric([(1, 2, 0.2)], lut, 0.5, fragments, skeletons) == {
+        "splits_needed": 0, "merges_needed": 2, "unsplittable": 1,
+    }  # fmt: skip
 
 
-def test_min_cut_extra_merges_and_segment_splits():
-    """Segment 100 = chain 1-2-3 with A on 1 (x = 0) and 3 (x = 100), B on 2 (x = 95).
-    Cut 1: A's closest node (fragment 3) vs B (fragment 2) → edge 2-3. Cut 2: {1, 2} still holds A and B → edge 1-2.
-    A ends in two pieces (1 merge caused by the cuts); skeleton C lies in segments 200 and 300 (1 merge).
-    """
-    scores = min_cut_metric(
-        [(1, 2, 0.2), (2, 3, 0.3), (10, 11, 0.9)],  # 10-11 joins two segments: not inside any merging segment
-        fragment_of_node=np.array([1, 3, 2, 10, 11]),
-        segment_of_fragment={1: 100, 2: 100, 3: 100, 10: 200, 11: 300},
-        neuron_of_node=np.array([1, 1, 2, 3, 3]),
-        positions=line([0, 100, 95, 500, 510]),
-    )
-    assert scores == {"splits_needed": 2, "merges_needed": 2, "unsplittable": 0}
+def test_min_cut_graph_holds_only_edges_at_or_below_the_threshold():
+    """Segment {1, 2, 3, 4}: edges 1-2 (0.2), 2-3 (0.4), 1-4 (0.45) and 2-4 without a score (04_find_segments unites
+    it at every threshold; the cut graph never holds it). A: 2 sites on 1; B: sites on 3 (x = 30) and 4 (x = 60).
+    The cut runs from A's 1 to B's closest fragment, 3: flow 0.6 through 2-3.
+    At 0.4, 1-4 is not in the graph: the source side is {1, 2}, B's 3 and 4 stay together: 1 split, 0 merges.
+    At 0.45 it is, unused by the flow: the source reaches 4, the source side {1, 2, 4} holds A and B's 4, a second
+    cut (1-4) follows, and B ends in two pieces: 2 splits, 1 merge."""
+    fragments, skeletons = sites([1, 1, 3, 4], [1, 1, 2, 2], line([0, 1, 30, 60]), [(1, 2), (3, 4)])
+    lut = lut_of({1: 5, 2: 5, 3: 5, 4: 5})
+    edges = [(1, 2, 0.2), (2, 3, 0.4), (1, 4, 0.45), (2, 4, None)]
+    assert min_cut_metric(edges, lut, 0.4, fragments, skeletons) == {"splits_needed": 1, "merges_needed": 0, "unsplittable": 0}
+    assert min_cut_metric(edges, lut, 0.45, fragments, skeletons) == {"splits_needed": 2, "merges_needed": 1, "unsplittable": 0}
 
 
-def test_min_cut_three_skeletons_need_two_cuts():
-    scores = min_cut_metric(
-        [(1, 2, 0.3), (2, 3, 0.3)],
-        fragment_of_node=np.array([1, 1, 1, 2, 2, 3]),
-        segment_of_fragment={1: 5, 2: 5, 3: 5},
-        neuron_of_node=np.array([1, 1, 1, 2, 2, 3]),
-        positions=line([0, 1, 2, 10, 11, 20]),
-    )
-    assert scores == {"splits_needed": 2, "merges_needed": 0, "unsplittable": 0}
-
-
-def test_min_cut_no_merge_and_unsplittable():
-    # no segment merges: only the split of skeleton 1 across segments 5 and 6 counts
-    assert min_cut_metric(
-        [(1, 2, 0.9)], np.array([1, 2, 3]), {1: 5, 2: 6, 3: 7}, np.array([1, 1, 2]), line([0, 1, 9])
-    ) == {"splits_needed": 0, "merges_needed": 1, "unsplittable": 0}
-    # two skeletons inside one fragment cannot be cut apart; fragment 0 / unknown fragments are ignored
-    assert min_cut_metric(
-        [], np.array([1, 1, 0, 4]), {1: 5}, np.array([1, 2, 3, 3]), line([0, 1, 2, 3])
-    ) == {"splits_needed": 0, "merges_needed": 0, "unsplittable": 1}
+def test_min_cut_no_merge_and_unlisted_fragments():
+    # no segment merges: only skeleton 1's split edge across segments 5 and 6 counts (1 edge − 1 = 0 merges)
+    fragments, skeletons = sites([1, 2, 3], [1, 1, 2], line([0, 1, 9]), [(1, 2)])
+    lut = lut_of({1: 5, 2: 6, 3: 7})
+    assert min_cut_metric([(1, 2, 0.9)], lut, 0.5, fragments, skeletons) == {"splits_needed": 0, "merges_needed": 0, "unsplittable": 0}
+    # two skeletons inside fragment 4, which the LUT does not list (it keeps its id as its segment): unsplittable;
+    # sites on fragment 0 are no segment's
+    fragments, skeletons = sites([4, 4, 0, 0], [1, 2, 1, 2], line([0, 1, 2, 3]))
+    assert min_cut_metric([], lut_of({1: 5}), 0.5, fragments, skeletons) == {"splits_needed": 0, "merges_needed": 0, "unsplittable": 1}
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -484,3 +572,25 @@ def test_plot_voi(tmp_path):
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert path.stat().st_size > 10_000
     assert matplotlib.image.imread(path).shape[:2] == (500, 600)
+
+
+def test_sweep_thresholds_scores_background_sites_by_the_chosen_rule():
+    """Skeleton 1 on fragments (1, 1, 0), skeleton 2 on (2, 9): fragment 9 is not in the LUT and keeps its id, so
+    skeleton 2 is split; the node on 0 is segment 0 (the original's rule) or dropped."""
+    skeletons = {
+        "node_ids": np.arange(1, 6, dtype=np.uint64),
+        "positions": np.array([[0, 0, x] for x in (0, 1, 2, 10, 11)], np.float64),
+        "neuron_ids": np.array([1, 1, 1, 2, 2], np.uint64),
+        "edges": np.array([[1, 2], [2, 3], [4, 5]], np.uint64),
+    }
+    node_fragments = np.array([1, 1, 0, 2, 9], np.uint64)
+    luts = {0.5: (np.array([1, 2], np.uint64), np.array([1, 2], np.uint64))}
+    kept = sweep_thresholds(luts, skeletons=skeletons, node_fragments=node_fragments)[0]
+    # pairs (1,1) ×2, (1,0), (2,2), (2,9): H(a,b) = log2 5 − 2/5, H(a) = log2 5 − (3·log2 3 + 2)/5, every segment
+    # holds one skeleton: voi_merge = 0
+    assert kept["voi_split"] == pytest.approx(3 * LOG3 / 5, abs=1e-12) and kept["voi_merge"] == 0.0
+    assert (kept["sites_num_sites"], kept["sites_num_bg_sites"]) == (5, 1)
+    assert (kept["split_edges"], kept["omitted_edges"], kept["correct_edges"]) == (1, 1, 1)
+    dropped = sweep_thresholds(luts, skeletons=skeletons, node_fragments=node_fragments, site_background="drop")[0]
+    assert dropped["voi_split"] == pytest.approx(0.5, abs=1e-12)  # (1,1) ×2, (2,2), (2,9)
+    assert (dropped["sites_num_sites"], dropped["sites_num_bg_sites"]) == (4, 1)

@@ -92,3 +92,21 @@ def test_the_zebrafinch_config_is_the_papers_benchmark_roi():
     voxel = (20, 9, 9)
     for value in (config.roi_offset, config.roi_shape, config.block_size, config.context):
         assert all(x % v == 0 for x, v in zip(value, voxel)), value
+
+
+def test_score_threshold_and_site_background(tmp_path):
+    """score_threshold lies in [0, 1] and excludes threshold_from; site_background is 'segment' or 'drop'."""
+    base = '"setup": "s", "raw_file": "r", "out_file": "o"'
+    config = load_run_config(write(tmp_path, f'{{{base}, "score_threshold": 0.32, "thresholds": [0, 1, 0.1]}}'))
+    assert (config.score_threshold, config.site_background) == (0.32, "segment")
+    from lsd_nm.luts import all_thresholds
+
+    assert 0.32 in all_thresholds(config) and len(all_thresholds(config)) == 11
+    path = write(tmp_path, f'{{{base}, "score_threshold": 0.3, "threshold_from": "v.scores.json"}}')
+    with pytest.raises(ConfigError) as e:
+        load_run_config(path)
+    assert str(e.value) == f"{path}: give score_threshold or threshold_from, not both"
+    path = write(tmp_path, f'{{{base}, "site_background": "ignore"}}')
+    with pytest.raises(ConfigError) as e:
+        load_run_config(path)
+    assert str(e.value) == f"{path}: key 'site_background': input should be 'segment' or 'drop', got \"ignore\""

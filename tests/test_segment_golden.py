@@ -77,7 +77,9 @@ def _segment_digests(tmp_path, environment: dict[str, str]) -> dict[str, str]:
     digests = {}
     for name in ("volumes/fragments", "volumes/segmentation_30", "volumes/segmentation_50"):
         array = out[name]
-        digests[name] = _digest(array[:], array.attrs.asdict())
+        # the fragments' id is drawn anew by every run (it tells one run's region graph from another's)
+        attrs = {k: v for k, v in array.attrs.asdict().items() if k != "lsd_nm_fragments_id"}
+        digests[name] = _digest(array[:], attrs)
     luts = sorted((tmp_path / "out.zarr/luts/fragment_segment").glob("*.npz"))
     assert len(luts) == 10
     with np.load(luts[3]) as lut:
@@ -103,5 +105,5 @@ EXPECTED = {
     "volumes/segmentation_30": "29ba70d1de90ae29",
     "volumes/segmentation_50": "26233ec325c68bd1",
     "lut": "5e9ec5dee8191440",
-    "scores": "f1f8171c1822e369",
+    "scores": "c30ad2aa84df6dad",
 }

@@ -98,10 +98,12 @@ def written(folder: Path) -> set[str]:
 def test_components_are_named_by_their_smallest_fragment_never_0() -> None:
     nodes = np.array([5, 3, 9, 2, 7], np.uint64)
     edges = np.array([(3, 5), (5, 9), (2, 7), (7, 100), (2, 3)], np.uint64)
-    scores = np.array([0.1, 0.5, np.nan, 0.0, 0.6])  # NaN: never merged; 100 is no node: skipped
-    assert connected_components(nodes, edges, scores, 0.3).tolist() == [3, 3, 9, 2, 7]
-    assert connected_components(nodes, edges, scores, 0.5).tolist() == [3, 3, 3, 2, 7]
-    assert connected_components(nodes, edges, scores, 1.0).tolist() == [2, 2, 2, 2, 7]
+    # NaN (no score): united at every threshold, as the original (NaN > t is false); 100 is no node: skipped
+    scores = np.array([0.1, 0.5, np.nan, 0.0, 0.6])
+    assert connected_components(nodes, edges, scores, 0.0).tolist() == [5, 3, 9, 2, 2]
+    assert connected_components(nodes, edges, scores, 0.3).tolist() == [3, 3, 9, 2, 2]
+    assert connected_components(nodes, edges, scores, 0.5).tolist() == [3, 3, 3, 2, 2]
+    assert connected_components(nodes, edges, scores, 1.0).tolist() == [2, 2, 2, 2, 2]
     with pytest.raises(ValueError, match="fragment id 0"):
         connected_components(np.array([0, 1], np.uint64), edges, scores, 0.5)
 
@@ -109,7 +111,7 @@ def test_components_are_named_by_their_smallest_fragment_never_0() -> None:
 @pytest.mark.parametrize("seed", range(4))
 def test_components_equal_scipys_on_random_graphs_with_chains(seed: int) -> None:
     """scipy's connected components, the reference, on graphs with long chains (many union-find rounds), stars,
-    repeated and self edges, edges to no node and edges that never merge."""
+    repeated and self edges, edges to no node and edges without a score (united at every threshold)."""
     from scipy.sparse import coo_matrix
     from scipy.sparse.csgraph import connected_components as scipy_components
 
@@ -126,7 +128,7 @@ def test_components_equal_scipys_on_random_graphs_with_chains(seed: int) -> None
     index = {int(n): i for i, n in enumerate(nodes)}
     for threshold in (0.0, 0.3, 0.7, 1.0):
         got = connected_components(nodes, edges, scores, threshold)
-        keep = [(index[int(a)], index[int(b)]) for (a, b), s in zip(edges, scores) if s <= threshold
+        keep = [(index[int(a)], index[int(b)]) for (a, b), s in zip(edges, scores) if not s > threshold
                 and int(a) in index and int(b) in index]  # fmt: skip
         rows, cols = (np.array(x, dtype=np.int64) for x in zip(*keep)) if keep else (np.zeros(0, int),) * 2
         graph = coo_matrix((np.ones(len(rows)), (rows, cols)), shape=(len(nodes),) * 2)

@@ -368,13 +368,19 @@ def _reproduce(args: argparse.Namespace) -> None:
     result = reproduce(
         args.dataset, args.network, configs=args.config, name=args.name, thresholds=tuple(args.thresholds),
         min_cut=args.min_cut, rois=args.rois, data_dir=args.data_dir, out_dir=args.out, progress=args.progress,
+        threshold_rule=args.threshold_rule, threshold_roi=args.threshold_roi,
+        threshold_masked=not args.threshold_unmasked,
     )  # fmt: skip
+    if result["threshold"] is not None:
+        print(f"threshold: {result['threshold'].text}")
     for row in result["rows"]:
         mask = "masked" if row.masked else "unmasked"
         if row.status != "ok":
             print(f"{row.roi} {mask}: not computed: {row.status}")
             continue
         paper = row.paper.get("voi_sum") or "–"
+        if row.note:
+            paper = row.note
         print(f"{row.roi} {mask}: threshold {row.ours.get('threshold')}, VOI sum {row.ours['voi_sum']:.3f} (paper {paper})")
     print(f"wrote {result['csv']}, {result['md']}, {result['png']}")
 
@@ -543,7 +549,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--name", default=None, help="the report's name (default: <dataset>_<network>)")
     p.add_argument("--thresholds", type=float, nargs=3, default=(0.0, 1.0, 0.02), metavar=("MIN", "MAX", "STEP"),
                    help="the sweep on the published region graphs (default: 0 1 0.02)")  # fmt: skip
-    p.add_argument("--min-cut", action="store_true", help="also the min-cut metric on the masked ROIs up to 16,000 µm³")
+    p.add_argument("--min-cut", action="store_true", help="also the min-cut metric on the masked 11, 18, 25 µm cubes")
+    p.add_argument("--threshold-rule", default="validation", metavar="RULE",
+                   help="zebrafinch: one threshold per network, 'validation' (lowest VOI sum of the validation "
+                        "skeletons, default) or 'paper' (the authors' value; make reproduce THRESHOLDS=paper)")  # fmt: skip
+    p.add_argument("--threshold-roi", default="benchmark_roi",
+                   help="the ROI of the validation rule (default: benchmark_roi)")  # fmt: skip
+    p.add_argument("--threshold-unmasked", action="store_true",
+                   help="the validation rule on the unmasked skeletons (default: neuropil-masked)")  # fmt: skip
     p.add_argument("--rois", type=Path, default=None, help="zebrafinch: a ROI registry instead of 03_predict/configs/rois/zebrafinch.json")
     p.add_argument("--data-dir", type=Path, default=None, help="data folder (default: 01_data/)")
     p.add_argument("--out", type=Path, default=REPO_ROOT / "reproduce", help="report folder (default: reproduce/)")

@@ -242,6 +242,7 @@ def _read_region_graph_edges(config: RunConfig) -> list[tuple[int, int, float | 
 def min_cut_scores(
     edges: Sequence[tuple[int, int, float | None]],
     lut: tuple[np.ndarray, np.ndarray],
+    threshold: float,
     node_fragments: np.ndarray,
     skeletons: Mapping[str, np.ndarray],
 ) -> dict[str, int]:
@@ -250,13 +251,22 @@ def min_cut_scores(
     Args:
         edges: the region graph's edges ``(u, v, merge_score)``.
         lut: the threshold's ``(fragments, segments)`` LUT.
+        threshold: the threshold (only edges with a score ≤ it are cut).
         node_fragments: the fragment under each skeleton node.
-        skeletons: the skeleton arrays (``neuron_ids``, ``positions``), one entry per node as ``node_fragments``.
+        skeletons: the skeleton arrays as scored, one entry per node as ``node_fragments``.
     """
-    fragment_ids, segment_ids = (np.asarray(x) for x in lut)
-    segment_of_fragment = dict(zip(fragment_ids.tolist(), segment_ids.tolist()))
-    scores = min_cut_metric(edges, node_fragments, segment_of_fragment, skeletons["neuron_ids"], skeletons["positions"])
+    scores = min_cut_metric(edges, lut, threshold, node_fragments, skeletons)
     return {f"{MIN_CUT_PREFIX}{k}": v for k, v in scores.items()}
+
+
+def roi_background_sites(config: RunConfig, fragments: Volume, roi: Roi) -> int:
+    """The original's ``number_of_background_sites``: the skeleton nodes inside ``roi`` on fragment 0, every node of
+    the file counted whatever the mask (its site → fragment LUT reads all nodes of each block)."""
+    positions = np.asarray(read_skeletons(config.path(config.gt_skeletons))["positions"], np.float64).reshape(-1, 3)
+    inside = np.all((positions >= np.asarray(roi.begin)) & (positions < np.asarray(roi.end)), axis=1)
+    if not inside.any():
+        return 0
+    return int(np.count_nonzero(read_at_positions(fragments, positions[inside]) == 0))
 
 
 def check_ground_truth(
@@ -316,7 +326,8 @@ def evaluate_run(config: RunConfig, progress: bool = True) -> dict:
     their pieces there; only the fragment under each node is read (the chunks that hold nodes, never the whole
     region), then mapped through each LUT. The best threshold has the lowest VOI sum: dense VOI when there are dense
     labels, else site VOI. With ``threshold_from`` only the threshold that file's evaluation chose is scored (the
-    paper's validation → test protocol), and scores.json states that rule as ``threshold_rule``.
+    paper's validation → test protocol), with ``score_threshold`` only that threshold, and scores.json states either
+    rule as ``threshold_rule``.
 
     With ``min_cut`` (and skeletons), the min-cut metric (:func:`min_cut_metric` on the region graph, slow on large
     graphs: the paper computed it only on ROIs up to ~16,000 µm³) is computed **for the best threshold only**: its row
@@ -359,6 +370,10 @@ def evaluate_run(config: RunConfig, progress: bool = True) -> dict:
         threshold, rule = fixed_threshold(config)
         thresholds = [threshold]
         extra = {"threshold_rule": rule}
+    elif config.score_threshold is not None:
+        thresholds = [round(float(config.score_threshold), 10)]
+        rule = f"threshold {thresholds[0]} given (score_threshold), not chosen on these scores"
+        extra = {"threshold_rule": rule}
     else:
         thresholds = all_thresholds(config)
     luts = {t: load_lut(config, t) for t in thresholds}  # every LUT must exist before we start
@@ -366,20 +381,26 @@ def evaluate_run(config: RunConfig, progress: bool = True) -> dict:
         edges = _read_region_graph_edges(config)
 
     node_fragments = None
+    background_sites = None
     if skeletons is not None:
         node_fragments = read_at_positions(fragments, skeletons["positions"])
+        background_sites = roi_background_sites(config, fragments, region.roi)
     dense_fragments = None
     if truth is not None:
         dense_fragments = read_checked(fragments.open("r"), voxel_slices(fragments, dense_roi), fragments.path)
     rows = []
     for t in tqdm(thresholds, desc="evaluate", unit="threshold", disable=not progress):
         rows += sweep_thresholds(
-            {t: luts[t]}, fragments=dense_fragments, truth=truth, skeletons=skeletons, node_fragments=node_fragments
+            {t: luts[t]}, fragments=dense_fragments, truth=truth, skeletons=skeletons, node_fragments=node_fragments,
+            site_background=config.site_background,
         )
+    if background_sites is not None:
+        for row in rows:
+            row["number_of_background_sites"] = background_sites
     best = best_row(rows)
     if config.min_cut and best is not None:
         row = next(r for r in rows if r["threshold"] == best["threshold"])
-        row.update(min_cut_scores(edges, luts[best["threshold"]], node_fragments, skeletons))
+        row.update(min_cut_scores(edges, luts[best["threshold"]], best["threshold"], node_fragments, skeletons))
         best = dict(row)
     csv_path, json_path, png_path = run_scores_paths(config)
     write_scores(rows, csv_path.parent, name=csv_path.name.removesuffix(".csv"), extra=extra)

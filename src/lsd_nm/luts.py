@@ -41,12 +41,14 @@ def sweep(thresholds: Sequence[float]) -> list[float]:
 
 
 def all_thresholds(config: RunConfig) -> list[float]:
-    """The sweep of ``config.thresholds`` plus ``config.extract_thresholds``, sorted, without duplicates.
+    """The sweep of ``config.thresholds`` plus ``config.extract_thresholds`` and ``config.score_threshold``, sorted,
+    without duplicates.
 
     Raises:
         ConfigError: two different thresholds would share one LUT name (their int(round(100·t)) are equal).
     """
-    values = sorted(set(sweep(config.thresholds)) | {round(float(t), 10) for t in config.extract_thresholds})
+    extra = [*config.extract_thresholds, *([] if config.score_threshold is None else [config.score_threshold])]
+    values = sorted(set(sweep(config.thresholds)) | {round(float(t), 10) for t in extra})
     names: dict[int, float] = {}
     for t in values:
         if threshold_name(t) in names:

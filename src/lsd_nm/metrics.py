@@ -23,9 +23,10 @@ per node (from :func:`sample_segments`, then :func:`lsd_nm.luts.apply_lut` throu
   holds nodes of ≥ 2 skeletons, else *correct*. Only correct edges count. For a skeleton s of length L_s (all its edges),
   ERL_s = Σ_segments c²/L_s with c the length of its correct edges in that segment; the total is the length-weighted
   mean Σ_s (L_s/L) ERL_s. ``max_erl`` is the same with the perfect assignment (segment = skeleton) = Σ L_s²/L.
-* :func:`sites_voi`: :func:`rand_voi` on (neuron id, segment id) per node, as the paper's zebrafinch VOI.
-* :func:`min_cut_metric`: how many cuts of the fragment graph separate the skeletons every merging segment joins,
-  and how many merges then reconnect every skeleton.
+* :func:`sites_voi`: :func:`rand_voi` on (neuron id, segment id) per node, as the paper's zebrafinch VOI: sites on
+  fragment 0 stay, as one segment 0 (the original's rule); :func:`site_segments` maps sites to segments.
+* :func:`min_cut_metric`: the original's min-cut metric (MCM): the cuts of each merging segment's region graph that
+  separate its skeletons (funlib.evaluate's ``split_graph``) and the merges that then reconnect every skeleton.
 
 **Threshold sweep** without writing segmentations: :func:`sweep_thresholds` maps the fragments through each LUT in
 memory (:func:`lsd_nm.luts.apply_lut`) and scores every threshold; :func:`best_row` picks the lowest VOI sum.
@@ -36,6 +37,7 @@ from __future__ import annotations
 import math
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
+from typing import Literal
 
 import numpy as np
 
@@ -262,138 +264,66 @@ def expected_run_length(
     }
 
 
-def sites_voi(neuron_ids: np.ndarray, segment_ids: np.ndarray) -> dict[str, float | int]:
+SiteBackground = Literal["segment", "drop"]
+"""How :func:`sites_voi` treats sites on segment 0: ``segment`` (the original's rule) or ``drop``."""
+
+
+def sites_voi(
+    neuron_ids: np.ndarray, segment_ids: np.ndarray, background: SiteBackground = "segment"
+) -> dict[str, float | int]:
     """:func:`rand_voi` over skeleton nodes ("sites"): truth = neuron id, test = segment id.
 
-    As in the original's ``05_evaluate_annotations.py``, sites on segment 0 (fragment 0: background, outside the
-    volume) are dropped and only counted in ``num_bg_sites``: a node the segmentation misses is not a merge with
-    everything else in 0. Nodes with neuron id 0 are ignored as in :func:`rand_voi`.
+    With ``background="segment"`` (the rule of the original ``05_evaluate_annotations.py``), a site on segment 0
+    (fragment 0: outside the supervoxels, e.g. outside the neuropil mask) stays a site and segment 0 is one label like
+    any other: the background sites of several neurons count as one merged segment, and those of one neuron beside
+    its real segment as a split. ``background="drop"`` scores only the sites on a segment (not the paper's rule).
+    Nodes with neuron id 0 are ignored as in :func:`rand_voi`.
 
     Args:
         neuron_ids: (N,) skeleton id per node.
         segment_ids: (N,) segment id per node.
+        background: ``segment`` or ``drop`` (see above).
 
     Returns:
-        The :func:`rand_voi` keys (NaN when no node lies on a segment) plus ``num_sites`` (nodes scored) and
-        ``num_bg_sites`` (nodes dropped).
+        The :func:`rand_voi` keys (NaN when no site is left to score) plus ``num_sites`` (sites scored) and
+        ``num_bg_sites`` (sites with a neuron on segment 0: scored as segment 0, or dropped).
     """
+    if background not in ("segment", "drop"):
+        raise ValueError(f"background must be 'segment' or 'drop', not {background!r}")
     neuron_ids = np.asarray(neuron_ids)
     segment_ids = np.asarray(segment_ids)
-    on_segment = segment_ids != 0
-    scored = on_segment & (neuron_ids != 0)
+    labelled = neuron_ids != 0
+    on_background = labelled & (segment_ids == 0)
+    scored = labelled & ~on_background if background == "drop" else labelled
     scores: dict[str, float | int]
     if scored.any():
-        scores = dict(rand_voi(neuron_ids[on_segment], segment_ids[on_segment]))
-    else:  # every node on background (a network that predicts no foreground yet): nothing to score, no number
+        scores = dict(rand_voi(neuron_ids[scored], segment_ids[scored]))
+    else:  # no site left to score (dropping the background of a network that predicts no foreground yet)
         scores = dict.fromkeys(RAND_VOI_KEYS, math.nan)
     scores["num_sites"] = int(np.count_nonzero(scored))
-    scores["num_bg_sites"] = int(np.count_nonzero(~on_segment))
+    scores["num_bg_sites"] = int(np.count_nonzero(on_background))
     return scores
+
+
+def site_segments(node_fragments: np.ndarray, lut: tuple[np.ndarray, np.ndarray] | np.ndarray) -> np.ndarray:
+    """The segment of each site, as the original maps sites (funlib.segment ``replace_values``): fragment 0 stays 0
+    and a fragment the LUT does not list keeps its own id (our segment ids are fragment ids of the LUT, so it cannot
+    collide with one); every other fragment gets its segment.
+
+    Args:
+        node_fragments: (N,) fragment under each site.
+        lut: ``(fragment_ids, segment_ids)`` (see :func:`lsd_nm.luts.apply_lut`).
+    """
+    node_fragments = np.asarray(node_fragments)
+    segments = apply_lut(node_fragments, lut)
+    fragment_ids = np.asarray(lut[0]).astype(node_fragments.dtype)
+    unlisted = (node_fragments != 0) & ~np.isin(node_fragments, fragment_ids)
+    segments[unlisted] = node_fragments[unlisted].astype(segments.dtype)
+    return segments
 
 
 # ---------------------------------------------------------------------------------------------------------------------
 # min-cut metric
-
-
-def _separate_skeletons(
-    n_fragments: int,
-    edges: np.ndarray,
-    capacity: np.ndarray,
-    fragment_of_node: np.ndarray,
-    neuron_of_node: np.ndarray,
-    positions: np.ndarray,
-) -> tuple[int, int, np.ndarray]:
-    """Cut a segment's fragment graph until no connected component holds nodes of two skeletons.
-
-    Args:
-        n_fragments: the segment's fragments, numbered 0 … n − 1 in the order they were listed.
-        edges: (E, 2) fragment-number pairs, each undirected edge once.
-        capacity: (E,) integer capacities.
-        fragment_of_node: (N,) fragment number of each skeleton node of the segment (in node order).
-        neuron_of_node: (N,) their skeletons.
-        positions: (N, 3) their positions (nm).
-
-    Returns:
-        ``(cuts, unsplittable, component)``: the number of min-cuts made, the number of skeleton pairs that could not
-        be separated because their closest nodes lie in one fragment (those pairs are then treated as one group), and
-        the component of every fragment afterwards.
-    """
-    from scipy.sparse import coo_array
-    from scipy.sparse.csgraph import breadth_first_order, connected_components, maximum_flow
-    from scipy.spatial import cKDTree  # here, not at the top: the post-processing steps import this module
-
-    skeletons, skeleton_of_node = np.unique(neuron_of_node, return_inverse=True)
-    group = np.arange(len(skeletons))  # union-find over skeletons (by index): the pairs no cut separates
-
-    def find(n: int) -> int:
-        while group[n] != n:
-            group[n] = group[group[n]]
-            n = group[n]
-        return int(n)
-
-    alive = np.ones(len(edges), bool)
-    cuts = unsplittable = 0
-    while True:
-        graph = coo_array(
-            (np.ones(int(alive.sum()), np.int8), (edges[alive, 0], edges[alive, 1])), shape=(n_fragments,) * 2
-        )
-        _, labels = connected_components(graph, directed=False)
-        # number the components as networkx enumerates them: by their first fragment
-        first = np.full(labels.max() + 1, n_fragments)
-        np.minimum.at(first, labels, np.arange(n_fragments))
-        component = np.argsort(np.argsort(first))[labels]
-        # skeleton-node groups: the nodes of one skeleton (group) within one component
-        roots = np.array([find(g) for g in range(len(skeletons))])
-        node_group = roots[skeleton_of_node]
-        node_component = component[fragment_of_node]
-        pairs = np.unique(np.stack([node_component, node_group], axis=1), axis=0)
-        merged_components, groups_per_component = np.unique(pairs[:, 0], return_counts=True)
-        merged = merged_components[groups_per_component > 1]
-        if len(merged) == 0:
-            return cuts, unsplittable, component
-        # the two largest groups of the first still-merged component (ties: smaller skeleton id)
-        c = merged[0]
-        in_c = node_component == c
-        ids, sizes = np.unique(node_group[in_c], return_counts=True)
-        ranked = sorted(zip(-sizes, skeletons[ids], ids))
-        group_a, group_b = ranked[0][2], ranked[1][2]
-        nodes_a = np.flatnonzero(in_c & (node_group == group_a))
-        nodes_b = np.flatnonzero(in_c & (node_group == group_b))
-        distance, nearest = cKDTree(positions[nodes_b]).query(positions[nodes_a])
-        k = int(np.argmin(distance))
-        source = int(fragment_of_node[nodes_a[k]])
-        sink = int(fragment_of_node[nodes_b[int(nearest[k])]])
-        if source == sink:
-            group[find(group_b)] = find(group_a)
-            unsplittable += 1
-            continue
-        # a minimum s-t cut of the component: its sink side is what can still reach the sink in the residual graph
-        # of a maximum flow (the cut closest to the sink, as networkx's minimum_cut gives)
-        members = np.flatnonzero(component == c)
-        local = np.full(n_fragments, -1)
-        local[members] = np.arange(len(members))
-        inside = alive & (component[edges[:, 0]] == c)
-        u, v, cap = local[edges[inside, 0]], local[edges[inside, 1]], capacity[inside]
-        network = coo_array(
-            (np.concatenate([cap, cap]), (np.concatenate([u, v]), np.concatenate([v, u]))), shape=(len(members),) * 2
-        ).tocsr()
-        network.sort_indices()
-        rows = np.repeat(np.arange(len(members)), np.diff(network.indptr))
-        flow = maximum_flow(network, int(local[source]), int(local[sink])).flow
-        if np.array_equal(flow.indptr, network.indptr) and np.array_equal(flow.indices, network.indices):
-            residual = network.data - flow.data
-        else:  # not the network's layout: look the arcs' flows up
-            residual = network.data - np.asarray(flow[rows, network.indices]).ravel()
-        usable = residual > 0
-        # arcs a → b with residual capacity, reversed: a breadth-first search from the sink finds who reaches it
-        reverse = coo_array(
-            (np.ones(int(usable.sum()), np.int8), (network.indices[usable], rows[usable])), shape=(len(members),) * 2
-        ).tocsr()
-        sink_side = np.zeros(len(members), bool)
-        sink_side[breadth_first_order(reverse, int(local[sink]), directed=True, return_predecessors=False)] = True
-        crossing = sink_side[u] != sink_side[v]
-        alive[np.flatnonzero(inside)[crossing]] = False
-        cuts += 1
 
 
 CAPACITY_BITS = 24
@@ -401,88 +331,185 @@ CAPACITY_BITS = 24
 fragment has so many edges that its flow could exceed int32. waterz's histogram scores (multiples of 1/512) stay exact."""
 
 
+def _source_side(
+    members: np.ndarray, edges: np.ndarray, capacity: np.ndarray, source: int, sink: int, n: int
+) -> np.ndarray:
+    """The source side of a minimum s-t cut of the subgraph induced by ``members``: the fragments the source still
+    reaches in the residual graph of a maximum flow (the cut closest to the source, as graph-tool's ``min_st_cut``
+    after its Boykov–Kolmogorov flow), as a bool array over all ``n`` fragments."""
+    from scipy.sparse import coo_array
+    from scipy.sparse.csgraph import breadth_first_order, maximum_flow
+
+    inside = np.zeros(n, bool)
+    inside[members] = True
+    local = np.full(n, -1)
+    local[members] = np.arange(len(members))
+    kept = inside[edges[:, 0]] & inside[edges[:, 1]] if len(edges) else np.zeros(0, bool)
+    u, v, cap = local[edges[kept, 0]], local[edges[kept, 1]], capacity[kept]
+    network = coo_array(
+        (np.concatenate([cap, cap]), (np.concatenate([u, v]), np.concatenate([v, u]))), shape=(len(members),) * 2
+    ).tocsr()
+    network.sum_duplicates()
+    network.sort_indices()
+    rows = np.repeat(np.arange(len(members)), np.diff(network.indptr))
+    flow = maximum_flow(network, int(local[source]), int(local[sink])).flow
+    if np.array_equal(flow.indptr, network.indptr) and np.array_equal(flow.indices, network.indices):
+        residual = network.data - flow.data
+    else:  # not the network's layout: look the arcs' flows up
+        residual = network.data - np.asarray(flow[rows, network.indices]).ravel()
+    usable = residual > 0
+    reach = coo_array(
+        (np.ones(int(usable.sum()), np.int8), (rows[usable], network.indices[usable])), shape=(len(members),) * 2
+    ).tocsr()
+    side = np.zeros(n, bool)
+    side[members[breadth_first_order(reach, int(local[source]), directed=True, return_predecessors=False)]] = True
+    return side
+
+
+def _split_segment(
+    n: int, edges: np.ndarray, capacity: np.ndarray, components: list[np.ndarray], position: np.ndarray
+) -> tuple[int, np.ndarray]:
+    """funlib.evaluate's ``split_graph`` on one segment: recursively cut the two largest components apart.
+
+    Args:
+        n: the segment's fragments, numbered 0 … n − 1.
+        edges: (E, 2) fragment-number pairs of the cut graph.
+        capacity: (E,) integer capacities.
+        components: per skeleton component, the fragment number of each of its sites (repeats kept: a component's
+            size is its number of sites), in site order.
+        position: (n, 3) each fragment's position (that of its last site).
+
+    Returns:
+        ``(splits, label)``: the cuts made and the split label of every fragment.
+    """
+    from scipy.spatial import cKDTree  # here, not at the top: the post-processing steps import this module
+
+    label = np.full(n, -1, np.int64)
+    splits = 0
+    next_label = 0
+    # (fragments of the subgraph, its components); the source side first, then its complement (as the original)
+    stack: list[tuple[np.ndarray, list[np.ndarray]]] = [(np.arange(n), components)]
+    while stack:
+        members, parts = stack.pop()
+        if len(parts) <= 1:
+            label[members] = next_label
+            next_label += 1
+            continue
+        # the two largest components (a stable sort by size: of equal ones, the later counts as larger)
+        part_u, part_v = sorted(parts, key=len)[-2:]
+        distance, nearest = cKDTree(position[part_u]).query(position[part_v])
+        v_index = int(np.argmin(distance))
+        source, sink = int(part_u[int(nearest[v_index])]), int(part_v[v_index])
+        side = _source_side(members, edges, capacity, source, sink, n)
+        splits += 1
+        rest = members[~side[members]]
+        source_parts = [p[side[p]] for p in parts if side[p].any()]
+        rest_parts = [p[~side[p]] for p in parts if (~side[p]).any()]
+        stack.append((rest, rest_parts))
+        stack.append((members[side[members]], source_parts))
+    return splits, label
+
+
 def min_cut_metric(
     fragment_edges: Iterable[tuple[int, int, float | None]],
-    fragment_of_node: np.ndarray,
-    segment_of_fragment: Mapping[int, int],
-    neuron_of_node: np.ndarray,
-    positions: np.ndarray,
+    lut: tuple[np.ndarray, np.ndarray] | np.ndarray,
+    threshold: float,
+    node_fragments: np.ndarray,
+    skeletons: Mapping[str, np.ndarray],
 ) -> dict[str, int]:
-    """Splits and merges needed to correct a segmentation, by min-cuts on the fragment graph (the LSD paper's MCM).
+    """Splits and merges needed to correct a segmentation, as the original ``05_evaluate_annotations.py`` computes
+    its min-cut metric (MCM, protocol.md §6) with funlib.evaluate's ``split_graph``.
 
-    For every segment holding nodes of ≥ 2 skeletons, the fragments of that segment and the region-graph edges
-    between them form a graph with capacity 1 − merge_score (edges that merged early are hard to cut; a missing
-    score, an edge that never merged, has capacity 0). Repeatedly, in a component that still holds several skeletons,
-    the two largest skeleton-node groups (most nodes) are separated by a minimum s-t cut between the fragments of
-    their two spatially closest nodes — the cut closest to the sink, whose sink side is what can still reach the sink
-    in the residual graph of a maximum flow, as networkx's ``minimum_cut`` gives; each cut is one split needed.
-    Afterwards every skeleton lies in some pieces (the segments it touches, with merging segments replaced by the
-    components left after the cuts); the merges needed are Σ_skeletons (#pieces − 1): the splits of the
-    segmentation plus those the cuts caused. The flows run in scipy (Dinic, integer capacities: see
-    :data:`CAPACITY_BITS`): a segment of 12,574 fragments and 71,209 edges that took 795 cuts ran in ~12 s, where
-    networkx's pure-Python flows took 14 minutes (same counts).
+    Sites map to segments by :func:`site_segments`. For every non-zero segment holding sites of ≥ 2 skeleton
+    components (``neuron_ids``), in its region graph (its fragments, the edges between them with ``merge_score ≤
+    threshold``; a missing score is not ≤ t) with capacity 1 − merge_score:
 
-    The segment's fragment graph is assumed connected (segments are connected components of the region graph). Nodes
-    on fragment 0 or on a fragment missing from ``segment_of_fragment`` have no segment and are ignored.
+    * each component's list holds the fragment of each of its sites on the segment (fragment 0 left out); a fragment
+      is placed at its **last** site; a fragment holding sites of ≥ 2 components is *unsplittable* and removed from
+      every list, and a component left with none is dropped;
+    * with ≥ 2 components left, ``split_graph``: the two largest components (most sites), their two closest
+      fragments, a minimum s-t cut between them — the **source side** (the second largest component's fragment),
+      what the source reaches in the residual graph of a maximum flow — then the same on the source side and on its
+      complement (which may be disconnected); each level is one split, each leaf a split label;
+    * the merges this causes: Σ over the components of (their fragments' distinct split labels − 1).
+
+    ``merges_needed`` adds, for every component with split edges (a skeleton edge between two different non-zero
+    segments), their number − 1 (funlib.evaluate's ``split_stats``). The flows run in scipy (integer capacities:
+    :data:`CAPACITY_BITS`). A fragment the region graph does not hold (or an edge the original could not read, e.g.
+    a vertex graph-tool never created) is an isolated fragment here, where the original would fail.
 
     Args:
         fragment_edges: Region-graph edges ``(u, v, merge_score)``; a repeated pair keeps its last score.
-        fragment_of_node: (N,) fragment id under each skeleton node.
-        segment_of_fragment: Fragment id → segment id (the LUT at one threshold).
-        neuron_of_node: (N,) skeleton id of each node.
-        positions: (N, 3) node positions (nm), to find the closest nodes of two skeletons.
+        lut: ``(fragment_ids, segment_ids)`` at ``threshold``.
+        threshold: the merge threshold of the LUT.
+        node_fragments: (N,) fragment under each site.
+        skeletons: ``node_ids``, ``positions``, ``neuron_ids`` (components) and ``edges`` (node-id pairs), one entry per
+            site as ``node_fragments``.
 
     Returns:
-        ``splits_needed``, ``merges_needed``, and ``unsplittable``: skeleton pairs whose closest nodes share a
-        fragment, which no cut of the fragment graph separates (they are left merged and not counted as splits).
+        ``splits_needed``, ``merges_needed`` and ``unsplittable`` (fragments).
     """
-    fragment_of_node = np.asarray(fragment_of_node)
-    neuron_of_node = np.asarray(neuron_of_node)
-    positions = np.asarray(positions, dtype=np.float64).reshape(-1, 3)
-    # uint64: a Python-int list with ids ≥ 2**63 would otherwise become float64
-    segment = np.array(
-        [segment_of_fragment.get(int(f), 0) if f != 0 else 0 for f in fragment_of_node.tolist()], dtype=np.uint64
-    )
+    node_fragments = np.asarray(node_fragments).astype(np.uint64)
+    neurons = np.asarray(skeletons["neuron_ids"])
+    positions = np.asarray(skeletons["positions"], dtype=np.float64).reshape(-1, 3)
+    fragment_ids, segment_ids = (np.asarray(x).astype(np.uint64) for x in lut)
+    segments = site_segments(node_fragments, (fragment_ids, segment_ids))
 
-    skeletons_of_segment: dict[int, set[int]] = defaultdict(set)
-    for s, n in zip(segment.tolist(), neuron_of_node.tolist()):
-        if s != 0:
-            skeletons_of_segment[s].add(int(n))
-    merging = {s for s, skeletons in skeletons_of_segment.items() if len(skeletons) > 1}
+    # split edges per component (funlib.evaluate's split_stats): merges to fix the splits
+    rows = _edge_rows(skeletons["node_ids"], skeletons["edges"])
+    su, sv = segments[rows[:, 0]], segments[rows[:, 1]]
+    split = (su != 0) & (sv != 0) & (su != sv)
+    _, split_edges = np.unique(neurons[rows[split, 0]], return_counts=True)
+    merges = int(np.sum(split_edges - 1))
 
-    # each merging segment's fragments, numbered in the order the LUT lists them, and its edges (the last score of a
-    # repeated pair)
-    number: dict[int, dict[int, int]] = {s: {} for s in merging}
-    for f, s in segment_of_fragment.items():
-        if s in merging:
-            number[s].setdefault(int(f), len(number[s]))
-    scores: dict[int, dict[tuple[int, int], float]] = {s: {} for s in merging}
+    labelled = (segments != 0) & (neurons != 0)
+    pairs = np.unique(np.stack([segments[labelled], neurons[labelled].astype(np.uint64)], axis=1), axis=0)
+    segment_list, counts = np.unique(pairs[:, 0], return_counts=True)
+    merging = segment_list[counts > 1]
+    fragments_of: dict[int, list[int]] = defaultdict(list)
+    for f, s in zip(fragment_ids.tolist(), segment_ids.tolist()):
+        fragments_of[s].append(f)
+    scores: dict[tuple[int, int], float | None] = {}
     for u, v, score in fragment_edges:
-        s = segment_of_fragment.get(int(u))
-        if s in merging and segment_of_fragment.get(int(v)) == s and int(u) != int(v):
-            a, b = number[s][int(u)], number[s][int(v)]
-            scores[s][(min(a, b), max(a, b))] = 1.0 if score is None else float(score)
+        scores[(min(int(u), int(v)), max(int(u), int(v)))] = score
 
-    pieces: dict[int, set[tuple]] = defaultdict(set)
+    merging_set = set(merging.tolist())
+    segment_of = dict(zip(fragment_ids.tolist(), segment_ids.tolist()))
+    edges_of: dict[int, dict[tuple[int, int], float]] = defaultdict(dict)
+    for (u, v), score in scores.items():
+        s = segment_of.get(u)
+        if s in merging_set and segment_of.get(v) == s and u != v and score is not None and score <= threshold:
+            edges_of[s][(u, v)] = float(score)
+
     splits = unsplittable = 0
-    for i in np.flatnonzero((segment != 0) & ~np.isin(segment, np.array(sorted(merging), dtype=np.uint64))):
-        pieces[int(neuron_of_node[i])].add(("segment", int(segment[i])))
-    for s in sorted(merging):
-        edges = np.array(list(scores[s]), dtype=np.int64).reshape(-1, 2)
-        capacity = np.clip(1.0 - np.array(list(scores[s].values()), dtype=np.float64), 0.0, 1.0)
-        degree = np.bincount(edges.ravel(), minlength=len(number[s])).max(initial=1)
+    for s in merging.tolist():
+        on_segment = np.flatnonzero((segments == s) & (node_fragments != 0) & (neurons != 0))
+        fragments = list(dict.fromkeys(fragments_of.get(s, []) + node_fragments[on_segment].tolist()))
+        number = {f: k for k, f in enumerate(fragments)}
+        position = np.zeros((len(fragments), 3))
+        owners: dict[int, set[int]] = defaultdict(set)
+        sites: dict[int, list[int]] = {}
+        for c in sorted(set(neurons[on_segment].tolist())):
+            mine = on_segment[neurons[on_segment] == c]
+            sites[c] = [number[int(f)] for f in node_fragments[mine].tolist()]
+            for i, k in zip(mine.tolist(), sites[c]):
+                position[k] = positions[i]  # the last site of a fragment places it
+                owners[k].add(c)
+        shared = {k for k, cs in owners.items() if len(cs) > 1}
+        unsplittable += len(shared)
+        components = [np.array([k for k in ks if k not in shared], np.int64) for ks in sites.values()]
+        components = [c for c in components if len(c)]
+        if len(components) <= 1:
+            continue
+        pairs_s = np.array([(number[u], number[v]) for u, v in edges_of[s]], np.int64).reshape(-1, 2)
+        capacity = np.clip(1.0 - np.array(list(edges_of[s].values()), np.float64), 0.0, 1.0)
+        degree = np.bincount(pairs_s.ravel(), minlength=len(fragments)).max(initial=1)
         bits = min(CAPACITY_BITS, int(np.log2((2**31 - 1) / max(degree, 1))))
-        nodes = np.flatnonzero(segment == s)
-        fragments = np.array([number[s][int(f)] for f in fragment_of_node[nodes].tolist()], dtype=np.int64)
-        cuts, unsplit, component = _separate_skeletons(
-            len(number[s]), edges, np.rint(capacity * 2**bits).astype(np.int32), fragments, neuron_of_node[nodes],
-            positions[nodes],
-        )  # fmt: skip
+        cuts, label = _split_segment(
+            len(fragments), pairs_s, np.rint(capacity * 2**bits).astype(np.int32), components, position
+        )
         splits += cuts
-        unsplittable += unsplit
-        for i, f in zip(nodes, fragments):
-            pieces[int(neuron_of_node[i])].add(("cut", s, int(component[f])))
-    merges = sum(len(p) - 1 for p in pieces.values())
+        merges += sum(len(np.unique(label[c])) - 1 for c in components)
     return {"splits_needed": splits, "merges_needed": merges, "unsplittable": unsplittable}
 
 
@@ -496,13 +523,15 @@ def sweep_thresholds(
     truth: np.ndarray | None = None,
     skeletons: Mapping[str, np.ndarray] | None = None,
     node_fragments: np.ndarray | None = None,
+    site_background: SiteBackground = "segment",
 ) -> list[dict[str, float | int]]:
     """Score the segmentation at every threshold without writing it: relabel fragments through each LUT.
 
     Dense scores (``fragments`` and ``truth``) fill ``voi_split``, ``voi_merge``, ``arand``, … . Skeleton scores
     (``skeletons`` and ``node_fragments``) add the ERL keys and the site VOI as ``sites_voi_split``, … ; without dense
     ground truth the site VOI/ARAND also fill ``voi_split``, ``voi_merge`` and ``arand`` (the paper's zebrafinch
-    numbers are site-based). ``voi_sum`` = voi_split + voi_merge. The min-cut metric is not part of the sweep (it
+    numbers are site-based), and ``number_of_components`` counts the skeletons' components (every site's, as the
+    original's ``number_of_components``). ``voi_sum`` = voi_split + voi_merge. The min-cut metric is not part of the sweep (it
     needs the region graph and is slow); call :func:`min_cut_metric` for chosen thresholds.
 
     Args:
@@ -511,7 +540,9 @@ def sweep_thresholds(
         truth: Dense ground-truth labels (0 ignored).
         skeletons: The four skeleton arrays, ``neuron_ids`` being the scored skeletons (e.g. from
             :func:`lsd_nm.skeletons.crop_skeletons`).
-        node_fragments: The fragment under each skeleton node (:func:`sample_segments` on the fragments).
+        node_fragments: The fragment under each skeleton node (:func:`sample_segments` on the fragments), mapped
+            to segments by :func:`site_segments`.
+        site_background: :func:`sites_voi`'s ``background``.
 
     Returns:
         One row per threshold, in increasing threshold order.
@@ -526,9 +557,11 @@ def sweep_thresholds(
         if dense:
             row.update(rand_voi(truth, apply_lut(fragments, luts[threshold])))
         if on_skeletons:
-            segments = apply_lut(node_fragments, luts[threshold])
+            segments = site_segments(node_fragments, luts[threshold])
             row.update(expected_run_length(**skeletons, segment_ids=segments))
-            sites = sites_voi(skeletons["neuron_ids"], segments)
+            neurons = np.asarray(skeletons["neuron_ids"])
+            row["number_of_components"] = len(np.unique(neurons[neurons != 0]))
+            sites = sites_voi(skeletons["neuron_ids"], segments, site_background)
             row.update({f"sites_{k}": value for k, value in sites.items()})
             if not dense:
                 row.update({k: sites[k] for k in ("voi_split", "voi_merge", "arand")})

@@ -234,10 +234,15 @@ class PublishedResult:
     absent_chunks: int = 0
     """Chunks under skeleton nodes that the bucket does not hold (zarr reads them as the fill value)."""
     transfer: TransferSummary = field(default_factory=TransferSummary)
+    dangling_edges: int = 0
+    """Edges of the dump with an endpoint that is no node: skipped, as the original's union-find skips them."""
+    null_scores: int = 0
+    """Edges without a merge score (united at every threshold, as the original)."""
 
     def line(self) -> str:
         sv = f"supervoxels {self.supervoxels} ({self.supervoxel_chunks} chunks, {self.absent_chunks} absent)" if self.supervoxels else "no supervoxels"
-        return f"{self.network}/{self.run}: region graph {self.db} ({self.nodes} nodes, {self.edges} edges); {sv}; {self.transfer.line()}"
+        edges = f"{self.edges} edges, {self.null_scores} without a score, {self.dangling_edges} dangling skipped"
+        return f"{self.network}/{self.run}: region graph {self.db} ({self.nodes} nodes, {edges}); {sv}; {self.transfer.line()}"
 
 
 def _run_folder(client, bucket, dataset, network, run, structure) -> tuple[str, str, str]:
@@ -336,14 +341,19 @@ def _head_objects(client, bucket: str, keys: Sequence[str], out: Path, jobs: int
     return [o for o in found if o is not None], sum(o is None for o in found)
 
 
-def write_region_graph(graph: RegionGraphArrays, location: Path, batch: int = 100_000) -> None:
+def write_region_graph(graph: RegionGraphArrays, location: Path, batch: int = 100_000) -> int:
     """Write a region graph into a new SQLite region graph of ours (``nodes``: ``center`` rounded to whole nm;
     ``edges``: ``merge_score`` None where NaN), atomically: built under a temporary name, renamed when complete.
+    An edge with an endpoint that is no node is skipped (the original's ``connected_components`` skips it too) and
+    counted.
 
     Args:
         graph: from :func:`~lsd_nm.bson_dump.read_region_graph`.
         location: the SQLite file (its ``<stem>-meta.json`` goes beside it); an existing one is an error.
         batch: nodes or edges per insert.
+
+    Returns:
+        The number of dangling edges skipped.
     """
 
     location = Path(location)
@@ -359,6 +369,7 @@ def write_region_graph(graph: RegionGraphArrays, location: Path, batch: int = 10
     order = np.argsort(node_ids)
     sorted_ids = node_ids[order]
     db = open_graph(str(tmp), "w")
+    dangling = 0
     try:
         for s in range(0, len(node_ids), batch):
             write_nodes(db, {int(i): c for i, c in zip(node_ids[s : s + batch], centers[s : s + batch])})
@@ -366,13 +377,13 @@ def write_region_graph(graph: RegionGraphArrays, location: Path, batch: int = 10
             pairs = np.sort(graph.edges[s : s + batch].astype(np.uint64), axis=1)
             where = np.minimum(np.searchsorted(sorted_ids, pairs), max(len(sorted_ids) - 1, 0))
             known = (sorted_ids[where] == pairs).all(axis=1) if len(sorted_ids) else np.zeros(len(pairs), bool)
-            if not known.all():
-                u, v = (int(x) for x in pairs[~known][0])
-                raise ConfigError(f"region graph: the edge ({u}, {v}) has an endpoint that is not a node")
-            scores = graph.merge_scores[s : s + batch]
+            dangling += int((~known).sum())
+            scores = graph.merge_scores[s : s + batch][known]
+            agglomerated = graph.agglomerated[s : s + batch][known]
+            pairs, where = pairs[known], where[known]
             part = {
-                (int(u), int(v)): (None if np.isnan(score) else float(score), bool(agglomerated))
-                for (u, v), score, agglomerated in zip(pairs, scores, graph.agglomerated[s : s + batch])
+                (int(u), int(v)): (None if np.isnan(score) else float(score), bool(flag))
+                for (u, v), score, flag in zip(pairs, scores, agglomerated)
             }
             u_centers = {int(u): centers[order[w]] for u, w in zip(pairs[:, 0], where[:, 0])}
             write_edges(db, u_centers, part)
@@ -380,6 +391,7 @@ def write_region_graph(graph: RegionGraphArrays, location: Path, batch: int = 10
         db.close()
     os.replace(tmp, location)
     os.replace(tmp_meta, location.with_name(f"{location.stem}-meta.json"))  # last: graph_exists() looks for it
+    return dangling
 
 
 def fetch_published(
@@ -463,7 +475,7 @@ def fetch_published(
     _add(transfer, download(client, bucket, rag_objects + sv_objects, jobs, desc=f"{dataset} {net}"))
     by_name = {o.key.rsplit("/", 1)[-1]: o.path for o in rag_objects}
     graph = read_region_graph(by_name["nodes.bson"], by_name[edges_name])
-    write_region_graph(graph, location)
+    dangling = write_region_graph(graph, location)
     if sparse_note is not None and array_path is not None:
         tmp = array_path.with_name(array_path.name + ".sparse.json.partial")
         tmp.write_text(json.dumps(sparse_note, indent=2) + "\n")
@@ -473,11 +485,13 @@ def fetch_published(
         run=run_name,
         db=str(location),
         nodes=len(graph.node_ids),
-        edges=len(graph.edges),
+        edges=len(graph.edges) - dangling,
         supervoxels=array_path,
         supervoxel_chunks=sum(1 for o in sv_objects if not o.key.endswith((".zarray", ".zattrs"))),
         absent_chunks=absent,
         transfer=transfer,
+        dangling_edges=dangling,
+        null_scores=int(np.isnan(graph.merge_scores).sum()),
     )
 
 
@@ -611,6 +625,7 @@ def fetch_published_runs(
             "run": r.run, "db": r.db, "merge_function": merge_function, "fragments_file": str(container),
             "fragments_dataset": r.supervoxels.relative_to(container).as_posix(),
             "sparse": r.supervoxels.with_name(r.supervoxels.name + ".sparse.json").exists(),
+            "dangling_edges": r.dangling_edges, "null_scores": r.null_scores,
         })  # fmt: skip
     text = json.dumps({"dataset": dataset, "network": results[0].network, "runs": entries}, indent=2) + "\n"
     tmp = manifest.with_name(manifest.name + ".partial")

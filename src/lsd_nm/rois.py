@@ -104,9 +104,12 @@ def get_roi(name: str, dataset: str = "zebrafinch", path: Path | None = None) ->
 def check_roi_against_skeletons(roi: EvaluationRoi, name: str, skeletons: dict[str, np.ndarray], key: str) -> dict[str, object]:
     """Check a ROI against the per-ROI arrays ``masked_<key>`` / ``component_id_<key>`` of consolidated skeletons.
 
-    The authors computed those arrays for the nodes inside their ROI, so every node they mark (masked in, or given a
-    component) must lie inside ours. The bounding box of those nodes is returned too: for a ROI dense with
-    skeletons it nearly fills the ROI, which tells a right offset from one that merely contains the nodes.
+    The authors computed those arrays for the nodes inside their ROI, so the nodes they mark (masked in, or given a
+    component) lie inside ours. A collection may list a few more (the original reads the nodes inside the ROI and
+    ignores the rest of an attribute collection): marked nodes outside the ROI are ignored and counted; a ROI that
+    holds none of the marked nodes is refused (the wrong ROI). The bounding box of the marked nodes inside is
+    returned too: for a ROI dense with skeletons it nearly fills the ROI, which tells a right offset from one that
+    merely contains the nodes.
 
     Args:
         roi: the ROI to check.
@@ -115,10 +118,11 @@ def check_roi_against_skeletons(roi: EvaluationRoi, name: str, skeletons: dict[s
         key: the attribute key, e.g. ``11_micron_roi_masked``.
 
     Returns:
-        ``{"nodes": marked nodes, "bbox_begin": (z, y, x) nm, "bbox_end": (z, y, x) nm}``.
+        ``{"nodes": marked nodes inside, "outside": marked nodes outside (ignored), "bbox_begin": (z, y, x) nm,
+        "bbox_end": (z, y, x) nm}``.
 
     Raises:
-        ConfigError: no array for ``key``, or a marked node outside the ROI (one line, with the node).
+        ConfigError: no array for ``key``, or every marked node outside the ROI (one line, with a node).
     """
 
     marked = np.zeros(len(skeletons["node_ids"]), bool)
@@ -135,7 +139,7 @@ def check_roi_against_skeletons(roi: EvaluationRoi, name: str, skeletons: dict[s
     positions = skeletons["positions"][marked].astype(np.float64)
     begin, end = np.asarray(roi.roi_offset, np.float64), np.asarray(roi.roi_end, np.float64)
     outside = ~((positions >= begin) & (positions < end)).all(axis=1)
-    if outside.any():
+    if outside.any() and outside.all():
         i = int(np.flatnonzero(outside)[0])
         node = int(skeletons["node_ids"][marked][i])
         raise ConfigError(
@@ -143,10 +147,12 @@ def check_roi_against_skeletons(roi: EvaluationRoi, name: str, skeletons: dict[s
             f"{int(outside.sum())} of {len(positions)} marked nodes lie outside it (e.g. node {node} at "
             f"{[float(v) for v in positions[i]]} nm, z, y, x)"
         )
-    if len(positions) == 0:
-        return {"nodes": 0, "bbox_begin": None, "bbox_end": None}
+    inside = positions[~outside]
+    if len(inside) == 0:
+        return {"nodes": 0, "outside": 0, "bbox_begin": None, "bbox_end": None}
     return {
-        "nodes": len(positions),
-        "bbox_begin": tuple(float(v) for v in positions.min(axis=0)),
-        "bbox_end": tuple(float(v) for v in positions.max(axis=0)),
+        "nodes": len(inside),
+        "outside": int(outside.sum()),
+        "bbox_begin": tuple(float(v) for v in inside.min(axis=0)),
+        "bbox_end": tuple(float(v) for v in inside.max(axis=0)),
     }

@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import model_validator
+from pydantic import Field, model_validator
 
 from . import REPO_ROOT
 from .config import ConfigError, NonNegativeInt, PositiveFloat, PositiveInt, StrictBaseModel, load_model
@@ -123,6 +123,13 @@ class RunConfig(StrictBaseModel):
     skeleton_masked: bool = False
     """Score only skeleton nodes inside the neuropil mask, as the paper's headline numbers: the skeletons'
     ``masked_<skeleton_roi>_masked`` where the file has it, else ``eval_mask_file``/``eval_mask_dataset`` at the nodes."""
+    site_background: Literal["segment", "drop"] = "segment"
+    """Skeleton nodes on fragment 0 in the site VOI: ``segment`` keeps them as one segment 0, as the original
+    ``05_evaluate_annotations.py`` (the paper's numbers); ``drop`` leaves them out (counted in ``sites_num_bg_sites``
+    either way)."""
+    score_threshold: float | None = Field(default=None, ge=0.0, le=1.0)
+    """Score only this merge threshold (e.g. the paper's for a network) instead of choosing one on these scores; its
+    LUT is made by step 4 beside the sweep's. Not together with ``threshold_from``."""
     threshold_from: str | None = None
     """Another evaluation's ``*.scores.json`` (e.g. on the validation skeletons): step 6 then scores only that file's
     best threshold (its lowest VOI sum) instead of choosing one on this run's own scores — the paper's
@@ -132,6 +139,8 @@ class RunConfig(StrictBaseModel):
     def _consistent(self) -> RunConfig:
         if (self.roi_offset is None) != (self.roi_shape is None):
             raise ValueError("give both roi_offset and roi_shape, or neither")
+        if self.score_threshold is not None and self.threshold_from is not None:
+            raise ValueError("give score_threshold or threshold_from, not both")
         if (self.mask_file is None) != (self.mask_dataset is None):
             raise ValueError("give both mask_file and mask_dataset, or neither")
         if self.gt_dataset is not None and self.gt_file is None:

@@ -3,8 +3,11 @@
 **Find segments** (:func:`find_segments`). All nodes and edges of the region graph are read once. For every threshold
 t of the sweep (``thresholds`` = [min, max, step]: min, min + step, … below max, each rounded to 10 decimals so that
 float drift cannot add or shift a threshold) and of ``extract_thresholds``, the segments are the connected
-components of the fragments joined by the edges with ``merge_score ≤ t``; an edge without a score (waterz never
-merged it below 1.0) never joins, nor does an edge to a fragment that is no node. The LUT maps every fragment
+components of the fragments joined by the edges whose ``merge_score`` is not ``> t``, as the original
+(funlib.segment's union-find skips an edge only when ``score > threshold``): an edge without a score (waterz never
+merged it below 1.0: NaN) joins at every threshold, as it did there (NaN > t is false); an edge to a fragment that is
+no node is skipped (``make fetch-published`` skips and counts those of the authors' dumps; ``reproduce`` reports
+the count). The LUT maps every fragment
 (node) to its segment, whose id is **the smallest fragment id in the component**: fragment ids are ≥ 1, so a segment
 is never 0 (the original used the 0-based index of the union-find representative, so one segment became background),
 and a fragment that stays alone keeps its own id. Each LUT is saved atomically as
@@ -62,12 +65,12 @@ if TYPE_CHECKING:  # step 5 imports the blockwise machinery (daisy, zarr) where 
 def connected_components(
     nodes: np.ndarray, edges: np.ndarray, scores: np.ndarray, threshold: float
 ) -> np.ndarray:
-    """The segment of every node: connected components over the edges with score ≤ threshold.
+    """The segment of every node: connected components over the edges whose score is not > threshold.
 
     Args:
         nodes: (N,) unique fragment ids, all ≥ 1.
         edges: (E, 2) fragment-id pairs; edges to ids that are not in ``nodes`` are skipped.
-        scores: (E,) merge scores, NaN for an edge that never merges.
+        scores: (E,) merge scores; NaN (no score) joins at every threshold, as in the original (NaN > t is false).
         threshold: the merge threshold.
 
     Returns:
@@ -81,7 +84,7 @@ def connected_components(
     order = np.argsort(nodes, kind="stable")
     sorted_nodes = nodes[order]
     edges = np.asarray(edges, dtype=np.uint64).reshape(-1, 2)
-    keep = np.asarray(scores, dtype=np.float64) <= threshold  # NaN compares False: never merged
+    keep = ~(np.asarray(scores, dtype=np.float64) > threshold)  # NaN > t is false: united, as the original
     u, v = edges[keep, 0], edges[keep, 1]
     iu = np.searchsorted(sorted_nodes, u).clip(0, len(nodes) - 1)
     iv = np.searchsorted(sorted_nodes, v).clip(0, len(nodes) - 1)
