@@ -146,7 +146,7 @@ status: $(ENV_READY) ## per step of a run: blocks done/failed/total, last error,
 evaluate: $(ENV_READY) ## evaluate segmentations against labels and skeletons (CONFIG=…)
 	$(call script,03_predict/06_evaluate.py,'$(CONFIG)' $(ARGS))
 
-reproduce: $(ENV_READY) ## the paper's tables of a network → reproduce/<dataset>_<network>.{csv,md,png} [THRESHOLDS=paper]
+reproduce: $(ENV_READY) ## the paper's tables of a network → reproduce/<dataset>_<network>.* [THRESHOLDS=paper]
 	$(call script,03_predict/07_reproduce.py,--dataset $(DATASET) --network $(NETWORK) $(THRESHOLD_RULE) $(ARGS))
 
 # ---- benchmarks ------------------------------------------------------------------------------------------------

@@ -275,7 +275,8 @@ def _min_cut_metric_with_networkx(fragment_edges, lut, threshold, node_fragments
         graph = nx.Graph()
         graph.add_nodes_from(f for f, t in segment_of.items() if t == s)
         for (u, v), score in scores.items():
-            if segment_of.get(u) == s and segment_of.get(v) == s and u != v and score is not None and score <= threshold:
+            inside = segment_of.get(u) == s and segment_of.get(v) == s and u != v
+            if inside and score is not None and score <= threshold:
                 graph.add_edge(u, v, capacity=1.0 - score)
         where, owners, lists = {}, defaultdict(set), {}
         for c in sorted(members[s]):

@@ -419,7 +419,9 @@ def test_min_cut_one_weak_edge(segment):
     fragments, skeletons = sites([1, 1, 4], [1, 1, 2], line([0, 10, 40]), [(1, 2)])
     lut = lut_of({1: segment, 2: segment, 3: segment, 4: segment})
     edges = [(1, 2, 0.1), (2, 3, 0.45), (3, 4, 0.1)]
-    assert min_cut_metric(edges, lut, 0.5, fragments, skeletons) == {"splits_needed": 1, "merges_needed": 0, "unsplittable": 0}
+    assert min_cut_metric(edges, lut, 0.5, fragments, skeletons) == (
+        {"splits_needed": 1, "merges_needed": 0, "unsplittable": 0}
+    )
 
 
 def test_min_cut_takes_the_source_side_of_the_cut():
@@ -434,7 +436,9 @@ def test_min_cut_takes_the_source_side_of_the_cut():
     )
     lut = lut_of({1: 9, 2: 9, 3: 9, 4: 9})
     edges = [(1, 2, 0.5), (2, 3, 0.5), (2, 4, 0.1)]
-    assert min_cut_metric(edges, lut, 0.5, fragments, skeletons) == {"splits_needed": 1, "merges_needed": 0, "unsplittable": 0}
+    assert min_cut_metric(edges, lut, 0.5, fragments, skeletons) == (
+        {"splits_needed": 1, "merges_needed": 0, "unsplittable": 0}
+    )
 
 
 def test_min_cut_recurses_on_the_source_side_and_its_complement():
@@ -471,19 +475,27 @@ def test_min_cut_graph_holds_only_edges_at_or_below_the_threshold():
     fragments, skeletons = sites([1, 1, 3, 4], [1, 1, 2, 2], line([0, 1, 30, 60]), [(1, 2), (3, 4)])
     lut = lut_of({1: 5, 2: 5, 3: 5, 4: 5})
     edges = [(1, 2, 0.2), (2, 3, 0.4), (1, 4, 0.45), (2, 4, None)]
-    assert min_cut_metric(edges, lut, 0.4, fragments, skeletons) == {"splits_needed": 1, "merges_needed": 0, "unsplittable": 0}
-    assert min_cut_metric(edges, lut, 0.45, fragments, skeletons) == {"splits_needed": 2, "merges_needed": 1, "unsplittable": 0}
+    assert min_cut_metric(edges, lut, 0.4, fragments, skeletons) == (
+        {"splits_needed": 1, "merges_needed": 0, "unsplittable": 0}
+    )
+    assert min_cut_metric(edges, lut, 0.45, fragments, skeletons) == (
+        {"splits_needed": 2, "merges_needed": 1, "unsplittable": 0}
+    )
 
 
 def test_min_cut_no_merge_and_unlisted_fragments():
     # no segment merges: only skeleton 1's split edge across segments 5 and 6 counts (1 edge − 1 = 0 merges)
     fragments, skeletons = sites([1, 2, 3], [1, 1, 2], line([0, 1, 9]), [(1, 2)])
     lut = lut_of({1: 5, 2: 6, 3: 7})
-    assert min_cut_metric([(1, 2, 0.9)], lut, 0.5, fragments, skeletons) == {"splits_needed": 0, "merges_needed": 0, "unsplittable": 0}
+    assert min_cut_metric([(1, 2, 0.9)], lut, 0.5, fragments, skeletons) == (
+        {"splits_needed": 0, "merges_needed": 0, "unsplittable": 0}
+    )
     # two skeletons inside fragment 4, which the LUT does not list (it keeps its id as its segment): unsplittable;
     # sites on fragment 0 are no segment's
     fragments, skeletons = sites([4, 4, 0, 0], [1, 2, 1, 2], line([0, 1, 2, 3]))
-    assert min_cut_metric([], lut_of({1: 5}), 0.5, fragments, skeletons) == {"splits_needed": 0, "merges_needed": 0, "unsplittable": 1}
+    assert min_cut_metric([], lut_of({1: 5}), 0.5, fragments, skeletons) == (
+        {"splits_needed": 0, "merges_needed": 0, "unsplittable": 1}
+    )
 
 
 # ---------------------------------------------------------------------------------------------------------------------

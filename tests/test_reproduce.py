@@ -252,7 +252,8 @@ def test_make_reproduce_on_the_fixtures_equals_the_hand_computed_table(paper_buc
     # unmasked rows: ours, labelled, never a difference against the paper's (another experiment)
     bench = table[("benchmark_roi", False)]
     assert bench["note"] == "not reproducible from the bucket: the unmasked supervoxels are not published"
-    assert float(bench["paper_voi_merge"]) == 4.216726886652355 and bench["diff_voi_split"] == bench["diff_voi_sum"] == ""
+    assert float(bench["paper_voi_merge"]) == 4.216726886652355
+    assert bench["diff_voi_split"] == bench["diff_voi_sum"] == ""
     assert all(r["note"] == "" for (_, masked), r in table.items() if masked)
     assert all(r["note"] and not r["diff_erl"] for (_, masked), r in table.items() if not masked)
     md = (out / "zebrafinch_mtlsd.md").read_text()
@@ -260,7 +261,10 @@ def test_make_reproduce_on_the_fixtures_equals_the_hand_computed_table(paper_buc
         "one threshold per network, 0.5: the lowest VOI sum of the 12 validation skeletons on benchmark_roi, masked, "
         "for every ROI and mask; the 50 test skeletons are scored at it"
     ) in md
-    assert "| 11_micron_roi | neuropil | ✘ | 0.50 / 0.32, validation | 0.197 / 0.146 | 0.667 / 0.113 | 0.864 / 0.259 / 0.605 |" in md
+    assert (
+        "| 11_micron_roi | neuropil | ✘ | 0.50 / 0.32, validation | 0.197 / 0.146 | 0.667 / 0.113 "
+        "| 0.864 / 0.259 / 0.605 |"
+    ) in md
     # the min-cut metric on the masked 11, 18 and 25 µm cubes: at 0.5 the segment {1, 2} merges A1 and A2 in the
     # 11 µm cube (one cut, edge 1-2); in the larger cubes N1 is whole and alone in it: nothing to cut or merge
     mcm = {key: (r["min_cut_splits_needed"], r["min_cut_merges_needed"]) for key, r in table.items()}
@@ -285,16 +289,20 @@ def test_make_reproduce_on_the_fixtures_equals_the_hand_computed_table(paper_buc
     assert "| 11_micron_roi | neuropil | 3 / 67 | 180 / 515894 | 61 / 17915 | ✘ | 1 |" in md
     assert "| benchmark_roi | none | 2 / 367 | 283 / 80794800 | 157 / 1514632 | ✘ | 0 |" in md
     assert {r["invariants"] for r in table.values()} == {"✘"}
-    assert (cube["number_of_components"], cube["paper_components"], cube["paper_max_erl"]) == ("3", "67.0", "17914.530202672213")
+    invariants = (cube["number_of_components"], cube["paper_components"], cube["paper_max_erl"])
+    assert invariants == ("3", "67.0", "17914.530202672213")
     assert (
-        "| benchmark_roi | none | ✘ | 0.50 / 0.32, validation | not reproducible from the bucket: the unmasked supervoxels are "
-        "not published; ours (unmasked skeletons on masked supervoxels): VOI split "
+        "| benchmark_roi | none | ✘ | 0.50 / 0.32, validation | not reproducible from the bucket: the unmasked "
+        "supervoxels are not published; ours (unmasked skeletons on masked supervoxels): VOI split "
     ) in md
     assert (out / "zebrafinch_mtlsd.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     # each evaluation's own scores: the threshold rule stated where it was fixed
     test_scores = json.loads((out / "work/zebrafinch_mtlsd/11_micron_roi_masked_testing.scores.json").read_text())
     assert test_scores["threshold_rule"].startswith("threshold 0.5 fixed by ")
-    assert test_scores["threshold_rule"].endswith("work/zebrafinch_mtlsd/threshold_benchmark_roi_masked_validation.scores.json (the lowest VOI sum there), not chosen on these scores")
+    assert test_scores["threshold_rule"].endswith(
+        "work/zebrafinch_mtlsd/threshold_benchmark_roi_masked_validation.scores.json (the lowest VOI sum there), "
+        "not chosen on these scores"
+    )
 
     # THRESHOLDS=paper: MTLSD's 0.32 (below the 0.5 that joins fragments 1 and 2) on every row
     done = make("reproduce", "DATASET=zebrafinch", "NETWORK=mtlsd", "THRESHOLDS=paper", f"{report} --name paper")
@@ -304,7 +312,8 @@ def test_make_reproduce_on_the_fixtures_equals_the_hand_computed_table(paper_buc
     assert {(r["threshold"], r["threshold_rule"], r["status"]) for r in at_paper.values()} == {("0.32", "paper", "ok")}
     # 11 µm masked: A1, A2 and B each alone in its fragment (B's background site aside)
     cube = at_paper[("11_micron_roi", True)]
-    assert float(cube["voi_split"]) == pytest.approx(7 / 21 * entropy(6, 1), abs=1e-9) and float(cube["voi_merge"]) == 0.0
+    assert float(cube["voi_split"]) == pytest.approx(7 / 21 * entropy(6, 1), abs=1e-9)
+    assert float(cube["voi_merge"]) == 0.0
     assert float(cube["erl"]) == pytest.approx((2 * 54**2 + 45**2) / 180, abs=1e-9)
     # larger, masked: N1 (20 nodes) split into fragments 1 and 2 at its 27 nm drop; B whole but for 1027
     for roi in ROIS:
@@ -313,7 +322,18 @@ def test_make_reproduce_on_the_fixtures_equals_the_hand_computed_table(paper_buc
             split = 20 / 27 + 7 / 27 * entropy(6, 1)
             assert float(row["voi_split"]) == pytest.approx(split, abs=1e-9) and float(row["voi_merge"]) == 0.0
             assert float(row["erl"]) == pytest.approx((81**2 + 81**2 + 45**2) / 261, abs=1e-9)
-    assert "one threshold per network, 0.32 for every ROI and mask, the authors' value for mtlsd" in (out / "paper.md").read_text()
+    rule = "one threshold per network, 0.32 for every ROI and mask, the authors' value for mtlsd"
+    assert rule in (out / "paper.md").read_text()
+    # the validation rule on another ROI and mask: the 11 µm cube, unmasked (V and W are perfect there from 0.5)
+    cube_rule = f"{report} --name cube --threshold-roi 11_micron_roi --threshold-unmasked"
+    done = make("reproduce", "DATASET=zebrafinch", "NETWORK=mtlsd", cube_rule)
+    assert done.returncode == 0, done.stderr
+    assert (
+        "threshold: 0.5: the lowest VOI sum of the 12 validation skeletons on 11_micron_roi, unmasked, for every ROI "
+        "and mask"
+    ) in done.stdout
+    with open(out / "cube.csv") as f:
+        assert [float(r["threshold"]) for r in csv.DictReader(f)] == [0.5] * 22
     done = make("reproduce", "DATASET=zebrafinch", "NETWORK=mtlsd", "THRESHOLDS=best", report)
     assert error(done) == "error: unknown threshold rule 'best' (expected one of: validation, paper)"
     done = make("reproduce", "DATASET=zebrafinch", "NETWORK=mtlsd", f"{report} --threshold-roi 99_micron_roi")
@@ -329,10 +349,19 @@ def test_make_reproduce_on_the_fixtures_equals_the_hand_computed_table(paper_buc
         shifted = {(r["roi"], r["masked"] == "true"): r for r in csv.DictReader(f)}
     assert shifted[("11_micron_roi", True)]["status"] == (
         "ROI '11_micron_roi' [50800, 43200, 43200]+[10800, 10800, 10800] nm disagrees with the skeletons' "
-        "'11_micron_roi_masked': 22 of 22 marked nodes lie outside it (e.g. node 1000 at [50810.0, 43294.5, 54841.5] nm, z, y, x)"
+        "'11_micron_roi_masked': 22 of 22 marked nodes lie outside it (e.g. node 1000 at [50810.0, 43294.5, "
+        "54841.5] nm, z, y, x)"
     )
     assert shifted[("11_micron_roi", False)]["status"].endswith("no skeleton edge lies inside the fragments' ROI [50800:61600, 43200:54000, 43200:54000] (10800, 10800, 10800)")
     assert shifted[("18_micron_roi", True)] == table[("18_micron_roi", True)]
+    registry["rois"]["11_micron_roi"]["roi_offset"] = [0, 0, 0]  # far outside the published fragments
+    (tmp_path / "far.json").write_text(json.dumps(registry))
+    far = f"{report} --rois {tmp_path / 'far.json'} --threshold-roi 11_micron_roi"
+    done = make("reproduce", "DATASET=zebrafinch", "NETWORK=mtlsd", far)
+    assert error(done) == (
+        "error: the threshold ROI '11_micron_roi' is not inside the fragments of any run; choose another with "
+        "--threshold-roi"
+    )
     assert "| 11_micron_roi | neuropil | | not computed: ROI '11_micron_roi'" in (out / "shifted.md").read_text()
 
 
@@ -396,6 +425,9 @@ def test_invariants_are_marked_against_the_papers():
     assert invariants_mark(Row("11_micron_roi", True, ours=ours, paper={})) == ""
 
 
+ORIGIN = "LocalShapeDescriptors/LocalShapeDescriptors.github.io@0cc0f50 plots/csvs/zfinch/"
+
+
 def _paper_rows():
     with open(REPO / "03_predict/paper_numbers.csv", newline="") as f:
         return list(csv.DictReader(f))
@@ -418,7 +450,7 @@ def test_the_papers_numbers_are_every_zebrafinch_row_of_the_authors_csvs():
     }
     sources = {}
     for r in zebrafinch:
-        origin = r["source"].removeprefix("LocalShapeDescriptors/LocalShapeDescriptors.github.io@0cc0f50 plots/csvs/zfinch/")
+        origin = r["source"].removeprefix(ORIGIN)
         if origin not in sources:
             with open(REPO / "03_predict/paper_sources/zfinch" / origin, newline="") as f:
                 sources[origin] = {(s["run_type"], s["has_mask"]): s for s in csv.DictReader(f)}
@@ -446,7 +478,8 @@ def test_the_papers_numbers_are_every_zebrafinch_row_of_the_authors_csvs():
         "another LongRange run (mcm_rois/longrange_validation_best_voi_sum_mcm.csv, threshold 0.04): 107 + 1374",
     ]
     bench = next(r for r in zebrafinch if (r["network"], r["roi"], r["masked"]) == ("acrlsd", "benchmark_roi", "true"))
-    assert (bench["voi_split"], bench["voi_merge"], bench["erl"]) == ("0.9438864056886427", "1.346118515510435", "12667.456731155517")
+    values = (bench["voi_split"], bench["voi_merge"], bench["erl"])
+    assert values == ("0.9438864056886427", "1.346118515510435", "12667.456731155517")
     for dataset, rois in (("hemi", {"12_micron_roi", "17_micron_roi", "22_micron_roi"}), ("fib25", {"full", "roi_1", "roi_2"})):
         assert {(r["network"], r["roi"]) for r in rows if r["dataset"] == dataset} == {(n, roi) for n in networks for roi in rois}
     for r in rows:

@@ -92,13 +92,15 @@ def test_marked_nodes_outside_the_roi_are_counted_and_a_roi_without_any_is_refus
     roi = get_roi("11_micron_roi")
     s = skeletons([(50800, 43200, 44100), (61600, 43200, 44100)], [True, True], [0, 0])
     report = check_roi_against_skeletons(roi, "11_micron_roi", s, "11_micron_roi_masked")
-    assert report == {"nodes": 1, "outside": 1, "bbox_begin": (50800.0, 43200.0, 44100.0), "bbox_end": (50800.0, 43200.0, 44100.0)}
+    corner = (50800.0, 43200.0, 44100.0)
+    assert report == {"nodes": 1, "outside": 1, "bbox_begin": corner, "bbox_end": corner}
     s = skeletons([(61600, 43200, 44100), (0, 0, 0)], [True, True], [0, 0])
     with pytest.raises(ConfigError) as e:
         check_roi_against_skeletons(roi, "11_micron_roi", s, "11_micron_roi_masked")
     assert str(e.value) == (
         "ROI '11_micron_roi' [50800, 43200, 44100]+[10800, 10800, 10800] nm disagrees with the skeletons' "
-        "'11_micron_roi_masked': 2 of 2 marked nodes lie outside it (e.g. node 1 at [61600.0, 43200.0, 44100.0] nm, z, y, x)"
+        "'11_micron_roi_masked': 2 of 2 marked nodes lie outside it (e.g. node 1 at [61600.0, 43200.0, 44100.0] nm, "
+        "z, y, x)"
     )
     with pytest.raises(ConfigError) as e:
         check_roi_against_skeletons(roi, "11_micron_roi", s, "18_micron_roi_masked")

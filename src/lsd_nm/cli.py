@@ -551,8 +551,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the sweep on the published region graphs (default: 0 1 0.02)")  # fmt: skip
     p.add_argument("--min-cut", action="store_true", help="also the min-cut metric on the masked 11, 18, 25 µm cubes")
     p.add_argument("--threshold-rule", default="validation", metavar="RULE",
-                   help="zebrafinch: one threshold per network, 'validation' (lowest VOI sum of the validation "
-                        "skeletons, default) or 'paper' (the authors' value; make reproduce THRESHOLDS=paper)")  # fmt: skip
+                   help="zebrafinch: one threshold per network, 'validation' (lowest VOI sum of the "
+                        "validation skeletons, default) or 'paper' (the authors'; THRESHOLDS=paper)")  # fmt: skip
     p.add_argument("--threshold-roi", default="benchmark_roi",
                    help="the ROI of the validation rule (default: benchmark_roi)")  # fmt: skip
     p.add_argument("--threshold-unmasked", action="store_true",

@@ -327,8 +327,9 @@ def site_segments(node_fragments: np.ndarray, lut: tuple[np.ndarray, np.ndarray]
 
 
 CAPACITY_BITS = 24
-"""Capacities 1 − merge_score are integers in units of 2^-24 for the max-flow (scipy's is integer); fewer bits where a
-fragment has so many edges that its flow could exceed int32. waterz's histogram scores (multiples of 1/512) stay exact."""
+"""Capacities 1 − merge_score are integers in units of 2^-24 for the max-flow (scipy's is integer); fewer bits where
+a fragment has so many edges that its flow could exceed int32. waterz's histogram scores (multiples of 1/512) stay
+exact."""
 
 
 def _source_side(
@@ -478,7 +479,8 @@ def min_cut_metric(
     edges_of: dict[int, dict[tuple[int, int], float]] = defaultdict(dict)
     for (u, v), score in scores.items():
         s = segment_of.get(u)
-        if s in merging_set and segment_of.get(v) == s and u != v and score is not None and score <= threshold:
+        below = score is not None and score <= threshold
+        if below and s in merging_set and segment_of.get(v) == s and u != v:
             edges_of[s][(u, v)] = float(score)
 
     splits = unsplittable = 0
@@ -531,8 +533,8 @@ def sweep_thresholds(
     (``skeletons`` and ``node_fragments``) add the ERL keys and the site VOI as ``sites_voi_split``, … ; without dense
     ground truth the site VOI/ARAND also fill ``voi_split``, ``voi_merge`` and ``arand`` (the paper's zebrafinch
     numbers are site-based), and ``number_of_components`` counts the skeletons' components (every site's, as the
-    original's ``number_of_components``). ``voi_sum`` = voi_split + voi_merge. The min-cut metric is not part of the sweep (it
-    needs the region graph and is slow); call :func:`min_cut_metric` for chosen thresholds.
+    original's ``number_of_components``). ``voi_sum`` = voi_split + voi_merge. The min-cut metric is not part of the
+    sweep (it needs the region graph and is slow); call :func:`min_cut_metric` for chosen thresholds.
 
     Args:
         luts: Threshold → LUT (see :func:`lsd_nm.luts.apply_lut`).

@@ -242,7 +242,8 @@ class PublishedResult:
     def line(self) -> str:
         sv = f"supervoxels {self.supervoxels} ({self.supervoxel_chunks} chunks, {self.absent_chunks} absent)" if self.supervoxels else "no supervoxels"
         edges = f"{self.edges} edges, {self.null_scores} without a score, {self.dangling_edges} dangling skipped"
-        return f"{self.network}/{self.run}: region graph {self.db} ({self.nodes} nodes, {edges}); {sv}; {self.transfer.line()}"
+        graph = f"region graph {self.db} ({self.nodes} nodes, {edges})"
+        return f"{self.network}/{self.run}: {graph}; {sv}; {self.transfer.line()}"
 
 
 def _run_folder(client, bucket, dataset, network, run, structure) -> tuple[str, str, str]:

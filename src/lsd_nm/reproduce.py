@@ -356,7 +356,9 @@ def dense_rows(
 
 INVARIANTS = ("number_of_components", "total_path_length", "max_erl")
 """What depends on the skeletons, the ROI and the mask alone (protocol.md §4): the same for every network."""
-PAPER_INVARIANTS = {"number_of_components": "components", "total_path_length": "total_path_length", "max_erl": "max_erl"}
+PAPER_INVARIANTS = {
+    "number_of_components": "components", "total_path_length": "total_path_length", "max_erl": "max_erl",
+}  # fmt: skip
 """Our key → its column in :data:`PAPER_NUMBERS`."""
 INVARIANT_RTOL = 1e-5
 """Lengths agree to this relative difference (the original sums float32 edge lengths)."""
@@ -461,7 +463,8 @@ def write_markdown(path: Path, dataset: str, network: str, source: str, rule: st
         "",
         "## Scores",
         "",
-        "| ROI | mask | invariants | threshold (ours / paper, rule) | VOI split | VOI merge | VOI sum (ours / paper / Δ) "
+        "| ROI | mask | invariants | threshold (ours / paper, rule) | VOI split | VOI merge "
+        "| VOI sum (ours / paper / Δ) "
         "| ERL (ours / paper / Δ) | nERL (ours / paper) | background sites (scored / in the ROI / paper) "
         "| min-cut splits + merges (ours / paper) |",
         "|---|---|---|---|---|---|---|---|---|---|---|",
@@ -478,8 +481,9 @@ def write_markdown(path: Path, dataset: str, network: str, source: str, rule: st
         )
         if line["note"]:
             out.append(
-                f"| {line['roi']} | {mask} | {line['invariants'] or '–'} | {threshold} | {line['note']}; ours (unmasked skeletons on masked "
-                f"supervoxels): VOI split {_cell(line['voi_split'])}, merge {_cell(line['voi_merge'])}, "
+                f"| {line['roi']} | {mask} | {line['invariants'] or '–'} | {threshold} | {line['note']}; "
+                f"ours (unmasked skeletons on masked supervoxels): VOI split {_cell(line['voi_split'])}, "
+                f"merge {_cell(line['voi_merge'])}, "
                 f"sum {_cell(line['voi_sum'])}, ERL {_cell(line['erl'], 0)}, nERL {_cell(line['normalized_erl'])} "
                 f"| | | | | | |"
             )
@@ -634,6 +638,13 @@ def reproduce(
         source = f"the authors' published supervoxels and region graphs ({manifest}; {counts})"
     for _, config in runs:
         _fragments_roi(config)  # every run's fragments exist before anything is scored
+    if dataset in SKELETON_DATASETS and threshold_rule == "validation":
+        roi = load_rois(dataset, rois).rois[threshold_roi]
+        if _run_of(Roi(roi.roi_offset, roi.roi_shape), runs) is None:
+            raise ConfigError(
+                f"the threshold ROI '{threshold_roi}' is not inside the fragments of any run; choose another with "
+                "--threshold-roi"
+            )
     if dataset in SKELETON_DATASETS:
         # fail on missing skeletons before the LUTs of a large region graph are computed
         for split in SPLITS:
