@@ -381,7 +381,7 @@ def test_many_blocks_score_as_one_block(tmp_path, seeds, fragments_in_xy):
     """Blockwise post-processing once cut neurons at the block faces (the demo: 13.2 % of the neighbour pairs of a
     neuron split on the faces' planes against 3.4 % elsewhere, VOI 2.082 in blocks against 2.000 in one): per-block
     waterz scored an edge at a face with its other fragment cropped to the context, and the two halves of a fragment
-    cut by a face by their affinities at the cut. In 3 × 3 blocks per section the faces now split no more than 1.3× the
+    cut by a face by their affinities at the cut. In 3 × 3 blocks per section the faces now split ≤ 1.3× the
     median plane, and the best VOI is within 0.02 of one block's (measured: original seeds 0.000-0.01, foreground
     seeds 0.012 and 0.016: the blocks' watersheds still differ from the whole volume's near the faces)."""
     from lsd_nm.metrics import face_split_rates, rand_voi
