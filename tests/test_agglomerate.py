@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import glob
 import os
-import re
 import shutil
 import socket
 import subprocess
@@ -203,29 +202,3 @@ def test_bad_inputs_are_one_line_errors_and_write_nothing(tmp_path: Path) -> Non
         agglomerate(config(out, db=url), progress=False)
     assert str(error.value).startswith(f"db '{url}': cannot connect to PostgreSQL") and "\n" not in str(error.value)
     assert not (out / ".blocks" / "agglomerate").exists() and graph(config(out))[1] == []
-
-
-def test_a_merge_larger_than_the_memory_is_refused_with_its_estimate_before_the_contacts_are_read(
-    tmp_path: Path, monkeypatch
-) -> None:
-    from lsd_nm import agglomerate as step
-    from lsd_nm.contacts import Contacts
-    from lsd_nm.region_merging import merge_memory
-
-    out = tmp_path / "out.zarr"
-    make_out_file(out)
-    cfg = config(out, setup=None)
-    extract_fragments(cfg, progress=False)
-    monkeypatch.setattr(step, "available_memory", lambda: 2**20)  # 1 MiB
-    loaded = []
-    monkeypatch.setattr(Contacts, "load", staticmethod(lambda path: loaded.append(path)))
-    with pytest.raises(ConfigError) as e:
-        agglomerate(cfg, progress=False)
-    message = str(e.value)
-    assert re.fullmatch(r"merging the region graph of ([\d,]+) edges needs about [\d.]+ GiB, more than the 0\.0 GiB "
-                        r"available here \(histogram merge functions hold 2 KiB per edge; merge_function \"mean\" "
-                        r"holds 16 B\): run step 3 on a machine with more memory", message), message
-    edges = int(re.match(r"merging the region graph of ([\d,]+)", message).group(1).replace(",", ""))
-    assert edges > 100 and loaded == [] and graph(cfg)[1] == []  # nothing read, no edge written
-    assert merge_memory(10**7, 0, scoring_function("hist_quant_75")) == 10**7 * (256 * 8 + 64)
-    assert merge_memory(10**7, 0, scoring_function("mean")) == 10**7 * (16 + 64)

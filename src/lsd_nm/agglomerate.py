@@ -108,46 +108,11 @@ def process_block(job: AgglomerateJob, block, resources: dict[str, Any]) -> None
         contacts.save(tmp)
 
 
-def available_memory() -> int:
-    """Bytes of memory this machine can give a process now (``MemAvailable``; without /proc: no limit known)."""
-    try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemAvailable:"):
-                return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return 2**62
-
-
-def check_merge_memory(job: AgglomerateJob) -> None:
-    """Refuse, before the blocks' contacts are read, a merge that this machine's memory cannot hold (it would be
-    killed by the kernel halfway), with the estimate.
-
-    Raises:
-        ConfigError: the estimate of :func:`lsd_nm.region_merging.merge_memory` exceeds the available memory.
-    """
-    from .region_merging import merge_memory
-
-    edges = contacts = 0
-    for path in job.contacts.glob("*.npz"):
-        with np.load(path) as part:  # an npz reads each array on access: only these two, and only their size
-            edges += len(part["edges"])
-            contacts += len(part["counts"])
-    need, have = merge_memory(edges, contacts, job.scoring_function), available_memory()
-    if need > have:
-        raise ConfigError(
-            f"merging the region graph of {edges:,} edges needs about {need / 2**30:.1f} GiB, more than the "
-            f"{have / 2**30:.1f} GiB available here (histogram merge functions hold 2 KiB per edge; merge_function "
-            "\"mean\" holds 16 B): run step 3 on a machine with more memory"
-        )
-
-
 def merge_blocks(job: AgglomerateJob) -> int:
     """Merge the whole region graph once from every block's contacts and write its edges with their merge scores;
     returns the number of edges."""
     from .region_merging import merge_region_graph  # numba: only the driver needs it, once
 
-    check_merge_memory(job)
     db = open_graph(job.db_location, "r+")
     try:
         centers = read_nodes(db)

@@ -11,8 +11,8 @@ score bins, first in first out within a bin, stale edges scored again when they 
 (``OneMinus<HistogramQuantileAffinity<…, Q, …, 256, initmax>>``, ``OneMinus<MeanAffinity>``); so the scores do not
 depend on how the volume was cut into blocks, nor on the number of workers.
 
-Memory: the merge holds a 256-bin histogram of int64 counts per edge (2 KiB; 2 GiB per million edges) for the
-histogram merge functions, 16 bytes per edge for ``mean`` (:func:`merge_memory` estimates it with the rest).
+Memory: the merge holds a 256-bin histogram per edge (1 KiB; 1 GiB per million edges) for the histogram merge
+functions, 16 bytes per edge for ``mean``.
 """
 
 from __future__ import annotations
@@ -34,14 +34,6 @@ def parse_scoring(scoring: str) -> tuple[int, int, bool]:
     if int(bins) != BINS:
         raise ValueError(f"scoring function with {bins} bins: only {BINS} are supported")
     return 0, int(quantile), initmax == "true"
-
-
-def merge_memory(edges: int, contacts: int, scoring: str) -> int:
-    """Bytes the merge of a graph of ``edges`` edges with ``contacts`` histogram entries needs, about: the dense
-    histograms (histogram scores) or sums, the queue and flags per edge, and the contacts themselves."""
-    kind, _, _ = parse_scoring(scoring)
-    per_edge = (BINS * 8 if kind == 0 else 16) + 64
-    return edges * per_edge + contacts * 24
 
 
 def merge_region_graph(nodes: np.ndarray, contacts: Contacts, scoring: str) -> np.ndarray:
