@@ -20,7 +20,7 @@ LAYERS = {
     },
     "steps": {
         "masks", "tf1", "train", "predict", "view_batch", "predict_blockwise", "fragments", "agglomerate", "segments",
-        "evaluate", "paper_data",
+        "evaluate", "paper_data", "new_dataset",
     },
     "drivers": {"segment", "demo", "reproduce"},
     "cli": {"cli", "__main__"},
