@@ -86,7 +86,8 @@ def test_refusals(root, capsys, case, message):
     if case == "missing":
         with h5py.File(root / "a.h5", "a") as f:
             del f["em"]
-    args = ["--name", "mine", "--train", str(root / "a.h5")] + ([] if case == "no_voxel_size" else ["--voxel-size", "8", "8", "8"])
+    voxel_size = [] if case == "no_voxel_size" else ["--voxel-size", "8", "8", "8"]
+    args = ["--name", "mine", "--train", str(root / "a.h5"), *voxel_size]
     assert run(root, *args) == 2
     assert capsys.readouterr().err.strip() == message.format(root=root)
     assert not (root / "data").exists() and not (root / "repo/02_train/mine").exists()
