@@ -22,7 +22,7 @@ LAYERS = {
         "masks", "tf1", "train", "predict", "view_batch", "predict_blockwise", "fragments", "agglomerate", "segments",
         "evaluate", "paper_data",
     },
-    "drivers": {"segment", "demo", "reproduce", "status"},
+    "drivers": {"segment", "demo", "reproduce", "status", "new_dataset"},
     "cli": {"cli", "__main__"},
 }  # fmt: skip
 ORDER = list(LAYERS)

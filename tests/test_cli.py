@@ -37,7 +37,7 @@ BASE_PYTHON = Path(sys.base_prefix) / "bin" / "python3"
 def test_every_script_is_a_subcommand_and_every_tutorial_step_has_one():
     commands = set(build_parser()._subparsers._group_actions[0].choices)
     assert set(SCRIPTS.values()) <= commands
-    assert commands == set(SCRIPTS.values()) | {"demo", "import-checkpoint"}
+    assert commands == set(SCRIPTS.values()) | {"demo", "import-checkpoint", "new-dataset"}
     scripts = {str(p.relative_to(REPO)) for p in (REPO / "00_containers").glob("*.py")}
     scripts |= {str(p.relative_to(REPO)) for folder in ("01_data", "03_predict") for p in (REPO / folder).glob("*.py")}
     assert scripts == {s for s in SCRIPTS if not s.startswith("02_train")}

@@ -109,6 +109,26 @@ def _synthetic(args: argparse.Namespace) -> None:
         print(plot_volume(paths[0], args.png))
 
 
+def _new_dataset(args: argparse.Namespace) -> None:
+    from .datasets import DATA_DIR
+    from .new_dataset import new_dataset
+
+    plan = new_dataset(
+        args.name, args.train, test=args.test, raw_dataset=args.raw_dataset, labels_dataset=args.labels_dataset,
+        mask_dataset=args.mask_dataset, voxel_size=args.voxel_size, force=args.force, rescale=args.rescale,
+        root=args.root or REPO_ROOT, data_dir=args.data_dir or DATA_DIR,
+    )  # fmt: skip
+    print(f"dataset '{plan.name}':")
+    for reason in plan.reasons:
+        print(f"  {reason}")
+    print("wrote:")
+    for path in plan.written:
+        print(f"  {path}")
+    print("next:")
+    for command in plan.next_commands:
+        print(f"  {command}")
+
+
 def _print_transfer(paths: Sequence[Path], summary) -> None:
     for path in paths:
         print(path)
@@ -430,6 +450,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=positive_int(), default=2, help="volumes generated in parallel (default: 2)")
     p.add_argument("--force", action="store_true", help="redraw volumes that already exist")
     p.add_argument("--png", type=Path, default=None, help="also save a picture of the first volume's middle section")
+
+    p = command("new-dataset", _new_dataset,
+                "your own volumes (zarr, OME-Zarr, HDF5) as a dataset with its 02_train and 03_predict configs (make new-dataset)")  # fmt: skip
+    p.add_argument("--name", required=True, help="the new dataset's name")
+    p.add_argument("--train", type=Path, nargs="+", required=True, help="training volumes (containers)")
+    p.add_argument("--test", type=Path, default=None, help="a test volume (default: segment the last training volume)")
+    p.add_argument("--raw-dataset", default="volumes/raw", help="raw in each container (default: volumes/raw)")
+    p.add_argument("--labels-dataset", default="volumes/labels/neuron_ids",
+                   help="neuron ids in each container (default: volumes/labels/neuron_ids)")  # fmt: skip
+    p.add_argument("--mask-dataset", default=None, help="a labels mask in each container (default: ones)")
+    p.add_argument("--voxel-size", type=int, nargs=3, default=None, metavar=("Z", "Y", "X"),
+                   help="voxel size in nm, when the containers say none (must agree when they do)")  # fmt: skip
+    p.add_argument("--rescale", action="store_true", help="map raw that is not uint8 from its range to 0-255")
+    p.add_argument("--force", action="store_true", help="replace a dataset of this name")
+    p.add_argument("--root", type=Path, default=None, help="the repository holding 02_train/ and 03_predict/")
+    p.add_argument("--data-dir", type=Path, default=None, help="data folder (default: 01_data/)")
 
     p = command("fetch-data", _fetch_data, "download training volumes of the public bucket into 01_data/funke/ (make fetch-data)")
     p.add_argument("--dataset", required=True, help="zebrafinch, fib25 or hemi")

@@ -20,6 +20,10 @@ DATASETS_FILE = REPO_ROOT / "01_data" / "datasets.json"
 """The registry of datasets."""
 DATA_DIR = Path(os.environ.get("LSD_NM_DATA_DIR") or REPO_ROOT / "01_data")
 """Where volumes are fetched or generated to: ``01_data/`` (``LSD_NM_DATA_DIR`` moves it, e.g. to a larger disk)."""
+USER_DATASETS_NAME = "user_datasets.json"
+"""Users' own datasets (``make new-dataset``), in the data folder, apart from the paper's registry."""
+USER_DATASETS_FILE = DATA_DIR / USER_DATASETS_NAME
+"""The users' registry, merged into the paper's by :func:`load_datasets`."""
 
 
 class SyntheticVolume(StrictBaseModel):
@@ -60,14 +64,21 @@ class Datasets(RootModel[dict[str, Dataset]]):
     """The whole registry: dataset name → :class:`Dataset`."""
 
 
-def load_datasets(path: Path = DATASETS_FILE) -> dict[str, Dataset]:
-    """Read and validate ``datasets.json``."""
-    return load_model(Datasets, path).root
+def load_datasets(path: Path = DATASETS_FILE, user_path: Path | None = USER_DATASETS_FILE) -> dict[str, Dataset]:
+    """Read and validate ``datasets.json``, and the users' ``user_datasets.json`` when there is one."""
+    datasets = load_model(Datasets, path).root
+    if user_path is not None and Path(user_path).exists():
+        user = load_model(Datasets, Path(user_path)).root
+        clash = sorted(set(user) & set(datasets))
+        if clash:
+            raise ConfigError(f"{user_path}: dataset '{clash[0]}' is also in {path}; rename it")
+        datasets = {**datasets, **user}
+    return datasets
 
 
 def get_dataset(name: str, path: Path = DATASETS_FILE) -> Dataset:
     """One dataset by name; an unknown name is a one-line :class:`ConfigError` listing the valid names."""
-    datasets = load_datasets(path)
+    datasets = load_datasets(path, USER_DATASETS_FILE if path == DATASETS_FILE else None)
     if name not in datasets:
         raise ConfigError(f"unknown dataset '{name}' (expected one of: {', '.join(datasets)})")
     return datasets[name]

@@ -465,7 +465,7 @@ def select_volumes(dataset: str, volumes: Sequence[str] = (), all_volumes: bool 
 
     ds = get_dataset(dataset)
     if ds.synthetic is not None:
-        real = [name for name, d in load_datasets().items() if d.synthetic is None]
+        real = [name for name, d in load_datasets(user_path=None).items() if d.synthetic is None]
         raise ConfigError(
             f"dataset '{dataset}' is generated locally, not fetched: run `make synthetic DATASET={dataset}` "
             f"(datasets in the bucket: {', '.join(real)})"

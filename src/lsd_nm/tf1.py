@@ -157,7 +157,7 @@ def fetch_checkpoint(
     """
     ds = get_dataset(dataset)
     if ds.synthetic is not None:
-        real = [name for name, d in load_datasets().items() if d.synthetic is None]
+        real = [name for name, d in load_datasets(user_path=None).items() if d.synthetic is None]
         raise ConfigError(f"no published checkpoints for the generated dataset '{dataset}' (expected one of: {', '.join(real)})")
     if network not in NETWORKS:
         raise ConfigError(f"unknown network '{network}' (expected one of: {', '.join(NETWORKS)})")
