@@ -147,6 +147,27 @@ def count_blocks(total_roi: Roi, read_roi: Roi, write_roi: Roi, fit: str = "shri
     return count
 
 
+def _read_json(path: Path) -> dict | None:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):  # half gone, or being replaced
+        return None
+
+
+def read_beats(tracking_dir: Path) -> list[dict]:
+    """The heartbeats of a task's workers (:data:`BEATS`): ``{"host", "pid", "block", "started", "slowest"}`` each
+    (``block`` None: between blocks)."""
+    found = (_read_json(p) for p in sorted((Path(tracking_dir) / BEATS).glob("*.json")))
+    return [b for b in found if b is not None]
+
+
+def read_block_errors(tracking_dir: Path) -> list[dict]:
+    """The block errors of the input a task's workers left (:data:`ERRORS`): ``{"block", "write_roi", "error"}``,
+    one per failed block, by block."""
+    found = (_read_json(p) for p in (Path(tracking_dir) / ERRORS).glob("*.txt"))
+    return sorted((e for e in found if e is not None), key=lambda e: e["block"])
+
+
 def _write_json(path: Path, value: Any) -> None:
     partial = path.with_name(f".{path.name}.partial")
     partial.write_text(json.dumps(value))
@@ -231,21 +252,14 @@ class _Watchdog:
             except Exception:  # noqa: BLE001 - a file half gone or unreadable: look again next time
                 pass
 
-    def _read(self, path: Path) -> dict | None:
-        try:
-            return json.loads(path.read_text())
-        except (OSError, ValueError):
-            return None
-
     def check(self) -> None:
         """Report new block errors and kill frozen workers (also called once after the run)."""
-        for path in sorted((self.tracking_dir / ERRORS).glob("*.txt")):
-            error = self._read(path)
-            if error is not None and error["error"] not in self.reported:
+        for error in read_block_errors(self.tracking_dir):
+            if error["error"] not in self.reported:
                 self.reported.add(error["error"])
                 print(f"{self.task_name}: block {error['block']} (write {error['write_roi']}): {error['error']} "
                       "(the run goes on without this block)", file=sys.stderr, flush=True)  # fmt: skip
-        beats = [b for b in map(self._read, (self.tracking_dir / BEATS).glob("*.json")) if b is not None]
+        beats = read_beats(self.tracking_dir)
         slowest = [b["slowest"] for b in beats if b.get("slowest") is not None]
         if slowest:
             self.slowest = max([self.slowest or 0.0, *slowest])
@@ -268,12 +282,6 @@ class _Watchdog:
                 self.warned.add(key)
                 print(f"{said}; it runs on another machine or under a worker_command and is not killed from here",
                       file=sys.stderr, flush=True)  # fmt: skip
-
-    def errors(self) -> list[dict]:
-        """The block errors of the input, one per failed block."""
-        found = (self._read(p) for p in sorted((self.tracking_dir / ERRORS).glob("*.txt")))
-        return sorted((e for e in found if e is not None), key=lambda e: e["block"])
-
 
 def _worker_environment() -> dict[str, str]:
     """What a command worker runs with: this process's environment and import path (it unpickles functions by
@@ -471,8 +479,8 @@ def run_blockwise(
         if zygote is not None:
             zygote.close()
     state = states[task_name]
-    if state.completed_count != state.total_block_count and not serial and watchdog.errors():
-        errors = watchdog.errors()  # the blocks' input was at fault: one line, the first block's
+    errors = [] if serial else read_block_errors(tracking_dir)
+    if state.completed_count != state.total_block_count and errors:  # the blocks' input was at fault: one line
         more = f" (and {len(errors) - 1} more blocks: {tracking_dir / ERRORS})" if len(errors) > 1 else ""
         raise ConfigError(f"{task_name}: block {errors[0]['block']} (write {errors[0]['write_roi']}): "
                           f"{errors[0]['error']}{more}")  # fmt: skip

@@ -20,6 +20,7 @@ def select_device(device: str | None = None, tf32: bool = False) -> str:
         tf32: allow TensorFloat-32 (the network config's ``tf32``). TensorFlow 2 turns it on by default on Ampere
             and newer GPUs; off, convolutions and matrix products run in FP32, as the original's did.
     """
+    check_device(device, local=False)  # the spelling; whether the GPU is here, TensorFlow says below
     import tensorflow as tf
 
     # a process-wide switch, which may be set at any time
@@ -30,8 +31,6 @@ def select_device(device: str | None = None, tf32: bool = False) -> str:
         if wanted == "cpu":
             tf.config.set_visible_devices([], "GPU")
             return "cpu"
-        if not wanted.startswith("gpu"):
-            raise ConfigError(f"device '{device}': expected cpu, gpu or gpu:N")
         index = int(wanted.split(":")[1]) if ":" in wanted else 0
         if index >= len(gpus):
             raise ConfigError(f"device '{device}': TensorFlow sees {len(gpus)} GPU(s); use --device cpu or another index")
@@ -98,11 +97,4 @@ def runs_on_cpu(device: str | None = None) -> bool:
     """
     if device is not None:
         return device.lower() == "cpu"
-    if "tensorflow" in sys.modules:
-        import tensorflow as tf
-
-        return not tf.config.list_physical_devices("GPU")
-    if os.environ.get("CUDA_VISIBLE_DEVICES", "0").strip() in ("", "-1"):
-        return True
-    gpus = Path("/proc/driver/nvidia/gpus")
-    return not (gpus.is_dir() and any(gpus.iterdir()))
+    return visible_gpus() == 0

@@ -14,10 +14,37 @@ import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 from .config import ConfigError
 from .orphans import is_alive
+
+
+@dataclass(frozen=True)
+class Holder:
+    """Who holds a lock, as its file says."""
+
+    pid: str
+    host: str
+    since: str
+
+    @property
+    def gone(self) -> bool:
+        """The holder is a process of this machine that no longer runs (killed): its lock may be taken over."""
+        return self.host == socket.gethostname() and self.pid.isdigit() and not is_alive(int(self.pid))
+
+    def __str__(self) -> str:
+        return f"process {self.pid} on {self.host} since {self.since}"
+
+
+def lock_holder(path: Path) -> Holder | None:
+    """The holder written in the lock file ``path`` (None: no lock there, or not one of ours)."""
+    try:
+        owner = Path(path).read_text().split(" ", 2)
+    except OSError:
+        return None
+    return Holder(*owner) if len(owner) == 3 else None
 
 
 @contextmanager
@@ -42,16 +69,15 @@ def hold_lock(path: Path, busy: str) -> Iterator[None]:
         try:
             fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
         except FileExistsError:
-            try:
-                owner = path.read_text().split(" ", 2)
-            except FileNotFoundError:  # released meanwhile: try again
+            holder = lock_holder(path)
+            if holder is None and not path.exists():  # released meanwhile: try again
                 continue
-            if len(owner) == 3 and owner[1] == socket.gethostname() and owner[0].isdigit() and not is_alive(int(owner[0])):
-                print(f"note: taking over the lock {path} of process {owner[0]} (started {owner[2]}), which no longer runs",
-                      file=sys.stderr)  # fmt: skip
+            if holder is not None and holder.gone:
+                print(f"note: taking over the lock {path} of process {holder.pid} (started {holder.since}), which no "
+                      "longer runs", file=sys.stderr)  # fmt: skip
                 path.unlink(missing_ok=True)
                 continue
-            who = f"process {owner[0]} on {owner[1]} since {owner[2]}" if len(owner) == 3 else "another process"
+            who = holder or "another process"
             raise ConfigError(f"{busy} by {who} (lock {path}); wait for it to finish, or delete the lock if that run "
                               "is gone") from None  # fmt: skip
         except OSError as e:  # a read-only mount, a full disk, no permission: nothing can be written there
@@ -59,12 +85,12 @@ def hold_lock(path: Path, busy: str) -> Iterator[None]:
         with os.fdopen(fd, "w") as f:
             f.write(mine)
         break
-    holder = os.getpid()
+    me = os.getpid()
     try:
         yield
     finally:
         try:  # (a process forked meanwhile leaving this block does not release its parent's lock)
-            if os.getpid() == holder and path.read_text() == mine:
+            if os.getpid() == me and path.read_text() == mine:
                 path.unlink()
         except FileNotFoundError:
             pass

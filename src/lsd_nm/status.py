@@ -18,9 +18,10 @@ from pathlib import Path
 
 import numpy as np
 
-from .blockwise import BEATS, BLOCKS, ERRORS
+from .blockwise import BLOCKS, ERRORS, read_beats
 from .config import ConfigError
 from .evaluate import scores_paths
+from .locks import lock_holder
 from .luts import all_thresholds, lut_path, threshold_name
 from .orphans import is_alive
 from .run_config import STEPS, RunConfig
@@ -106,11 +107,7 @@ def _last_error(tracking: Path) -> str | None:
 
 def _workers(tracking: Path) -> list[str]:
     alive = []
-    for path in sorted((tracking / BEATS).glob("*.json")):
-        try:
-            beat = json.loads(path.read_text())
-        except (OSError, ValueError):
-            continue
+    for beat in read_beats(tracking):
         if beat["host"] == socket.gethostname() and is_alive(beat["pid"]):
             alive.append(f"{beat['pid']}@{beat['host']}: " + (f"block {beat['block']}" if beat["block"] is not None
                                                                else "between blocks"))  # fmt: skip
@@ -131,14 +128,8 @@ def _blockwise(name: str, trackings: list[Path]) -> StepStatus:
 
 
 def _holder(config: RunConfig) -> str | None:
-    lock = config.out_path.with_name(config.out_path.name + ".lock")
-    try:
-        pid, host, since = lock.read_text().split(" ", 2)
-    except (OSError, ValueError):
-        return None
-    if host == socket.gethostname() and not (pid.isdigit() and is_alive(int(pid))):
-        return None  # a killed run's lock, taken over by the next one
-    return f"process {pid} on {host} since {since}"
+    holder = lock_holder(config.out_path.with_name(config.out_path.name + ".lock"))
+    return None if holder is None or holder.gone else str(holder)  # gone: a killed run's lock
 
 
 def run_status(config: RunConfig) -> RunStatus:
