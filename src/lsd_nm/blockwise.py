@@ -47,7 +47,7 @@ import daisy
 import numpy as np
 from funlib.geometry import Coordinate, Roi
 
-from . import forked_workers
+from . import forked_workers, orphans
 from .config import ConfigError
 from .data import COMPRESSOR, Volume
 from .locks import hold_lock
@@ -318,9 +318,18 @@ def _command_worker(command: list[str], spec: Path) -> Callable[[], None]:
     def worker() -> None:
         env = _worker_environment()  # here: daisy sets DAISY_CONTEXT in the process that runs this
         args = [*command, sys.executable, "-m", "lsd_nm.blockwise_worker", str(spec)]
-        done = subprocess.run(args, env=env, check=False)
-        if done.returncode != 0:
-            raise RuntimeError(f"worker command exited with code {done.returncode}: {' '.join(command)}")
+        driver = os.getppid()  # daisy's driver started this process
+        child = subprocess.Popen(args, env=env)
+
+        def driver_gone() -> None:  # kill -9 of the driver: end the command (srun cancels its job step) and this process
+            with contextlib.suppress(OSError):
+                child.terminate()
+            os._exit(1)
+
+        orphans.watch(driver, driver_gone, interval=0.2)
+        returncode = child.wait()
+        if returncode != 0:
+            raise RuntimeError(f"worker command exited with code {returncode}: {' '.join(command)}")
 
     return worker
 
