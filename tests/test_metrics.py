@@ -20,6 +20,7 @@ from lsd_nm.metrics import (
     best_row,
     contingency_table,
     expected_run_length,
+    face_split_rates,
     min_cut_metric,
     rand_voi,
     sample_segments,
@@ -116,6 +117,20 @@ def test_rand_voi_errors():
         rand_voi(np.ones(3, int), np.ones(4, int))
     with pytest.raises(ValueError, match="no voxel"):
         rand_voi(np.zeros(3, int), np.ones(3, int))
+
+
+def test_face_split_rates_hand_worked():
+    """One neuron in two rows of six voxels (the last voxel of row 0 unlabelled); a block face between x = 2 and 3.
+    False splits per plane along x: 0|1 1/2, 1|2 1/2, 2|3 (the face) 2/2, 3|4 0/2, 4|5 1/1 (the unlabelled voxel's pair
+    is not counted): face 1.0, median of the others 0.5, max 1.0, ratio 2. y has one plane and no face: no row."""
+    truth = np.ones((1, 2, 6), np.uint64)
+    truth[0, 0, 5] = 0
+    test = np.array([[[1, 2, 2, 3, 3, 4], [5, 5, 6, 7, 7, 8]]], np.uint64)
+    rows = face_split_rates(truth, test, [[], [], [3]])
+    assert rows == [{"axis": "x", "faces": 1, "face_rate": 1.0, "median_rate": 0.5, "max_rate": 1.0, "ratio": 2.0}]
+    # faces outside the volume are ignored; a perfect segmentation has rate 0 everywhere (ratio NaN, median 0)
+    [row] = face_split_rates(truth, np.ones_like(test), [[], [], [0, 3, 6]])
+    assert row["faces"] == 1 and row["face_rate"] == 0.0 and math.isnan(row["ratio"])
 
 
 def test_contingency_table_counts():

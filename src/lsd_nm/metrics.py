@@ -28,6 +28,10 @@ per node (from :func:`sample_segments`, then :func:`lsd_nm.luts.apply_lut` throu
 * :func:`min_cut_metric`: the original's min-cut metric (MCM): the cuts of each merging segment's region graph that
   separate its skeletons (funlib.evaluate's ``split_graph``) and the merges that then reconnect every skeleton.
 
+**Seams** (:func:`face_split_rates`): the false-split rate (voxel pairs across a plane that share a truth label but
+not a segment) on the planes at block faces against the median of the other planes; a ratio well above 1 is a cut
+along the faces.
+
 **Threshold sweep** without writing segmentations: :func:`sweep_thresholds` maps the fragments through each LUT in
 memory (:func:`lsd_nm.luts.apply_lut`) and scores every threshold; :func:`best_row` picks the lowest VOI sum.
 """
@@ -45,6 +49,45 @@ from .luts import apply_lut
 
 # ---------------------------------------------------------------------------------------------------------------------
 # dense metrics
+
+def face_split_rates(truth: np.ndarray, test: np.ndarray, faces: Sequence[Sequence[int]]) -> list[dict[str, float]]:
+    """The false-split rate on the block faces against the other planes, per axis.
+
+    Args:
+        truth: (z, y, x) labels, 0 ignored.
+        test: (z, y, x) segment ids.
+        faces: per axis, the block faces as the index of the first section after each face (e.g. 72 for the plane
+            between sections 71 and 72).
+
+    Returns:
+        Per axis with at least one face and one other plane: ``{"axis", "faces", "face_rate", "median_rate",
+        "max_rate", "ratio"}`` — the false splits of all the face planes' pairs together, the median and maximum over
+        the other planes, and face_rate / median_rate (NaN when the median is 0).
+    """
+    a_all, b_all = np.asarray(truth), np.asarray(test)
+    out = []
+    for axis, at in enumerate(faces):
+        planes = sorted({int(f) - 1 for f in at if 0 < int(f) < a_all.shape[axis]})
+        if not planes or len(planes) >= a_all.shape[axis] - 1:
+            continue
+        a, b = np.moveaxis(a_all, axis, 0), np.moveaxis(b_all, axis, 0)
+        same = (a[1:] == a[:-1]) & (a[1:] != 0)
+        split = same & (b[1:] != b[:-1])
+        pairs, splits = same.sum(axis=(1, 2)), split.sum(axis=(1, 2))
+        on_face = np.zeros(len(pairs), bool)
+        on_face[planes] = True
+        others = np.where(pairs[~on_face] > 0, splits[~on_face] / np.maximum(pairs[~on_face], 1), np.nan)
+        others = others[~np.isnan(others)]
+        if pairs[on_face].sum() == 0 or others.size == 0:
+            continue
+        face_rate = float(splits[on_face].sum() / pairs[on_face].sum())
+        median = float(np.median(others))
+        out.append({
+            "axis": "zyx"[axis], "faces": len(planes), "face_rate": face_rate, "median_rate": median,
+            "max_rate": float(others.max()), "ratio": face_rate / median if median > 0 else float("nan"),
+        })  # fmt: skip
+    return out
+
 
 
 def _dense_ids(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
