@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from predict_volumes import VOXEL_SIZE, config, graph, make_out_file, read_fragments
 
-from lsd_nm.agglomerate import agglomerate, agglomerate_in_block, merge_scores, scoring_function
+from lsd_nm.agglomerate import agglomerate, scoring_function
 from lsd_nm.config import ConfigError
 from lsd_nm.fragments import extract_fragments
 
@@ -30,19 +30,6 @@ def _adjacent_pairs(fragments: np.ndarray) -> set[tuple[int, int]]:
         lo, hi = np.minimum(a[keep], b[keep]), np.maximum(a[keep], b[keep])
         pairs |= set(zip(lo.tolist(), hi.tolist()))
     return pairs
-
-
-def test_merge_scores_are_those_of_the_merge_that_joined_the_pair() -> None:
-    history = [
-        {"a": 1, "b": 2, "c": 1, "score": 0.1},
-        {"a": 3, "b": 4, "c": 3, "score": 0.2},
-        {"a": 1, "b": 3, "c": 1, "score": 0.05},  # scores need not increase
-        {"a": 5, "b": 1, "c": 1, "score": 0.7},
-    ]
-    pairs = [(1, 2), (2, 4), (3, 4), (4, 5), (2, 3), (5, 6)]
-    assert merge_scores(pairs, history) == {
-        (1, 2): 0.1, (2, 4): 0.05, (3, 4): 0.2, (4, 5): 0.7, (2, 3): 0.05, (5, 6): None,
-    }  # fmt: skip
 
 
 def test_scoring_functions_of_the_merge_functions() -> None:
@@ -75,20 +62,70 @@ def test_edges_are_the_region_graph_once_each_and_a_rerun_skips_all(tmp_path: Pa
     assert (again.processed, again.skipped) == (0, 8) and graph(cfg) == (nodes, edges)
 
 
-def test_blockwise_equals_a_single_block_when_every_block_sees_the_whole_volume(tmp_path: Path) -> None:
-    """The property: with a context covering the volume, every block runs waterz on the same fragments (relabelled
-    by the same sorted order) and affinities as one whole-volume run (outside the volume reads as fragment 0, which
-    waterz leaves out), so the merge histories agree and every edge's merge score is the whole-volume one."""
+def _waterz_scores(affs, fragments, pairs, merge_function):
+    """The merge score waterz gives each pair on the whole volume (thresholds 0 and 1)."""
+    import waterz
+
+    ids, local = np.unique(fragments, return_inverse=True)
+    assert ids[0] != 0
+    local = (local.reshape(fragments.shape) + 1).astype(np.uint64)
+    generator = waterz.agglomerate(
+        (affs / 255.0).astype(np.float32), [0.0, 1.0], fragments=local,
+        scoring_function=scoring_function(merge_function), discretize_queue=256, return_merge_history=True, return_region_graph=True,
+    )  # fmt: skip
+    next(generator)
+    history = [dict(m) for m in next(generator)[1]]
+    generator.close()
+    return merge_scores(history, pairs, {int(i): n for n, i in enumerate(ids, 1)})
+
+
+def test_blockwise_merge_scores_are_waterz_on_the_whole_volume(tmp_path: Path) -> None:
+    """The whole graph is merged once: one block's scores are waterz's on the volume; in 2 × 2 × 2 blocks (a context
+    covering the volume: every block's watershed is the whole volume's), they are waterz's on the blocks' fragments
+    with the affinity 1 where a face cut one fragment of the watershed in two."""
     shape = (8, 48, 48)
     whole = tuple(s * v for s, v in zip(shape, VOXEL_SIZE))
-    out = tmp_path / "out.zarr"
-    _, affs = make_out_file(out, shape=shape)
-    cfg = config(out, block_size=(80, 216, 216), context=whole)
-    extract_fragments(cfg, progress=False)
-    agglomerate(cfg, progress=False)
-    _, edges = graph(cfg)
-    single = agglomerate_in_block(affs, read_fragments(out), scoring_function(cfg.merge_function))
-    assert {(u, v): score for u, v, score, _ in edges} == single
+    one, many = tmp_path / "one.zarr", tmp_path / "many.zarr"
+    _, affs = make_out_file(one, shape=shape)
+    make_out_file(many, shape=shape)
+    for out, block in ((one, whole), (many, (80, 216, 216))):
+        cfg = config(out, block_size=block, context=whole)
+        extract_fragments(cfg, progress=False)
+        agglomerate(cfg, progress=False)
+    _, edges = graph(config(one))
+    pairs = [(u, v) for u, v, _, _ in edges]
+    single = _waterz_scores(affs, read_fragments(one), pairs, "hist_quant_75")
+    assert len(edges) > 30 and {(u, v): s for u, v, s, _ in edges} == single
+
+    _, edges = graph(config(many))
+    uncut, fragments = read_fragments(one), read_fragments(many)
+    patched = affs.copy()
+    for axis, face in ((0, 4), (1, 24), (2, 24)):
+        here = [slice(None)] * 3
+        before = list(here)
+        here[axis], before[axis] = face, face - 1
+        patched[axis][tuple(here)][uncut[tuple(here)] == uncut[tuple(before)]] = 255
+    pairs = [(u, v) for u, v, _, _ in edges]
+    assert {(u, v): s for u, v, s, _ in edges} == _waterz_scores(patched, fragments, pairs, "hist_quant_75")
+
+
+def merge_scores(history, pairs, local):
+    """waterz's merge history → the score of the merge that first joined each pair (None: never), by replaying
+    it on a union-find and checking every pair after every merge."""
+    root = {}
+
+    def find(x):
+        while root.get(x, x) != x:
+            x = root[x]
+        return x
+
+    out = dict.fromkeys(pairs)
+    for merge in history:
+        root[find(int(merge["b"]))] = find(int(merge["a"]))
+        for u, v in pairs:
+            if out[(u, v)] is None and find(local[u]) == find(local[v]):
+                out[(u, v)] = float(np.float32(merge["score"]))
+    return out
 
 
 @pytest.fixture(scope="module")

@@ -1,14 +1,17 @@
-"""Step 3 of ``03_predict``: agglomeration — waterz over the fragments of each block, edges into the region graph
-(paper §6.4.3).
+"""Step 3 of ``03_predict``: agglomeration — the region graph's edges and their merge scores (paper §6.4.3).
 
-Per block (read = write ROI ± ``context``, the geometry of the fragments step): fragments (relabelled
-consecutively, since waterz allocates by the largest id) and affinities (uint8 ×255 → [0, 1]) go to
-``waterz.agglomerate(…, thresholds=[0, 1], scoring_function=<merge_function>, discretize_queue=256,
-return_merge_history=True, return_region_graph=True)``. The first yield's region graph lists every pair of
-face-adjacent fragments; the merge history of the second gives each pair's ``merge_score``: the score of the merge
-that first put both into one segment (None if that never happened below 1.0). An edge ``u < v`` is written by the
-block whose write ROI holds ``u``'s centre — that block sees all of ``u``'s contacts (a fragment lies within one
-write block and the context is ≥ 1 voxel), so every edge is written once, with all its contacts.
+Per block (read = write ROI ± ``context``, the geometry of the fragments step), the edges of the fragments whose
+centre lies in the block's write ROI (an edge ``u < v`` belongs to ``u``'s block, which sees all of ``u``'s contacts:
+a fragment lies within one write block and the context is ≥ 1 voxel) and their contact statistics — a 256-bin
+histogram and the sum of the affinities (uint8 ×255 → [0, 1]) of every face-adjacent voxel pair between the two
+fragments (:func:`lsd_nm.contacts.contacts_in_block`) — go into ``<out_file>/.blocks/agglomerate_contacts/``.
+Once every block is done, the whole graph is merged at once with waterz's algorithm and ``merge_function``
+(:func:`lsd_nm.region_merging.merge_region_graph`): an edge's ``merge_score`` is the score of the merge that first
+put both fragments into one segment (None if that never happened below 1.0), and every edge is written to the
+region graph. The original ran waterz per block (``agglomerate_in_block``) and kept the scores of that block's
+merge history: an edge at a block face got the score of a merge with its other fragment cropped to the context,
+which cut neurons at the faces (README, "Blocks without seams"); merged once, the scores are those of one block,
+however many blocks and workers.
 
 Run: ``python 03_predict/03_agglomerate.py CONFIG.json [--overwrite]``
 """
@@ -17,17 +20,24 @@ from __future__ import annotations
 
 import json
 import shutil
-from collections.abc import Iterable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
+from funlib.geometry import Coordinate
 
-from .blockwise import BlockwiseResult, Geometry, block_geometry, run_job
+from .blockwise import BlockwiseResult, Geometry, block_geometry, block_index, run_job
 from .config import ConfigError
-from .data import AFFS, FRAGMENTS, FRAGMENTS_SETTINGS, Volume, open_dataset, read_padded, write_text
+from .data import AFFS, FRAGMENTS, FRAGMENTS_SETTINGS, Volume, atomic_path, open_dataset, read_padded, write_text
 from .graph import check_graph_of, check_reachable, drop_edges, graph_exists, open_graph, read_nodes, write_edges
+from .contacts import FACES, Contacts, contacts_in_block, load_faces, within_fragments
 from .run_config import RunConfig
+
+CONTACTS = "agglomerate_contacts"
+"""The folder (in the run's ``.blocks``) of the blocks' contact statistics."""
+MERGED = "agglomerate.merged"
+"""The file (in the run's ``.blocks``) that says the merge of the whole graph wrote its edges."""
 
 
 def scoring_function(merge_function: str) -> str:
@@ -42,57 +52,6 @@ def scoring_function(merge_function: str) -> str:
     raise ConfigError(f"merge_function '{merge_function}': expected mean or hist_quant_Q[_initmax]")
 
 
-def merge_scores(
-    pairs: Iterable[tuple[int, int]], history: Iterable[dict[str, Any]]
-) -> dict[tuple[int, int], float | None]:
-    """For each pair, the score of the merge that first put both into one segment (None if none did).
-
-    Args:
-        pairs: ``(u, v)`` region-graph edges.
-        history: waterz's merge history, in order: ``{a, b, c, score}`` (a and b merged into c).
-    """
-    parent: dict[int, int] = {}
-    rank: dict[int, int] = {}
-    attached: dict[int, tuple[int, float]] = {}  # node → (merge time, score) when it was hung under its parent
-
-    def root(x: int) -> int:
-        while x in parent:
-            x = parent[x]
-        return x
-
-    for time, merge in enumerate(history):
-        a, b = root(int(merge["a"])), root(int(merge["b"]))
-        if a == b:
-            continue
-        if rank.get(a, 0) < rank.get(b, 0):
-            a, b = b, a
-        parent[b] = a
-        attached[b] = (time, float(merge["score"]))
-        if rank.get(a, 0) == rank.get(b, 0):
-            rank[a] = rank.get(a, 0) + 1
-
-    def path(x: int) -> list[int]:
-        nodes = [x]
-        while x in parent:
-            x = parent[x]
-            nodes.append(x)
-        return nodes
-
-    scores: dict[tuple[int, int], float | None] = {}
-    for u, v in pairs:
-        pu, pv = path(u), path(v)
-        if pu[-1] != pv[-1]:
-            scores[(u, v)] = None
-            continue
-        on_u = set(pu)
-        lca_index_v = next(i for i, x in enumerate(pv) if x in on_u)
-        lca = pv[lca_index_v]
-        below = pu[: pu.index(lca)] + pv[:lca_index_v]
-        # union by rank without path compression: the last attachment below the common ancestor joined u and v
-        scores[(u, v)] = max((attached[x] for x in below), default=(0, 0.0))[1]
-    return scores
-
-
 @dataclass(frozen=True)
 class AgglomerateJob:
     """Everything a worker needs (picklable)."""
@@ -102,63 +61,82 @@ class AgglomerateJob:
     geometry: Geometry
     db_location: str
     scoring_function: str
+    contacts: Path
+    """The folder of the blocks' contact statistics (one ``<block index>.npz`` each)."""
+    faces: Path
+    """The folder of the fragments blocks' views beyond their faces (:func:`lsd_nm.contacts.face_views`)."""
 
 
 def _setup_worker(job: AgglomerateJob) -> dict[str, Any]:
-    return {"affs": job.affs.open("r"), "fragments": job.fragments.open("r"), "db": open_graph(job.db_location, "r+")}
+    return {"affs": job.affs.open("r"), "fragments": job.fragments.open("r"), "db": open_graph(job.db_location, "r")}
 
 
-def agglomerate_in_block(
-    affs: np.ndarray, fragments: np.ndarray, scoring: str
-) -> dict[tuple[int, int], float | None]:
-    """Region-graph edges ``(u, v)`` (u < v, original ids) of the fragments of one read ROI and their merge scores.
-
-    Args:
-        affs: (channels, z, y, x) affinities as stored (uint8 ×255, or float in [0, 1]); the first 3 are used.
-        fragments: (z, y, x) fragment ids (0: none).
-        scoring: the waterz scoring function.
-    """
-    import fastremap  # np.unique's result, ~8 times faster on a block
-    import waterz
-
-    ids, local = fastremap.unique(fragments, return_inverse=True)
-    local = local.reshape(fragments.shape).astype(np.uint64)
-    if ids[0] != 0:  # local ids 1…n for the fragments, 0 for no fragment
-        ids = np.concatenate([[0], ids]).astype(fragments.dtype)
-        local += np.uint64(1)
-    if len(ids) < 3:
-        return {}
-    affs = np.ascontiguousarray(affs[:3], dtype=np.float32) / (255.0 if affs.dtype == np.uint8 else 1.0)
-    generator = waterz.agglomerate(
-        affs, [0.0, 1.0], fragments=np.ascontiguousarray(local), scoring_function=scoring, discretize_queue=256,
-        return_merge_history=True, return_region_graph=True,
-    )  # fmt: skip
-    # waterz reuses its buffers between yields: copy what each one gives before asking for the next
-    _, _, region_graph = next(generator)
-    pairs = sorted({(min(int(e["u"]), int(e["v"])), max(int(e["u"]), int(e["v"]))) for e in region_graph})
-    _, history, _ = next(generator)
-    history = [dict(m) for m in history]
-    generator.close()
-    scores = merge_scores(pairs, history)
-    return {(int(ids[u]), int(ids[v])): score for (u, v), score in scores.items()}
+def contacts_path(folder: Path, index: int) -> Path:
+    """The contact statistics of the block of grid index ``index``."""
+    return folder / f"{index}.npz"
 
 
 def process_block(job: AgglomerateJob, block, resources: dict[str, Any]) -> None:
-    """Edges of the fragments whose centres lie in this block's write ROI → the region graph."""
-    fragments = read_padded(resources["fragments"], job.fragments, block.read_roi)
-    affs = read_padded(resources["affs"], job.affs, block.read_roi)
+    """The contact statistics of the edges of the fragments whose centres lie in this block's write ROI → one file
+    per block (its index), written atomically."""
     owned = read_nodes(resources["db"], block.write_roi)
     if not owned:
         return
-    edges = agglomerate_in_block(affs, fragments, job.scoring_function)
-    mine = {(u, v): (score, True) for (u, v), score in edges.items() if u in owned}
-    write_edges(resources["db"], owned, mine)
+    fragments = read_padded(resources["fragments"], job.fragments, block.read_roi)
+    affs = read_padded(resources["affs"], job.affs, block.read_roi)
+    geometry = job.geometry
+    index = block_index(block.write_roi, geometry.write_total, geometry.block_size)
+    write_roi = block.write_roi.intersect(geometry.region)  # the fragments step's, whose faces it saw
+    vs = geometry.voxel_size
+    begin = tuple((w - r) // v for w, r, v in zip(write_roi.begin, block.read_roi.begin, vs))
+    size = tuple(s // v for s, v in zip(write_roi.shape, vs))
+    own = load_faces(job.faces / f"{index}.npz") or {}
+    neighbours = []
+    for step in (-1, 1):
+        row = []
+        for d in range(3):
+            shift = [0, 0, 0]
+            shift[d] = step * geometry.block_size[d]
+            other = block.write_roi.shift(Coordinate(shift))
+            inside = geometry.write_total.begin[d] <= other.begin[d] < geometry.write_total.end[d]
+            row.append(load_faces(job.faces / f"{block_index(other, geometry.write_total, geometry.block_size)}.npz")
+                       if inside else None)  # fmt: skip
+        neighbours.append(row)
+    within = within_fragments(fragments, begin, size, own, neighbours[0], neighbours[1])
+    contacts = contacts_in_block(affs, fragments, np.fromiter(owned, np.uint64, len(owned)), within)
+    with atomic_path(contacts_path(job.contacts, index), suffix=".partial.npz") as tmp:
+        contacts.save(tmp)
+
+
+def merge_blocks(job: AgglomerateJob) -> int:
+    """Merge the whole region graph once from every block's contacts and write its edges with their merge scores;
+    returns the number of edges."""
+    from .region_merging import merge_region_graph  # numba: only the driver needs it, once
+
+    db = open_graph(job.db_location, "r+")
+    try:
+        centers = read_nodes(db)
+        parts = [Contacts.load(path) for path in sorted(job.contacts.glob("*.npz"))]
+        contacts = Contacts.concatenate(parts)
+        nodes = np.union1d(np.fromiter(centers, np.uint64, len(centers)), contacts.edges.ravel())
+        scores = merge_region_graph(nodes, contacts, job.scoring_function)
+        edges = {
+            (int(u), int(v)): (None if np.isnan(score) else float(score), True)
+            for (u, v), score in zip(contacts.edges.tolist(), scores.tolist())
+        }
+        drop_edges(db)  # a merge interrupted while writing leaves no half of it
+        write_edges(db, centers, edges)
+    finally:
+        db.close()
+    return len(edges)
 
 
 def agglomerate(config: RunConfig, overwrite: bool = False, progress: bool = True) -> BlockwiseResult:
-    """Write the region graph's edges (``merge_score``, ``agglomerated``) for ``volumes/fragments``, blockwise.
+    """Write the region graph's edges (``merge_score``, ``agglomerated``) for ``volumes/fragments``: the contact
+    statistics blockwise, then one merge of the whole graph.
 
-    Re-running with the same settings resumes; edges from another ``merge_function`` (or older fragments) are not
+    Re-running with the same settings resumes (done blocks are skipped; the merge runs again only if a block was
+    processed or it did not finish); edges from another ``merge_function`` (or older fragments) are not
     replaced unless ``overwrite``.
 
     Args:
@@ -191,6 +169,12 @@ def agglomerate(config: RunConfig, overwrite: bool = False, progress: bool = Tru
     if not graph_exists(config.db_location):
         raise ConfigError(f"db '{config.db_location}': no region graph there (run 02_extract_fragments first)")
     check_graph_of(config)
+    faces = config.blocks_dir / FACES
+    if not faces.is_dir():
+        raise ConfigError(
+            f"'{fragments.path}' has no record of its blocks' faces ('{faces}'); extract the fragments again "
+            "(02_extract_fragments --overwrite)"
+        )
 
     wanted = {"merge_function": config.merge_function, "fragments": made_with}
     tracking = config.blocks_dir / "agglomerate"
@@ -203,14 +187,24 @@ def agglomerate(config: RunConfig, overwrite: bool = False, progress: bool = Tru
             else "fragments made with other settings"
         )
         raise ConfigError(f"the region graph holds edges from {made}; pass --overwrite to replace them")
+    contacts = config.blocks_dir / CONTACTS
+    merged = config.blocks_dir / MERGED
     if existing != wanted or overwrite:
         db = open_graph(config.db_location, "r+")
         drop_edges(db)
         db.close()
+        merged.unlink(missing_ok=True)
         shutil.rmtree(tracking, ignore_errors=True)
+        shutil.rmtree(contacts, ignore_errors=True)
         write_text(settings, json.dumps(wanted))
-    job = AgglomerateJob(affs, fragments, geometry, config.db_location, scoring)
-    return run_job(
+    contacts.mkdir(parents=True, exist_ok=True)
+    job = AgglomerateJob(affs, fragments, geometry, config.db_location, scoring, contacts, faces)
+    result = run_job(
         "agglomerate", geometry.total_roi, geometry.read_roi, geometry.write_roi,
-        job, process_block, _setup_worker, config, tracking, progress, preload=("waterz",),
-    )
+        job, process_block, _setup_worker, config, tracking, progress, preload=("lsd_nm.contacts",),
+    )  # fmt: skip
+    if result.processed or not merged.is_file():
+        merged.unlink(missing_ok=True)
+        edges = merge_blocks(job)
+        write_text(merged, f"{edges} edges\n")
+    return result

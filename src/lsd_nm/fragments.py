@@ -27,6 +27,7 @@ import shutil
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -35,9 +36,10 @@ from funlib.geometry import Coordinate, Roi
 from .blockwise import BlockwiseResult, Geometry, OutputDataset, block_geometry, block_index, run_job
 from .config import ConfigError
 from .data import (
-    AFFS, FRAGMENTS, FRAGMENTS_ID, FRAGMENTS_SETTINGS, LABELS_COMPRESSOR, Volume, fragments_id, open_dataset,
-    read_padded, voxel_slices,
+    AFFS, FRAGMENTS, FRAGMENTS_ID, FRAGMENTS_SETTINGS, LABELS_COMPRESSOR, Volume, atomic_path, fragments_id,
+    open_dataset, read_padded, voxel_slices,
 )  # fmt: skip
+from .contacts import FACES, face_views, save_faces
 from .graph import GraphOwner, check_owner, check_reachable, create_graph, graph_exists, open_graph, write_nodes
 from .run_config import RunConfig, Seeds
 
@@ -270,6 +272,8 @@ class FragmentsJob:
     filter_fragments: float
     seeds: Seeds = "foreground"
     replace_sections: tuple[int, ...] = ()
+    faces: Path | None = None
+    """The folder of the blocks' views beyond their faces (:func:`lsd_nm.region_merging.face_views`)."""
 
 
 def _setup_worker(job: FragmentsJob) -> dict[str, Any]:
@@ -317,10 +321,21 @@ def process_block(job: FragmentsJob, block, resources: dict[str, Any]) -> None:
     cropped = zero_sections(fragments[crop], write_roi.begin[0] // geometry.voxel_size[0], job.replace_sections)
     local = relabel_consecutive(cropped)
     index = block_index(block.write_roi, geometry.write_total, geometry.block_size)
-    ids = np.where(local > 0, local + np.uint64(index * geometry.voxels_per_block), np.uint64(0)).astype(np.uint64)
-    # nodes first: a block whose fragments are written is then never without its nodes (a crash in between
-    # leaves the block undone, and re-running it writes the same nodes and ids again)
+    first = index * geometry.voxels_per_block
+    ids = np.where(local > 0, local + np.uint64(first), np.uint64(0)).astype(np.uint64)
+    # what this block's watershed says beyond its faces: agglomeration tells a fragment cut by a face from a boundary
+    region = geometry.region
+    inside = [
+        (write_roi.begin[d] - geometry.voxel_size[d] >= region.begin[d], write_roi.end[d] < region.end[d])
+        for d in range(3)
+    ]
+    labels = np.unique(cropped[cropped > 0])
+    views = face_views(fragments, crop, labels, first, inside)
+    # nodes and views first: a block whose fragments are written is then never without them (a crash in between
+    # leaves the block undone, and re-running it writes the same nodes, views and ids again)
     write_nodes(resources["db"], centers_of_mass(ids, write_roi.begin, geometry.voxel_size))
+    with atomic_path(job.faces / f"{index}.npz", suffix=".partial.npz") as tmp:
+        save_faces(tmp, views)
     resources["fragments"][voxel_slices(job.fragments, write_roi)] = ids
 
 
@@ -416,9 +431,12 @@ def extract_fragments(config: RunConfig, overwrite: bool = False, progress: bool
             )
         check_owner(config.db_location, out_file, fragments_id(out_file))
     else:
-        shutil.rmtree(config.blocks_dir / "agglomerate", ignore_errors=True)  # new nodes: no edges yet
-        (config.blocks_dir / "agglomerate.json").unlink(missing_ok=True)
+        for done in ("agglomerate", "agglomerate_contacts"):  # new nodes: no edges yet
+            shutil.rmtree(config.blocks_dir / done, ignore_errors=True)
+        for done in ("agglomerate.json", "agglomerate.merged"):
+            (config.blocks_dir / done).unlink(missing_ok=True)
         output.create(tracking)
+        shutil.rmtree(config.blocks_dir / FACES, ignore_errors=True)
         # the new fragments get an id, and the new graph names them as its owner
         new_id = uuid.uuid4().hex
         zarr.open_array(output.path, mode="r+").attrs[FRAGMENTS_ID] = new_id
@@ -434,7 +452,9 @@ def extract_fragments(config: RunConfig, overwrite: bool = False, progress: bool
         filter_fragments=config.filter_fragments,
         seeds=config.seeds,
         replace_sections=tuple(sorted(set(config.replace_sections))),
+        faces=config.blocks_dir / FACES,
     )
+    job.faces.mkdir(parents=True, exist_ok=True)
     return run_job(
         "extract_fragments", geometry.total_roi, geometry.read_roi, geometry.write_roi,
         job, process_block, _setup_worker, config, tracking, progress, preload=("scipy.ndimage", "skimage.segmentation"),
