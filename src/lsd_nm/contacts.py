@@ -5,13 +5,14 @@ An edge's contacts are the face-adjacent voxel pairs between its two fragments; 
 256-bin histogram (waterz's bins) and a sum. A block face cuts the watershed's fragments: the two halves of a cut
 fragment become an edge whose contacts are the face, and its affinities there are whatever they are inside the
 fragment — often low near its boundary, so the halves would merge late or never (a seam). Every fragments block
-keeps what its watershed says about the voxel layer just beyond each face (:func:`face_views`); a pair across a face
-that both blocks' watersheds put into one fragment counts as affinity 1 (:func:`within_fragments`), as it would be
-inside one fragment of an unblocked run.
+keeps which seed its watershed floods the two voxel layers at each face from (:func:`face_views`); a pair across a
+face that both blocks' watersheds put into the basin of the same seed counts as affinity 1
+(:func:`within_fragments`), as it would be inside one fragment of an unblocked run.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -134,42 +135,62 @@ FACES = "fragments_faces"
 """The folder (in a run's ``.blocks``) of every fragments block's view beyond its faces (``<block index>.npz``)."""
 
 
-def face_views(labels: np.ndarray, crop: tuple[slice, ...], ids: np.ndarray, first_id: int,
-               inside: list[tuple[bool, bool]]) -> dict[str, np.ndarray]:  # fmt: skip
-    """What a block's watershed says about the voxel layer just beyond each face of its write ROI: for each face
-    ``"<axis>-"``/``"<axis>+"`` (where ``inside`` says the layer is in the processed region), the block's fragment id
-    (``first_id`` + 1, 2, … by ``ids``; 0: a fragment that is not in the write ROI) of every voxel of that layer,
-    over the write ROI's extent in the other two axes.
+SEED_BITS = 21
+"""Bits per axis of a seed's code (:func:`seed_codes`): voxel coordinates below 2^21 from the blocks' first voxel."""
+
+
+def seed_codes(basins: np.ndarray, seeds: np.ndarray, origin: Sequence[int]) -> np.ndarray:
+    """uint64: per voxel, a code of its basin's seed that is the same in every block (the seed's voxel counted from
+    the first voxel any block reads, packed 21 bits per axis, plus 1); 0 where there is no basin.
 
     Args:
-        labels: the watershed of the read ROI (before cropping).
-        crop: the write ROI within ``labels``.
-        ids: the sorted non-zero labels of the cropped write ROI (the block's fragments, in the order of their ids).
-        first_id: the block's first id minus 1.
+        basins: the watershed's basins 1…n (0: none).
+        seeds: (n, 3) the voxel of each basin's seed, in the coordinates of ``basins``.
+        origin: the voxel of ``basins[0, 0, 0]`` counted from the first voxel any block reads.
+    """
+    where = np.asarray(seeds, np.int64) + np.asarray(origin, np.int64)
+    if len(where) and (where.min() < 0 or where.max() >= 1 << SEED_BITS):
+        raise ValueError(f"a seed at voxel {tuple(where.max(axis=0))}: the volume exceeds 2^{SEED_BITS} voxels")
+    packed = (where[:, 0] << 2 * SEED_BITS) | (where[:, 1] << SEED_BITS) | where[:, 2]
+    table = np.concatenate([[0], packed + 1]).astype(np.uint64)
+    return table[basins.astype(np.int64)]
+
+
+def face_views(basins: np.ndarray, seeds: np.ndarray, origin: Sequence[int], crop: tuple[slice, ...],
+               inside: list[tuple[bool, bool]]) -> dict[str, np.ndarray]:  # fmt: skip
+    """What a block's watershed says about the two voxel layers on either side of each face of its write ROI: for
+    each face ``"<axis>-"``/``"<axis>+"`` (where ``inside`` says the layer beyond is in the processed region and the
+    block read it), a (2, …) uint64 array of the :func:`seed_codes` of the layer inside the write ROI and of the layer
+    beyond it, over the write ROI's extent in the other two axes.
+
+    Args:
+        basins: the watershed's basins of the read ROI (0 where there is no fragment).
+        seeds: (n, 3) the voxel of each basin's seed within the read ROI.
+        origin: the read ROI's first voxel counted from the first voxel any block reads.
+        crop: the write ROI within ``basins``.
         inside: per axis, whether the layer below and the layer above the write ROI are in the processed region.
     """
     views = {}
     for d in range(3):
-        for side, index, wanted in (("-", crop[d].start - 1, inside[d][0]), ("+", crop[d].stop, inside[d][1])):
-            if not wanted or not 0 <= index < labels.shape[d]:
+        for side, mine, beyond, wanted in (("-", crop[d].start, crop[d].start - 1, inside[d][0]),
+                                           ("+", crop[d].stop - 1, crop[d].stop, inside[d][1])):  # fmt: skip
+            if not wanted or not 0 <= beyond < basins.shape[d]:
                 continue
-            where = list(crop)
-            where[d] = index
-            plane = labels[tuple(where)]
-            if len(ids) == 0:
-                views[f"{d}{side}"] = np.zeros(plane.shape, np.uint64)
-                continue
-            position = np.searchsorted(ids, plane).clip(0, len(ids) - 1)
-            found = (ids[position] == plane) & (plane != 0)
-            ids_there = position.astype(np.uint64) + np.uint64(first_id + 1)
-            views[f"{d}{side}"] = np.where(found, ids_there, np.uint64(0)).astype(np.uint64)
+            layers = []
+            for index in (mine, beyond):
+                where = list(crop)
+                where[d] = index
+                layers.append(seed_codes(basins[tuple(where)], seeds, origin))
+            views[f"{d}{side}"] = np.stack(layers)
     return views
 
 
 def within_fragments(fragments: np.ndarray, begin: tuple[int, ...], size: tuple[int, ...],
                      own: dict[str, np.ndarray], lower: list, upper: list) -> list:  # fmt: skip
-    """The voxel pairs across this block's faces that lie within one fragment of both blocks' watersheds (the
-    ``within`` of :func:`contacts_in_block`): a fragment cut by the face, not a boundary.
+    """The voxel pairs across this block's faces that lie in the basin of one seed in both blocks' watersheds (the
+    ``within`` of :func:`contacts_in_block`): a fragment cut by the face, not a boundary. Both blocks must name the
+    same seed: two watersheds that each put the pair into one fragment may still flood it from different seeds (a
+    boundary between two neurons filled from either side), and such a pair is a boundary.
 
     Args:
         fragments: the fragments of the read ROI.
@@ -191,15 +212,11 @@ def within_fragments(fragments: np.ndarray, begin: tuple[int, ...], size: tuple[
                 continue
             if not (0 <= mine < fragments.shape[d] and 0 <= theirs < fragments.shape[d]):
                 continue
-            cross = [slice(b, b + s) for b, s in zip(begin, size)]
-            at_mine, at_theirs = list(cross), list(cross)
-            at_mine[d], at_theirs[d] = mine, theirs
-            mine_ids, their_ids = fragments[tuple(at_mine)], fragments[tuple(at_theirs)]
-            # this block's watershed puts their voxel into my fragment, and theirs mine into their fragment
-            same = (own[f"{d}{side}"] == mine_ids) & (neighbour[opposite] == their_ids) & (mine_ids != 0)
+            here, there = own[f"{d}{side}"], neighbour[opposite]  # each: (its own layer, the layer beyond)
+            same = (here[0] == here[1]) & (here[0] == there[0]) & (here[0] == there[1]) & (here[0] != 0)
             if mask is None:
                 mask = np.zeros(shape, bool)
-            pair = list(cross)
+            pair = [slice(b, b + s) for b, s in zip(begin, size)]
             pair[d] = min(mine, theirs)  # pair i joins voxels i + 1 and i
             mask[tuple(pair)] = same
         within.append(mask)

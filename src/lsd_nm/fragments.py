@@ -81,9 +81,19 @@ def _first_maximum(values: np.ndarray, labels: np.ndarray, ids: np.ndarray) -> n
     return top[first[np.searchsorted(found, ids)]]
 
 
-def _seeded_watershed(foreground: np.ndarray, min_seed_distance: int) -> tuple[np.ndarray, int]:
+def _seed_positions(seeds: np.ndarray, n: int) -> np.ndarray:
+    """(n, ndim) int64: the first voxel (C order) of each seed 1…n of a seed label array."""
+    where = np.flatnonzero(seeds)
+    found, first = np.unique(seeds.ravel()[where], return_index=True)
+    positions = np.zeros((n, seeds.ndim), np.int64)
+    positions[found.astype(np.int64) - 1] = np.stack(np.unravel_index(where[first], seeds.shape), axis=1)
+    return positions
+
+
+def _seeded_watershed(foreground: np.ndarray, min_seed_distance: int) -> tuple[np.ndarray, int, np.ndarray]:
     """Watershed of the inverted distance transform of ``foreground`` from its maxima; every voxel gets an id ≥ 1
-    (if there is any foreground)."""
+    (if there is any foreground). Returns the labels, their number and each label's seed
+    (:func:`_seed_positions`)."""
     from scipy import ndimage
     from skimage.segmentation import watershed
 
@@ -102,24 +112,24 @@ def _seeded_watershed(foreground: np.ndarray, min_seed_distance: int) -> tuple[n
                 n += 1
                 seeds[np.unravel_index(position, dist.shape)] = n
     if n == 0:
-        return np.zeros(foreground.shape, dtype=np.uint64), 0
+        return np.zeros(foreground.shape, dtype=np.uint64), 0, np.zeros((0, foreground.ndim), np.int64)
     labels = watershed(dist.max() - dist, seeds)
-    return labels.astype(np.uint64), n
+    return labels.astype(np.uint64), n, _seed_positions(seeds, n)
 
 
-def _original_watershed(foreground: np.ndarray, min_seed_distance: int) -> tuple[np.ndarray, int]:
+def _original_watershed(foreground: np.ndarray, min_seed_distance: int) -> tuple[np.ndarray, int, np.ndarray]:
     """``lsd.post.fragments.watershed_from_boundary_distance``: seeds = the maxima of the distance transform over
     *all* voxels (a boundary wider than the window is a plateau of maxima: fragments of its own), labelled with
     ``mahotas.label``, flooded by ``mahotas.cwatershed`` (face connectivity, its tie-breaking); every voxel gets an
-    id ≥ 1."""
+    id ≥ 1. Returns the labels, their number and each label's seed (:func:`_seed_positions`)."""
     import mahotas
     from scipy import ndimage
 
     dist = ndimage.distance_transform_edt(foreground)  # float64, as the original's surface
     seeds, n = mahotas.label(ndimage.maximum_filter(dist, min_seed_distance) == dist)
     if n == 0:  # cannot happen (the global maximum is a seed); kept as the original has it
-        return np.zeros(foreground.shape, dtype=np.uint64), 0
-    return mahotas.cwatershed(dist.max() - dist, seeds).astype(np.uint64), int(n)
+        return np.zeros(foreground.shape, dtype=np.uint64), 0, np.zeros((0, foreground.ndim), np.int64)
+    return mahotas.cwatershed(dist.max() - dist, seeds).astype(np.uint64), int(n), _seed_positions(seeds, int(n))
 
 
 def watershed_from_affinities(
@@ -128,7 +138,8 @@ def watershed_from_affinities(
     min_seed_distance: int = MIN_SEED_DISTANCE,
     seeds: Seeds = "foreground",
     max_affinity_value: float = 1.0,
-) -> np.ndarray:
+    return_seeds: bool = False,
+) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
     """Fragments (uint64, 1…n; 0 only where there is no foreground at all) of affinities in [0, max_affinity_value].
 
     Args:
@@ -138,31 +149,34 @@ def watershed_from_affinities(
         seeds: ``foreground`` (maxima on the foreground, one seed per unseeded component, scikit-image) or
             ``original`` (``lsd.post.fragments``: maxima over all voxels, mahotas).
         max_affinity_value: what an affinity of 1 is stored as (the foreground is mean > half of it).
+        return_seeds: also return the (n, 3) voxel (z, y, x) of each fragment's seed (the first voxel of its
+            plateau of maxima).
     """
     if seeds == "original":
         # the original's expressions, on the stored values (e.g. uint8 as float32 against 127.5), so that the
         # foreground is the same voxel for voxel
-        if not fragments_in_xy:
-            return _original_watershed(np.mean(affs, axis=0) > 0.5 * max_affinity_value, min_seed_distance)[0]
-        in_plane = 0.5 * (affs[1] + affs[2])
-        labels = np.zeros(affs.shape[1:], dtype=np.uint64)
-        next_id = 0
-        for z in range(affs.shape[1]):
-            section, n = _original_watershed(in_plane[z] > 0.5 * max_affinity_value, min_seed_distance)
-            labels[z] = np.where(section > 0, section + np.uint64(next_id), 0)
-            next_id += n
-        return labels
-    if max_affinity_value != 1.0:
-        affs = affs / max_affinity_value
+        shed = _original_watershed
+        threshold = 0.5 * max_affinity_value
+    else:
+        if max_affinity_value != 1.0:
+            affs = affs / max_affinity_value
+        shed = _seeded_watershed
+        threshold = 0.5
     if not fragments_in_xy:
-        labels, _ = _seeded_watershed(np.mean(affs, axis=0) > 0.5, min_seed_distance)
-        return labels
+        labels, _, positions = shed(np.mean(affs, axis=0) > threshold, min_seed_distance)
+        return (labels, positions) if return_seeds else labels
+    in_plane = 0.5 * (affs[1] + affs[2]) if seeds == "original" else None
     labels = np.zeros(affs.shape[1:], dtype=np.uint64)
+    all_positions = []
     next_id = 0
     for z in range(affs.shape[1]):
-        section, n = _seeded_watershed(np.mean(affs[1:3, z], axis=0) > 0.5, min_seed_distance)
-        labels[z] = np.where(section > 0, section + next_id, 0)
+        plane = in_plane[z] if in_plane is not None else np.mean(affs[1:3, z], axis=0)
+        section, n, positions = shed(plane > threshold, min_seed_distance)
+        labels[z] = np.where(section > 0, section + np.uint64(next_id), 0)
+        all_positions.append(np.concatenate([np.full((n, 1), z, np.int64), positions], axis=1))
         next_id += n
+    if return_seeds:
+        return labels, np.concatenate(all_positions) if all_positions else np.zeros((0, 3), np.int64)
     return labels
 
 
@@ -197,8 +211,10 @@ def fragments_in_block(
     epsilon_agglomerate: float,
     filter_fragments: float,
     seeds: Seeds = "foreground",
-) -> np.ndarray:
-    """The fragments of one read ROI (uint64), before cropping.
+    return_seeds: bool = False,
+) -> np.ndarray | tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The fragments of one read ROI (uint64), before cropping; with ``return_seeds`` also the watershed's basins
+    (uint64 1…n, 0 where there is no fragment) and the (n, 3) voxel of each basin's seed.
 
     Args:
         affs: (channels, z, y, x) affinities as stored (uint8 ×255, or float in [0, 1]).
@@ -207,20 +223,24 @@ def fragments_in_block(
         epsilon_agglomerate: merge fragments with waterz (25th-percentile score) below this (0: off).
         filter_fragments: drop fragments whose mean affinity is below this (0: off).
         seeds: the watershed's seeds (see :func:`watershed_from_affinities`).
+        return_seeds: also return the basins and their seeds.
     """
     max_value = 255.0 if affs.dtype == np.uint8 else 1.0
     if seeds == "original":
         stored = affs.astype(np.float32)
         if mask is not None:
             stored = stored * (mask > 0)
-        fragments = watershed_from_affinities(stored, fragments_in_xy, seeds=seeds, max_affinity_value=max_value)
+        fragments, positions = watershed_from_affinities(
+            stored, fragments_in_xy, seeds=seeds, max_affinity_value=max_value, return_seeds=True
+        )
     affs = affs.astype(np.float32) / max_value
     if mask is not None:
         affs = affs * (mask > 0)
     if seeds != "original":
-        fragments = watershed_from_affinities(affs, fragments_in_xy)
+        fragments, positions = watershed_from_affinities(affs, fragments_in_xy, return_seeds=True)
     if mask is not None:
         fragments[mask == 0] = 0
+    basins = fragments.copy() if return_seeds else None
     if filter_fragments > 0 and fragments.max() > 0:
         from scipy import ndimage
 
@@ -240,6 +260,8 @@ def fragments_in_block(
             )  # fmt: skip
         )
         fragments = np.array(merged, copy=True)  # waterz reuses its buffer between yields
+    if return_seeds:
+        return fragments, np.where(fragments != 0, basins, np.uint64(0)), positions
     return fragments
 
 
@@ -273,7 +295,7 @@ class FragmentsJob:
     seeds: Seeds = "foreground"
     replace_sections: tuple[int, ...] = ()
     faces: Path | None = None
-    """The folder of the blocks' views beyond their faces (:func:`lsd_nm.region_merging.face_views`)."""
+    """The folder of the blocks' views across their faces (:func:`lsd_nm.contacts.face_views`)."""
 
 
 def _setup_worker(job: FragmentsJob) -> dict[str, Any]:
@@ -311,8 +333,8 @@ def process_block(job: FragmentsJob, block, resources: dict[str, Any]) -> None:
     mask = None
     if job.mask is not None:
         mask = _read_mask(resources["mask"], job.mask, read_roi, geometry.voxel_size)
-    fragments = fragments_in_block(
-        affs, mask, job.fragments_in_xy, job.epsilon_agglomerate, job.filter_fragments, job.seeds
+    fragments, basins, seeds = fragments_in_block(
+        affs, mask, job.fragments_in_xy, job.epsilon_agglomerate, job.filter_fragments, job.seeds, return_seeds=True
     )
     crop = tuple(
         slice((w - r) // v, (w - r) // v + s // v)
@@ -323,14 +345,15 @@ def process_block(job: FragmentsJob, block, resources: dict[str, Any]) -> None:
     index = block_index(block.write_roi, geometry.write_total, geometry.block_size)
     first = index * geometry.voxels_per_block
     ids = np.where(local > 0, local + np.uint64(first), np.uint64(0)).astype(np.uint64)
-    # what this block's watershed says beyond its faces: agglomeration tells a fragment cut by a face from a boundary
+    # which seed's basin this block's watershed puts the voxels on either side of each face into: agglomeration
+    # tells a fragment cut by a face from a boundary
     region = geometry.region
     inside = [
         (write_roi.begin[d] - geometry.voxel_size[d] >= region.begin[d], write_roi.end[d] < region.end[d])
         for d in range(3)
     ]
-    labels = np.unique(cropped[cropped > 0])
-    views = face_views(fragments, crop, labels, first, inside)
+    origin = tuple((r - t) // v for r, t, v in zip(read_roi.begin, geometry.total_roi.begin, geometry.voxel_size))
+    views = face_views(basins, seeds, origin, crop, inside)
     # nodes and views first: a block whose fragments are written is then never without them (a crash in between
     # leaves the block undone, and re-running it writes the same nodes, views and ids again)
     write_nodes(resources["db"], centers_of_mass(ids, write_roi.begin, geometry.voxel_size))
