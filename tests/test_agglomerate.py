@@ -109,6 +109,36 @@ def test_blockwise_merge_scores_are_waterz_on_the_whole_volume(tmp_path: Path) -
     assert {(u, v): s for u, v, s, _ in edges} == _waterz_scores(patched, fragments, pairs, "hist_quant_75")
 
 
+@pytest.mark.parametrize("merge_function", ["hist_quant_75", "hist_quant_50_initmax", "mean"])
+@pytest.mark.parametrize("spare", [1.0, 0.0])
+def test_the_sparse_merge_of_a_graph_scores_as_waterz(merge_function: str, spare: float) -> None:
+    """merge_region_graph on one volume's contacts (noisy affinities, many combined edges) gives every edge the score
+    waterz's merge history gives it; with no spare room the sparse histograms' pool grows and is compacted. ``mean``:
+    within 1e-6 (waterz sums the affinities in float32, here in float64), the histogram quantiles to the bit."""
+    from test_segments import _noisy_affinities
+
+    from lsd_nm.contacts import contacts_in_block
+    from lsd_nm.fragments import watershed_from_affinities
+    from lsd_nm.region_merging import merge_region_graph
+    from lsd_nm.synthetic import generate_volume
+
+    _, labels = generate_volume((8, 48, 48), VOXEL_SIZE, 3)
+    affs = _noisy_affinities(labels, 3)
+    fragments = watershed_from_affinities(affs.astype(np.float32) / 255, min_seed_distance=4)
+    contacts = contacts_in_block(affs, fragments)
+    assert len(contacts.edges) > 150 and np.diff(contacts.starts).max() > 20  # sparse bins: several per edge
+    scores = merge_region_graph(np.unique(fragments), contacts, scoring_function(merge_function), spare=spare)
+    pairs = [tuple(e) for e in contacts.edges.tolist()]
+    ours = {pair: None if np.isnan(s) else float(s) for pair, s in zip(pairs, scores.tolist())}
+    theirs = _waterz_scores(affs, fragments, pairs, merge_function)
+    assert sum(s is not None for s in theirs.values()) > 100
+    if merge_function == "mean":
+        assert ours.keys() == theirs.keys() and all((ours[k] is None) == (theirs[k] is None) for k in ours)
+        assert all(ours[k] == pytest.approx(theirs[k], abs=1e-6) for k in ours if ours[k] is not None)
+    else:
+        assert ours == theirs
+
+
 def merge_scores(history, pairs, local):
     """waterz's merge history → the score of the merge that first joined each pair (None: never), by replaying
     it on a union-find and checking every pair after every merge."""

@@ -11,8 +11,10 @@ score bins, first in first out within a bin, stale edges scored again when they 
 (``OneMinus<HistogramQuantileAffinity<…, Q, …, 256, initmax>>``, ``OneMinus<MeanAffinity>``); so the scores do not
 depend on how the volume was cut into blocks, nor on the number of workers.
 
-Memory: the merge holds a 256-bin histogram per edge (1 KiB; 1 GiB per million edges) for the histogram merge
-functions, 16 bytes per edge for ``mean``.
+Memory: the histograms are sparse — only an edge's non-zero bins, one byte each with a 4-byte count, in one pool
+over all edges (merging two edges merges their sorted bins; a histogram has at most 256 of them) — so an edge
+costs 5 bytes per distinct affinity bin among its contacts rather than a dense histogram's 1-2 KiB
+(``benchmarks/RESULTS.md`` has the bytes per edge and peak memory measured).
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ def parse_scoring(scoring: str) -> tuple[int, int, bool]:
     return 0, int(quantile), initmax == "true"
 
 
-def merge_region_graph(nodes: np.ndarray, contacts: Contacts, scoring: str) -> np.ndarray:
+def merge_region_graph(nodes: np.ndarray, contacts: Contacts, scoring: str, spare: float = 1.0) -> np.ndarray:
     """The merge score of every edge of ``contacts`` (float32; NaN: never merged below 1), from one hierarchical
     merge of the whole graph (waterz's, thresholds [0, 1]).
 
@@ -44,6 +46,8 @@ def merge_region_graph(nodes: np.ndarray, contacts: Contacts, scoring: str) -> n
         nodes: the fragment ids (every edge's ids among them).
         contacts: every edge of the graph with its statistics (:func:`lsd_nm.contacts.contacts_in_block`, concatenated).
         scoring: the waterz scoring function.
+        spare: room for combined histograms beyond the contacts' bins at the start, as a multiple of them (the pool
+            grows and is compacted as needed; 0 makes it do so from the first merge).
     """
     nodes = np.unique(np.asarray(nodes, np.uint64))
     if len(contacts.edges) == 0:
@@ -56,26 +60,27 @@ def merge_region_graph(nodes: np.ndarray, contacts: Contacts, scoring: str) -> n
     kind, quantile, initmax = parse_scoring(scoring)
     totals = np.add.reduceat(contacts.counts.astype(np.int64), contacts.starts[:-1])  # every edge has a contact
     history_a, history_b, history_score, merged = _merge(
-        len(nodes), eu.copy(), ev.copy(), contacts.starts, contacts.bins.astype(np.int64),
-        contacts.counts.astype(np.int64), contacts.sums.astype(np.float64), totals.astype(np.int64), kind,
-        quantile, initmax,
+        len(nodes), eu.copy(), ev.copy(), contacts.starts, contacts.bins.astype(np.uint8),
+        contacts.counts.astype(np.uint32), contacts.sums.astype(np.float64), totals.astype(np.int64), kind,
+        quantile, initmax, float(spare),
     )  # fmt: skip
     return _pair_scores(len(nodes), history_a[:merged], history_b[:merged], history_score[:merged], eu, ev)
 
 
 @njit(cache=True)
-def _score(kind, quantile, histograms, sums, totals, e):
+def _score(kind, quantile, first, length, pool_bins, pool_counts, sums, totals, e):
     if kind == 1:
         mean = np.float32(sums[e] / totals[e]) if totals[e] > 0 else np.float32(0)
         return np.float32(1) - mean
     total = 0
-    for i in range(256):
-        total += histograms[e, i]
+    for i in range(first[e], first[e] + length[e]):
+        total += pool_counts[i]
     pivot = quantile * total // 100 + 1
     cumulative = 0
     b = 0
-    for b in range(256):
-        cumulative += histograms[e, b]
+    for i in range(first[e], first[e] + length[e]):
+        b = pool_bins[i]
+        cumulative += pool_counts[i]
         if cumulative >= pivot:
             break
     return np.float32(1) - np.float32((b + 0.5) / 256)
@@ -91,20 +96,42 @@ def _queue_bin(score):
 
 
 @njit(cache=True)
-def _merge(n, eu, ev, starts, bins, counts, sums, totals, kind, quantile, initmax):
+def _merge(n, eu, ev, starts, bins, counts, sums, totals, kind, quantile, initmax, spare):
     """waterz's IterativeRegionMerging (BinQueue of 256, thresholds [0, 1]) on a graph; returns the merge history
     (a, b, score; b merged into a) and its length."""
     num_edges = len(eu)
     sums = sums.copy()
     totals = totals.copy()
-    histograms = np.zeros((num_edges if kind == 0 else 1, 256), np.int64)
-    if kind == 0:
+    # the histograms, sparse: edge e's non-zero bins (ascending) are pool_bins[first[e]:first[e] + length[e]]
+    # with their counts, in a slot of room[e] entries; a combined histogram that outgrows its slot moves to the
+    # end of the pool, which is compacted when less than half of it is in use
+    first = np.zeros(num_edges, np.int64)
+    length = np.zeros(num_edges, np.int64)
+    room = np.zeros(num_edges, np.int64)
+    if kind == 0 and initmax:
+        size = num_edges + int(spare * num_edges) + 1
+        pool_bins = np.empty(size, np.uint8)
+        pool_counts = np.empty(size, np.uint32)
         for e in range(num_edges):
-            if initmax:
-                histograms[e, bins[starts[e + 1] - 1]] = 1  # only the largest affinity, once
-            else:
-                for i in range(starts[e], starts[e + 1]):
-                    histograms[e, bins[i]] += counts[i]
+            first[e], length[e], room[e] = e, 1, 1
+            pool_bins[e], pool_counts[e] = bins[starts[e + 1] - 1], 1  # only the largest affinity, once
+        pool_used = num_edges
+    elif kind == 0:
+        size = len(bins) + int(spare * len(bins)) + 1
+        pool_bins = np.empty(size, np.uint8)
+        pool_counts = np.empty(size, np.uint32)
+        pool_bins[: len(bins)] = bins
+        pool_counts[: len(bins)] = counts
+        for e in range(num_edges):
+            first[e], length[e], room[e] = starts[e], starts[e + 1] - starts[e], starts[e + 1] - starts[e]
+        pool_used = len(bins)
+    else:
+        pool_bins = np.empty(1, np.uint8)
+        pool_counts = np.empty(1, np.uint32)
+        pool_used = 0
+    live = pool_used
+    scratch_bins = np.empty(512, np.uint8)
+    scratch_counts = np.empty(512, np.int64)
     adjacency = List()
     for _ in range(n):
         adjacency.append(Dict.empty(key_type=types.int64, value_type=types.int64))
@@ -128,7 +155,7 @@ def _merge(n, eu, ev, starts, bins, counts, sums, totals, kind, quantile, initma
     merged = 0
     pending = np.arange(num_edges)  # initial scores, in edge order
     for e in pending:
-        s = _score(kind, quantile, histograms, sums, totals, e)
+        s = _score(kind, quantile, first, length, pool_bins, pool_counts, sums, totals, e)
         scores[e] = s
         b = _queue_bin(s)
         if used == capacity:
@@ -159,7 +186,7 @@ def _merge(n, eu, ev, starts, bins, counts, sums, totals, kind, quantile, initma
         if deleted[e]:
             continue
         if stale[e]:
-            s = _score(kind, quantile, histograms, sums, totals, e)
+            s = _score(kind, quantile, first, length, pool_bins, pool_counts, sums, totals, e)
             scores[e] = s
             stale[e] = False
             b = _queue_bin(s)
@@ -195,8 +222,59 @@ def _merge(n, eu, ev, starts, bins, counts, sums, totals, kind, quantile, initma
                 else:
                     source, target = other, edge
                 if kind == 0:
-                    histograms[target] += histograms[source]
-                    histograms[source] = 0
+                    # the sum of two sparse histograms, through a scratch buffer
+                    i, j, k_end = first[target], first[source], 0
+                    i_end, j_end = first[target] + length[target], first[source] + length[source]
+                    while i < i_end or j < j_end:
+                        if j == j_end or (i < i_end and pool_bins[i] < pool_bins[j]):
+                            scratch_bins[k_end], scratch_counts[k_end] = pool_bins[i], pool_counts[i]
+                            i += 1
+                        elif i == i_end or pool_bins[j] < pool_bins[i]:
+                            scratch_bins[k_end], scratch_counts[k_end] = pool_bins[j], pool_counts[j]
+                            j += 1
+                        else:
+                            scratch_bins[k_end] = pool_bins[i]
+                            scratch_counts[k_end] = np.int64(pool_counts[i]) + np.int64(pool_counts[j])
+                            i += 1
+                            j += 1
+                        if scratch_counts[k_end] > 4294967295:
+                            raise OverflowError("an edge's histogram bin exceeds 2^32 voxel pairs")
+                        k_end += 1
+                    live -= length[source] + length[target]
+                    length[source] = 0
+                    room[source] = 0
+                    if k_end > room[target]:
+                        if pool_used + k_end > len(pool_bins):
+                            if 2 * live < pool_used:  # compact: keep the live histograms only
+                                room[target] = 0
+                                length[target] = 0
+                                written = 0
+                                for x in np.argsort(first):  # in pool order: a copy never overwrites a later one
+                                    if length[x] > 0:
+                                        for y in range(length[x]):
+                                            pool_bins[written + y] = pool_bins[first[x] + y]
+                                            pool_counts[written + y] = pool_counts[first[x] + y]
+                                        first[x], room[x] = written, length[x]
+                                        written += length[x]
+                                    else:
+                                        room[x] = 0
+                                pool_used = written
+                            if pool_used + k_end > len(pool_bins):
+                                grown = 2 * len(pool_bins) + k_end
+                                new_bins = np.empty(grown, np.uint8)
+                                new_counts = np.empty(grown, np.uint32)
+                                new_bins[:pool_used] = pool_bins[:pool_used]
+                                new_counts[:pool_used] = pool_counts[:pool_used]
+                                pool_bins, pool_counts = new_bins, new_counts
+                        first[target] = pool_used
+                        room[target] = min(2 * k_end, 256)
+                        pool_used = min(pool_used + room[target], len(pool_bins))
+                        room[target] = pool_used - first[target]
+                    for y in range(k_end):
+                        pool_bins[first[target] + y] = scratch_bins[y]
+                        pool_counts[first[target] + y] = scratch_counts[y]
+                    length[target] = k_end
+                    live += k_end
                 sums[target] += sums[source]
                 totals[target] += totals[source]
                 deleted[source] = True
