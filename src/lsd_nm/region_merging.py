@@ -7,7 +7,8 @@ both its fragments into one region. Run per block, that history depends on the b
 cropped to the block's context, so the edges at a face get other scores than the same edges inside a block (a seam).
 Here the statistics of every edge are collected blockwise (:func:`lsd_nm.contacts.contacts_in_block`, each edge
 once, with all its contacts) and merged once over the whole graph (:func:`merge_region_graph`) with waterz's
-algorithm: a queue of 256 score bins, first in first out within a bin, stale edges scored again when they come up, the same scores
+algorithm: a queue of 256 score bins, first in first out within a bin, stale edges scored again when they come up,
+the same scores
 (``OneMinus<HistogramQuantileAffinity<…, Q, …, 256, initmax>>``, ``OneMinus<MeanAffinity>``); so the scores do not
 depend on how the volume was cut into blocks, nor on the number of workers.
 
