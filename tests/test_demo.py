@@ -24,6 +24,7 @@ from lsd_nm.demo import (
     intensity_affinities,
     make_plan,
     run_stages,
+    seams_table,
 )
 
 REPO = Path(__file__).resolve().parents[1]
@@ -47,6 +48,21 @@ def test_error_masks_mark_the_merged_and_the_split_off_voxels():
     # neuron 2 (2 voxels) and neuron 3 (2 voxels) share segment 12: the tie goes to the smaller id, so 3 is merged
     assert split[0, 0].tolist() == [False, False, False, True, False, False, False, False, False]
     assert merge[0, 0].tolist() == [False, False, False, False, False, False, False, True, True]
+
+
+def test_the_seams_table_shows_rates_ratio_and_verdict_per_axis():
+    seam = {"face_rate": 0.132, "median_rate": 0.034, "ratio": 0.132 / 0.034, "seam": True}
+    clean = {"face_rate": 0.042, "median_rate": 0.034, "ratio": 0.042 / 0.034, "seam": False}
+    results = {
+        "networks": {"mtlsd": {"seams": {"z": "one block", "y": seam, "x": clean}}},
+        NO_LEARNING: {"seams": {"z": "one block", "y": {**clean, "ratio": None, "median_rate": 0.0}}},
+    }
+    assert seams_table(results).splitlines() == [
+        "| network | z | y | x |",
+        "|---|---|---|---|",
+        "| mtlsd | one block | 13.2 % vs 3.4 % (3.9×) **seam** | 4.2 % vs 3.4 % (1.2×) |",
+        "| no learning (raw intensity) | one block | 4.2 % vs 0.0 % (none elsewhere) | — |",
+    ]
 
 
 def test_unknown_or_affinity_free_networks_are_one_line_errors(tmp_path):
@@ -104,11 +120,16 @@ def test_fast_demo_writes_the_report_and_a_rerun_skips_finished_work(tmp_path, c
     assert set(report) == {"networks", NO_LEARNING, "dataset", "test_volume", "seconds_total"}
     assert set(report["networks"]) == {"baseline", "mtlsd"}
     for row in report["networks"].values():
-        assert set(row) == set(REPORT_KEYS)
-        assert all(math.isfinite(v) for v in row.values())
+        assert set(row) == set(REPORT_KEYS) | {"seams"}
+        assert all(math.isfinite(v) for k, v in row.items() if k != "seams")
+        # the seam check of step 6 per axis: numbers where there is a block face, else "one block"
+        assert list(row["seams"]) == ["z", "y", "x"] and isinstance(row["seams"]["y"], dict)
+        assert all(v == "one block" or set(v) == {"face_rate", "median_rate", "ratio", "seam"}
+                   for v in row["seams"].values())  # fmt: skip
         assert row["iterations"] == 6 and row["predict_voxels_per_second"] > 0 and row["train_seconds"] > 0
         assert row["voi_sum"] == pytest.approx(row["voi_split"] + row["voi_merge"])
-    assert set(report[NO_LEARNING]) == METRICS and all(math.isfinite(v) for v in report[NO_LEARNING].values())
+    assert set(report[NO_LEARNING]) == METRICS | {"seams"}
+    assert all(math.isfinite(v) for k, v in report[NO_LEARNING].items() if k != "seams")
     assert report["dataset"] == "synthetic" and report["test_volume"].endswith("testing/test_0.zarr")
     markdown = (out / "report.md").read_text()
     pictures = ["voi_curves.png", "loss_curves.png", "slices_baseline.png", "slices_mtlsd.png", f"slices_{NO_LEARNING}.png"]
@@ -116,6 +137,7 @@ def test_fast_demo_writes_the_report_and_a_rerun_skips_finished_work(tmp_path, c
         assert _non_blank(out / name), name
         assert f"]({name})" in markdown  # embedded
     assert "| baseline | 6 |" in markdown and "python -m lsd_nm train" in markdown
+    assert "## Seams" in markdown and seams_table(report) in markdown and seams_table(report) in first.stdout
     assert "demo [" in first.stdout and "ETA" in first.stdout and "report.md" in first.stdout
 
     checkpoints = sorted((out / "train/synthetic").glob("*/train_net_checkpoint_*"))

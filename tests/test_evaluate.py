@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 from pathlib import Path
 
 import numpy as np
@@ -353,3 +354,119 @@ def test_min_cut_metric_equals_the_networkx_reference(seed: int) -> None:
         args = (edges, lut, threshold, node_fragments, skeletons)
         expected = _min_cut_metric_with_networkx(*args)
         assert min_cut_metric(*args) == expected, threshold
+
+
+def test_block_faces_are_the_write_grid_in_voxels_of_the_evaluated_region() -> None:
+    """The grid of 8 × 48 × 48 voxels from OFFSET: over the whole 16 × 96 × 96 volume one face per axis, at the
+    middle; a region starting 10 voxels into x sees the x face 38 voxels in; a face on the region's border, or a
+    region inside one block, has none."""
+    from funlib.geometry import Roi
+
+    from lsd_nm.evaluate import block_faces
+
+    block = (160, 432, 432)
+    whole = Roi(OFFSET, (16 * 20, 96 * 9, 96 * 9))
+    assert block_faces(OFFSET, block, whole, VOXEL_SIZE) == [[8], [48], [48]]
+    shifted = Roi((OFFSET[0], OFFSET[1], OFFSET[2] + 90), (16 * 20, 96 * 9, 86 * 9))
+    assert block_faces(OFFSET, block, shifted, VOXEL_SIZE) == [[8], [48], [38]]
+    on_border = Roi((OFFSET[0] + 160, OFFSET[1], OFFSET[2]), (8 * 20, 40 * 9, 96 * 9))
+    assert block_faces(OFFSET, block, on_border, VOXEL_SIZE) == [[], [], [48]]
+    two_faces = Roi(OFFSET, (16 * 20, 96 * 9, 200 * 9))
+    assert block_faces(OFFSET, (160, 432, 432), two_faces, VOXEL_SIZE)[2] == [48, 96, 144, 192]
+
+
+def test_a_segmentation_cut_along_a_block_face_is_called_a_seam() -> None:
+    """One neuron in two rows of eight voxels, blocks of four voxels along x (a face between x = 3 and 4), one block
+    along z and y. False splits per plane along x: 0|1 1/2, 1|2 1/2, 2|3 1/2, 3|4 (the face) 2/2, 4|5 0/2, 5|6 1/2,
+    6|7 0/2: face 100 %, the others sorted 0, 0, .5, .5, .5, .5 → median 50 %, max 50 %, ratio 2.0 > 1.5."""
+    from funlib.geometry import Roi
+
+    from lsd_nm.evaluate import block_faces, seam_check, seam_lines, seam_scores
+
+    truth = np.ones((1, 2, 8), np.uint64)
+    cut = np.array([[[1, 2, 2, 3, 10, 10, 11, 11], [4, 4, 5, 5, 12, 12, 12, 12]]], np.uint64)
+    faces = block_faces((0, 0, 0), (20, 18, 36), Roi((0, 0, 0), (20, 18, 72)), (20, 9, 9))
+    assert faces == [[], [], [4]]
+    seams = seam_check(truth, cut, faces)
+    assert seams == {
+        "axes": [{"axis": "x", "faces": 1, "face_rate": 1.0, "median_rate": 0.5, "max_rate": 0.5, "ratio": 2.0,
+                  "seam": True}],
+        "one_block": ["z", "y"], "unmeasured": [],
+    }  # fmt: skip
+    assert seam_lines(seams) == [
+        "seams: x faces 100.0 % false splits vs 50.0 % median elsewhere (2.0x) — a seam",
+        "seams: one block along z, y: no block face to check there",
+    ]
+    assert seam_scores(seams) == {
+        "seam_x_face_rate": 1.0, "seam_x_median_rate": 0.5, "seam_x_max_rate": 0.5, "seam_x_ratio": 2.0,
+        "seam_x_faces": 1,
+    }  # fmt: skip
+    # the same segments joined across the face: 0 % there, no seam
+    joined = cut.copy()
+    joined[0, 0, 4:6], joined[0, 1, 4:] = 3, 5
+    [row] = seam_check(truth, joined, faces)["axes"]
+    assert (row["face_rate"], row["ratio"], row["seam"]) == (0.0, 0.0, False)
+    assert seam_lines(seam_check(truth, joined, faces))[0].endswith("(0.0x) — no seam")
+    # a split on the face only, none elsewhere: a seam whatever the ratio (no median to divide by)
+    only = np.where(np.arange(8) < 4, 1, 2).astype(np.uint64)[None, None].repeat(2, axis=1)
+    [line, _] = seam_lines(seam_check(truth, only, faces))
+    assert line == "seams: x faces 100.0 % false splits vs 0.0 % median elsewhere (none elsewhere) — a seam"
+    # 1.5× is not above 1.5: four rows, two split at every plane, a third at the face only: face 3/4, elsewhere 2/4
+    rows = np.array([range(1, 9), range(11, 19), [21] * 4 + [22] * 4, [31] * 8], np.uint64)[None]
+    [row] = seam_check(np.ones_like(rows), rows, faces)["axes"]
+    assert (row["face_rate"], row["median_rate"], row["ratio"], row["seam"]) == (0.75, 0.5, 1.5, False)
+    # faces without labelled pairs are said so
+    unlabelled = truth.copy()
+    unlabelled[:, :, 4] = 0
+    assert seam_check(unlabelled, cut, faces)["unmeasured"] == ["x"]
+
+
+def test_the_script_prints_the_seam_check_and_writes_its_numbers(base_run: Path, tmp_path: Path) -> None:
+    """The base run (2 × 2 × 2 blocks, faces at z 8, y 48, x 48) scored at threshold 0.5, then again with the LUT
+    changed so that every segment is cut at the x face (its fragments right of the face get new segment ids: the
+    fragments are made per block, so none crosses it): the x line turns into a seam, with the numbers of
+    :func:`face_split_rates` on the segmentation itself."""
+    from lsd_nm.luts import lut_path, save_lut
+    from lsd_nm.metrics import face_split_rates
+
+    out = copy_run(base_run, tmp_path)
+    cfg = _config(out, dense=True, skeletons=False, thresholds=(0.4, 0.6, 0.1), extract_thresholds=[],
+                  score_threshold=0.5)  # fmt: skip
+    find_segments(cfg, progress=False)
+    truth = zarr.open_array(out.parent / "gt.zarr" / GT, mode="r")[:]
+    fragments = read_fragments(out)
+    left, right = set(np.unique(fragments[:, :, :48]).tolist()), set(np.unique(fragments[:, :, 48:]).tolist())
+    assert left & right <= {0}
+    ids, segments = load_lut(cfg, 0.5)
+    cut = np.where(np.isin(ids, list(right - {0})), segments + int(segments.max()) + 1, segments).astype(np.uint64)
+    for name, lut in (("as made", (ids, segments)), ("cut", (ids, cut))):
+        save_lut(lut_path(cfg, 0.5), *lut, edges_sha256="")
+        done = run_script("06_evaluate.py", cfg, tmp_path)
+        assert done.returncode == 0, done.stderr
+        expected = face_split_rates(truth, apply_lut(fragments, lut), [[8], [48], [48]])
+        assert [r["axis"] for r in expected] == ["z", "y", "x"]
+        saved = json.loads(scores_paths(out)[1].read_text())
+        seams = saved["seams"]
+        assert (seams["threshold"], seams["block_size"], seams["seam_ratio"]) == (0.5, [160, 432, 432], 1.5)
+        assert (seams["one_block"], seams["unmeasured"]) == ([], [])
+        lines = [line for line in done.stdout.splitlines() if line.startswith("seams: ")]
+        assert len(lines) == 3, done.stdout
+        for row, line, axis in zip(expected, lines, seams["axes"]):
+            # ideal affinities: no false split off the faces, so no ratio (None in JSON)
+            assert row["median_rate"] == 0.0 and math.isnan(row["ratio"]) and axis["ratio"] is None
+            for key in ("face_rate", "median_rate", "max_rate", "faces"):
+                assert saved["best"][f"seam_{row['axis']}_{key}"] == pytest.approx(row[key], abs=1e-12), (name, key)
+                assert axis[key] == pytest.approx(row[key], abs=1e-12)
+            assert saved["best"][f"seam_{row['axis']}_ratio"] is None
+            verdict = "a seam" if row["face_rate"] > 0 else "no seam"
+            assert axis["seam"] == (verdict == "a seam")
+            assert line == (
+                f"seams: {row['axis']} faces {100 * row['face_rate']:.1f} % false splits vs "
+                f"0.0 % median elsewhere (none elsewhere) — {verdict}"
+            ), name
+        with open(scores_paths(out)[0]) as f:
+            [table] = list(csv.DictReader(f))  # one threshold scored
+        assert list(table)[:5] == ["threshold", "voi_split", "voi_merge", "voi_sum", "arand"]
+        assert float(table["seam_x_face_rate"]) == pytest.approx(expected[2]["face_rate"])
+        assert table["seam_x_ratio"] == ""  # no ratio without false splits elsewhere
+    assert lines[2].endswith("— a seam") and expected[2]["face_rate"] == 1.0

@@ -343,7 +343,7 @@ def _extract_segmentation(args: argparse.Namespace) -> None:
 
 
 def _print_evaluation(result: dict) -> None:
-    from .evaluate import MIN_CUT_PREFIX
+    from .evaluate import MIN_CUT_PREFIX, seam_lines
 
     best = result["best"]
     keys = [k for k in ("threshold", "voi_split", "voi_merge", "voi_sum", "arand", "erl", "normalized_erl",
@@ -352,6 +352,8 @@ def _print_evaluation(result: dict) -> None:
     summary = ", ".join(f"{k} {best[k]:.4g}" for k in keys) if best else "no threshold scored"
     print(f"best: {summary}")
     print(f"rule: {result['rule']}")
+    for line in seam_lines(result["seams"]) if result.get("seams") else []:
+        print(line)
     print(f"wrote {result['csv']}, {result['json']}, {result['png']}")
 
 

@@ -47,7 +47,7 @@ from .data import (
     write_text,
 )
 from .datasets import DATA_DIR, get_dataset, volume_path
-from .evaluate import scores_paths
+from .evaluate import SEAM_RATIO, scores_paths
 from .experiment import AUTOCONTEXT_NETWORKS, NetworkType, load_network_folder, merge_config
 from .luts import apply_lut, load_lut
 from .run_config import load_run_config
@@ -480,7 +480,39 @@ def _best(plan: Plan, name: str) -> dict[str, Any]:
         "arand": best["arand"],
         "erl_nm": best["erl"],
         "normalized_erl": best["normalized_erl"],
+        "seams": _seams(scores.get("seams")),
     }
+
+
+def _seams(seams: dict | None) -> dict[str, Any]:
+    """The seam check of step 6 (scores.json's ``seams``) per axis: ``{"face_rate", "median_rate", "ratio",
+    "seam"}``, or ``"one block"`` / ``"no labelled pairs"``; empty without a seam check."""
+    if seams is None:
+        return {}
+    out: dict[str, Any] = {a: "one block" for a in seams["one_block"]}
+    out.update({a: "no labelled pairs" for a in seams["unmeasured"]})
+    for row in seams["axes"]:
+        out[row["axis"]] = {k: row[k] for k in ("face_rate", "median_rate", "ratio", "seam")}
+    return {a: out[a] for a in "zyx" if a in out}
+
+
+def seams_table(results: dict[str, Any]) -> str:
+    """The seam check per network as a markdown table: per axis the block faces' false-split rate vs the median of
+    the other planes, their ratio, and **seam** where it is above the limit of step 6."""
+
+    def cell(value: Any) -> str:
+        if not isinstance(value, dict):
+            return value
+        ratio = "none elsewhere" if value["ratio"] is None else f"{value['ratio']:.1f}×"
+        verdict = " **seam**" if value["seam"] else ""
+        return f"{100 * value['face_rate']:.1f} % vs {100 * value['median_rate']:.1f} % ({ratio}){verdict}"
+
+    lines = ["| network | z | y | x |", "|---|---|---|---|"]
+    rows = [*results["networks"].items(), ("no learning (raw intensity)", results[NO_LEARNING])]
+    for name, row in rows:
+        seams = row.get("seams", {})
+        lines.append(f"| {name} | " + " | ".join(cell(seams.get(a, "—")) for a in "zyx") + " |")
+    return "\n".join(lines)
 
 
 def collect_results(plan: Plan, state: dict[str, dict[str, Any]]) -> dict[str, Any]:
@@ -731,6 +763,14 @@ def write_report(plan: Plan, stages: list[Stage], state: dict[str, dict[str, Any
         "voxels over the wall time of `01_predict_blockwise` with its "
         f"{plan.config.num_workers} workers (including their start-up{'; acrlsd/aclsd include predicting their LSDs' if any(n in AUTOCONTEXT_NETWORKS for n in plan.networks) else ''}).",
         "",
+        "## Seams",
+        "",
+        "False splits on the planes between the post-processing blocks against the median of the other planes, at "
+        f"the best threshold (blocks of {plan.config.block_size} nm; a seam: more than {SEAM_RATIO}× the median; "
+        "see `06_evaluate` in the README):",
+        "",
+        seams_table(results),
+        "",
         "## Quality targets",
         "",
         *[f"- {'met' if ok else '**missed**'}: {target} — measured {measured}" for target, ok, measured in verdicts],
@@ -787,6 +827,8 @@ def demo(out: Path, networks: Sequence[str] | None = None, fast: bool = False) -
     path = write_report(plan, stages, state, results)
     print()
     print(results_table(results))
+    print()
+    print(seams_table(results))
     for target, ok, measured in quality_verdicts(results):
         print(f"{'met' if ok else 'MISSED'}: {target} — measured {measured}")
     print(f"\ndemo: done in {_clock(time.time() - start)} (this run); report: {path}")
