@@ -105,5 +105,5 @@ EXPECTED = {
     "volumes/segmentation_30": "597ae1f4a2d98003",
     "volumes/segmentation_50": "4d65ff7edb9f4d0b",
     "lut": "c037f2994b666ac9",
-    "scores": "cbffdf2de386ea88",
+    "scores": "3b661b7ce504df47",
 }
