@@ -17,7 +17,13 @@ Design rules (printed with the values chosen):
 - LSD sigma = 10 × the geometric mean of the voxel size, rounded to 10 nm (20×9×9 nm → 120 nm, 8 nm → 80 nm: the
   paper's values);
 - input shapes: the design's when they fit into the smallest volume, else the largest valid input that fits;
-- long-range offsets: the design's (zebrafinch's or fib25's), reaching about the same nm in every axis.
+- long-range offsets (:func:`long_range_neighborhood`): channels 0-2 the nearest neighbours; every other channel
+  reaches as far in nm as the paper's zebrafinch channel (at 20×9×9 nm), on the same axis, rounded to the nearest
+  voxel (halves up) and at least one voxel further than the channel before it on that axis; the long_range labels
+  padding is the baseline's plus the longest offset minus one voxel, per axis (zebrafinch's rule).
+
+Volumes are converted block by block (chunk-aligned blocks of at most ``max_voxels`` voxels), so memory stays
+bounded whatever their size; the checks that read voxels (raw's range, labels all 0) run over all volumes first.
 """
 
 from __future__ import annotations
@@ -25,7 +31,8 @@ from __future__ import annotations
 import json
 import math
 import shutil
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -33,10 +40,10 @@ import numpy as np
 
 from . import REPO_ROOT
 from .config import ConfigError
-from .data import NEURON_IDS, RAW, write_container
+from .data import COMPRESSOR, LABELS_MASK, NEURON_IDS, RAW, atomic_path
 from .datasets import DATA_DIR, DATASETS_FILE, USER_DATASETS_NAME, load_datasets, volume_path
 from .experiment import NetworkConfig, UNetConfig
-from .masks import create_mask
+from .masks import BLOCK_VOXELS, blocks, create_mask
 from .networks import unet_output_shape
 
 NETWORKS = ("baseline", "lsd", "mtlsd", "aclsd", "acrlsd", "long_range", "malis")
@@ -47,6 +54,13 @@ ANISOTROPY = 2.0
 """z at least this much coarser than the finest of y, x: the anisotropic design."""
 HDF5_SUFFIXES = (".h5", ".hdf", ".hdf5")
 """File names read with h5py."""
+CHUNK_SHAPE = (16, 128, 128)
+"""Chunk shape (voxels) of the converted volumes; conversion blocks are aligned to it."""
+REFERENCE_VOXEL_SIZE = (20, 9, 9)
+"""The voxel size (nm) of the paper's only published long-range neighbourhood (zebrafinch)."""
+REFERENCE_LONG_RANGE = ((-1, 0, 0), (0, -1, 0), (0, 0, -1), (-3, 0, 0), (0, -3, 0), (0, 0, -3),
+                        (-5, 0, 0), (0, -9, 0), (0, 0, -9), (-15, 0, 0), (0, -27, 0), (0, 0, -27))  # fmt: skip
+"""Zebrafinch's long_range neighbourhood (voxels at :data:`REFERENCE_VOXEL_SIZE`), whose reach in nm is kept."""
 
 
 @dataclass
@@ -64,15 +78,24 @@ class Source:
     where: str = ""
     """Which attr gave the voxel size."""
 
-    def read(self) -> np.ndarray:
+    @contextmanager
+    def open(self) -> Iterator:
+        """The array (h5py dataset or zarr array), read block by block with ``array[slices]``."""
         if self.path.suffix.lower() in HDF5_SUFFIXES:
             import h5py
 
             with h5py.File(self.path, "r") as f:
-                return f[self.dataset][...]
+                yield f[self.dataset]
+            return
         import zarr
 
-        return zarr.open_array(self.path / self.dataset, mode="r")[...]
+        yield zarr.open_array(self.path / self.dataset, mode="r")
+
+    def blocks(self, max_voxels: int) -> Iterator[np.ndarray]:
+        """The array's values in chunk-aligned blocks of at most ``max_voxels`` voxels (see :func:`masks.blocks`)."""
+        with self.open() as array:
+            for block in blocks(self.shape, CHUNK_SHAPE, max_voxels):
+                yield array[block]
 
 
 @dataclass
@@ -219,24 +242,93 @@ def fitting_input(unet: UNetConfig, wanted: Sequence[int], room: Sequence[int]) 
     return tuple(shape)
 
 
-def _read_checked(raw: Source, labels: Source, rescale: bool) -> tuple[np.ndarray, np.ndarray, str]:
-    """Raw as uint8 and labels as uint64 (checks: raw 8-bit unless rescaled, labels not all 0)."""
-    data = raw.read()
-    note = ""
-    if data.dtype != np.uint8:
-        if not rescale:
-            raise ConfigError(f"raw '{raw.path}/{raw.dataset}' is {data.dtype}, not uint8; pass --rescale (RESCALE=1) "
-                              "to map its range to 0-255")  # fmt: skip
-        low, high = float(data.min()), float(data.max())
-        scaled = (data.astype(np.float64) - low) * (255.0 / (high - low) if high > low else 0.0)
-        data = np.clip(np.round(scaled), 0, 255).astype(np.uint8)
-        note = f"raw {raw.path.name} ({raw.dtype}) rescaled from [{low:g}, {high:g}] to [0, 255]"
-    ids = labels.read()
-    if not np.any(ids):
+def _check_values(raw: Source, labels: Source, rescale: bool, max_voxels: int) -> tuple[float, float] | None:
+    """Raw 8-bit unless rescaled (then its range), labels non-negative integers and not all 0; reads block by block."""
+    if labels.dtype.kind not in "iu":
+        raise ConfigError(f"labels '{labels.path}/{labels.dataset}' are {labels.dtype}; expected non-negative integers")
+    if raw.dtype != np.uint8 and not rescale:
+        raise ConfigError(f"raw '{raw.path}/{raw.dataset}' is {raw.dtype}, not uint8; pass --rescale (RESCALE=1) "
+                          "to map its range to 0-255")  # fmt: skip
+    any_object, lowest = False, 0
+    for ids in labels.blocks(max_voxels):
+        any_object = any_object or bool(np.any(ids))
+        lowest = min(lowest, int(ids.min())) if ids.size else lowest
+    if lowest < 0:
+        raise ConfigError(f"labels '{labels.path}/{labels.dataset}' are {labels.dtype} with negative ids; expected "
+                          "non-negative integers")  # fmt: skip
+    if not any_object:
         raise ConfigError(f"labels '{labels.path}/{labels.dataset}' are all 0 (no objects to learn from)")
-    if ids.dtype.kind not in "iu" or (ids.dtype.kind == "i" and ids.min() < 0):
-        raise ConfigError(f"labels '{labels.path}/{labels.dataset}' are {ids.dtype}; expected non-negative integers")
-    return data, ids.astype(np.uint64), note
+    if raw.dtype == np.uint8:
+        return None
+    low, high = math.inf, -math.inf
+    for data in raw.blocks(max_voxels):
+        if data.size:
+            low, high = min(low, float(np.min(data))), max(high, float(np.max(data)))
+    if not (math.isfinite(low) and math.isfinite(high)):
+        raise ConfigError(f"raw '{raw.path}/{raw.dataset}' has values that are not finite (range [{low}, {high}])")
+    return low, high
+
+
+def rescale_to_uint8(data: np.ndarray, low: float, high: float) -> np.ndarray:
+    """``data`` mapped linearly from [low, high] to [0, 255], rounded (a constant volume: all 0)."""
+    scale = 255.0 / (high - low) if high > low else 0.0
+    return np.clip(np.round((data.astype(np.float64) - low) * scale), 0, 255).astype(np.uint8)
+
+
+def convert_volume(target: Path, raw: Source, labels: Source, mask: Source | None, value_range, voxel_size, offset,
+                   max_voxels: int = BLOCK_VOXELS) -> None:  # fmt: skip
+    """Write one volume in the training layout, block by block, atomically (a ``.partial`` folder renamed at the end).
+
+    ``volumes/raw`` (uint8; rescaled from ``value_range`` when given), ``volumes/labels/neuron_ids`` (uint64) and,
+    when ``mask`` is given, ``volumes/labels/labels_mask`` (uint8: mask > 0), each with ``resolution`` and ``offset``.
+    """
+    import zarr
+
+    items = [(RAW, raw, np.uint8, (lambda d: rescale_to_uint8(d, *value_range)) if value_range else None),
+             (NEURON_IDS, labels, np.uint64, None)]  # fmt: skip
+    if mask is not None:
+        items.append((LABELS_MASK, mask, np.uint8, lambda d: (d > 0).astype(np.uint8)))
+    attrs = {"resolution": [int(v) for v in voxel_size], "offset": [int(v) for v in offset]}
+    with atomic_path(target) as tmp:
+        root = zarr.open_group(tmp, mode="w", zarr_format=2)
+        for name, source, dtype, transform in items:
+            *parents, leaf = name.split("/")
+            group = root
+            for parent in parents:
+                group = group.require_group(parent)
+            chunks = tuple(min(c, s) for c, s in zip(CHUNK_SHAPE, source.shape))
+            out = group.create_array(leaf, shape=source.shape, dtype=dtype, chunks=chunks, compressors=COMPRESSOR,
+                                     fill_value=0)  # fmt: skip
+            out.attrs.update(attrs)
+            with source.open() as array:
+                for block in blocks(source.shape, CHUNK_SHAPE, max_voxels):
+                    data = array[block]
+                    out[block] = transform(data) if transform else data.astype(dtype)
+
+
+def long_range_neighborhood(voxel_size: Sequence[int]) -> list[tuple[int, int, int]]:
+    """Zebrafinch's 12 long-range offsets carried to ``voxel_size`` by their reach in nm (see the module's rules).
+
+    20×9×9 nm gives zebrafinch's own offsets; 8 nm isotropic gives fib25's and hemi's (02_train/README.md).
+    """
+    offsets: list[tuple[int, int, int]] = []
+    previous = [0, 0, 0]
+    for offset in REFERENCE_LONG_RANGE:
+        axis = next(a for a in range(3) if offset[a])
+        if len(offsets) < 3:
+            steps = 1
+        else:
+            reach = abs(offset[axis]) * REFERENCE_VOXEL_SIZE[axis]
+            steps = max(math.floor(reach / voxel_size[axis] + 0.5), previous[axis] + 1)
+        previous[axis] = steps
+        offsets.append(tuple(-steps if a == axis else 0 for a in range(3)))
+    return offsets
+
+
+def long_range_padding(baseline_padding: Sequence[int], neighborhood, voxel_size: Sequence[int]) -> list[int]:
+    """The baseline's labels padding (nm) plus the longest offset minus one voxel, per axis (zebrafinch's rule)."""
+    longest = np.abs(np.array(neighborhood)).max(axis=0)
+    return [int(p + (n - 1) * v) for p, n, v in zip(baseline_padding, longest, voxel_size)]
 
 
 def new_dataset(
@@ -251,6 +343,7 @@ def new_dataset(
     rescale: bool = False,
     root: Path = REPO_ROOT,
     data_dir: Path = DATA_DIR,
+    max_voxels: int = BLOCK_VOXELS,
 ) -> Plan:
     """Check, then write the dataset ``name`` (see the module's docstring); returns what was chosen and written."""
     root, data_dir = Path(root), Path(data_dir)
@@ -303,17 +396,16 @@ def new_dataset(
     predict_shape = fitting_input(defaults.unet, defaults.predict_input_shape, test_room) or input_shape
     sigma = lsd_sigma(voxels)
 
-    # everything checked: read and convert
-    converted = []
-    notes = []
+    neighborhood = long_range_neighborhood(voxels)
+
+    # the checks that read voxels, over every volume before anything is written
+    ranges, notes = [], []
     for path, is_test, raw, labels, mask in pairs:
-        data, ids, note = _read_checked(raw, labels, rescale)
-        if note:
-            notes.append(note)
-        arrays = {RAW: data, NEURON_IDS: ids}
-        if mask:
-            arrays["volumes/labels/labels_mask"] = (mask.read() > 0).astype(np.uint8)
-        converted.append((path, is_test, raw.offset, arrays))
+        value_range = _check_values(raw, labels, rescale, max_voxels)
+        if value_range:
+            notes.append(f"raw {path.name} ({raw.dtype}) rescaled from [{value_range[0]:g}, {value_range[1]:g}] "
+                         "(its minimum and maximum) to [0, 255]")  # fmt: skip
+        ranges.append(value_range)
 
     plan = Plan(name, voxels, template, sigma, input_shape, predict_shape)
     plan.reasons += [
@@ -326,18 +418,21 @@ def new_dataset(
         f"shape inside the smallest training volume {list(room)})" if input_shape != defaults.input_shape
         else f"input shape {list(input_shape)} (the {template} design's)",
         f"predict input shape {list(predict_shape)}",
+        f"long-range offsets {[list(o) for o in neighborhood]} voxels: channels 0-2 the nearest neighbours, the "
+        f"others reaching as far in nm as zebrafinch's at {list(REFERENCE_VOXEL_SIZE)} nm, rounded to whole voxels "
+        "(halves up), each further than the one before on its axis",
         *notes,
     ]
     if force:
         shutil.rmtree(train_dir, ignore_errors=True)
         shutil.rmtree(data_dir / "funke" / name, ignore_errors=True)
-    for path, is_test, offset, arrays in converted:
+    for (path, is_test, raw, labels, mask), value_range in zip(pairs, ranges):
         target = volume_path(name, path.stem + ".zarr", test=is_test, data_dir=data_dir)
         target.parent.mkdir(parents=True, exist_ok=True)
-        offset = tuple(o - o % v for o, v in zip(offset, voxels))
-        write_container(target, arrays, voxels, offset)
-        if "volumes/labels/labels_mask" not in arrays:
-            create_mask(target)
+        offset = tuple(o - o % v for o, v in zip(raw.offset, voxels))
+        convert_volume(target, raw, labels, mask, value_range, voxels, offset, max_voxels)
+        if mask is None:
+            create_mask(target, max_voxels=max_voxels)
         plan.written.append(target)
 
     entries = json.loads(user_file.read_text()) if user_file.exists() else {}
@@ -349,7 +444,7 @@ def new_dataset(
     user_file.write_text(json.dumps(entries, indent=2) + "\n")
     plan.written.append(user_file)
 
-    plan.written += _write_train(root, name, template, input_shape, predict_shape, sigma)
+    plan.written += _write_train(root, name, template, input_shape, predict_shape, sigma, voxels, neighborhood)
     run_config = _write_run_config(root, data_dir, name, pairs[-1], voxels, defaults, predict_shape)
     plan.written.append(run_config)
     rel = run_config.relative_to(root) if run_config.is_relative_to(root) else run_config
@@ -363,7 +458,8 @@ def new_dataset(
     return plan
 
 
-def _write_train(root: Path, name: str, template: str, input_shape, predict_shape, sigma: float) -> list[Path]:
+def _write_train(root: Path, name: str, template: str, input_shape, predict_shape, sigma: float, voxels,
+                 neighborhood) -> list[Path]:  # fmt: skip
     """``02_train/<name>/``: the design's dataset config with the chosen shapes, and the seven network folders."""
     source = root / "02_train" / template
     target = root / "02_train" / name
@@ -387,6 +483,11 @@ def _write_train(root: Path, name: str, template: str, input_shape, predict_shap
             delta["autocontext"] = {**delta.get("autocontext", {}),
                                     "auto_input_shape": list(smallest_input_for(unet, input_shape, input_shape))}
             delta.pop("predict_input_shape", None)
+        if network == "long_range":
+            baseline = NetworkConfig(network="baseline", **config).train.labels_padding
+            delta["neighborhood"] = [list(o) for o in neighborhood]
+            delta["train"] = {**delta.get("train", {}),
+                              "labels_padding": long_range_padding(baseline, neighborhood, voxels)}  # fmt: skip
         (folder / "config.json").write_text(json.dumps(delta, indent=2) + "\n")
         written.append(folder)
     return written
@@ -400,11 +501,13 @@ def _write_run_config(root: Path, data_dir: Path, name: str, last, voxels, defau
     out = unet_output_shape(defaults.unet, predict_shape)
     block = [o * v for o, v in zip(out, voxels)]
     context = [(i - o) // 2 * v for i, o, v in zip(predict_shape, out, voxels)]
+    # relative paths of a run config resolve against this repository: elsewhere (--root) they are written absolute
+    where = Path() if Path(root).resolve() == REPO_ROOT.resolve() else Path(root).resolve()
     config = {
-        "setup": f"02_train/{name}/mtlsd",
+        "setup": str(where / "02_train" / name / "mtlsd"),
         "iteration": "latest",
         "raw_file": str(volume),
-        "out_file": f"03_predict/out/{name}_mtlsd.zarr",
+        "out_file": str(where / "03_predict" / "out" / f"{name}_mtlsd.zarr"),
         "num_workers": 2,
         "block_size": block,
         "context": context,
