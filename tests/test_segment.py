@@ -165,8 +165,12 @@ def test_segment_ends_with_the_best_scores_and_where_the_outputs_are(tmp_path):
     done = _segment(path)
     assert done.returncode == 0, done.stderr
     lines = done.stdout.splitlines()
-    assert lines[-4].startswith("best: threshold ") and " voi_sum " in lines[-4]
-    assert lines[-3] == "rule: the threshold with the lowest VOI sum of these scores"
+    best = max(i for i, line in enumerate(lines) if line.startswith("best: "))
+    assert lines[best].startswith("best: threshold ") and " voi_sum " in lines[best]
+    assert lines[best + 1] == "rule: the threshold with the lowest VOI sum of these scores"
+    # then the seam check, one line per axis with more than one block (here: all three)
+    assert [line.split()[1] for line in lines[best + 2 : -2]] == ["z", "y", "x"], lines[best:]
+    assert all(line.startswith("seams: ") for line in lines[best + 2 : -2])
     assert lines[-2] == f"wrote {tmp_path / 'out.scores.csv'}, {tmp_path / 'out.scores.json'}, {tmp_path / 'out.voi_vs_threshold.png'}"
     assert lines[-1] == f"outputs: {tmp_path / 'out.zarr'} (volumes, LUTs, region graph {tmp_path / 'out.rag.db'})"
 
