@@ -39,6 +39,7 @@ from .data import (
     read_padded, voxel_slices,
 )  # fmt: skip
 from .graph import GraphOwner, check_owner, check_reachable, create_graph, graph_exists, open_graph, write_nodes
+from .mutex_watershed import MutexWatershed, mutex_settings, mutex_watershed_fragments
 from .run_config import RunConfig, Seeds
 
 MIN_SEED_DISTANCE = 10
@@ -195,6 +196,7 @@ def fragments_in_block(
     epsilon_agglomerate: float,
     filter_fragments: float,
     seeds: Seeds = "foreground",
+    mutex: MutexWatershed | None = None,
 ) -> np.ndarray:
     """The fragments of one read ROI (uint64), before cropping.
 
@@ -205,6 +207,7 @@ def fragments_in_block(
         epsilon_agglomerate: merge fragments with waterz (25th-percentile score) below this (0: off).
         filter_fragments: drop fragments whose mean affinity is below this (0: off).
         seeds: the watershed's seeds (see :func:`watershed_from_affinities`).
+        mutex: the mutex watershed instead of the watershed (``fragments_method`` ``mutex_watershed``).
     """
     max_value = 255.0 if affs.dtype == np.uint8 else 1.0
     if seeds == "original":
@@ -215,7 +218,9 @@ def fragments_in_block(
     affs = affs.astype(np.float32) / max_value
     if mask is not None:
         affs = affs * (mask > 0)
-    if seeds != "original":
+    if mutex is not None:
+        fragments = mutex_watershed_fragments(affs, mutex, fragments_in_xy)
+    elif seeds != "original":
         fragments = watershed_from_affinities(affs, fragments_in_xy)
     if mask is not None:
         fragments[mask == 0] = 0
@@ -270,6 +275,7 @@ class FragmentsJob:
     filter_fragments: float
     seeds: Seeds = "foreground"
     replace_sections: tuple[int, ...] = ()
+    mutex: MutexWatershed | None = None
 
 
 def _setup_worker(job: FragmentsJob) -> dict[str, Any]:
@@ -308,7 +314,7 @@ def process_block(job: FragmentsJob, block, resources: dict[str, Any]) -> None:
     if job.mask is not None:
         mask = _read_mask(resources["mask"], job.mask, read_roi, geometry.voxel_size)
     fragments = fragments_in_block(
-        affs, mask, job.fragments_in_xy, job.epsilon_agglomerate, job.filter_fragments, job.seeds
+        affs, mask, job.fragments_in_xy, job.epsilon_agglomerate, job.filter_fragments, job.seeds, job.mutex
     )
     crop = tuple(
         slice((w - r) // v, (w - r) // v + s // v)
@@ -324,7 +330,7 @@ def process_block(job: FragmentsJob, block, resources: dict[str, Any]) -> None:
     resources["fragments"][voxel_slices(job.fragments, write_roi)] = ids
 
 
-def fingerprint(config: RunConfig, affs: Volume) -> dict[str, Any]:
+def fingerprint(config: RunConfig, affs: Volume, mutex: MutexWatershed | None = None) -> dict[str, Any]:
     """The settings that determine the fragments (a different one means other fragments)."""
     wanted: dict[str, Any] = {
         "affs_roi": [list(affs.roi.offset), list(affs.roi.shape)],
@@ -341,6 +347,8 @@ def fingerprint(config: RunConfig, affs: Volume) -> dict[str, Any]:
         wanted["roi"] = [list(config.roi_offset), list(config.roi_shape)]
     if config.seeds != "foreground":  # fragments made before the option existed had foreground seeds
         wanted["seeds"] = config.seeds
+    if mutex is not None:  # fragments made before the option existed came from the watershed
+        wanted.update(mutex.settings())
     if config.replace_sections:
         wanted["replace_sections"] = sorted(set(config.replace_sections))
     return wanted
@@ -398,13 +406,15 @@ def extract_fragments(config: RunConfig, overwrite: bool = False, progress: bool
     config.check_own_fragments("02_extract_fragments")
     out_file = config.out_path
     affs = open_dataset(out_file, AFFS, "affinities")
-    if len(zarr.open_array(affs.path, mode="r").shape) != 4:
+    shape = zarr.open_array(affs.path, mode="r").shape
+    if len(shape) != 4:
         raise ConfigError(f"affinities '{affs.path}' must be (channels, z, y, x)")
+    mutex = mutex_settings(config, affs.path, shape[0]) if config.fragments_method == "mutex_watershed" else None
     geometry, mask = check_fragments(config, affs)
 
     output = OutputDataset(
         out_file / FRAGMENTS, affs.roi, affs.voxel_size, chunk_shape=tuple(geometry.block_size / affs.voxel_size),
-        dtype=np.uint64, settings_attr=FRAGMENTS_SETTINGS, settings=fingerprint(config, affs),
+        dtype=np.uint64, settings_attr=FRAGMENTS_SETTINGS, settings=fingerprint(config, affs, mutex),
         compressor=LABELS_COMPRESSOR,
     )  # fmt: skip
     tracking = config.blocks_dir / "extract_fragments"
@@ -434,8 +444,10 @@ def extract_fragments(config: RunConfig, overwrite: bool = False, progress: bool
         filter_fragments=config.filter_fragments,
         seeds=config.seeds,
         replace_sections=tuple(sorted(set(config.replace_sections))),
+        mutex=mutex,
     )
     return run_job(
         "extract_fragments", geometry.total_roi, geometry.read_roi, geometry.write_roi,
-        job, process_block, _setup_worker, config, tracking, progress, preload=("scipy.ndimage", "skimage.segmentation"),
+        job, process_block, _setup_worker, config, tracking, progress,
+        preload=("scipy.ndimage", "skimage.segmentation", "mwatershed"),
     )
