@@ -305,7 +305,9 @@ def process_block(job: FragmentsJob, block, resources: dict[str, Any]) -> None:
     read_roi, write_roi = block.read_roi, block.write_roi.intersect(geometry.region)
     if write_roi.empty:
         return
-    if job.seeds == "original":
+    if job.seeds == "original" or job.mutex is not None:
+        # (mutex watershed: zero padding would be voxels that repel each other, and the attraction into them from
+        # the face would carry those repulsions into the volume)
         # the original reads the block's context only where there are affinities (no zero padding beyond them,
         # which would be a boundary at the volume's faces)
         read_roi = read_roi.intersect(job.affs.roi)
