@@ -41,6 +41,7 @@ from .data import (
 )  # fmt: skip
 from .contacts import FACES, face_views, save_faces
 from .graph import GraphOwner, check_owner, check_reachable, create_graph, graph_exists, open_graph, write_nodes
+from .mutex_watershed import MutexWatershed, mutex_settings, mutex_watershed_fragments
 from .run_config import RunConfig, Seeds
 
 MIN_SEED_DISTANCE = 10
@@ -211,10 +212,13 @@ def fragments_in_block(
     epsilon_agglomerate: float,
     filter_fragments: float,
     seeds: Seeds = "foreground",
+    mutex: MutexWatershed | None = None,
     return_seeds: bool = False,
 ) -> np.ndarray | tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The fragments of one read ROI (uint64), before cropping; with ``return_seeds`` also the watershed's basins
-    (uint64 1…n, 0 where there is no fragment) and the (n, 3) voxel of each basin's seed.
+    (uint64 1…n, 0 where there is no fragment) and the (n, 3) voxel of each basin's seed (for the mutex watershed,
+    which has no seeds: each cluster's first voxel, which blocks that see the cluster differently do not share, so
+    its halves at a face are scored by their affinities, never joined blindly).
 
     Args:
         affs: (channels, z, y, x) affinities as stored (uint8 ×255, or float in [0, 1]).
@@ -223,6 +227,7 @@ def fragments_in_block(
         epsilon_agglomerate: merge fragments with waterz (25th-percentile score) below this (0: off).
         filter_fragments: drop fragments whose mean affinity is below this (0: off).
         seeds: the watershed's seeds (see :func:`watershed_from_affinities`).
+        mutex: the mutex watershed instead of the watershed (``fragments_method`` ``mutex_watershed``).
         return_seeds: also return the basins and their seeds.
     """
     max_value = 255.0 if affs.dtype == np.uint8 else 1.0
@@ -236,7 +241,10 @@ def fragments_in_block(
     affs = affs.astype(np.float32) / max_value
     if mask is not None:
         affs = affs * (mask > 0)
-    if seeds != "original":
+    if mutex is not None:
+        fragments = relabel_consecutive(mutex_watershed_fragments(affs, mutex, fragments_in_xy))
+        positions = _seed_positions(fragments, int(fragments.max()))
+    elif seeds != "original":
         fragments, positions = watershed_from_affinities(affs, fragments_in_xy, return_seeds=True)
     if mask is not None:
         fragments[mask == 0] = 0
@@ -296,6 +304,7 @@ class FragmentsJob:
     replace_sections: tuple[int, ...] = ()
     faces: Path | None = None
     """The folder of the blocks' views across their faces (:func:`lsd_nm.contacts.face_views`)."""
+    mutex: MutexWatershed | None = None
 
 
 def _setup_worker(job: FragmentsJob) -> dict[str, Any]:
@@ -325,7 +334,9 @@ def process_block(job: FragmentsJob, block, resources: dict[str, Any]) -> None:
     read_roi, write_roi = block.read_roi, block.write_roi.intersect(geometry.region)
     if write_roi.empty:
         return
-    if job.seeds == "original":
+    if job.seeds == "original" or job.mutex is not None:
+        # (mutex watershed: zero padding would be voxels that repel each other, and the attraction into them from
+        # the face would carry those repulsions into the volume)
         # the original reads the block's context only where there are affinities (no zero padding beyond them,
         # which would be a boundary at the volume's faces)
         read_roi = read_roi.intersect(job.affs.roi)
@@ -334,7 +345,8 @@ def process_block(job: FragmentsJob, block, resources: dict[str, Any]) -> None:
     if job.mask is not None:
         mask = _read_mask(resources["mask"], job.mask, read_roi, geometry.voxel_size)
     fragments, basins, seeds = fragments_in_block(
-        affs, mask, job.fragments_in_xy, job.epsilon_agglomerate, job.filter_fragments, job.seeds, return_seeds=True
+        affs, mask, job.fragments_in_xy, job.epsilon_agglomerate, job.filter_fragments, job.seeds, job.mutex,
+        return_seeds=True,
     )
     crop = tuple(
         slice((w - r) // v, (w - r) // v + s // v)
@@ -362,7 +374,7 @@ def process_block(job: FragmentsJob, block, resources: dict[str, Any]) -> None:
     resources["fragments"][voxel_slices(job.fragments, write_roi)] = ids
 
 
-def fingerprint(config: RunConfig, affs: Volume) -> dict[str, Any]:
+def fingerprint(config: RunConfig, affs: Volume, mutex: MutexWatershed | None = None) -> dict[str, Any]:
     """The settings that determine the fragments (a different one means other fragments)."""
     wanted: dict[str, Any] = {
         "affs_roi": [list(affs.roi.offset), list(affs.roi.shape)],
@@ -379,6 +391,8 @@ def fingerprint(config: RunConfig, affs: Volume) -> dict[str, Any]:
         wanted["roi"] = [list(config.roi_offset), list(config.roi_shape)]
     if config.seeds != "foreground":  # fragments made before the option existed had foreground seeds
         wanted["seeds"] = config.seeds
+    if mutex is not None:  # fragments made before the option existed came from the watershed
+        wanted.update(mutex.settings())
     if config.replace_sections:
         wanted["replace_sections"] = sorted(set(config.replace_sections))
     return wanted
@@ -436,13 +450,15 @@ def extract_fragments(config: RunConfig, overwrite: bool = False, progress: bool
     config.check_own_fragments("02_extract_fragments")
     out_file = config.out_path
     affs = open_dataset(out_file, AFFS, "affinities")
-    if len(zarr.open_array(affs.path, mode="r").shape) != 4:
+    shape = zarr.open_array(affs.path, mode="r").shape
+    if len(shape) != 4:
         raise ConfigError(f"affinities '{affs.path}' must be (channels, z, y, x)")
+    mutex = mutex_settings(config, affs.path, shape[0]) if config.fragments_method == "mutex_watershed" else None
     geometry, mask = check_fragments(config, affs)
 
     output = OutputDataset(
         out_file / FRAGMENTS, affs.roi, affs.voxel_size, chunk_shape=tuple(geometry.block_size / affs.voxel_size),
-        dtype=np.uint64, settings_attr=FRAGMENTS_SETTINGS, settings=fingerprint(config, affs),
+        dtype=np.uint64, settings_attr=FRAGMENTS_SETTINGS, settings=fingerprint(config, affs, mutex),
         compressor=LABELS_COMPRESSOR,
     )  # fmt: skip
     tracking = config.blocks_dir / "extract_fragments"
@@ -476,9 +492,11 @@ def extract_fragments(config: RunConfig, overwrite: bool = False, progress: bool
         seeds=config.seeds,
         replace_sections=tuple(sorted(set(config.replace_sections))),
         faces=config.blocks_dir / FACES,
+        mutex=mutex,
     )
     job.faces.mkdir(parents=True, exist_ok=True)
     return run_job(
         "extract_fragments", geometry.total_roi, geometry.read_roi, geometry.write_roi,
-        job, process_block, _setup_worker, config, tracking, progress, preload=("scipy.ndimage", "skimage.segmentation"),
+        job, process_block, _setup_worker, config, tracking, progress,
+        preload=("scipy.ndimage", "skimage.segmentation", "mwatershed"),
     )

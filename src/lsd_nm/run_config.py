@@ -20,6 +20,9 @@ STEPS = ["01_predict_blockwise", "02_extract_fragments", "03_agglomerate", "04_f
 Seeds = Literal["original", "foreground"]
 """How the fragments' watershed is seeded (see :attr:`RunConfig.seeds`)."""
 
+FragmentsMethod = Literal["watershed", "mutex_watershed"]
+"""How step 2 makes fragments (see :attr:`RunConfig.fragments_method`)."""
+
 MergeFunction = Literal[
     "mean",
     "hist_quant_10", "hist_quant_10_initmax", "hist_quant_25", "hist_quant_25_initmax",
@@ -74,6 +77,23 @@ class RunConfig(StrictBaseModel):
     affinities' edge. ``foreground``: maxima on the foreground only, plus one seed in every foreground component that
     got none, flooded with scikit-image, blocks zero-padded beyond the affinities (segments better on the synthetic
     test volume with the per-section watershed the demo runs: see README.md, "Where we differ from the original")."""
+    fragments_method: FragmentsMethod = "watershed"
+    """How step 2 makes fragments. ``watershed``: the seeded watershed of the distance transform of the foreground
+    (the paper's; ``seeds`` says how it is seeded). ``mutex_watershed``: ``mwatershed.agglom`` on the affinities with
+    every offset of the network (long-range ones included), each plus its ``mutex_bias``, in the same blocks with the
+    same context; better where cells touch across one-voxel boundaries (see README.md, "Fragments: watershed or mutex
+    watershed"). Either way waterz agglomerates the fragments."""
+    mutex_bias: list[float] | None = None
+    """The mutex watershed's bias, one per affinity offset, added to the affinities in [0, 1] (an edge below minus
+    the bias repels). None: volara's −0.5 for the nearest-neighbour offsets (no component beyond ±1) and −0.7 for the
+    long-range ones."""
+    mutex_strides: list[tuple[PositiveInt, PositiveInt, PositiveInt]] | None = None
+    """The mutex watershed's strides (voxels, z y x), one per affinity offset: an offset's edges are used at every
+    stride-th voxel only (e.g. ``[2, 2, 2]`` for a long-range offset: fewer repulsive edges, fewer splits). None: every
+    edge of every offset (volara's default)."""
+    mutex_randomized_strides: bool = False
+    """Use each edge with probability 1 / (product of its offset's stride) instead of on the stride's grid (volara's
+    default: off). mwatershed draws these itself, unseeded: the fragments then differ from run to run."""
     replace_sections: list[int] = []
     """Sections (z voxel indices, world z / voxel size, as the original) whose fragments are set to 0 (e.g. sections
     with large artefacts)."""
@@ -150,6 +170,12 @@ class RunConfig(StrictBaseModel):
         for label in self.gt_ignore_ids:
             if not 0 < label < 2**64:
                 raise ValueError(f"gt_ignore_ids: {label} is not a label id (1 … 2^64 − 1)")
+        mutex = [k for k in ("mutex_bias", "mutex_strides") if getattr(self, k) is not None]
+        mutex += ["mutex_randomized_strides"] if self.mutex_randomized_strides else []
+        if mutex and self.fragments_method != "mutex_watershed":
+            raise ValueError(f"{', '.join(mutex)}: only for fragments_method \"mutex_watershed\"")
+        if self.seeds != "foreground" and self.fragments_method == "mutex_watershed":
+            raise ValueError("seeds: only for fragments_method \"watershed\" (the mutex watershed has no seeds)")
         outside = [t for t in self.extract_thresholds if not 0.0 <= t <= 1.0]
         if outside:
             raise ValueError(f"extract_thresholds {outside}: merge thresholds lie in [0, 1]")
