@@ -330,7 +330,8 @@ def _min_cut_metric_with_networkx(fragment_edges, lut, threshold, node_fragments
 def test_min_cut_metric_equals_the_networkx_reference(seed: int) -> None:
     """Random region graphs (scores in waterz's steps of 1/512, some missing) with two segments and skeleton chains
     on random fragments (some on fragment 0, some on fragments the LUT does not list): the scipy flows make the
-    same cuts as the networkx reference at two thresholds."""
+    same cuts as the networkx reference at two thresholds, given as tuples or as the arrays the region graph is read
+    into (each pair once, its last score, NaN for a missing one)."""
     from lsd_nm.metrics import min_cut_metric
 
     rng = np.random.default_rng(seed)
@@ -350,10 +351,13 @@ def test_min_cut_metric_equals_the_networkx_reference(seed: int) -> None:
         "edges": np.array([(order[k] + 1, order[k + 1] + 1) for k in range(nodes - 1)
                            if neurons[order[k]] == neurons[order[k + 1]]], np.uint64).reshape(-1, 2),
     }  # fmt: skip
+    last = {(min(u, v), max(u, v)): score for u, v, score in edges}
+    arrays = (np.array(list(last), np.uint64), np.array([np.nan if s is None else s for s in last.values()]))
     for threshold in (0.5, 0.9):
         args = (edges, lut, threshold, node_fragments, skeletons)
         expected = _min_cut_metric_with_networkx(*args)
         assert min_cut_metric(*args) == expected, threshold
+        assert min_cut_metric(arrays, *args[1:]) == expected, threshold
 
 
 def test_block_faces_are_the_write_grid_in_voxels_of_the_evaluated_region() -> None:

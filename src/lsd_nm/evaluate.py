@@ -18,9 +18,9 @@ from funlib.geometry import Roi
 from .blockwise import processing_roi
 from .config import ConfigError
 from .data import Volume, atomic_path, open_dataset, read_at_positions, read_checked, read_on_grid, voxel_slices, write_text
-from .graph import check_graph_of, check_reachable, graph_exists, open_graph, read_edges
+from .graph import check_graph_of, check_reachable, graph_exists, read_graph_arrays
 from .luts import all_thresholds, apply_lut, load_lut
-from .metrics import best_row, face_split_rates, min_cut_metric, sweep_thresholds
+from .metrics import RegionGraphEdges, best_row, face_split_rates, min_cut_metric, sweep_thresholds
 from .run_config import RunConfig
 from .skeletons import crop_skeletons, read_skeletons
 
@@ -225,22 +225,20 @@ MIN_CUT_PREFIX = "min_cut_"
 ``min_cut_unsplittable`` (the keys of :func:`min_cut_metric`)."""
 
 
-def _read_region_graph_edges(config: RunConfig) -> list[tuple[int, int, float | None]]:
-    """The region graph's edges ``(u, v, merge_score)`` (None: never merged); a one-line ConfigError if there is
-    no region graph."""
+def _read_region_graph_edges(config: RunConfig) -> RegionGraphEdges:
+    """The region graph's edges as arrays ``(pairs, merge_scores)`` (NaN: never merged), read in chunks without a
+    Python object per edge (:func:`lsd_nm.graph.read_graph_arrays`); a one-line ConfigError if there is no region
+    graph."""
     check_reachable(config.db_location)
     if not graph_exists(config.db_location):
         raise ConfigError(f"db '{config.db_location}': no region graph there (the min-cut metric needs it)")
     check_graph_of(config)
-    db = open_graph(config.db_location, "r")
-    try:
-        return [(u, v, score) for u, v, score, _ in read_edges(db)]
-    finally:
-        db.close()
+    _, pairs, scores = read_graph_arrays(config.db_location)
+    return pairs, scores
 
 
 def min_cut_scores(
-    edges: Sequence[tuple[int, int, float | None]],
+    edges: RegionGraphEdges,
     lut: tuple[np.ndarray, np.ndarray],
     threshold: float,
     node_fragments: np.ndarray,
@@ -249,7 +247,7 @@ def min_cut_scores(
     """:func:`min_cut_metric` of one threshold, its keys prefixed with ``min_cut_``.
 
     Args:
-        edges: the region graph's edges ``(u, v, merge_score)``.
+        edges: the region graph's edges (:data:`~lsd_nm.metrics.RegionGraphEdges`).
         lut: the threshold's ``(fragments, segments)`` LUT.
         threshold: the threshold (only edges with a score ≤ it are cut).
         node_fragments: the fragment under each skeleton node.

@@ -454,8 +454,35 @@ def _split_segment(
     return splits, label
 
 
+RegionGraphEdges = tuple[np.ndarray, np.ndarray]
+"""A region graph's edges as arrays: ``(pairs, scores)``, (E, 2) fragment ids and (E,) merge scores (NaN: never
+merged), each pair once (:func:`lsd_nm.graph.read_graph_arrays` reads them so)."""
+
+
+def _edge_arrays(fragment_edges: Iterable[tuple[int, int, float | None]] | RegionGraphEdges) -> RegionGraphEdges:
+    """``fragment_edges`` as :data:`RegionGraphEdges`, u < v; of a repeated ``(u, v, score)`` tuple the last
+    score counts (arrays are taken as they are: each pair once)."""
+    if isinstance(fragment_edges, tuple) and len(fragment_edges) == 2 and isinstance(fragment_edges[0], np.ndarray):
+        pairs, scores = fragment_edges
+        return np.sort(np.asarray(pairs, np.uint64).reshape(-1, 2), axis=1), np.asarray(scores, np.float64)
+    rows = list(fragment_edges)
+    pairs = np.sort(np.array([(u, v) for u, v, _ in rows], np.uint64).reshape(-1, 2), axis=1)
+    scores = np.array([math.nan if s is None else s for _, _, s in rows], np.float64)
+    _, last = np.unique(pairs[::-1], axis=0, return_index=True)
+    keep = np.sort(len(pairs) - 1 - last)
+    return pairs[keep], scores[keep]
+
+
+def _groups(keys: np.ndarray, wanted: np.ndarray) -> dict[int, np.ndarray]:
+    """Per value of ``wanted`` (sorted, unique), the indices ``i`` with ``keys[i]`` equal to it, in index order."""
+    inside = np.flatnonzero(np.isin(keys, wanted))
+    inside = inside[np.argsort(keys[inside], kind="stable")]
+    bounds = np.searchsorted(keys[inside], wanted, side="left"), np.searchsorted(keys[inside], wanted, side="right")
+    return {int(w): inside[a:b] for w, a, b in zip(wanted.tolist(), *bounds)}
+
+
 def min_cut_metric(
-    fragment_edges: Iterable[tuple[int, int, float | None]],
+    fragment_edges: Iterable[tuple[int, int, float | None]] | RegionGraphEdges,
     lut: tuple[np.ndarray, np.ndarray] | np.ndarray,
     threshold: float,
     node_fragments: np.ndarray,
@@ -482,8 +509,13 @@ def min_cut_metric(
     :data:`CAPACITY_BITS`). A fragment the region graph does not hold (or an edge the original could not read, e.g.
     a vertex graph-tool never created) is an isolated fragment here, where the original would fail.
 
+    The graph stays in arrays: the edges of merging segments at or below the threshold are selected in numpy, and
+    Python objects are made only for the fragments and edges of those segments (at the paper's size the graph has
+    10⁷-10⁸ edges, the merging segments a small part of them).
+
     Args:
-        fragment_edges: Region-graph edges ``(u, v, merge_score)``; a repeated pair keeps its last score.
+        fragment_edges: Region-graph edges, as ``(u, v, merge_score)`` tuples (a repeated pair keeps its last score)
+            or as :data:`RegionGraphEdges` arrays.
         lut: ``(fragment_ids, segment_ids)`` at ``threshold``.
         threshold: the merge threshold of the LUT.
         node_fragments: (N,) fragment under each site.
@@ -496,7 +528,7 @@ def min_cut_metric(
     node_fragments = np.asarray(node_fragments).astype(np.uint64)
     neurons = np.asarray(skeletons["neuron_ids"])
     positions = np.asarray(skeletons["positions"], dtype=np.float64).reshape(-1, 3)
-    fragment_ids, segment_ids = (np.asarray(x).astype(np.uint64) for x in lut)
+    fragment_ids, segment_ids = (np.asarray(x).astype(np.uint64).ravel() for x in lut)
     segments = site_segments(node_fragments, (fragment_ids, segment_ids))
 
     # split edges per component (funlib.evaluate's split_stats): merges to fix the splits
@@ -510,26 +542,34 @@ def min_cut_metric(
     pairs = np.unique(np.stack([segments[labelled], neurons[labelled].astype(np.uint64)], axis=1), axis=0)
     segment_list, counts = np.unique(pairs[:, 0], return_counts=True)
     merging = segment_list[counts > 1]
-    fragments_of: dict[int, list[int]] = defaultdict(list)
-    for f, s in zip(fragment_ids.tolist(), segment_ids.tolist()):
-        fragments_of[s].append(f)
-    scores: dict[tuple[int, int], float | None] = {}
-    for u, v, score in fragment_edges:
-        scores[(min(int(u), int(v)), max(int(u), int(v)))] = score
+    if len(merging) == 0:
+        return {"splits_needed": 0, "merges_needed": merges, "unsplittable": 0}
 
-    merging_set = set(merging.tolist())
-    segment_of = dict(zip(fragment_ids.tolist(), segment_ids.tolist()))
-    edges_of: dict[int, dict[tuple[int, int], float]] = defaultdict(dict)
-    for (u, v), score in scores.items():
-        s = segment_of.get(u)
-        below = score is not None and score <= threshold
-        if below and s in merging_set and segment_of.get(v) == s and u != v:
-            edges_of[s][(u, v)] = float(score)
+    # the edges inside merging segments with a score ≤ threshold (NaN ≤ t is false), without a Python object each
+    edge_pairs, edge_scores = _edge_arrays(fragment_edges)
+    below = np.flatnonzero(edge_scores <= threshold)
+    edge_pairs, edge_scores = edge_pairs[below], edge_scores[below]
+    order = np.argsort(fragment_ids, kind="stable")
+    listed = fragment_ids[order]
+
+    def segment_of(ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        at = np.minimum(np.searchsorted(listed, ids), max(len(listed) - 1, 0))
+        found = listed[at] == ids if len(listed) else np.zeros(len(ids), bool)
+        return segment_ids[order[at]] if len(listed) else np.zeros(len(ids), np.uint64), found
+
+    seg_u, found_u = segment_of(edge_pairs[:, 0])
+    seg_v, found_v = segment_of(edge_pairs[:, 1])
+    inside = found_u & found_v & (seg_u == seg_v) & (edge_pairs[:, 0] != edge_pairs[:, 1]) & np.isin(seg_u, merging)
+    edge_pairs, edge_scores, edge_segment = edge_pairs[inside], edge_scores[inside], seg_u[inside]
+    edges_of = _groups(edge_segment, merging)
+    lut_fragments_of = _groups(segment_ids, merging)
+    sites_of = _groups(np.where((node_fragments != 0) & (neurons != 0), segments, 0), merging)
 
     splits = unsplittable = 0
     for s in merging.tolist():
-        on_segment = np.flatnonzero((segments == s) & (node_fragments != 0) & (neurons != 0))
-        fragments = list(dict.fromkeys(fragments_of.get(s, []) + node_fragments[on_segment].tolist()))
+        on_segment = sites_of[s]
+        listed_here = fragment_ids[lut_fragments_of[s]].tolist()
+        fragments = list(dict.fromkeys(listed_here + node_fragments[on_segment].tolist()))
         number = {f: k for k, f in enumerate(fragments)}
         position = np.zeros((len(fragments), 3))
         owners: dict[int, set[int]] = defaultdict(set)
@@ -546,8 +586,9 @@ def min_cut_metric(
         components = [c for c in components if len(c)]
         if len(components) <= 1:
             continue
-        pairs_s = np.array([(number[u], number[v]) for u, v in edges_of[s]], np.int64).reshape(-1, 2)
-        capacity = np.clip(1.0 - np.array(list(edges_of[s].values()), np.float64), 0.0, 1.0)
+        mine = edges_of[s]
+        pairs_s = np.array([number[f] for f in edge_pairs[mine].ravel().tolist()], np.int64).reshape(-1, 2)
+        capacity = np.clip(1.0 - edge_scores[mine], 0.0, 1.0)
         degree = np.bincount(pairs_s.ravel(), minlength=len(fragments)).max(initial=1)
         bits = min(CAPACITY_BITS, int(np.log2((2**31 - 1) / max(degree, 1))))
         cuts, label = _split_segment(
