@@ -24,6 +24,8 @@ from test_agglomerate import postgres_url  # noqa: F401 - the PostgreSQL fixture
 from test_segments import GT, skeletons_of
 
 from lsd_nm.data import write_container
+from lsd_nm.run_config import STEPS, load_run_config
+from lsd_nm.status import run_status
 
 SRUN = ["srun", "--quiet", "-N1", "-n1"]
 """The worker command under test: each worker one single-task job (its own allocation)."""
@@ -155,6 +157,12 @@ def test_segment_with_srun_workers_equals_a_local_run(slurm_cluster, postgres_ur
     # the segmentations of both thresholds)
     assert len(slurm_cluster.allocations()) - before == 1 + 6
     assert_identical(outputs(tmp_path / "srun"), local_outputs)
+    # make status on the finished run: every step done, nothing running, no worker left
+    status = run_status(load_run_config(config))
+    assert status.running is None and [(s.name, s.state, s.workers) for s in status.steps] == [
+        (name, "not started" if name == STEPS[0] else "done", []) for name in STEPS  # no network: no prediction
+    ]
+    assert status.steps[1].done == status.steps[1].total == BLOCKS
 
 
 def test_a_cancelled_worker_job_is_replaced_and_the_output_is_unchanged(slurm_cluster, postgres_url, local_outputs, tmp_path):  # noqa: F811
@@ -183,6 +191,13 @@ def test_kill_9_of_the_driver_ends_its_worker_jobs(slurm_cluster, postgres_url, 
     with stopped(segment(config, slurm_cluster.env), slurm_cluster) as process:
         jobs = fragment_workers(process, slurm_cluster, tmp_path / "srun", blocks_done=1, age=0)
         assert len(worker_processes(tmp_path)) >= 1 and len(group_members(process.pid)) >= 3, jobs
+        # make status while it runs: the driver holds the run, the fragments step is started with its workers
+        deadline = time.monotonic() + 30
+        while not (step := run_status(load_run_config(config)).steps[1]).workers and time.monotonic() < deadline:
+            time.sleep(0.1)
+        running = run_status(load_run_config(config))
+        assert running.running is not None and running.running.startswith(f"process {process.pid} on ")
+        assert step.state == "started" and 0 < step.done < step.total == BLOCKS and step.workers, step
         os.kill(process.pid, signal.SIGKILL)
         process.wait()
         deadline = time.monotonic() + 10
@@ -190,6 +205,10 @@ def test_kill_9_of_the_driver_ends_its_worker_jobs(slurm_cluster, postgres_url, 
             time.sleep(0.2)
         assert slurm_cluster.jobs() == [] and worker_processes(tmp_path) == []
         assert wait_until_gone(process.pid, 0) == []  # daisy's process that ran the srun included
+    # make status after the kill: nobody holds the run, no worker is alive, the blocks written so far are counted
+    killed = run_status(load_run_config(config))
+    step = killed.steps[1]
+    assert killed.running is None and step.workers == [] and step.state == "started" and 0 < step.done < BLOCKS
 
 
 def worker_processes(run: Path) -> list[str]:
