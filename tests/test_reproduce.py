@@ -230,6 +230,11 @@ def test_make_reproduce_on_the_fixtures_equals_the_hand_computed_table(paper_buc
 
     done = make("reproduce", "DATASET=zebrafinch", "NETWORK=mtlsd", report)
     assert done.returncode == 0, done.stderr
+    assert "11_micron_roi masked: threshold 0.5, VOI sum 0.864 (paper 0.2593322567347398)\n" in done.stdout
+    assert (
+        "11_micron_roi unmasked: threshold 0.5, VOI sum 1.318 (unmasked skeletons on masked supervoxels; not "
+        "reproducible from the bucket: the unmasked supervoxels are not published)\n"
+    ) in done.stdout
     with open(out / "zebrafinch_mtlsd.csv") as f:
         table = {(r["roi"], r["masked"] == "true"): r for r in csv.DictReader(f)}
     expected = expected_rows()
@@ -411,6 +416,30 @@ PAPER_MCM = {
     "aclsd": ((18, 54), (36, 207), (100, 483)), "acrlsd": ((16, 45), (32, 157), (77, 342)),
 }  # fmt: skip
 """paper.md §1.3 and protocol.md §6 (LongRange: the bucket's run, longrange_padding), 11, 18 and 25 µm, masked."""
+
+
+def test_the_figure_labels_unmasked_rows_as_another_experiment():
+    """On the published supervoxels our unmasked curve is "unmasked skeletons on masked supervoxels" and the paper's
+    the other supervoxels'; on our own runs (no note) both are plainly "unmasked"; the masked curves are the paper's
+    experiment."""
+    from lsd_nm.reproduce import UNMASKED_NOTE, Row, plot_series, table
+
+    def rows(note: str) -> list:
+        return [
+            Row("11_micron_roi", True, 1259.7, ours={"voi_sum": 0.5}, paper={"voi_sum": "0.26"}),
+            Row("18_micron_roi", True, 5832.0, ours={"voi_sum": 0.7}, paper={"voi_sum": "0.35"}),
+            Row("11_micron_roi", False, 1259.7, ours={"voi_sum": 0.9}, paper={"voi_sum": "0.39"}, note=note),
+        ]
+
+    curves = {c["label"]: (c["xs"], c["ys"]) for c in plot_series(table(rows(UNMASKED_NOTE)))}
+    assert curves == {
+        "ours, neuropil-masked": ([1259.7, 5832.0], [0.5, 0.7]),
+        "paper, neuropil-masked": ([1259.7, 5832.0], [0.26, 0.35]),
+        "ours, unmasked skeletons on masked supervoxels": ([1259.7], [0.9]),
+        "paper, unmasked (supervoxels not published)": ([1259.7], [0.39]),
+    }  # fmt: skip
+    own = {c["label"] for c in plot_series(table(rows("")))}
+    assert own == {"ours, neuropil-masked", "paper, neuropil-masked", "ours, unmasked", "paper, unmasked"}
 
 
 def test_invariants_are_marked_against_the_papers():
