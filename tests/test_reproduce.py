@@ -230,6 +230,11 @@ def test_make_reproduce_on_the_fixtures_equals_the_hand_computed_table(paper_buc
 
     done = make("reproduce", "DATASET=zebrafinch", "NETWORK=mtlsd", report)
     assert done.returncode == 0, done.stderr
+    assert "11_micron_roi masked: threshold 0.5, VOI sum 0.864 (paper 0.2593322567347398)\n" in done.stdout
+    assert (
+        "11_micron_roi unmasked: threshold 0.5, VOI sum 1.318 (unmasked skeletons on masked supervoxels; not "
+        "reproducible from the bucket: the unmasked supervoxels are not published)\n"
+    ) in done.stdout
     with open(out / "zebrafinch_mtlsd.csv") as f:
         table = {(r["roi"], r["masked"] == "true"): r for r in csv.DictReader(f)}
     expected = expected_rows()
@@ -413,6 +418,30 @@ PAPER_MCM = {
 """paper.md §1.3 and protocol.md §6 (LongRange: the bucket's run, longrange_padding), 11, 18 and 25 µm, masked."""
 
 
+def test_the_figure_labels_unmasked_rows_as_another_experiment():
+    """On the published supervoxels our unmasked curve is "unmasked skeletons on masked supervoxels" and the paper's
+    the other supervoxels'; on our own runs (no note) both are plainly "unmasked"; the masked curves are the paper's
+    experiment."""
+    from lsd_nm.reproduce import UNMASKED_NOTE, Row, plot_series, table
+
+    def rows(note: str) -> list:
+        return [
+            Row("11_micron_roi", True, 1259.7, ours={"voi_sum": 0.5}, paper={"voi_sum": "0.26"}),
+            Row("18_micron_roi", True, 5832.0, ours={"voi_sum": 0.7}, paper={"voi_sum": "0.35"}),
+            Row("11_micron_roi", False, 1259.7, ours={"voi_sum": 0.9}, paper={"voi_sum": "0.39"}, note=note),
+        ]
+
+    curves = {c["label"]: (c["xs"], c["ys"]) for c in plot_series(table(rows(UNMASKED_NOTE)))}
+    assert curves == {
+        "ours, neuropil-masked": ([1259.7, 5832.0], [0.5, 0.7]),
+        "paper, neuropil-masked": ([1259.7, 5832.0], [0.26, 0.35]),
+        "ours, unmasked skeletons on masked supervoxels": ([1259.7], [0.9]),
+        "paper, unmasked (supervoxels not published)": ([1259.7], [0.39]),
+    }  # fmt: skip
+    own = {c["label"] for c in plot_series(table(rows("")))}
+    assert own == {"ours, neuropil-masked", "paper, neuropil-masked", "ours, unmasked", "paper, unmasked"}
+
+
 def test_invariants_are_marked_against_the_papers():
     """✔ when components match exactly and the lengths to 1e-5 (relative), ✘ otherwise, nothing without numbers."""
     from lsd_nm.reproduce import Row, invariants_mark
@@ -505,3 +534,72 @@ def test_the_papers_numbers_are_what_the_builder_writes(tmp_path):
     path.write_text(path.read_text().replace("0.2593322567347398", "0.2593322567347399"))
     changed = builder.render(builder.zebrafinch_rows(sources) + builder.other_rows())
     assert changed != (REPO / "03_predict/paper_numbers.csv").read_text() and "0.2593322567347399" in changed
+
+
+PAPER_MASKED_VOI_SUM_AND_ERL = {
+    "baseline": [(0.397, 12.9), (0.590, 26.2), (0.773, 26.5), (0.965, 25.5), (1.164, 19.2), (1.591, 24.4),
+                 (1.943, 23.7), (2.465, 20.0), (2.826, 16.0), (3.055, 15.9), (3.856, 9.1)],
+    "long_range": [(0.866, 9.9), (1.136, 20.0), (1.290, 20.5), (1.506, 19.4), (1.862, 15.5), (2.345, 17.8),
+                   (2.731, 18.3), (3.012, 17.4), (3.432, 16.6), (3.839, 11.7), (4.358, 9.5)],
+    "malis": [(0.620, 11.8), (0.800, 23.4), (0.968, 22.6), (1.238, 22.4), (1.474, 15.7), (1.651, 21.5),
+              (1.945, 21.6), (2.347, 19.5), (2.651, 14.6), (2.969, 16.8), None],
+    "mtlsd": [(0.259, 13.9), (0.352, 27.8), (0.477, 30.0), (0.622, 28.6), (0.792, 21.8), (1.037, 29.1),
+              (1.331, 26.8), (1.764, 19.0), (2.179, 14.9), (2.531, 12.8), (3.420, 8.9)],
+    "aclsd": [(0.425, 13.0), (0.655, 24.4), (0.821, 25.7), (0.973, 27.8), (1.159, 20.6), (1.322, 27.0),
+              (1.508, 26.7), (1.716, 23.7), (1.882, 40.2), (2.037, 39.9), (2.414, 12.9)],
+    "acrlsd": [(0.356, 13.4), (0.520, 26.0), (0.662, 27.5), (0.792, 27.3), (0.988, 20.6), (1.168, 27.6),
+               (1.339, 29.2), (1.540, 23.5), (1.692, 16.2), (1.867, 15.2), (2.290, 12.7)],
+    "ffn": [(0.402, 13.6), (0.484, 28.5), (0.627, 31.0), (0.795, 30.0), (0.965, 22.2), (1.130, 27.7),
+            (1.329, 26.2), (1.534, 24.5), (1.671, 37.9), (1.853, 35.2), (2.256, 16.7)],
+}  # fmt: skip
+"""paper.md §1.3: VOI sum (3 decimals) and ERL (10³ nm, 1 decimal) per ROI, neuropil-masked (MALIS: no Benchmark)."""
+PAPER_BENCHMARK = {
+    ("baseline", "true"): (1.115, 2.741, 3.856, 9_147, 0.038),
+    ("long_range", "true"): (2.072, 2.286, 4.358, 9_517, 0.040),
+    ("mtlsd", "true"): (0.625, 2.794, 3.420, 8_855, 0.037), ("aclsd", "true"): (1.192, 1.222, 2.414, 12_886, 0.054),
+    ("acrlsd", "true"): (0.944, 1.346, 2.290, 12_667, 0.053), ("ffn", "true"): (1.068, 1.188, 2.256, 16_747, 0.070),
+    ("baseline", "false"): (1.900, 3.953, 5.853, 14_401, 0.010),
+    ("long_range", "false"): (3.236, 3.123, 6.359, 25_769, 0.017),
+    ("mtlsd", "false"): (1.115, 4.217, 5.331, 15_860, 0.010), ("aclsd", "false"): (2.043, 1.961, 4.004, 133_006, 0.088),
+    ("acrlsd", "false"): (1.656, 2.503, 4.159, 114_662, 0.076), ("ffn", "false"): (2.364, 0.152, 2.516, 204_616, 0.135),
+}  # fmt: skip
+"""paper.md §1.2: the Benchmark ROI, VOI split, merge, sum, ERL (nm) and nERL, masked ("true") and unmasked."""
+SOURCE_COLUMNS = {
+    "voi_split": "voi_split", "voi_merge": "voi_merge", "voi_sum": "voi_sum", "erl": "expected_run_length",
+    "max_erl": "max_erl", "normalized_erl": "normalized_erl", "threshold": "threshold",
+    "components": "number_of_components", "total_path_length": "total_path_length",
+    "background_sites": "number_of_background_sites", "mcm_splits": "total_splits_needed_to_fix_merges",
+    "mcm_merges": "total_merges_needed_to_fix_splits",
+}  # fmt: skip
+"""A column of paper_numbers.csv → the authors' column it holds (written out here, apart from the builder's)."""
+
+
+def test_every_column_of_the_papers_numbers_is_the_authors_value_and_papers_table():
+    """Every value of every zebrafinch row (masked and unmasked) equals its column of the authors' CSV (nan: empty),
+    and the published tables of paper.md §1.2 (Benchmark ROI) and §1.3 (every cube, masked) to their rounding; the
+    unmasked cube rows are there for every network (70 of them, FFN's included: 10 cubes × 7)."""
+    rows = [r for r in _paper_rows() if r["dataset"] == "zebrafinch"]
+    unmasked_cubes = [r for r in rows if r["masked"] == "false" and r["roi"] != "benchmark_roi"]
+    assert len(unmasked_cubes) == 70 and all(r["threshold"] and r["voi_sum"] and r["erl"] for r in unmasked_cubes)
+    for r in rows:
+        key = (r["roi"], "1" if r["masked"] == "true" else "0")
+        with open(REPO / "03_predict/paper_sources/zfinch" / r["source"].removeprefix(ORIGIN), newline="") as f:
+            theirs = next(s for s in csv.DictReader(f) if (s["run_type"], s["has_mask"]) == key)
+        for ours, column in SOURCE_COLUMNS.items():
+            if theirs[column] in ("", "nan"):
+                assert r[ours] == "", (r["network"], r["roi"], r["masked"], ours)
+            else:
+                assert float(r[ours]) == float(theirs[column]), (r["network"], r["roi"], r["masked"], ours)
+    table = {(r["network"], r["roi"], r["masked"]): r for r in rows}
+    for network, cells in PAPER_MASKED_VOI_SUM_AND_ERL.items():
+        for roi, cell in zip(ROIS, cells):
+            if cell is None:
+                assert (network, roi, "true") not in table
+                continue
+            r = table[(network, roi, "true")]
+            assert abs(float(r["voi_sum"]) - cell[0]) <= 0.0005 and abs(float(r["erl"]) / 1000 - cell[1]) <= 0.05, r
+    for (network, masked), (split, merge, total, erl, nerl) in PAPER_BENCHMARK.items():
+        r = table[(network, "benchmark_roi", masked)]
+        for column, value in (("voi_split", split), ("voi_merge", merge), ("voi_sum", total), ("normalized_erl", nerl)):
+            assert abs(float(r[column]) - value) <= 0.0005, (network, masked, column)
+        assert abs(float(r["erl"]) - erl) <= 0.5, (network, masked)

@@ -109,6 +109,22 @@ def test_components_are_named_by_their_smallest_fragment_never_0() -> None:
         connected_components(np.array([0, 1], np.uint64), edges, scores, 0.5)
 
 
+def test_scores_and_threshold_are_compared_as_float32() -> None:
+    """float32(0.28) = 0.2800000011920929 lies above 0.28: the original's union-find (float score, float threshold)
+    unites an edge of that score at 0.28, and so do we; the next float32 up is > float32(0.28) and stays apart. At
+    0.06, float32(0.06) = 0.0599999986588954 lies below: an edge of score 0.06 (as float32) joins, one at
+    0.06000000238418579 (the next float32) does not."""
+    nodes = np.array([1, 2, 3], np.uint64)
+    edges = np.array([(1, 2), (2, 3)], np.uint64)
+    at = float(np.float32(0.28))
+    above = float(np.nextafter(np.float32(0.28), np.float32(1)))
+    assert at > 0.28
+    assert connected_components(nodes, edges, np.array([at, above]), 0.28).tolist() == [1, 1, 3]
+    low = float(np.float32(0.06))
+    next_up = float(np.nextafter(np.float32(0.06), np.float32(1)))
+    assert connected_components(nodes, edges, np.array([low, next_up]), 0.06).tolist() == [1, 1, 3]
+
+
 @pytest.mark.parametrize("seed", range(4))
 def test_components_equal_scipys_on_random_graphs_with_chains(seed: int) -> None:
     """scipy's connected components, the reference, on graphs with long chains (many union-find rounds), stars,
@@ -129,8 +145,8 @@ def test_components_equal_scipys_on_random_graphs_with_chains(seed: int) -> None
     index = {int(n): i for i, n in enumerate(nodes)}
     for threshold in (0.0, 0.3, 0.7, 1.0):
         got = connected_components(nodes, edges, scores, threshold)
-        keep = [(index[int(a)], index[int(b)]) for (a, b), s in zip(edges, scores) if not s > threshold
-                and int(a) in index and int(b) in index]  # fmt: skip
+        keep = [(index[int(a)], index[int(b)]) for (a, b), s in zip(edges, scores)
+                if not np.float32(s) > np.float32(threshold) and int(a) in index and int(b) in index]  # fmt: skip
         rows, cols = (np.array(x, dtype=np.int64) for x in zip(*keep)) if keep else (np.zeros(0, int),) * 2
         graph = coo_matrix((np.ones(len(rows)), (rows, cols)), shape=(len(nodes),) * 2)
         _, labels = scipy_components(graph, directed=False)

@@ -221,6 +221,91 @@ def test_dense_ground_truth_ignores_labels_and_what_lies_outside_the_mask(tmp_pa
     assert (masked["voi_split"], masked["voi_merge"]) == (0.0, 0.0)
 
 
+def entropy(*counts: int) -> float:
+    """H of a distribution given by counts, in bits."""
+    p = np.asarray(counts, np.float64) / sum(counts)
+    return float(-np.sum(p * np.log2(p)))
+
+
+def background_run(folder: Path) -> Path:
+    """Fragments of 1 × 4 × 12 voxels with background: row y=0 fragment 1 for x < 6 and 0 beyond, y=1 fragment 3,
+    y=2 all 0, y=3 fragment 2 but for x=11, fragment 7 (in no region graph: no LUT lists it). Edges 1-2 (0.7), 1-3
+    (0.45) and 2-3 without a score. Skeletons: N1 (ids 1–10) along y=0, x=0…9: 6 nodes on fragment 1, 4 on 0; N2 (ids
+    11–18) along y=2, x=0…2 (3 on fragment 0), then y=1, x=3…7 (5 on fragment 3); N3 (ids 19–25) along y=3, x=5…11
+    (6 on fragment 2, 1 on fragment 7). The authors' arrays of ``roi_masked`` mask node 10 (N1, x=9, on 0) out."""
+    fragments = np.zeros((1, 4, 12), np.uint64)
+    fragments[0, 0, :6], fragments[0, 1], fragments[0, 3, :11], fragments[0, 3, 11] = 1, 3, 2, 7
+    out = folder / "out.zarr"
+    write_container(out, {"volumes/fragments": fragments}, VOXEL_SIZE, OFFSET)
+    cfg = config(out)
+    db = open_graph(cfg.db_location, "w")
+    centers = {1: (50, 22, 60), 2: (50, 49, 90), 3: (50, 31, 90)}
+    write_nodes(db, centers)
+    write_edges(db, centers, {(1, 2): (0.7, True), (1, 3): (0.45, True), (2, 3): (None, True)})
+    db.close()
+    cfg.blocks_dir.mkdir(parents=True)
+    (cfg.blocks_dir / "agglomerate.json").write_text(json.dumps({"merge_function": cfg.merge_function}))
+    path = [(0, x) for x in range(10)] + [(2, x) for x in range(3)] + [(1, x) for x in range(3, 8)]
+    path += [(3, x) for x in range(5, 12)]
+    neurons = np.array([1] * 10 + [2] * 8 + [3] * 7, np.uint64)
+    edges = [(i, i + 1) for i in [*range(1, 10), *range(11, 18), *range(19, 25)]]
+    masked = np.ones(25, bool)
+    masked[9] = False
+    write_skeletons(folder / "gt.skeletons.npz", {
+        "node_ids": np.arange(1, 26, dtype=np.uint64), "positions": np.array([centre(*p) for p in path], np.float32),
+        "neuron_ids": neurons, "edges": np.array(edges, np.uint64), "masked_roi_masked": masked,
+        "component_id_roi_masked": neurons,
+    })  # fmt: skip
+    return out
+
+
+def test_site_voi_scores_nodes_on_fragment_0_as_one_segment_0_by_hand(tmp_path):
+    """The original's rule (protocol.md §2), worked out by hand through steps 4 and 6: every kept node is a site;
+    fragment 0 is segment 0, one label holding the background sites of every neuron; fragment 7, which no LUT lists,
+    keeps its own id; truth = component. VOI split = Σ_i n_i/N · H(segments of i), merge = Σ_j n_j/N · H(neurons
+    of j). The edge 2-3 has no score: joined at every threshold.
+
+    At 0.2, segments {1} and {2, 3}: N1 6 on 1 and 4 on 0; N2 3 on 0 and 5 on {2, 3}; N3 6 on {2, 3}, 1 on 7.
+    At 0.5, 1-3 joins too: one segment {1, 2, 3} holds 6 + 5 + 6 sites. The background counts: 7 sites on
+    fragment 0 (6 when node 10 is masked out); the original's number_of_background_sites counts every node of the ROI
+    on fragment 0 whatever the mask: 7."""
+    out = background_run(tmp_path)
+    whole = dict(roi_offset=OFFSET, roi_shape=(20, 4 * 9, 12 * 9), thresholds=(0.2, 0.6, 0.3))
+    cfg = run_config(out, **whole, scores_stem=str(tmp_path / "unmasked"))
+    find_segments(cfg, progress=False)
+    rows = {r["threshold"]: r for r in evaluate_run(cfg, progress=False)["rows"]}
+    n = 25
+    split = 10 / n * entropy(6, 4) + 8 / n * entropy(3, 5) + 7 / n * entropy(6, 1)
+    assert rows[0.2]["voi_split"] == pytest.approx(split, abs=1e-9)
+    assert rows[0.2]["voi_merge"] == pytest.approx(7 / n * entropy(4, 3) + 11 / n * entropy(5, 6), abs=1e-9)
+    assert rows[0.5]["voi_split"] == pytest.approx(split, abs=1e-9)
+    assert rows[0.5]["voi_merge"] == pytest.approx(7 / n * entropy(4, 3) + 17 / n * entropy(6, 5, 6), abs=1e-9)
+    for row in rows.values():
+        assert (row["sites_num_sites"], row["sites_num_bg_sites"], row["number_of_background_sites"]) == (25, 7, 7)
+    # ERL at 0.2: only N1's 5 edges on fragment 1 are correct (N2 and N3 share {2, 3}; edges to 0 are omitted)
+    length = 81 + 54 + 162**0.5 + 54
+    assert rows[0.2]["erl"] == pytest.approx(45**2 / length, abs=1e-9)
+    assert rows[0.2]["max_erl"] == pytest.approx((81**2 + (54 + 162**0.5) ** 2 + 54**2) / length, abs=1e-9)
+    assert rows[0.5]["erl"] == 0.0
+
+    # the authors' mask of the ROI leaves node 10 (on fragment 0) out: N1 has 6 sites on 1 and 3 on 0
+    cfg = run_config(out, **whole, skeleton_roi="roi", skeleton_masked=True, scores_stem=str(tmp_path / "masked"))
+    masked = evaluate_run(cfg, progress=False)["rows"][0]
+    n = 24
+    assert masked["voi_split"] == pytest.approx(
+        9 / n * entropy(6, 3) + 8 / n * entropy(3, 5) + 7 / n * entropy(6, 1), abs=1e-9
+    )
+    assert masked["voi_merge"] == pytest.approx(6 / n * entropy(3, 3) + 11 / n * entropy(5, 6), abs=1e-9)
+    assert (masked["sites_num_sites"], masked["sites_num_bg_sites"], masked["number_of_background_sites"]) == (24, 6, 7)
+
+    # site_background "drop" (not the paper's rule): the 7 background sites are left out
+    cfg = run_config(out, **whole, site_background="drop", scores_stem=str(tmp_path / "dropped"))
+    dropped = evaluate_run(cfg, progress=False)["rows"][0]
+    assert dropped["voi_split"] == pytest.approx(7 / 18 * entropy(6, 1), abs=1e-9)
+    assert dropped["voi_merge"] == pytest.approx(11 / 18 * entropy(5, 6), abs=1e-9)
+    assert (dropped["sites_num_sites"], dropped["sites_num_bg_sites"]) == (18, 7)
+
+
 def test_crop_skeletons_relabels_and_checks_components():
     skeletons = neuron_skeletons()
     begin, end = OFFSET, tuple(o + s for o, s in zip(OFFSET, ROI_SHAPE))

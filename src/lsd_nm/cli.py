@@ -385,7 +385,7 @@ def _status(args: argparse.Namespace) -> None:
 
 
 def _reproduce(args: argparse.Namespace) -> None:
-    from .reproduce import reproduce
+    from .reproduce import UNMASKED_OURS, reproduce
 
     result = reproduce(
         args.dataset, args.network, configs=args.config, name=args.name, thresholds=tuple(args.thresholds),
@@ -400,10 +400,11 @@ def _reproduce(args: argparse.Namespace) -> None:
         if row.status != "ok":
             print(f"{row.roi} {mask}: not computed: {row.status}")
             continue
-        paper = row.paper.get("voi_sum") or "–"
-        if row.note:
-            paper = row.note
-        print(f"{row.roi} {mask}: threshold {row.ours.get('threshold')}, VOI sum {row.ours['voi_sum']:.3f} (paper {paper})")
+        ours = f"{row.roi} {mask}: threshold {row.ours.get('threshold')}, VOI sum {row.ours['voi_sum']:.3f}"
+        if row.note:  # another experiment than the paper's: no paper number beside ours
+            print(f"{ours} ({UNMASKED_OURS}; {row.note})")
+        else:
+            print(f"{ours} (paper {row.paper.get('voi_sum') or '–'})")
     print(f"wrote {result['csv']}, {result['md']}, {result['png']}")
 
 

@@ -72,6 +72,8 @@ THRESHOLD_ROI = "benchmark_roi"
 """Where the validation skeletons choose the threshold by default (protocol.md §1: the natural reading)."""
 UNMASKED_NOTE = "not reproducible from the bucket: the unmasked supervoxels are not published"
 """The bucket holds only the neuropil-masked supervoxels (protocol.md §5)."""
+UNMASKED_OURS = "unmasked skeletons on masked supervoxels"
+"""What our unmasked rows on the published supervoxels are (shown under this label, never against the paper's)."""
 METRICS = ("voi_split", "voi_merge", "voi_sum", "erl", "normalized_erl")
 
 
@@ -482,7 +484,7 @@ def write_markdown(path: Path, dataset: str, network: str, source: str, rule: st
         if line["note"]:
             out.append(
                 f"| {line['roi']} | {mask} | {line['invariants'] or '–'} | {threshold} | {line['note']}; "
-                f"ours (unmasked skeletons on masked supervoxels): VOI split {_cell(line['voi_split'])}, "
+                f"ours ({UNMASKED_OURS}): VOI split {_cell(line['voi_split'])}, "
                 f"merge {_cell(line['voi_merge'])}, "
                 f"sum {_cell(line['voi_sum'])}, ERL {_cell(line['erl'], 0)}, nERL {_cell(line['normalized_erl'])} "
                 f"| | | | | | |"
@@ -505,22 +507,43 @@ def write_markdown(path: Path, dataset: str, network: str, source: str, rule: st
     return write_text(path, "\n".join(out) + "\n")
 
 
+def plot_series(lines: Sequence[dict]) -> list[dict]:
+    """The curves of :func:`plot_voi_vs_roi_size`: per mask ours and the paper's VOI sum over ROI volume, each
+    ``{"label", "style", "colour", "xs", "ys"}``. Where the rows carry a note (unmasked on the published
+    supervoxels) ours is labelled :data:`UNMASKED_OURS` and the paper's as another experiment: two curves of
+    different supervoxels, not a comparison."""
+    series = []
+    for masked, colour in (("true", "C0"), ("false", "C1")):
+        chosen = sorted(
+            (line for line in lines if line["masked"] == masked and line["volume_um3"]), key=lambda x: x["volume_um3"]
+        )
+        noted = any(line["note"] for line in chosen)
+        labels = {"ours": "ours, neuropil-masked", "paper": "paper, neuropil-masked"}
+        if masked == "false":
+            labels = {"ours": "ours, unmasked", "paper": "paper, unmasked"}
+            if noted:
+                labels = {"ours": f"ours, {UNMASKED_OURS}", "paper": "paper, unmasked (supervoxels not published)"}
+        for who, style, key in (("ours", "-o", "voi_sum"), ("paper", "--s", "paper_voi_sum")):
+            points = [(line["volume_um3"], line[key]) for line in chosen if line[key] is not None]
+            if points:
+                xs, ys = zip(*points)
+                series.append({"label": labels[who], "style": style, "colour": colour, "xs": list(xs), "ys": list(ys)})
+    return series
+
+
 def plot_voi_vs_roi_size(path: Path, dataset: str, network: str, lines: Sequence[dict]) -> Path:
-    """VOI sum against ROI volume (µm³, log scale), ours and the paper's, masked and unmasked: the paper's figure."""
+    """VOI sum against ROI volume (µm³, log scale), ours and the paper's, masked and unmasked: the paper's figure
+    (the curves of :func:`plot_series`)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
     fig = Figure(figsize=(7, 4.5), dpi=100)
     FigureCanvasAgg(fig)
     ax = fig.add_subplot()
-    for masked, colour in (("true", "C0"), ("false", "C1")):
-        label = "neuropil-masked" if masked == "true" else "unmasked"
-        chosen = sorted((line for line in lines if line["masked"] == masked and line["volume_um3"]), key=lambda x: x["volume_um3"])
-        for who, style, key in (("ours", "-o", "voi_sum"), ("paper", "--s", "paper_voi_sum")):
-            points = [(line["volume_um3"], line[key]) for line in chosen if line[key] is not None]
-            if points:
-                xs, ys = zip(*points)
-                ax.plot(xs, ys, style, color=colour, markersize=4, label=f"{who}, {label}", alpha=1.0 if who == "ours" else 0.6)
+    for curve in plot_series(lines):
+        alpha = 1.0 if curve["label"].startswith("ours") else 0.6
+        ax.plot(curve["xs"], curve["ys"], curve["style"], color=curve["colour"], markersize=4, label=curve["label"],
+                alpha=alpha)  # fmt: skip
     ax.set_xscale("log")
     ax.set_xlabel("ROI volume (µm³)")
     ax.set_ylabel("VOI sum (bits)")

@@ -4,7 +4,8 @@
 t of the sweep (``thresholds`` = [min, max, step]: min, min + step, … below max, each rounded to 10 decimals so that
 float drift cannot add or shift a threshold) and of ``extract_thresholds``, the segments are the connected
 components of the fragments joined by the edges whose ``merge_score`` is not ``> t``, as the original
-(funlib.segment's union-find skips an edge only when ``score > threshold``): an edge without a score (waterz never
+(funlib.segment's union-find skips an edge only when ``score > threshold``, both as float32, so a score equal to
+float32(t) joins even where float32(t) lies above t, e.g. at 0.28): an edge without a score (waterz never
 merged it below 1.0: NaN) joins at every threshold, as it did there (NaN > t is false); an edge to a fragment that is
 no node is skipped (``make fetch-published`` skips and counts those of the authors' dumps; ``reproduce`` reports
 the count). The LUT maps every fragment
@@ -65,7 +66,8 @@ if TYPE_CHECKING:  # step 5 imports the blockwise machinery (daisy, zarr) where 
 def connected_components(
     nodes: np.ndarray, edges: np.ndarray, scores: np.ndarray, threshold: float
 ) -> np.ndarray:
-    """The segment of every node: connected components over the edges whose score is not > threshold.
+    """The segment of every node: connected components over the edges whose score is not > threshold, compared
+    as float32 (the original's union-find takes float scores and a float threshold).
 
     Args:
         nodes: (N,) unique fragment ids, all ≥ 1.
@@ -84,7 +86,8 @@ def connected_components(
     order = np.argsort(nodes, kind="stable")
     sorted_nodes = nodes[order]
     edges = np.asarray(edges, dtype=np.uint64).reshape(-1, 2)
-    keep = ~(np.asarray(scores, dtype=np.float64) > threshold)  # NaN > t is false: united, as the original
+    # float32 on both sides, as the original; NaN > t is false: united, as the original
+    keep = ~(np.asarray(scores, dtype=np.float32) > np.float32(threshold))
     u, v = edges[keep, 0], edges[keep, 1]
     iu = np.searchsorted(sorted_nodes, u).clip(0, len(nodes) - 1)
     iv = np.searchsorted(sorted_nodes, v).clip(0, len(nodes) - 1)
