@@ -16,7 +16,7 @@ LAYERS = {
     "domain": {
         "data", "blockwise", "blockwise_worker", "graph", "luts", "metrics", "skeletons", "networks", "checkpoints",
         "malis", "device", "s3", "view", "synthetic", "pipelines", "nodes", "bson_dump", "precomputed", "rois", "local_shape_descriptors", "orphans",
-        "forked_workers", "locks", "contacts", "region_merging", "mutex_watershed",
+        "forked_workers", "locks", "contacts", "region_merging", "mutex_watershed", "steps",
     },
     "steps": {
         "masks", "tf1", "train", "predict", "view_batch", "predict_blockwise", "fragments", "agglomerate", "segments",

@@ -18,7 +18,7 @@ from lsd_nm.agglomerate import agglomerate
 from lsd_nm.blockwise import BEATS
 from lsd_nm.config import ConfigError
 from lsd_nm.fragments import extract_fragments
-from lsd_nm.run_config import STEPS
+from lsd_nm.steps import NAMES as STEPS
 from lsd_nm.segments import extract_segmentation, find_segments
 from lsd_nm.status import describe, run_status
 

@@ -23,7 +23,9 @@ from typing import get_args
 from . import REPO_ROOT
 from .config import ConfigError, user_error
 from .experiment import NetworkType, load_network_folder
-from .run_config import STEPS
+from .steps import (
+    AGGLOMERATE, EVALUATE, EXTRACT_FRAGMENTS, EXTRACT_SEGMENTATION, FIND_SEGMENTS, PREDICT, STEPS, Step,
+)  # fmt: skip
 from .s3 import BUCKET, DEFAULT_JOBS, IMAGES
 from .tensorflow_logs import hide_import_noise
 
@@ -285,24 +287,24 @@ def _predict_scan(args: argparse.Namespace) -> None:
 # ---- 03_predict ------------------------------------------------------------------------------------------------------
 
 
-def _run_step(args: argparse.Namespace, number: int, function: Callable) -> object:
-    """Step ``number`` of a run config: every check of the steps from it on first (nothing written), then the step
-    under the run's lock (one writer per ``out_file``)."""
+def _run_step(args: argparse.Namespace, step: Step) -> object:
+    """A step of a run config: every check of the steps from it on first (nothing written), then the step under the
+    run's lock (one writer per ``out_file``)."""
     from .blockwise import run_lock
-    from .run_config import STEPS, load_run_config
-    from .segment import StepError, check_run
+    from .run_config import load_run_config
+    from .segment import RUNS, StepError, check_run
 
     config = args.run_config if "run_config" in args else load_run_config(args.config)
+    overwrite = getattr(args, "overwrite", False)
     try:
-        check_run(config, number, getattr(args, "overwrite", False))
+        check_run(config, step.number, overwrite)
     except StepError as e:  # a problem of this step needs no step name; one of a later step does
-        raise ConfigError(e.message if e.step == STEPS[number - 1] else str(e)) from None
+        raise ConfigError(e.message if e.step == step.name else str(e)) from None
     with run_lock(config):
-        return function(config)
+        return RUNS[step](config, overwrite)
 
 
 def _predict(args: argparse.Namespace) -> None:
-    from .predict_blockwise import predict_blockwise
     from .run_config import load_run_config
 
     if len(args.paths) > 2:
@@ -311,34 +313,27 @@ def _predict(args: argparse.Namespace) -> None:
     args.run_config = load_run_config(Path(config_path))
     if folder is not None:  # a network folder's predict.py: this folder's network, whatever the config says
         args.run_config = args.run_config.model_copy(update={"setup": str(Path(folder).resolve())})
-    print(f"predict: {_run_step(args, 1, lambda c: predict_blockwise(c, overwrite=args.overwrite))}")
+    print(f"predict: {_run_step(args, PREDICT)}")
 
 
 def _extract_fragments(args: argparse.Namespace) -> None:
-    from .fragments import extract_fragments
-
-    print(f"fragments: {_run_step(args, 2, lambda c: extract_fragments(c, overwrite=args.overwrite))}")
+    print(f"fragments: {_run_step(args, EXTRACT_FRAGMENTS)}")
 
 
 def _agglomerate(args: argparse.Namespace) -> None:
-    from .agglomerate import agglomerate
-
-    print(f"agglomerate: {_run_step(args, 3, lambda c: agglomerate(c, overwrite=args.overwrite))}")
+    print(f"agglomerate: {_run_step(args, AGGLOMERATE)}")
 
 
 def _find_segments(args: argparse.Namespace) -> None:
-    from .segments import find_segments
-
-    paths = _run_step(args, 4, lambda c: find_segments(c, overwrite=args.overwrite))
+    paths = _run_step(args, FIND_SEGMENTS)
     folder = next(iter(paths.values())).parent if paths else "(no thresholds)"
     print(f"find segments: {len(paths)} LUTs in {folder}")
 
 
 def _extract_segmentation(args: argparse.Namespace) -> None:
     from .luts import segmentation_dataset
-    from .segments import extract_segmentation
 
-    for t, result in _run_step(args, 5, lambda c: extract_segmentation(c, overwrite=args.overwrite)).items():
+    for t, result in _run_step(args, EXTRACT_SEGMENTATION).items():
         print(f"{segmentation_dataset(t)}: {result}")
 
 
@@ -358,9 +353,7 @@ def _print_evaluation(result: dict) -> None:
 
 
 def _evaluate(args: argparse.Namespace) -> None:
-    from .evaluate import evaluate_run
-
-    _print_evaluation(_run_step(args, 6, evaluate_run))
+    _print_evaluation(_run_step(args, EVALUATE))
 
 
 def _segment(args: argparse.Namespace) -> None:
@@ -563,22 +556,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="replace a prediction of another checkpoint")
 
     # 03_predict
-    p = command("predict", _predict, "step 1: predict affinities (and LSDs) blockwise into out_file")
+    p = command(PREDICT.command, _predict, PREDICT.summary)
     p.add_argument("paths", nargs="+", metavar="[NETWORK_FOLDER] CONFIG.json",
                    help="the run config; a network folder before it predicts with that folder's network")  # fmt: skip
     p.add_argument("--overwrite", action="store_true", help="replace results made with other settings")
     steps = (
-        ("extract-fragments", _extract_fragments, "step 2: blockwise watershed fragments and region-graph nodes"),
-        ("agglomerate", _agglomerate, "step 3: blockwise waterz agglomeration into region-graph edges"),
-        ("find-segments", _find_segments, "step 4: fragment → segment LUTs at every merge threshold"),
-        ("extract-segmentation", _extract_segmentation, "step 5: blockwise segmentations at extract_thresholds"),
+        (EXTRACT_FRAGMENTS, _extract_fragments), (AGGLOMERATE, _agglomerate), (FIND_SEGMENTS, _find_segments),
+        (EXTRACT_SEGMENTATION, _extract_segmentation),
     )
-    for name, func, help in steps:
+    for step, func in steps:
         # their outputs are written and closed when they return: the process ends at once (see main)
-        step = command(name, func, help)
-        _add_run_config_args(step)
-        step.set_defaults(end_at_once=True)
-    _add_run_config_args(command("evaluate", _evaluate, "step 6: VOI, ARAND and ERL of a run over its merge thresholds"), overwrite=False)
+        parser_of_step = command(step.command, func, step.summary)
+        _add_run_config_args(parser_of_step)
+        parser_of_step.set_defaults(end_at_once=True)
+    _add_run_config_args(command(EVALUATE.command, _evaluate, EVALUATE.summary), overwrite=False)
     p = command("reproduce", _reproduce,
                 "the paper's tables for a network: every ROI scored, our numbers beside the paper's (make reproduce)")  # fmt: skip
     p.add_argument("--dataset", required=True, help="zebrafinch, hemi or fib25")
@@ -602,8 +593,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--progress", action="store_true", help="progress bars")
     p = command("segment", _segment, "steps 1–6 in order, each resuming its finished work (make segment)")
     _add_run_config_args(p)
+    first_last = f"1 = {STEPS[0].name} … {len(STEPS)} = {STEPS[-1].name}"
     p.add_argument("--start", type=int, default=1, choices=range(1, len(STEPS) + 1), metavar="N",
-                   help="start at step N (1 = 01_predict_blockwise … 6 = 06_evaluate); earlier steps are not run")  # fmt: skip
+                   help=f"start at step N ({first_last}); earlier steps are not run")  # fmt: skip
     p = command("status", _status, "per step: blocks done, failed and in all, the last error, ETA, live workers (make status)")
     p.add_argument("config", type=Path, help="the run config (e.g. 03_predict/configs/synthetic.json)")
     p.add_argument("--json", action="store_true", help="one JSON object: out_file, running, steps [{name, done, failed, total, …}]")

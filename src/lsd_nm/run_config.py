@@ -1,4 +1,4 @@
-"""The one JSON config of a ``03_predict`` run, read by every step (predict, fragments, agglomerate, segments, evaluate).
+"""The one JSON config of a ``03_predict`` run, read by every step (:mod:`lsd_nm.steps`).
 
 Relative paths resolve against the repository root (so ``"setup": "02_train/synthetic/mtlsd"`` works from any
 working directory); absolute paths are kept. ROIs, block sizes and contexts are in nm.
@@ -13,9 +13,6 @@ from pydantic import Field, model_validator
 
 from . import REPO_ROOT
 from .config import ConfigError, NonNegativeInt, PositiveFloat, PositiveInt, StrictBaseModel, load_model
-
-STEPS = ["01_predict_blockwise", "02_extract_fragments", "03_agglomerate", "04_find_segments", "05_extract_segmentation", "06_evaluate"]
-"""The steps of a run, in order (each is a script ``03_predict/<step>.py``)."""
 
 Seeds = Literal["original", "foreground"]
 """How the fragments' watershed is seeded (see :attr:`RunConfig.seeds`)."""

@@ -11,7 +11,9 @@ Run: ``python 03_predict/segment.py CONFIG.json [--overwrite] [--start N]``   (o
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from .agglomerate import agglomerate, scoring_function
 from .blockwise import BlockwiseResult, block_geometry, check_worker_command
@@ -22,8 +24,9 @@ from .graph import check_graph_of, check_reachable, graph_exists
 from .fragments import check_fragments, extract_fragments
 from .luts import all_thresholds
 from .predict_blockwise import plan_prediction, predict_blockwise
-from .run_config import STEPS, RunConfig
+from .run_config import RunConfig
 from .segments import extract_segmentation, find_segments
+from .steps import AGGLOMERATE, EVALUATE, EXTRACT_FRAGMENTS, EXTRACT_SEGMENTATION, FIND_SEGMENTS, PREDICT, STEPS, Step
 
 
 class StepError(ConfigError):
@@ -32,6 +35,18 @@ class StepError(ConfigError):
     def __init__(self, step: str, message: str) -> None:
         super().__init__(f"{step}: {message}")
         self.step, self.message = step, message
+
+
+RUNS: dict[Step, Callable[[RunConfig, bool], Any]] = {
+    PREDICT: lambda config, overwrite: predict_blockwise(config, overwrite=overwrite),
+    EXTRACT_FRAGMENTS: lambda config, overwrite: extract_fragments(config, overwrite=overwrite),
+    AGGLOMERATE: lambda config, overwrite: agglomerate(config, overwrite=overwrite),
+    FIND_SEGMENTS: lambda config, overwrite: find_segments(config, overwrite=overwrite),
+    EXTRACT_SEGMENTATION: lambda config, overwrite: extract_segmentation(config, overwrite=overwrite),
+    EVALUATE: lambda config, overwrite: evaluate_run(config),
+}
+"""Each step's work, ``(config, overwrite) → result``: the one place a step's definition
+(:mod:`lsd_nm.steps`) meets its module's function, for this chain and the command line's subcommands."""
 
 
 def check_run(config: RunConfig, first_step: int = 1, overwrite: bool = False) -> None:
@@ -47,7 +62,7 @@ def check_run(config: RunConfig, first_step: int = 1, overwrite: bool = False) -
         try:
             return check()
         except ConfigError as e:
-            raise StepError(STEPS[number - 1], str(e)) from None
+            raise StepError(STEPS[number - 1].name, str(e)) from None
 
     def existing_fragments(number: int) -> Volume:
         return step(number, lambda: open_dataset(
@@ -61,7 +76,7 @@ def check_run(config: RunConfig, first_step: int = 1, overwrite: bool = False) -
     if first_step == 1 and config.setup is not None:
         affs = step(1, lambda: plan_prediction(config, overwrite).affs)
         if affs is None:
-            raise StepError(STEPS[0], f"'{config.setup}' predicts no affinities to segment")
+            raise StepError(PREDICT.name, f"'{config.setup}' predicts no affinities to segment")
     elif first_step <= 3:
         affs = step(max(first_step, 2), lambda: open_dataset(config.out_path, AFFS, "affinities"))
     if first_step <= 2 and config.fragments_file is None:
@@ -71,7 +86,10 @@ def check_run(config: RunConfig, first_step: int = 1, overwrite: bool = False) -
     elif first_step <= 5:
         step(first_step, lambda: check_reachable(config.db_location))
         if first_step <= 4 and not graph_exists(config.db_location):
-            raise StepError(STEPS[first_step - 1], f"db '{config.db_location}': no region graph there (run 02_extract_fragments first)")
+            raise StepError(
+                STEPS[first_step - 1].name,
+                f"db '{config.db_location}': no region graph there (run {EXTRACT_FRAGMENTS.name} first)",
+            )
         if first_step <= 4:
             step(first_step, lambda: check_graph_of(config))
         fragments = existing_fragments(first_step)
@@ -92,34 +110,27 @@ def segment(config: RunConfig, config_path: Path, overwrite: bool = False, start
         check_run(config, start_step, overwrite)
     except StepError as e:
         raise ConfigError(f"{e} (re-run: python 03_predict/{e.step}.py {config_path})") from None
-    functions = [
-        lambda: predict_blockwise(config, overwrite=overwrite),
-        lambda: extract_fragments(config, overwrite=overwrite),
-        lambda: agglomerate(config, overwrite=overwrite),
-        lambda: find_segments(config, overwrite=overwrite),
-        lambda: extract_segmentation(config, overwrite=overwrite),
-        lambda: evaluate_run(config),
-    ]
     start = time.time()
     evaluation = None
-    for i, (name, function) in enumerate(zip(STEPS, functions), 1):
+    for step in STEPS:
+        i, name = step.number, step.name
         if i < start_step:
             print(f"[{i}/{len(STEPS)}] {name}: skipped (--start {start_step})")
             continue
-        if name == "01_predict_blockwise" and config.setup is None:
+        if step is PREDICT and config.setup is None:
             print(f"[{i}/{len(STEPS)}] {name}: no network ('setup') in the config, the affinities are in out_file")
             continue
-        if name == "06_evaluate" and config.gt_dataset is None and config.gt_skeletons is None:
+        if step is EVALUATE and config.gt_dataset is None and config.gt_skeletons is None:
             print(f"[{i}/{len(STEPS)}] {name}: no ground truth in the config, skipped")
             continue
         print(f"[{i}/{len(STEPS)}] {name} (elapsed {time.time() - start:.0f} s)", flush=True)
         try:
-            result = function()
+            result = RUNS[step](config, overwrite)
         except ConfigError as e:
             raise ConfigError(f"{name}: {e} (re-run: python 03_predict/{name}.py {config_path})") from None
-        if name == "06_evaluate":
+        if step is EVALUATE:
             evaluation = result
-        results = result.values() if isinstance(result, dict) and name == "05_extract_segmentation" else [result]
+        results = result.values() if isinstance(result, dict) and step is EXTRACT_SEGMENTATION else [result]
         blockwise = [r for r in results if isinstance(r, BlockwiseResult)]
         if blockwise:
             total = BlockwiseResult(*(sum(getattr(r, k) for r in blockwise) for k in ("total", "processed", "skipped")))

@@ -24,7 +24,8 @@ from .evaluate import scores_paths
 from .locks import lock_holder
 from .luts import all_thresholds, lut_path, threshold_name
 from .orphans import is_alive
-from .run_config import STEPS, RunConfig
+from .run_config import RunConfig
+from .steps import AGGLOMERATE, EVALUATE, EXTRACT_FRAGMENTS, EXTRACT_SEGMENTATION, FIND_SEGMENTS, PREDICT
 
 
 @dataclass
@@ -141,22 +142,18 @@ def run_status(config: RunConfig) -> RunStatus:
     if not config.out_path.exists():
         raise ConfigError(f"'{config.out_path}' does not exist: no step of this run has started")
     blocks = config.blocks_dir
-    steps = [
-        _blockwise(STEPS[0], sorted(blocks.glob("predict_*/"))),
-        _blockwise(STEPS[1], [blocks / "extract_fragments"]),
-        _blockwise(STEPS[2], [blocks / "agglomerate"]),
-    ]
+    steps = [_blockwise(s.name, s.done_block_folders(config)) for s in (PREDICT, EXTRACT_FRAGMENTS, AGGLOMERATE)]
     thresholds = all_thresholds(config)
     luts = [t for t in thresholds if lut_path(config, t).is_file()]
-    steps.append(StepStatus(STEPS[3], len(luts), 0, len(thresholds) if luts else 0, unit="LUTs"))
-    segmentation = _blockwise(STEPS[4], sorted(p for p in blocks.glob("segmentation_*/") if p.is_dir()))
+    steps.append(StepStatus(FIND_SEGMENTS.name, len(luts), 0, len(thresholds) if luts else 0, unit="LUTs"))
+    segmentation = _blockwise(EXTRACT_SEGMENTATION.name, EXTRACT_SEGMENTATION.done_block_folders(config))
     complete = [t for t in config.extract_thresholds
                 if (blocks / f"segmentation_{threshold_name(t)}.complete").is_file()]  # fmt: skip
     if complete and len(complete) == len(config.extract_thresholds):  # (a finished task's blocks counted once)
         segmentation.done = segmentation.total = max(segmentation.total, 1)
     steps.append(segmentation)
     scores = scores_paths(config.out_path)[1]
-    steps.append(StepStatus(STEPS[5], int(scores.is_file()), 0, 1 if scores.is_file() else 0, unit="scores"))
+    steps.append(StepStatus(EVALUATE.name, int(scores.is_file()), 0, 1 if scores.is_file() else 0, unit="scores"))
     return RunStatus(str(config.out_path), _holder(config), steps)
 
 
