@@ -24,8 +24,9 @@ from test_agglomerate import postgres_url  # noqa: F401 - the PostgreSQL fixture
 from test_segments import GT, skeletons_of
 
 from lsd_nm.data import write_container
-from lsd_nm.run_config import STEPS, load_run_config
+from lsd_nm.run_config import load_run_config
 from lsd_nm.status import run_status
+from lsd_nm.steps import NAMES as STEPS
 
 SRUN = ["srun", "--quiet", "-N1", "-n1"]
 """The worker command under test: each worker one single-task job (its own allocation)."""
