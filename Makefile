@@ -100,7 +100,7 @@ synthetic: $(ENV_READY) ## generate the embedded synthetic dataset (DATASET=synt
 	$(RUN) $(ROOT)/01_data/make_synthetic.py --dataset $(DATASET) $(ARGS)
 
 new-dataset: $(ENV_READY) ## your own volumes as a dataset (NAME=… TRAIN="a.h5 b.zarr" [TEST=…] [RAW_DATASET=…] [LABELS_DATASET=…] [MASK_DATASET=…] [VOXEL_SIZE="z y x"] [RESCALE=1] [FORCE=1])
-	$(RUN) -m lsd_nm new-dataset --name '$(NAME)' --train $(TRAIN) $(if $(TEST),--test $(TEST)) $(if $(RAW_DATASET),--raw-dataset '$(RAW_DATASET)') $(if $(LABELS_DATASET),--labels-dataset '$(LABELS_DATASET)') $(if $(MASK_DATASET),--mask-dataset '$(MASK_DATASET)') $(if $(VOXEL_SIZE),--voxel-size $(VOXEL_SIZE)) $(if $(RESCALE),--rescale) $(if $(FORCE),--force) $(ARGS)
+	$(call script,01_data/new_dataset.py,--name '$(NAME)' --train $(TRAIN) $(if $(TEST),--test $(TEST)) $(if $(RAW_DATASET),--raw-dataset '$(RAW_DATASET)') $(if $(LABELS_DATASET),--labels-dataset '$(LABELS_DATASET)') $(if $(MASK_DATASET),--mask-dataset '$(MASK_DATASET)') $(if $(VOXEL_SIZE),--voxel-size $(VOXEL_SIZE)) $(if $(RESCALE),--rescale) $(if $(FORCE),--force) $(ARGS))
 
 fetch-data: $(ENV_READY) ## download training volumes from S3 (DATASET=… [VOLUMES=…|ALL=1])
 	$(call script,01_data/fetch_data.py,--dataset $(DATASET) $(foreach v,$(VOLUMES),--volume $(v)) $(if $(ALL),--all) $(ARGS))
