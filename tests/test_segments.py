@@ -14,7 +14,16 @@ import networkx as nx
 import numpy as np
 import pytest
 import zarr
-from predict_volumes import OFFSET, VOXEL_SIZE, config, graph, ideal_affinities, make_out_file, read_fragments
+from predict_volumes import (
+    OFFSET,
+    VOXEL_SIZE,
+    config,
+    graph,
+    ideal_affinities,
+    make_out_file,
+    read_fragments,
+    same_partition,
+)
 
 from lsd_nm import segments
 from lsd_nm.agglomerate import agglomerate
@@ -428,3 +437,33 @@ def test_two_workers_write_the_graph_of_one(tmp_path):
     affs = _noisy_affinities(labels, 2)
     graphs = [_segment_in_blocks(tmp_path / f"{n}.zarr", affs, (320, 432, 432), num_workers=n)[2] for n in (1, 2)]
     assert graphs[0] == graphs[1] and len(graphs[0][1]) > 100
+
+
+def test_new_fragments_make_steps_3_to_5_run_again(base_run: Path, tmp_path: Path) -> None:
+    """Step 2 with --overwrite makes new fragment ids: the edges, LUTs and segmentations of the old ones are dropped
+    (through the step definitions, ``EXTRACT_FRAGMENTS.invalidate_later``), and steps 3-5 then run every block again
+    and give what they gave before (the same affinities give the same fragments and graph)."""
+    from lsd_nm.steps import AGGLOMERATE
+
+    out = copy_run(base_run, tmp_path)
+    cfg = config(out, thresholds=(0.5, 0.6, 0.1), extract_thresholds=[0.5])
+    find_segments(cfg, progress=False)
+    extract_segmentation(cfg, progress=False)
+    before = zarr.open_array(out / "volumes/segmentation_50", mode="r")[:]
+    edges_before = graph(cfg)
+    assert AGGLOMERATE.read_record(cfg) is not None and lut_path(cfg, 0.5).is_file()
+
+    extract_fragments(cfg, overwrite=True, progress=False)
+    assert AGGLOMERATE.read_record(cfg) is None
+    assert not (cfg.blocks_dir / "agglomerate").exists() and not (cfg.blocks_dir / "agglomerate_contacts").exists()
+    assert not lut_path(cfg, 0.5).exists()
+    assert not (out / "volumes/segmentation_50").exists() and not list(cfg.blocks_dir.glob("segmentation_*"))
+    with pytest.raises(ConfigError, match=r"has no edges yet \(run 03_agglomerate first\)"):
+        find_segments(cfg, progress=False)
+
+    assert agglomerate(cfg, progress=False).skipped == 0
+    find_segments(cfg, progress=False)
+    result = extract_segmentation(cfg, progress=False)[0.5]
+    assert result.skipped == 0 and result.processed > 0
+    assert graph(cfg) == edges_before
+    assert same_partition(zarr.open_array(out / "volumes/segmentation_50", mode="r")[:], before)

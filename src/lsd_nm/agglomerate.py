@@ -18,7 +18,6 @@ Run: ``python 03_predict/03_agglomerate.py CONFIG.json [--overwrite]``
 
 from __future__ import annotations
 
-import json
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +32,7 @@ from .data import AFFS, FRAGMENTS, FRAGMENTS_SETTINGS, Volume, atomic_path, open
 from .graph import check_graph_of, check_reachable, drop_edges, graph_exists, open_graph, read_nodes, write_edges
 from .contacts import FACES, Contacts, contacts_in_block, load_faces, within_fragments
 from .run_config import RunConfig
+from .steps import AGGLOMERATE
 
 CONTACTS = "agglomerate_contacts"
 """The folder (in the run's ``.blocks``) of the blocks' contact statistics."""
@@ -178,8 +178,7 @@ def agglomerate(config: RunConfig, overwrite: bool = False, progress: bool = Tru
 
     wanted = {"merge_function": config.merge_function, "fragments": made_with}
     tracking = config.blocks_dir / "agglomerate"
-    settings = config.blocks_dir / "agglomerate.json"
-    existing = json.loads(settings.read_text()) if settings.exists() else None
+    existing = AGGLOMERATE.read_record(config)
     if existing is not None and existing != wanted and not overwrite:
         made = (
             f"merge_function '{existing.get('merge_function')}'"
@@ -196,7 +195,7 @@ def agglomerate(config: RunConfig, overwrite: bool = False, progress: bool = Tru
         merged.unlink(missing_ok=True)
         shutil.rmtree(tracking, ignore_errors=True)
         shutil.rmtree(contacts, ignore_errors=True)
-        write_text(settings, json.dumps(wanted))
+        AGGLOMERATE.write_record(config, wanted)
     contacts.mkdir(parents=True, exist_ok=True)
     job = AgglomerateJob(affs, fragments, geometry, config.db_location, scoring, contacts, faces)
     result = run_job(

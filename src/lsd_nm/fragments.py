@@ -43,6 +43,7 @@ from .contacts import FACES, face_views, save_faces
 from .graph import GraphOwner, check_owner, check_reachable, create_graph, graph_exists, open_graph, write_nodes
 from .mutex_watershed import MutexWatershed, mutex_settings, mutex_watershed_fragments
 from .run_config import RunConfig, Seeds
+from .steps import EXTRACT_FRAGMENTS
 
 MIN_SEED_DISTANCE = 10
 """Window (voxels) of the maximum filter that picks seeds, as in the original."""
@@ -470,10 +471,7 @@ def extract_fragments(config: RunConfig, overwrite: bool = False, progress: bool
             )
         check_owner(config.db_location, out_file, fragments_id(out_file))
     else:
-        for done in ("agglomerate", "agglomerate_contacts"):  # new nodes: no edges yet
-            shutil.rmtree(config.blocks_dir / done, ignore_errors=True)
-        for done in ("agglomerate.json", "agglomerate.merged"):
-            (config.blocks_dir / done).unlink(missing_ok=True)
+        EXTRACT_FRAGMENTS.invalidate_later(config)  # new fragment ids: no edges, LUTs or segmentations of them yet
         output.create(tracking)
         shutil.rmtree(config.blocks_dir / FACES, ignore_errors=True)
         # the new fragments get an id, and the new graph names them as its owner

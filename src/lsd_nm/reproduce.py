@@ -52,6 +52,7 @@ from .rois import check_roi_against_skeletons, load_rois
 from .run_config import RunConfig, load_run_config
 from .segments import find_segments
 from .skeletons import read_skeletons
+from .steps import AGGLOMERATE
 
 PAPER_NUMBERS = REPO_ROOT / "03_predict" / "paper_numbers.csv"
 """The paper's numbers, one row per dataset, network, ROI and mask, each with its source."""
@@ -123,18 +124,14 @@ def published_runs(dataset: str, network: str, work: Path, thresholds, data_dir:
     for entry in json.loads(manifest.read_text())["runs"]:
         name = entry["run"] or "run"
         out = work / f"{name}.zarr"
-        blocks = out / ".blocks"
-        blocks.mkdir(parents=True, exist_ok=True)
-        # the edges are the authors' (their agglomeration with this merge function): what 04_find_segments checks
-        write_text(
-            blocks / "agglomerate.json",
-            json.dumps({"merge_function": entry["merge_function"], "source": f"the authors' region graph, {manifest}"}) + "\n",
-        )
         config = RunConfig(
             raw_file=entry["fragments_file"], out_file=str(out), fragments_file=entry["fragments_file"],
             fragments_dataset=entry["fragments_dataset"], db=entry["db"], merge_function=entry["merge_function"],
             thresholds=tuple(thresholds), extract_thresholds=[], num_workers=1,
         )  # fmt: skip
+        # the edges are the authors' (their agglomeration with this merge function): what 04_find_segments checks
+        AGGLOMERATE.write_record(config, {"merge_function": entry["merge_function"],
+                                          "source": f"the authors' region graph, {manifest}"})  # fmt: skip
         runs.append((name, config))
     return runs
 

@@ -34,7 +34,6 @@ Run: ``python 03_predict/04_find_segments.py CONFIG.json [--overwrite]`` and
 from __future__ import annotations
 
 import hashlib
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -55,6 +54,7 @@ from .luts import (
     threshold_name,
 )  # fmt: skip
 from .run_config import RunConfig
+from .steps import AGGLOMERATE
 
 if TYPE_CHECKING:  # step 5 imports the blockwise machinery (daisy, zarr) where it starts: step 4 runs without it
     from .blockwise import BlockwiseResult
@@ -134,10 +134,10 @@ def _check_agglomerated(config: RunConfig) -> None:
     if not graph_exists(config.db_location):
         raise ConfigError(f"db '{config.db_location}': no region graph there (run 02_extract_fragments first)")
     check_graph_of(config)
-    settings = config.blocks_dir / "agglomerate.json"
-    if not settings.is_file():
+    record = AGGLOMERATE.read_record(config)
+    if record is None:
         raise ConfigError(f"the region graph '{config.db_location}' has no edges yet (run 03_agglomerate first)")
-    made_with = json.loads(settings.read_text()).get("merge_function")
+    made_with = record.get("merge_function")
     if made_with != config.merge_function:
         raise ConfigError(
             f"the region graph's edges come from merge_function '{made_with}', not '{config.merge_function}'; "
