@@ -17,7 +17,10 @@ Cases (blocks of 16 × 128 × 128 voxels, as the harness's README runs them):
 * **demo**: the demo's mtlsd affinities of the synthetic test volume (``make_demo_case.py``), when ``make demo``
   has left ``demo/mtlsd.zarr`` in the repository.
 
-Each case runs volara and ours alternately at each worker count. Goal (issue 17): ours ≥ 1.5 × volara's voxels/s.
+Each case runs volara and ours alternately at each worker count, ours once per fragments method (``--methods``:
+``watershed``, the paper's, and ``mutex_watershed``, volara's kind of fragments: ``fragments_method`` of the run
+config, then our waterz agglomeration either way). Goals: ours ≥ 1.5 × volara's voxels/s, each method; 2 workers
+≥ 1.7 × 1 worker; with mutex-watershed fragments on the voronoi case a VOI sum ≤ 0.15 (volara: 0.08).
 """
 
 import argparse
@@ -39,6 +42,10 @@ from lsd_nm import REPO_ROOT  # noqa: E402
 GOAL = 1.5
 GOAL_TWO_WORKERS = 1.7
 """Our steps 2-5 with 2 workers against 1 (speed-up)."""
+GOAL_MUTEX_VOI = 0.15
+"""VOI sum of our steps 2-5 with mutex-watershed fragments on the voronoi case (its touching cells)."""
+METHODS = ("watershed", "mutex_watershed")
+"""Our fragments methods (``fragments_method``)."""
 BLOCK = ["16", "128", "128"]
 STEPS = {  # the harness's step scripts → the modules each one imports before its first block
     "02_extract_fragments": "lsd_nm.fragments, scipy.ndimage, skimage.segmentation",
@@ -142,7 +149,8 @@ def scaling_row(name: str, one: dict, two: dict, starts: dict[str, float], where
     )
 
 
-def run(workers=(1, 2), peer: Path | None = None, scratch: Path | None = None) -> tuple[list[str], list[Ratio]]:
+def run(workers=(1, 2), peer: Path | None = None, scratch: Path | None = None,
+        methods: tuple[str, ...] = METHODS) -> tuple[list[str], list[Ratio]]:
     """Measure; returns the RESULTS.md rows and the ratios (ours / volara voxels/s) against the goal."""
     peer, scratch = peer or default_peer(), scratch or default_scratch()
     if not (peer / "run_volara.py").exists():
@@ -154,16 +162,18 @@ def run(workers=(1, 2), peer: Path | None = None, scratch: Path | None = None) -
         for w in workers:
             theirs = json_line([str(python), str(peer / "run_volara.py"), str(case), "affs", str(scratch / "volara.zarr"),
                                 "--workers", str(w), "--block-size", *BLOCK, "--gt", str(case), "labels"], cwd=peer)  # fmt: skip
-            ours = json_line([sys.executable, str(peer / "run_ours.py"), str(REPO_ROOT), str(case), str(scratch / "ours"),
-                              "--workers", str(w), "--block-size", *BLOCK, "--extract", "0.3", "0.5", "0.6"], cwd=peer)  # fmt: skip
-            results[name, w] = (theirs, ours)
-    both = [n for n in sorted({n for n, _ in results}) if (n, 1) in results and (n, 2) in results]
+            for method in methods:
+                ours = json_line([sys.executable, str(peer / "run_ours.py"), str(REPO_ROOT), str(case), str(scratch / "ours"),
+                                  "--workers", str(w), "--block-size", *BLOCK, "--extract", "0.3", "0.5", "0.6",
+                                  "--set", f'fragments_method="{method}"'], cwd=peer)  # fmt: skip
+                results[name, w, method] = (theirs, ours)
+    both = [(n, m) for n, m in sorted({(n, m) for n, _, m in results}) if (n, 1, m) in results and (n, 2, m) in results]
     starts = start_seconds() if both else {}
     load_end = load()
     where = machine(load_start, load_end)
     today = date.today()
     lines, ratios = [], []
-    for (name, w), (theirs, ours) in results.items():
+    for (name, w, method), (theirs, ours) in results.items():
         ratio = ours["voxels_per_s"] / theirs["voxels_per_s"]
         best = min(ours["voi_independent"].items(), key=lambda kv: kv[1]["split"] + kv[1]["merge"])
         voi_ours = best[1]["split"] + best[1]["merge"]
@@ -174,7 +184,7 @@ def run(workers=(1, 2), peer: Path | None = None, scratch: Path | None = None) -
             own_voi = ""
         lines.append(
             f"| {today} | post-processing vs volara {theirs['volara']}, {name} case ({theirs['voxels'] / 1e6:.1f} Mvoxels, "
-            f"blocks 16×128×128), {w} worker{'s' if w > 1 else ''} (ours: steps 2-5 as four processes, start-up included, "
+            f"blocks 16×128×128), {w} worker{'s' if w > 1 else ''} (ours: {method} fragments, steps 2-5 as four processes, start-up included, "
             f"3 segmentations extracted; volara: its four stages in one process, timed after its imports of "
             f"{theirs['import_seconds']:.1f} s) | ours "
             f"{ours['voxels_per_s']:,.0f} voxels/s (steps 2-5 {ours['seconds_2_to_5']:.1f} s) vs volara "
@@ -182,17 +192,18 @@ def run(workers=(1, 2), peer: Path | None = None, scratch: Path | None = None) -
             f"sum ours {voi_ours:.2f} (extracted at {best[0]}) vs volara {theirs.get('voi', {}).get('sum', float('nan')):.2f}"
             f"{own_voi} | {where} |"
         )
-        ratios.append(
-            Ratio(f"post-processing vs volara: {name}, {w} worker{'s' if w > 1 else ''}", ratio, GOAL, True, "voxels/s")
-        )
-    if not any(n == "demo" for n, _ in results):
+        label = f"{name}, {method}, {w} worker{'s' if w > 1 else ''}"
+        ratios.append(Ratio(f"post-processing vs volara: {label}", ratio, GOAL, True, "voxels/s"))
+        if method == "mutex_watershed" and name == "voronoi":
+            ratios.append(Ratio(f"VOI sum: {label}", voi_ours, GOAL_MUTEX_VOI, False, f"volara {theirs.get('voi', {}).get('sum', float('nan')):.2f}"))
+    if not any(n == "demo" for n, _, _ in results):
         lines.append(f"| {today} | post-processing vs volara, demo case | not measured | {DEMO_MISSING} | {where} |")
-    for name in both:
-        one, two = results[name, 1][1], results[name, 2][1]
-        lines.append(scaling_row(name, one, two, starts, where))
+    for name, method in both:
+        one, two = results[name, 1, method][1], results[name, 2, method][1]
+        lines.append(scaling_row(f"{name} ({method} fragments)", one, two, starts, where))
         ratios.append(
             Ratio(
-                f"post-processing: 2 workers vs 1 ({name})",
+                f"post-processing: 2 workers vs 1 ({name}, {method})",
                 two["voxels_per_s"] / one["voxels_per_s"],
                 GOAL_TWO_WORKERS,
                 True,
@@ -212,9 +223,10 @@ def main() -> None:
     )
     parser.add_argument("--scratch", type=Path, default=None, help="where volara's environment and the cases go")
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS, help="our fragments methods")
     output_arguments(parser)
     args = parser.parse_args()
-    report(args, *run(tuple(args.workers), args.peer, args.scratch))
+    report(args, *run(tuple(args.workers), args.peer, args.scratch, tuple(args.methods)))
 
 
 if __name__ == "__main__":

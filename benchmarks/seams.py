@@ -61,7 +61,7 @@ def run_one(config: RunConfig, affs_path: Path, scratch: Path, **changes) -> dic
     """Steps 2-4 and the evaluation on a copy of the affinities; the best row, its seams and the time taken."""
     if scratch.exists():
         shutil.rmtree(scratch)
-    affs, offset, voxel_size = read_array(affs_path, "volumes/affs")
+    affs, voxel_size, offset = read_array(affs_path, "volumes/affs")
     out = scratch / "run.zarr"
     write_container(out, {"volumes/affs": affs}, voxel_size, offset)
     cfg = config.model_copy(update={"out_file": str(out), "db": None, "scores_stem": None, **changes})

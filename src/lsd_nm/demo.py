@@ -101,8 +101,9 @@ class DemoConfig(StrictBaseModel):
     """Worker processes of every blockwise step."""
     block_size: tuple[int, int, int] = (640, 972, 972)
     """Write size (nm) of the post-processing blocks."""
-    context: tuple[int, int, int] = (60, 54, 54)
-    """Context (nm) of the post-processing blocks."""
+    context: tuple[int, int, int] = (240, 243, 243)
+    """Context (nm) of the post-processing blocks: 12 × 27 × 27 voxels, the paper's; the watersheds of two blocks then
+    agree near their common face (3 × 6 × 6 voxels left seams of 1.6-2.6× on the faces: ``benchmarks/seams.py``)."""
     fragments_in_xy: bool = True
     """Watershed fragments per section (the data are anisotropic: 20 nm sections, 9 nm pixels)."""
     merge_function: str = "hist_quant_75"
