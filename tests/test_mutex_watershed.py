@@ -88,15 +88,16 @@ def test_fragments_blockwise_never_cross_a_boundary_and_equal_one_block_where_th
     """Ideal affinities: 1 inside a label, 0 to and from its one-voxel boundary. Every repulsive edge touches a
     boundary voxel, which has no attractive edge: the mutex watershed is then the connected components of the
     attractive edges in any edge order, so blocks that see the whole volume agree with one block exactly, cut at
-    their faces. With a smaller context a label that leaves the block's read ROI and comes back is two fragments."""
+    their faces. With a smaller context a label that leaves the block's read ROI and comes back is two fragments.
+    (``mutex_min_size`` 0: mwatershed's clusters as they are, each boundary voxel alone.)"""
     out, single = tmp_path / "out.zarr", tmp_path / "single.zarr"
     labels, _ = make_out_file(out)
     make_out_file(single)
     whole = tuple(s * v for s, v in zip(SHAPE, VOXEL_SIZE))
-    cfg = _mutex_config(out, context=whole)
+    cfg = _mutex_config(out, context=whole, mutex_min_size=0)
     result = extract_fragments(cfg, progress=False)
     assert (result.total, result.processed) == (8, 8)
-    assert extract_fragments(_mutex_config(single, block_size=whole, context=whole), progress=False).total == 1
+    assert extract_fragments(_mutex_config(single, block_size=whole, context=whole, mutex_min_size=0), progress=False).total == 1
     blockwise, one = read_fragments(out), read_fragments(single)
     assert (blockwise > 0).all()
     per_block = int(np.prod(BLOCK_VOXELS))
@@ -116,7 +117,7 @@ def test_fragments_blockwise_never_cross_a_boundary_and_equal_one_block_where_th
 
     small = tmp_path / "small.zarr"
     make_out_file(small)
-    extract_fragments(_mutex_config(small), progress=False)
+    extract_fragments(_mutex_config(small, mutex_min_size=0), progress=False)
     fragments = read_fragments(small)
     assert all(len(np.unique(labels[fragments == f])) == 1 for f in np.unique(fragments))
 
@@ -126,7 +127,7 @@ def test_a_resume_with_another_fragments_method_is_refused(tmp_path: Path) -> No
     make_out_file(out)
     extract_fragments(config(out), progress=False)
     before = read_fragments(out)
-    keys = "fragments_method, mutex_bias, mutex_offsets, mutex_randomized_strides"  # strides None: as if absent
+    keys = "fragments_method, mutex_bias, mutex_min_size, mutex_offsets, mutex_randomized_strides"  # strides None: as if absent
     with pytest.raises(ConfigError, match=rf"exists from other settings \({keys}\); pass --overwrite"):
         extract_fragments(_mutex_config(out), progress=False)
     assert np.array_equal(read_fragments(out), before)
@@ -183,3 +184,44 @@ def test_an_unknown_method_and_mutex_options_without_it_are_refused(tmp_path):
                     '"seeds": "original"}')  # fmt: skip
     with pytest.raises(ConfigError, match='seeds: only for fragments_method "watershed"'):
         load_run_config(path)
+
+
+def test_small_clusters_are_flooded_from_their_neighbours_over_the_lower_boundary():
+    """Hand-worked, one row of 9 voxels: clusters 1 (4 voxels), 2 (2 voxels), 3 (3 voxels). With min_size 3 only
+    cluster 2 is small: its voxel 4 (boundary 0.1, low) joins 1, its voxel 5 (boundary 0.9) is reached first from
+    3's side (the kept voxel 6 pushes it at once, before voxel 4 is flooded) and joins 3. With min_size 4 clusters 2
+    and 3 are small and both flood from 1. Clusters at or above min_size keep their ids; min_size 0 or 1 changes
+    nothing; a block where no cluster is large enough (min_size 5) stays as it is."""
+    from lsd_nm.mutex_watershed import NEAREST, absorb_small_clusters
+
+    labels = np.array([[[1, 1, 1, 1, 2, 2, 3, 3, 3]]], dtype=np.uint64)
+    boundary = np.array([0.5, 0.5, 0.5, 0.5, 0.1, 0.9, 0.5, 0.5, 0.5], dtype=np.float32)
+    affs = np.broadcast_to(1.0 - boundary, (3, 1, 1, 9)).astype(np.float32)  # the mean of the channels: 1 − boundary
+    assert absorb_small_clusters(labels, affs, NEAREST, 3).tolist() == [[[1, 1, 1, 1, 1, 3, 3, 3, 3]]]
+    assert absorb_small_clusters(labels, affs, NEAREST, 4).tolist() == [[[1] * 9]]
+    for size in (0, 1, 2, 5):
+        assert np.array_equal(absorb_small_clusters(labels, affs, NEAREST, size), labels)
+
+
+def test_the_default_min_size_gives_boundary_voxels_to_the_cells_beside_them(tmp_path: Path) -> None:
+    """Ideal affinities, one-voxel boundaries (label 0): with ``mutex_min_size`` 0 each boundary voxel is a fragment
+    of its own (the test above); with the default (10) every fragment has at least 10 voxels, the clusters of 10 or
+    more voxels are the same fragments as before (the others' voxels added to them), and the settings record the min
+    size (a resume with another one refuses)."""
+    out, bare = tmp_path / "out.zarr", tmp_path / "bare.zarr"
+    labels, _ = make_out_file(out)
+    make_out_file(bare)
+    whole = tuple(s * v for s, v in zip(SHAPE, VOXEL_SIZE))
+    cfg = _mutex_config(out, block_size=whole, context=whole)
+    assert cfg.mutex_min_size == 10
+    extract_fragments(cfg, progress=False)
+    extract_fragments(_mutex_config(bare, block_size=whole, context=whole, mutex_min_size=0), progress=False)
+    fragments, clusters = read_fragments(out), read_fragments(bare)
+    _, sizes = np.unique(fragments, return_counts=True)
+    _, inverse, cluster_sizes = np.unique(clusters, return_inverse=True, return_counts=True)
+    kept = (cluster_sizes >= 10)[inverse.reshape(clusters.shape)]
+    assert sizes.min() >= 10 and (~kept).sum() >= (labels == 0).sum() > 0  # at least every boundary voxel moved
+    assert same_partition(fragments[kept], clusters[kept])
+    assert len(sizes) == len(np.unique(clusters[kept]))
+    with pytest.raises(ConfigError, match="pass --overwrite"):
+        extract_fragments(_mutex_config(out, block_size=whole, context=whole, mutex_min_size=20), progress=False)

@@ -43,6 +43,8 @@ class MutexWatershed:
     """One per channel, or None: every edge."""
     randomized_strides: bool = False
     """Each edge with probability 1 / prod(stride) instead of on the stride's grid."""
+    min_size: int = 0
+    """Clusters below this many voxels are flooded from the others (:func:`absorb_small_clusters`); 0: off."""
 
     def settings(self) -> dict:
         """What the fragments depend on, for the output's recorded settings."""
@@ -52,6 +54,7 @@ class MutexWatershed:
             "mutex_bias": list(self.bias),
             "mutex_strides": None if self.strides is None else [list(s) for s in self.strides],
             "mutex_randomized_strides": self.randomized_strides,
+            **({"mutex_min_size": self.min_size} if self.min_size > 1 else {}),  # fragments made before it: off
         }
 
 
@@ -118,7 +121,40 @@ def mutex_settings(config: RunConfig, affs_path, channels: int) -> MutexWatershe
             raise ConfigError(f"{key}: {len(value)} values, expected one per affinity offset ({len(offsets)})")
     bias = tuple(config.mutex_bias) if config.mutex_bias is not None else default_bias(offsets)
     strides = None if config.mutex_strides is None else tuple(tuple(s) for s in config.mutex_strides)
-    return MutexWatershed(offsets, tuple(float(b) for b in bias), strides, config.mutex_randomized_strides)
+    return MutexWatershed(offsets, tuple(float(b) for b in bias), strides, config.mutex_randomized_strides,
+                          config.mutex_min_size)  # fmt: skip
+
+
+def absorb_small_clusters(labels: np.ndarray, affs: np.ndarray, offsets: Sequence[Offset], min_size: int) -> np.ndarray:
+    """``labels`` (ids ≥ 1) where every cluster of fewer than ``min_size`` voxels has given its voxels to the clusters
+    around it: a watershed over the boundary map 1 − (mean of the nearest-neighbour channels of ``affs``), flooded
+    from the clusters that remain (their ids kept). Unchanged if ``min_size`` is 0 or no cluster is that large.
+
+    Args:
+        labels: (z, y, x) cluster ids ≥ 1.
+        affs: (channels, z, y, x) affinities in [0, 1], one channel per offset.
+        offsets: the channels' offsets; the nearest-neighbour ones make the boundary map (all, if none is).
+        min_size: the smallest cluster kept (voxels).
+    """
+    if min_size <= 1:
+        return labels
+    _, inverse, counts = np.unique(labels, return_inverse=True, return_counts=True)
+    kept = (counts >= min_size)[inverse.reshape(labels.shape)]
+    if kept.all() or not kept.any():
+        return labels
+    from scipy.ndimage import binary_dilation
+    from skimage.segmentation import watershed
+
+    nearest = [c for c, o in enumerate(offsets) if not is_long_range(o)] or list(range(len(offsets)))
+    boundary = 1.0 - np.mean(affs[nearest], axis=0, dtype=np.float32)
+    # flooded: the small clusters' voxels, from the kept voxels that touch them (the rest of the block is left alone)
+    small = ~kept
+    region = binary_dilation(small)
+    flooded = watershed(boundary, markers=np.where(kept & region, labels, 0), mask=region)
+    out = labels.copy()
+    reached = small & (flooded > 0)  # a small cluster with no kept neighbour stays as it is
+    out[reached] = flooded[reached]
+    return out
 
 
 def _number_singletons(labels: np.ndarray) -> np.ndarray:
@@ -151,7 +187,8 @@ def mutex_watershed_fragments(affs: np.ndarray, mutex: MutexWatershed, fragments
         raise ValueError(f"affs have {affs.shape[0]} channels, expected one per offset ({len(mutex.offsets)})")
     weights = affs.astype(np.float64) + np.asarray(mutex.bias, dtype=np.float64).reshape(-1, 1, 1, 1)
     if not fragments_in_xy:
-        return _agglom(np.ascontiguousarray(weights), mutex.offsets, mutex.strides, mutex.randomized_strides)
+        labels = _agglom(np.ascontiguousarray(weights), mutex.offsets, mutex.strides, mutex.randomized_strides)
+        return absorb_small_clusters(labels, affs, mutex.offsets, mutex.min_size)
     planar = [c for c, o in enumerate(mutex.offsets) if o[0] == 0]
     if not planar:
         raise ValueError("fragments_in_xy: no affinity offset lies within a section (z component 0)")
@@ -161,6 +198,7 @@ def mutex_watershed_fragments(affs: np.ndarray, mutex: MutexWatershed, fragments
     next_id = np.uint64(0)
     for z in range(affs.shape[1]):
         section = _agglom(np.ascontiguousarray(weights[planar, z : z + 1]), offsets, strides, mutex.randomized_strides)
+        section = absorb_small_clusters(section, affs[planar, z : z + 1], offsets, mutex.min_size)
         labels[z] = section[0] + next_id
         next_id += section.max()
     return labels
