@@ -12,7 +12,6 @@ errors answer at once.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import signal
 import sys
@@ -24,7 +23,7 @@ from . import REPO_ROOT
 from .config import ConfigError, user_error
 from .experiment import NetworkType, load_network_folder
 from .steps import (
-    AGGLOMERATE, EVALUATE, EXTRACT_FRAGMENTS, EXTRACT_SEGMENTATION, FIND_SEGMENTS, PREDICT, STEPS, Step,
+    AGGLOMERATE, EVALUATE, EXTRACT_FRAGMENTS, EXTRACT_SEGMENTATION, FIND_SEGMENTS, PREDICT, STEPS,
 )  # fmt: skip
 from .s3 import BUCKET, DEFAULT_JOBS, IMAGES
 from .tensorflow_logs import hide_import_noise
@@ -287,94 +286,30 @@ def _predict_scan(args: argparse.Namespace) -> None:
 # ---- 03_predict ------------------------------------------------------------------------------------------------------
 
 
-def _run_step(args: argparse.Namespace, step: Step) -> object:
-    """A step of a run config: every check of the steps from it on first (nothing written), then the step under the
-    run's lock (one writer per ``out_file``)."""
-    from .blockwise import run_lock
-    from .run_config import load_run_config
-    from .segment import RUNS, StepError, check_run
-
-    config = args.run_config if "run_config" in args else load_run_config(args.config)
-    overwrite = getattr(args, "overwrite", False)
-    try:
-        check_run(config, step.number, overwrite)
-    except StepError as e:  # a problem of this step needs no step name; one of a later step does
-        raise ConfigError(e.message if e.step == step.name else str(e)) from None
-    with run_lock(config):
-        return RUNS[step](config, overwrite)
-
-
-def _predict(args: argparse.Namespace) -> None:
-    from .run_config import load_run_config
-
-    if len(args.paths) > 2:
-        raise ConfigError(f"expected [NETWORK_FOLDER] CONFIG.json, got {len(args.paths)} paths")
-    folder, config_path = (None, args.paths[0]) if len(args.paths) == 1 else args.paths
-    args.run_config = load_run_config(Path(config_path))
-    if folder is not None:  # a network folder's predict.py: this folder's network, whatever the config says
-        args.run_config = args.run_config.model_copy(update={"setup": str(Path(folder).resolve())})
-    print(f"predict: {_run_step(args, PREDICT)}")
-
-
-def _extract_fragments(args: argparse.Namespace) -> None:
-    print(f"fragments: {_run_step(args, EXTRACT_FRAGMENTS)}")
-
-
-def _agglomerate(args: argparse.Namespace) -> None:
-    print(f"agglomerate: {_run_step(args, AGGLOMERATE)}")
-
-
-def _find_segments(args: argparse.Namespace) -> None:
-    paths = _run_step(args, FIND_SEGMENTS)
-    folder = next(iter(paths.values())).parent if paths else "(no thresholds)"
-    print(f"find segments: {len(paths)} LUTs in {folder}")
-
-
-def _extract_segmentation(args: argparse.Namespace) -> None:
-    from .luts import segmentation_dataset
-
-    for t, result in _run_step(args, EXTRACT_SEGMENTATION).items():
-        print(f"{segmentation_dataset(t)}: {result}")
-
-
-def _print_evaluation(result: dict) -> None:
-    from .evaluate import MIN_CUT_PREFIX, seam_lines
-
-    best = result["best"]
-    keys = [k for k in ("threshold", "voi_split", "voi_merge", "voi_sum", "arand", "erl", "normalized_erl",
-                        f"{MIN_CUT_PREFIX}splits_needed", f"{MIN_CUT_PREFIX}merges_needed")
-            if best is not None and k in best]  # fmt: skip
-    summary = ", ".join(f"{k} {best[k]:.4g}" for k in keys) if best else "no threshold scored"
-    print(f"best: {summary}")
-    print(f"rule: {result['rule']}")
-    for line in seam_lines(result["seams"]) if result.get("seams") else []:
+def _print(lines) -> None:
+    for line in lines:
         print(line)
-    print(f"wrote {result['csv']}, {result['json']}, {result['png']}")
 
 
-def _evaluate(args: argparse.Namespace) -> None:
-    _print_evaluation(_run_step(args, EVALUATE))
+def _run_step(args: argparse.Namespace) -> None:
+    from .run_config import load_predict_config, load_run_config
+    from .segment import run_step, step_lines
+
+    config = load_predict_config(args.paths) if args.step is PREDICT else load_run_config(args.config)
+    _print(step_lines(args.step, run_step(config, args.step, getattr(args, "overwrite", False))))
 
 
 def _segment(args: argparse.Namespace) -> None:
-    from .blockwise import run_lock
-    from .run_config import load_run_config
-    from .segment import segment
+    from .segment import segment_lines
 
-    config = load_run_config(args.config)
-    with run_lock(config):
-        evaluation = segment(config, args.config, overwrite=args.overwrite, start_step=args.start)
-    if evaluation is not None:
-        _print_evaluation(evaluation)
-    print(f"outputs: {config.out_path} (volumes, LUTs, region graph {config.db_location})")
+    _print(segment_lines(args.config, args.overwrite, args.start))
 
 
 def _status(args: argparse.Namespace) -> None:
     from .run_config import load_run_config
-    from .status import describe, run_status
+    from .status import status_lines
 
-    status = run_status(load_run_config(args.config))
-    print(json.dumps(status.as_json(), indent=1) if args.json else "\n".join(describe(status)))
+    _print(status_lines(load_run_config(args.config), args.json))
 
 
 def _reproduce(args: argparse.Namespace) -> None:
@@ -556,20 +491,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="replace a prediction of another checkpoint")
 
     # 03_predict
-    p = command(PREDICT.command, _predict, PREDICT.summary)
+    p = command(PREDICT.command, _run_step, PREDICT.summary)
+    p.set_defaults(step=PREDICT)
     p.add_argument("paths", nargs="+", metavar="[NETWORK_FOLDER] CONFIG.json",
                    help="the run config; a network folder before it predicts with that folder's network")  # fmt: skip
     p.add_argument("--overwrite", action="store_true", help="replace results made with other settings")
-    steps = (
-        (EXTRACT_FRAGMENTS, _extract_fragments), (AGGLOMERATE, _agglomerate), (FIND_SEGMENTS, _find_segments),
-        (EXTRACT_SEGMENTATION, _extract_segmentation),
-    )
-    for step, func in steps:
+    for step in (EXTRACT_FRAGMENTS, AGGLOMERATE, FIND_SEGMENTS, EXTRACT_SEGMENTATION):
         # their outputs are written and closed when they return: the process ends at once (see main)
-        parser_of_step = command(step.command, func, step.summary)
+        parser_of_step = command(step.command, _run_step, step.summary)
         _add_run_config_args(parser_of_step)
-        parser_of_step.set_defaults(end_at_once=True)
-    _add_run_config_args(command(EVALUATE.command, _evaluate, EVALUATE.summary), overwrite=False)
+        parser_of_step.set_defaults(end_at_once=True, step=step)
+    p = command(EVALUATE.command, _run_step, EVALUATE.summary)
+    _add_run_config_args(p, overwrite=False)
+    p.set_defaults(step=EVALUATE)
     p = command("reproduce", _reproduce,
                 "the paper's tables for a network: every ROI scored, our numbers beside the paper's (make reproduce)")  # fmt: skip
     p.add_argument("--dataset", required=True, help="zebrafinch, hemi or fib25")
