@@ -100,104 +100,63 @@ def _add_run_config_args(parser: argparse.ArgumentParser, overwrite: bool = True
 # ---- 01_data and 00_containers -----------------------------------------------------------------------------------
 
 
-def _synthetic(args: argparse.Namespace) -> None:
-    from .synthetic import make_synthetic, plot_volume
+def _print(lines) -> None:
+    for line in lines:
+        print(line)
 
-    paths = make_synthetic(args.dataset, data_dir=args.out, workers=args.workers, force=args.force)
-    for p in paths:
-        print(p)
-    if args.png:
-        print(plot_volume(paths[0], args.png))
+
+def _synthetic(args: argparse.Namespace) -> None:
+    from .synthetic import make_synthetic_lines
+
+    _print(make_synthetic_lines(args.dataset, args.out, args.workers, args.force, args.png))
 
 
 def _new_dataset(args: argparse.Namespace) -> None:
     from .datasets import DATA_DIR
     from .new_dataset import new_dataset
 
-    plan = new_dataset(
+    _print(new_dataset(
         args.name, args.train, test=args.test, raw_dataset=args.raw_dataset, labels_dataset=args.labels_dataset,
         mask_dataset=args.mask_dataset, voxel_size=args.voxel_size, force=args.force, rescale=args.rescale,
         root=args.root or REPO_ROOT, data_dir=args.data_dir or DATA_DIR,
-    )  # fmt: skip
-    print(f"dataset '{plan.name}':")
-    for reason in plan.reasons:
-        print(f"  {reason}")
-    print("wrote:")
-    for path in plan.written:
-        print(f"  {path}")
-    print("next:")
-    for command in plan.next_commands:
-        print(f"  {command}")
-
-
-def _print_transfer(paths: Sequence[Path], summary) -> None:
-    for path in paths:
-        print(path)
-    print(summary.line())
+    ).lines())  # fmt: skip
 
 
 def _fetch_data(args: argparse.Namespace) -> None:
-    from .s3 import fetch_data
+    from .s3 import fetch_data, transfer_lines
 
-    _print_transfer(*fetch_data(args.dataset, args.volume, args.all, args.bucket, args.endpoint_url, args.out, args.jobs))
+    _print(transfer_lines(*fetch_data(args.dataset, args.volume, args.all, args.bucket, args.endpoint_url, args.out, args.jobs)))
 
 
 def _fetch_test_data(args: argparse.Namespace) -> None:
-    from .paper_data import (
-        J0126_RAW_URL, SKELETON_DATASETS, fetch_test_raw, fetch_test_skeletons, fetch_test_volumes, network_context,
-    )  # fmt: skip
-    from .rois import get_roi
+    from .paper_data import fetch_test_data
 
-    skeletons = args.dataset in SKELETON_DATASETS
-    if skeletons and args.roi is not None:
-        get_roi(args.roi, args.dataset, args.rois)  # a bad name fails before anything is fetched
-        context = tuple(args.context) if args.context else network_context(args.dataset, args.network)
-    transfer = dict(bucket=args.bucket, endpoint_url=args.endpoint_url, out=args.out, jobs=args.jobs)
-    if skeletons:
-        paths, summary, conversions = fetch_test_skeletons(args.dataset, **transfer)
-        for path, conversion in zip(paths, conversions):
-            print(f"{path}: {conversion.line()}")
-        print(summary.line())
-    container, datasets, summary = fetch_test_volumes(args.dataset, None if skeletons else args.roi, **transfer)
-    for name in datasets:
-        print(container / name)
-    print(summary.line())
-    if skeletons and args.roi is not None:
-        path, copied = fetch_test_raw(
-            args.roi, context=context, url=args.raw_url or J0126_RAW_URL, dataset=args.dataset, out=args.out, jobs=args.jobs,
-            fill_missing=args.fill_missing, rois=args.rois,
-        )  # fmt: skip
-        print(f"{path}: {copied.line()}")
+    _print(fetch_test_data(
+        args.dataset, args.roi, args.network, args.context, args.raw_url, args.fill_missing, args.rois,
+        args.bucket, args.endpoint_url, args.out, args.jobs,
+    ))  # fmt: skip
 
 
 def _fetch_published(args: argparse.Namespace) -> None:
-    from .paper_data import fetch_published_runs
+    from .paper_data import fetch_published_runs, published_lines
 
-    results, manifest = fetch_published_runs(
+    _print(published_lines(*fetch_published_runs(
         args.dataset, args.network, run=args.run, merge_function=args.merge_function, skeletons=args.skeletons,
         all_supervoxels=args.all_supervoxels, supervoxels_dataset=args.supervoxels_dataset, bucket=args.bucket,
         endpoint_url=args.endpoint_url, out=args.out, jobs=args.jobs,
-    )  # fmt: skip
-    for result in results:
-        print(result.line())
-    print(f"wrote {manifest}")
+    )))  # fmt: skip
 
 
 def _images(args: argparse.Namespace) -> None:
-    from .s3 import download_images
+    from .s3 import download_images, transfer_lines
 
-    _print_transfer(*download_images(args.image, args.all, args.bucket, args.endpoint_url, args.out, args.jobs))
+    _print(transfer_lines(*download_images(args.image, args.all, args.bucket, args.endpoint_url, args.out, args.jobs)))
 
 
 def _create_masks(args: argparse.Namespace) -> None:
-    from .data import LABELS_MASK
     from .masks import create_masks
 
-    for r in create_masks(args.data_dir, args.dataset, args.force):
-        if r.written:
-            print(f"{r.container / LABELS_MASK}: {r.masked_out} of {r.voxels} voxels masked out")
-        else:
-            print(f"{r.container / LABELS_MASK}: exists, kept (--force rewrites it)")
+    _print(r.line() for r in create_masks(args.data_dir, args.dataset, args.force))
 
 
 def _viewer_options(args: argparse.Namespace):
@@ -284,11 +243,6 @@ def _predict_scan(args: argparse.Namespace) -> None:
 
 
 # ---- 03_predict ------------------------------------------------------------------------------------------------------
-
-
-def _print(lines) -> None:
-    for line in lines:
-        print(line)
 
 
 def _run_step(args: argparse.Namespace) -> None:

@@ -112,6 +112,14 @@ class Plan:
     written: list[Path] = field(default_factory=list)
     next_commands: list[str] = field(default_factory=list)
 
+    def lines(self) -> list[str]:
+        """What ``make new-dataset`` prints: the reasons of its choices, the files written, the commands to run next."""
+        return [
+            f"dataset '{self.name}':", *(f"  {reason}" for reason in self.reasons),
+            "wrote:", *(f"  {path}" for path in self.written),
+            "next:", *(f"  {command}" for command in self.next_commands),
+        ]  # fmt: skip
+
 
 def _triple(value, what: str) -> tuple[int, int, int]:
     values = list(value)[-3:]
