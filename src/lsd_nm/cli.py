@@ -172,56 +172,30 @@ def _view(args: argparse.Namespace) -> None:
 
 
 def _fetch_checkpoint(args: argparse.Namespace) -> None:
-    from pathlib import PurePosixPath
+    from .tf1 import fetch_checkpoint_lines
 
-    from .tf1 import fetch_checkpoint
-
-    found, published, summary = fetch_checkpoint(args.dataset, args.network, args.out, args.bucket, args.endpoint_url, args.jobs)
-    print(summary.line())
-    note = ""
-    if published is not None and PurePosixPath(published).name != found.prefix.name:
-        note = f" (the bucket's state file names {PurePosixPath(published).name}, which is not there: ignored)"
-    print(f"iteration {found.iteration}: {found.prefix}{note}")
+    _print(fetch_checkpoint_lines(args.dataset, args.network, args.out, args.bucket, args.endpoint_url, args.jobs))
 
 
 def _import_checkpoint(args: argparse.Namespace) -> None:
-    from .tf1 import import_tf1_checkpoint
+    from .tf1 import import_checkpoint_line
 
-    from .checkpoints import OPTIMIZER
-
-    iteration, path = import_tf1_checkpoint(load_network_folder(args.folder), args.iteration, args.scope)
-    what = "weights and Adam state" if (path / OPTIMIZER).exists() else "weights (it has no Adam state: training on starts a fresh Adam)"
-    print(f"imported the TF1 checkpoint of iteration {iteration} into {path}: {what}")
+    print(import_checkpoint_line(load_network_folder(args.folder), args.iteration, args.scope))
 
 
 # ---- 02_train --------------------------------------------------------------------------------------------------------
 
 
 def _mknet(args: argparse.Namespace) -> None:
-    from .networks import describe, mknet
+    from .networks import mknet_lines
 
-    ios = mknet(load_network_folder(args.folder))
-    print(describe(ios["train"]))
-    for role in ("predict", "auto"):
-        if role in ios:
-            io = ios[role]
-            ins = ", ".join(f"{n} {t.channels}×{t.shape}" for n, t in io.inputs.items())
-            outs = ", ".join(f"{n} {t.channels}×{t.shape}" for n, t in io.outputs.items())
-            # the cost per output voxel falls with the input size (less of the context is recomputed)
-            print(f"{role}: {ins} → {outs}; forward cost {io.flops_per_output_voxel:.3e} FLOP per output voxel")
-    print(f"wrote net_{{{','.join(ios)}}}.json in {args.folder}")
+    _print(mknet_lines(load_network_folder(args.folder), args.folder))
 
 
 def _train(args: argparse.Namespace) -> None:
     from .train import train
 
-    folder = load_network_folder(args.folder)
-    if args.seed is not None:
-        import keras
-
-        keras.utils.set_random_seed(args.seed)  # Python, NumPy (augmentations) and TensorFlow (initial weights)
-    done = train(folder, args.iteration, device=args.device)
-    print(f"trained until iteration {done}")
+    print(f"trained until iteration {train(load_network_folder(args.folder), args.iteration, device=args.device, seed=args.seed)}")
 
 
 def _view_batch(args: argparse.Namespace) -> None:
@@ -267,40 +241,23 @@ def _status(args: argparse.Namespace) -> None:
 
 
 def _reproduce(args: argparse.Namespace) -> None:
-    from .reproduce import UNMASKED_OURS, reproduce
+    from .reproduce import reproduce, result_lines
 
-    result = reproduce(
+    _print(result_lines(reproduce(
         args.dataset, args.network, configs=args.config, name=args.name, thresholds=tuple(args.thresholds),
         min_cut=args.min_cut, rois=args.rois, data_dir=args.data_dir, out_dir=args.out, progress=args.progress,
         threshold_rule=args.threshold_rule, threshold_roi=args.threshold_roi,
         threshold_masked=not args.threshold_unmasked,
-    )  # fmt: skip
-    if result["threshold"] is not None:
-        print(f"threshold: {result['threshold'].text}")
-    for row in result["rows"]:
-        mask = "masked" if row.masked else "unmasked"
-        if row.status != "ok":
-            print(f"{row.roi} {mask}: not computed: {row.status}")
-            continue
-        ours = f"{row.roi} {mask}: threshold {row.ours.get('threshold')}, VOI sum {row.ours['voi_sum']:.3f}"
-        if row.note:  # another experiment than the paper's: no paper number beside ours
-            print(f"{ours} ({UNMASKED_OURS}; {row.note})")
-        else:
-            print(f"{ours} (paper {row.paper.get('voi_sum') or '–'})")
-    print(f"wrote {result['csv']}, {result['md']}, {result['png']}")
+    )))  # fmt: skip
 
 
 # ---- the whole pipeline ----------------------------------------------------------------------------------------------
 
 
 def _demo(args: argparse.Namespace) -> None:
-    from .demo import StageFailed, demo
+    from .demo import run_demo
 
-    out = Path(args.out) if args.out else REPO_ROOT / "demo" / ("fast" if args.fast else "")
-    try:
-        demo(out, args.networks, args.fast)
-    except StageFailed as e:
-        raise ConfigError(str(e)) from None
+    run_demo(args.out, args.networks, args.fast)
 
 
 # ---- the parser ------------------------------------------------------------------------------------------------------
