@@ -6,34 +6,30 @@ Run: ``lsd-nm --help`` (or ``python -m lsd_nm --help``); ``lsd-nm <command> --he
 Errors: a bad argument, a bad config or missing input is one line on stderr (``error: …``) and exit code 2, before
 any work starts; the package raises :class:`~lsd_nm.config.ConfigError` and only this module formats it. The heavy
 modules (TensorFlow, gunpowder, daisy) are imported by the subcommand that needs them, so ``--help`` and argument
-errors answer at once.
+errors answer at once. Each subcommand is one call into the module whose concept it is (:func:`dispatch`), which
+returns the lines to print.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import signal
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import get_args
 
 from . import REPO_ROOT
-from .config import ConfigError, user_error
+from .config import user_error
 from .experiment import NetworkType, load_network_folder
-from .steps import (
-    AGGLOMERATE, EVALUATE, EXTRACT_FRAGMENTS, EXTRACT_SEGMENTATION, FIND_SEGMENTS, PREDICT, STEPS, Step,
-)  # fmt: skip
+from .steps import AGGLOMERATE, EVALUATE, EXTRACT_FRAGMENTS, EXTRACT_SEGMENTATION, FIND_SEGMENTS, PREDICT, STEPS
 from .s3 import BUCKET, DEFAULT_JOBS, IMAGES
 from .tensorflow_logs import hide_import_noise
 
 NETWORK_FOLDER_HELP = "network folder, e.g. 02_train/zebrafinch/mtlsd"
 RUN_CONFIG_HELP = "the run's JSON config (see 03_predict/README.md)"
-
-
-# ---- argument types ------------------------------------------------------------------------------------------------
+DATA_DIR_HELP = "data folder (default: 01_data/)"
 
 
 def positive_int(noun: str = "") -> Callable[[str], int]:
@@ -71,7 +67,89 @@ def lsd_channels(text: str) -> tuple[int, int, int]:
         raise argparse.ArgumentTypeError(str(e)) from None
 
 
-# ---- shared groups of flags ------------------------------------------------------------------------------------------
+def _picked(args: argparse.Namespace, names: str) -> dict:
+    """The arguments ``names`` (space-separated) of ``args``, as keyword arguments."""
+    return {name: getattr(args, name) for name in names.split()}
+
+
+def dispatch(args: argparse.Namespace) -> Iterable[object] | None:
+    """Run the subcommand of ``args``: one call into the module whose concept it is, imported here (the heavy modules
+    load only for their command). Returns the lines to print, or None."""
+    a = args
+    transfer = dict(bucket=a.bucket, endpoint_url=a.endpoint_url, out=a.out, jobs=a.jobs) if "bucket" in a else {}
+    match a.command:
+        case "demo":
+            from .demo import run_demo
+            run_demo(a.out, a.networks, a.fast)
+        case "synthetic":
+            from .synthetic import make_synthetic_lines
+            return make_synthetic_lines(a.dataset, a.out, a.workers, a.force, a.png)
+        case "new-dataset":
+            from .new_dataset import new_dataset
+            return new_dataset(a.name, a.train, **_picked(a, "test raw_dataset labels_dataset mask_dataset voxel_size force rescale root data_dir")).lines()
+        case "fetch-data":
+            from .s3 import fetch_data, transfer_lines
+            return transfer_lines(*fetch_data(a.dataset, a.volume, a.all, **transfer))
+        case "fetch-test-data":
+            from .paper_data import fetch_test_data
+            return fetch_test_data(a.dataset, a.roi, a.network, a.context, a.raw_url, a.fill_missing, a.rois, **transfer)
+        case "fetch-published":
+            from .paper_data import fetch_published_runs, published_lines
+            options = _picked(a, "run merge_function skeletons all_supervoxels supervoxels_dataset")
+            return published_lines(*fetch_published_runs(a.dataset, a.network, **options, **transfer))
+        case "images":
+            from .s3 import download_images, transfer_lines
+            return transfer_lines(*download_images(a.image, a.all, **transfer))
+        case "create-masks":
+            from .masks import create_masks
+            return [result.line() for result in create_masks(a.data_dir, a.dataset, a.force)]
+        case "view":
+            from .view import view
+            view(a.data, _viewer_options(a))
+        case "fetch-checkpoint":
+            from .tf1 import fetch_checkpoint_lines
+            return fetch_checkpoint_lines(a.dataset, a.network, **transfer)
+        case "import-checkpoint":
+            from .tf1 import import_checkpoint_line
+            return [import_checkpoint_line(load_network_folder(a.folder), a.iteration, a.scope)]
+        case "mknet":
+            from .networks import mknet_lines
+            return mknet_lines(load_network_folder(a.folder), a.folder)
+        case "train":
+            from .train import train
+            return [f"trained until iteration {train(load_network_folder(a.folder), a.iteration, device=a.device, seed=a.seed)}"]
+        case "view-batch":
+            from .view_batch import view_batch
+            view_batch(Path(a.folder), a.iteration, Path(a.file) if a.file else None, a.lsd_channels, _viewer_options(a))
+        case "predict-scan":
+            from .predict import predict_scan
+            iteration = next((i for i in (a.iteration, a.positional_iteration) if i is not None), "latest")
+            options = _picked(a, "raw_file raw_dataset out_file lsds_on_the_fly device overwrite")
+            return [f"wrote {predict_scan(load_network_folder(a.folder), iteration, **options)}"]
+        case "segment":
+            from .segment import segment_lines
+            return segment_lines(a.config, a.overwrite, a.start)
+        case "status":
+            from .run_config import load_run_config
+            from .status import status_lines
+            return status_lines(load_run_config(a.config), a.json)
+        case "reproduce":
+            from .reproduce import reproduce, result_lines
+            options = _picked(a, "name min_cut rois data_dir progress threshold_rule threshold_roi")
+            return result_lines(reproduce(a.dataset, a.network, configs=a.config, thresholds=tuple(a.thresholds), out_dir=a.out,
+                                          threshold_masked=not a.threshold_unmasked, **options))  # fmt: skip
+        case _:  # a step of a run config
+            from .run_config import load_predict_config, load_run_config
+            from .segment import run_step, step_lines
+            config = load_predict_config(a.paths) if a.step is PREDICT else load_run_config(a.config)
+            return step_lines(a.step, run_step(config, a.step, getattr(a, "overwrite", False)))
+    return None
+
+
+def _viewer_options(args: argparse.Namespace):
+    from .view import ViewerOptions
+
+    return ViewerOptions(args.bind_address, args.port, args.screenshot, tuple(args.size), args.chromium, args.timeout)
 
 
 def _add_viewer_args(parser: argparse.ArgumentParser) -> None:
@@ -84,337 +162,17 @@ def _add_viewer_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--timeout", type=float, default=120.0, help="seconds to wait for the screenshot (default: 120)")
 
 
-def _add_transfer_args(parser: argparse.ArgumentParser) -> None:
+def _add_transfer_args(parser: argparse.ArgumentParser, out_help: str = DATA_DIR_HELP) -> None:
+    parser.add_argument("--out", type=Path, default=None, help=out_help)
     parser.add_argument("--bucket", default=BUCKET, help=f"the bucket (default: {BUCKET})")
-    parser.add_argument("--endpoint-url", default=None,
-                        help="an S3-compatible endpoint (default: $AWS_ENDPOINT_URL_S3 or $AWS_ENDPOINT_URL, else AWS)")  # fmt: skip
-    parser.add_argument("--jobs", type=positive_int(), default=DEFAULT_JOBS,
-                        help=f"objects transferred in parallel (default: {DEFAULT_JOBS})")  # fmt: skip
+    parser.add_argument("--endpoint-url", default=None, help="an S3-compatible endpoint (default: $AWS_ENDPOINT_URL_S3 or $AWS_ENDPOINT_URL, else AWS)")
+    parser.add_argument("--jobs", type=positive_int(), default=DEFAULT_JOBS, help=f"objects transferred in parallel (default: {DEFAULT_JOBS})")
 
 
 def _add_run_config_args(parser: argparse.ArgumentParser, overwrite: bool = True) -> None:
     parser.add_argument("config", type=Path, help=RUN_CONFIG_HELP)
     if overwrite:
         parser.add_argument("--overwrite", action="store_true", help="replace results made with other settings")
-
-
-# ---- 01_data and 00_containers -----------------------------------------------------------------------------------
-
-
-def _synthetic(args: argparse.Namespace) -> None:
-    from .synthetic import make_synthetic, plot_volume
-
-    paths = make_synthetic(args.dataset, data_dir=args.out, workers=args.workers, force=args.force)
-    for p in paths:
-        print(p)
-    if args.png:
-        print(plot_volume(paths[0], args.png))
-
-
-def _new_dataset(args: argparse.Namespace) -> None:
-    from .datasets import DATA_DIR
-    from .new_dataset import new_dataset
-
-    plan = new_dataset(
-        args.name, args.train, test=args.test, raw_dataset=args.raw_dataset, labels_dataset=args.labels_dataset,
-        mask_dataset=args.mask_dataset, voxel_size=args.voxel_size, force=args.force, rescale=args.rescale,
-        root=args.root or REPO_ROOT, data_dir=args.data_dir or DATA_DIR,
-    )  # fmt: skip
-    print(f"dataset '{plan.name}':")
-    for reason in plan.reasons:
-        print(f"  {reason}")
-    print("wrote:")
-    for path in plan.written:
-        print(f"  {path}")
-    print("next:")
-    for command in plan.next_commands:
-        print(f"  {command}")
-
-
-def _print_transfer(paths: Sequence[Path], summary) -> None:
-    for path in paths:
-        print(path)
-    print(summary.line())
-
-
-def _fetch_data(args: argparse.Namespace) -> None:
-    from .s3 import fetch_data
-
-    _print_transfer(*fetch_data(args.dataset, args.volume, args.all, args.bucket, args.endpoint_url, args.out, args.jobs))
-
-
-def _fetch_test_data(args: argparse.Namespace) -> None:
-    from .paper_data import (
-        J0126_RAW_URL, SKELETON_DATASETS, fetch_test_raw, fetch_test_skeletons, fetch_test_volumes, network_context,
-    )  # fmt: skip
-    from .rois import get_roi
-
-    skeletons = args.dataset in SKELETON_DATASETS
-    if skeletons and args.roi is not None:
-        get_roi(args.roi, args.dataset, args.rois)  # a bad name fails before anything is fetched
-        context = tuple(args.context) if args.context else network_context(args.dataset, args.network)
-    transfer = dict(bucket=args.bucket, endpoint_url=args.endpoint_url, out=args.out, jobs=args.jobs)
-    if skeletons:
-        paths, summary, conversions = fetch_test_skeletons(args.dataset, **transfer)
-        for path, conversion in zip(paths, conversions):
-            print(f"{path}: {conversion.line()}")
-        print(summary.line())
-    container, datasets, summary = fetch_test_volumes(args.dataset, None if skeletons else args.roi, **transfer)
-    for name in datasets:
-        print(container / name)
-    print(summary.line())
-    if skeletons and args.roi is not None:
-        path, copied = fetch_test_raw(
-            args.roi, context=context, url=args.raw_url or J0126_RAW_URL, dataset=args.dataset, out=args.out, jobs=args.jobs,
-            fill_missing=args.fill_missing, rois=args.rois,
-        )  # fmt: skip
-        print(f"{path}: {copied.line()}")
-
-
-def _fetch_published(args: argparse.Namespace) -> None:
-    from .paper_data import fetch_published_runs
-
-    results, manifest = fetch_published_runs(
-        args.dataset, args.network, run=args.run, merge_function=args.merge_function, skeletons=args.skeletons,
-        all_supervoxels=args.all_supervoxels, supervoxels_dataset=args.supervoxels_dataset, bucket=args.bucket,
-        endpoint_url=args.endpoint_url, out=args.out, jobs=args.jobs,
-    )  # fmt: skip
-    for result in results:
-        print(result.line())
-    print(f"wrote {manifest}")
-
-
-def _images(args: argparse.Namespace) -> None:
-    from .s3 import download_images
-
-    _print_transfer(*download_images(args.image, args.all, args.bucket, args.endpoint_url, args.out, args.jobs))
-
-
-def _create_masks(args: argparse.Namespace) -> None:
-    from .data import LABELS_MASK
-    from .masks import create_masks
-
-    for r in create_masks(args.data_dir, args.dataset, args.force):
-        if r.written:
-            print(f"{r.container / LABELS_MASK}: {r.masked_out} of {r.voxels} voxels masked out")
-        else:
-            print(f"{r.container / LABELS_MASK}: exists, kept (--force rewrites it)")
-
-
-def _viewer_options(args: argparse.Namespace):
-    from .view import ViewerOptions
-
-    return ViewerOptions(args.bind_address, args.port, args.screenshot, tuple(args.size), args.chromium, args.timeout)
-
-
-def _view(args: argparse.Namespace) -> None:
-    from .view import view
-
-    view(args.data, _viewer_options(args))
-
-
-def _fetch_checkpoint(args: argparse.Namespace) -> None:
-    from pathlib import PurePosixPath
-
-    from .tf1 import fetch_checkpoint
-
-    found, published, summary = fetch_checkpoint(args.dataset, args.network, args.out, args.bucket, args.endpoint_url, args.jobs)
-    print(summary.line())
-    note = ""
-    if published is not None and PurePosixPath(published).name != found.prefix.name:
-        note = f" (the bucket's state file names {PurePosixPath(published).name}, which is not there: ignored)"
-    print(f"iteration {found.iteration}: {found.prefix}{note}")
-
-
-def _import_checkpoint(args: argparse.Namespace) -> None:
-    from .tf1 import import_tf1_checkpoint
-
-    from .checkpoints import OPTIMIZER
-
-    iteration, path = import_tf1_checkpoint(load_network_folder(args.folder), args.iteration, args.scope)
-    what = "weights and Adam state" if (path / OPTIMIZER).exists() else "weights (it has no Adam state: training on starts a fresh Adam)"
-    print(f"imported the TF1 checkpoint of iteration {iteration} into {path}: {what}")
-
-
-# ---- 02_train --------------------------------------------------------------------------------------------------------
-
-
-def _mknet(args: argparse.Namespace) -> None:
-    from .networks import describe, mknet
-
-    ios = mknet(load_network_folder(args.folder))
-    print(describe(ios["train"]))
-    for role in ("predict", "auto"):
-        if role in ios:
-            io = ios[role]
-            ins = ", ".join(f"{n} {t.channels}×{t.shape}" for n, t in io.inputs.items())
-            outs = ", ".join(f"{n} {t.channels}×{t.shape}" for n, t in io.outputs.items())
-            # the cost per output voxel falls with the input size (less of the context is recomputed)
-            print(f"{role}: {ins} → {outs}; forward cost {io.flops_per_output_voxel:.3e} FLOP per output voxel")
-    print(f"wrote net_{{{','.join(ios)}}}.json in {args.folder}")
-
-
-def _train(args: argparse.Namespace) -> None:
-    from .train import train
-
-    folder = load_network_folder(args.folder)
-    if args.seed is not None:
-        import keras
-
-        keras.utils.set_random_seed(args.seed)  # Python, NumPy (augmentations) and TensorFlow (initial weights)
-    done = train(folder, args.iteration, device=args.device)
-    print(f"trained until iteration {done}")
-
-
-def _view_batch(args: argparse.Namespace) -> None:
-    from .view_batch import view_batch
-
-    view_batch(Path(args.folder), args.iteration, Path(args.file) if args.file else None, args.lsd_channels,
-               _viewer_options(args))  # fmt: skip
-
-
-def _predict_scan(args: argparse.Namespace) -> None:
-    from .predict import predict_scan
-
-    iteration = args.iteration if args.iteration is not None else args.positional_iteration
-    out = predict_scan(
-        load_network_folder(args.folder), iteration if iteration is not None else "latest", args.raw_file, args.raw_dataset, args.out_file,
-        args.lsds_on_the_fly, args.device, args.overwrite,
-    )  # fmt: skip
-    print(f"wrote {out}")
-
-
-# ---- 03_predict ------------------------------------------------------------------------------------------------------
-
-
-def _run_step(args: argparse.Namespace, step: Step) -> object:
-    """A step of a run config: every check of the steps from it on first (nothing written), then the step under the
-    run's lock (one writer per ``out_file``)."""
-    from .blockwise import run_lock
-    from .run_config import load_run_config
-    from .segment import RUNS, StepError, check_run
-
-    config = args.run_config if "run_config" in args else load_run_config(args.config)
-    overwrite = getattr(args, "overwrite", False)
-    try:
-        check_run(config, step.number, overwrite)
-    except StepError as e:  # a problem of this step needs no step name; one of a later step does
-        raise ConfigError(e.message if e.step == step.name else str(e)) from None
-    with run_lock(config):
-        return RUNS[step](config, overwrite)
-
-
-def _predict(args: argparse.Namespace) -> None:
-    from .run_config import load_run_config
-
-    if len(args.paths) > 2:
-        raise ConfigError(f"expected [NETWORK_FOLDER] CONFIG.json, got {len(args.paths)} paths")
-    folder, config_path = (None, args.paths[0]) if len(args.paths) == 1 else args.paths
-    args.run_config = load_run_config(Path(config_path))
-    if folder is not None:  # a network folder's predict.py: this folder's network, whatever the config says
-        args.run_config = args.run_config.model_copy(update={"setup": str(Path(folder).resolve())})
-    print(f"predict: {_run_step(args, PREDICT)}")
-
-
-def _extract_fragments(args: argparse.Namespace) -> None:
-    print(f"fragments: {_run_step(args, EXTRACT_FRAGMENTS)}")
-
-
-def _agglomerate(args: argparse.Namespace) -> None:
-    print(f"agglomerate: {_run_step(args, AGGLOMERATE)}")
-
-
-def _find_segments(args: argparse.Namespace) -> None:
-    paths = _run_step(args, FIND_SEGMENTS)
-    folder = next(iter(paths.values())).parent if paths else "(no thresholds)"
-    print(f"find segments: {len(paths)} LUTs in {folder}")
-
-
-def _extract_segmentation(args: argparse.Namespace) -> None:
-    from .luts import segmentation_dataset
-
-    for t, result in _run_step(args, EXTRACT_SEGMENTATION).items():
-        print(f"{segmentation_dataset(t)}: {result}")
-
-
-def _print_evaluation(result: dict) -> None:
-    from .evaluate import MIN_CUT_PREFIX, seam_lines
-
-    best = result["best"]
-    keys = [k for k in ("threshold", "voi_split", "voi_merge", "voi_sum", "arand", "erl", "normalized_erl",
-                        f"{MIN_CUT_PREFIX}splits_needed", f"{MIN_CUT_PREFIX}merges_needed")
-            if best is not None and k in best]  # fmt: skip
-    summary = ", ".join(f"{k} {best[k]:.4g}" for k in keys) if best else "no threshold scored"
-    print(f"best: {summary}")
-    print(f"rule: {result['rule']}")
-    for line in seam_lines(result["seams"]) if result.get("seams") else []:
-        print(line)
-    print(f"wrote {result['csv']}, {result['json']}, {result['png']}")
-
-
-def _evaluate(args: argparse.Namespace) -> None:
-    _print_evaluation(_run_step(args, EVALUATE))
-
-
-def _segment(args: argparse.Namespace) -> None:
-    from .blockwise import run_lock
-    from .run_config import load_run_config
-    from .segment import segment
-
-    config = load_run_config(args.config)
-    with run_lock(config):
-        evaluation = segment(config, args.config, overwrite=args.overwrite, start_step=args.start)
-    if evaluation is not None:
-        _print_evaluation(evaluation)
-    print(f"outputs: {config.out_path} (volumes, LUTs, region graph {config.db_location})")
-
-
-def _status(args: argparse.Namespace) -> None:
-    from .run_config import load_run_config
-    from .status import describe, run_status
-
-    status = run_status(load_run_config(args.config))
-    print(json.dumps(status.as_json(), indent=1) if args.json else "\n".join(describe(status)))
-
-
-def _reproduce(args: argparse.Namespace) -> None:
-    from .reproduce import UNMASKED_OURS, reproduce
-
-    result = reproduce(
-        args.dataset, args.network, configs=args.config, name=args.name, thresholds=tuple(args.thresholds),
-        min_cut=args.min_cut, rois=args.rois, data_dir=args.data_dir, out_dir=args.out, progress=args.progress,
-        threshold_rule=args.threshold_rule, threshold_roi=args.threshold_roi,
-        threshold_masked=not args.threshold_unmasked,
-    )  # fmt: skip
-    if result["threshold"] is not None:
-        print(f"threshold: {result['threshold'].text}")
-    for row in result["rows"]:
-        mask = "masked" if row.masked else "unmasked"
-        if row.status != "ok":
-            print(f"{row.roi} {mask}: not computed: {row.status}")
-            continue
-        ours = f"{row.roi} {mask}: threshold {row.ours.get('threshold')}, VOI sum {row.ours['voi_sum']:.3f}"
-        if row.note:  # another experiment than the paper's: no paper number beside ours
-            print(f"{ours} ({UNMASKED_OURS}; {row.note})")
-        else:
-            print(f"{ours} (paper {row.paper.get('voi_sum') or '–'})")
-    print(f"wrote {result['csv']}, {result['md']}, {result['png']}")
-
-
-# ---- the whole pipeline ----------------------------------------------------------------------------------------------
-
-
-def _demo(args: argparse.Namespace) -> None:
-    from .demo import StageFailed, demo
-
-    out = Path(args.out) if args.out else REPO_ROOT / "demo" / ("fast" if args.fast else "")
-    try:
-        demo(out, args.networks, args.fast)
-    except StageFailed as e:
-        raise ConfigError(str(e)) from None
-
-
-# ---- the parser ------------------------------------------------------------------------------------------------------
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -425,52 +183,47 @@ class OneLineParser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The ``lsd-nm`` parser: every subcommand, each with its handler as ``func``."""
+    """The ``lsd-nm`` parser: every subcommand (:func:`dispatch` runs it by its name)."""
     parser = OneLineParser(prog="lsd-nm", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=OneLineParser)
 
-    def command(name: str, func: Callable[[argparse.Namespace], None], help: str) -> argparse.ArgumentParser:
+    def command(name: str, help: str, folder: bool = False, **defaults) -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help, description=help)
-        p.set_defaults(func=func, parser=p)
+        p.set_defaults(parser=p, **defaults)
+        if folder:
+            p.add_argument("folder", help=NETWORK_FOLDER_HELP)
         return p
 
-    p = command("demo", _demo, "the whole pipeline on the synthetic dataset, with a report (make demo)")
+    p = command("demo", "the whole pipeline on the synthetic dataset, with a report (make demo)")
     p.add_argument("--networks", nargs="*", default=None, help="networks to train and score (default: demo.json's)")
     p.add_argument("--fast", action="store_true", help="a tiny version that checks the plumbing in a few minutes")
     p.add_argument("--out", default=None, help="output folder (default: demo/, or demo/fast/ with --fast)")
-
     # 00_containers, 01_data
-    p = command("synthetic", _synthetic, "generate a synthetic dataset of 01_data/datasets.json (make synthetic)")
+    p = command("synthetic", "generate a synthetic dataset of 01_data/datasets.json (make synthetic)")
     p.add_argument("--dataset", default="synthetic", help="synthetic dataset to generate (default: synthetic)")
-    p.add_argument("--out", type=Path, default=None, help="data folder (default: 01_data/)")
+    p.add_argument("--out", type=Path, default=None, help=DATA_DIR_HELP)
     p.add_argument("--workers", type=positive_int(), default=2, help="volumes generated in parallel (default: 2)")
     p.add_argument("--force", action="store_true", help="redraw volumes that already exist")
     p.add_argument("--png", type=Path, default=None, help="also save a picture of the first volume's middle section")
-
-    p = command("new-dataset", _new_dataset,
-                "your own volumes (zarr, OME-Zarr, HDF5) as a dataset with its 02_train and 03_predict configs (make new-dataset)")  # fmt: skip
+    p = command("new-dataset", "your own volumes (zarr, OME-Zarr, HDF5) as a dataset with its 02_train and 03_predict configs (make new-dataset)")
     p.add_argument("--name", required=True, help="the new dataset's name")
     p.add_argument("--train", type=Path, nargs="+", required=True, help="training volumes (containers)")
     p.add_argument("--test", type=Path, default=None, help="a test volume (default: segment the last training volume)")
     p.add_argument("--raw-dataset", default="volumes/raw", help="raw in each container (default: volumes/raw)")
-    p.add_argument("--labels-dataset", default="volumes/labels/neuron_ids",
-                   help="neuron ids in each container (default: volumes/labels/neuron_ids)")  # fmt: skip
+    p.add_argument("--labels-dataset", default="volumes/labels/neuron_ids", help="neuron ids in each container (default: volumes/labels/neuron_ids)")
     p.add_argument("--mask-dataset", default=None, help="a labels mask in each container (default: ones)")
     p.add_argument("--voxel-size", type=int, nargs=3, default=None, metavar=("Z", "Y", "X"),
                    help="voxel size in nm, when the containers say none (must agree when they do)")  # fmt: skip
     p.add_argument("--rescale", action="store_true", help="map raw that is not uint8 from its range to 0-255")
     p.add_argument("--force", action="store_true", help="replace a dataset of this name")
     p.add_argument("--root", type=Path, default=None, help="the repository holding 02_train/ and 03_predict/")
-    p.add_argument("--data-dir", type=Path, default=None, help="data folder (default: 01_data/)")
-
-    p = command("fetch-data", _fetch_data, "download training volumes of the public bucket into 01_data/funke/ (make fetch-data)")
+    p.add_argument("--data-dir", type=Path, default=None, help=DATA_DIR_HELP)
+    p = command("fetch-data", "download training volumes of the public bucket into 01_data/funke/ (make fetch-data)")
     p.add_argument("--dataset", required=True, help="zebrafinch, fib25 or hemi")
     p.add_argument("--volume", action="append", default=[], help="a volume to fetch (repeatable; default: the first)")
     p.add_argument("--all", action="store_true", help="fetch every volume of the dataset")
-    p.add_argument("--out", type=Path, default=None, help="data folder (default: 01_data/)")
     _add_transfer_args(p)
-
-    p = command("fetch-test-data", _fetch_test_data,
+    p = command("fetch-test-data",
                 "download the paper's test data: skeletons and neuropil mask (zebrafinch), labels and masks (hemi, fib25) (make fetch-test-data)")  # fmt: skip
     p.add_argument("--dataset", required=True, help="zebrafinch, hemi or fib25")
     p.add_argument("--roi", default=None,
@@ -481,11 +234,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--raw-url", default=None, help="the zebrafinch test raw (default: the authors' precomputed volume on Google Cloud Storage)")
     p.add_argument("--fill-missing", action="store_true", help="read raw chunks the volume does not have as zeros")
     p.add_argument("--rois", type=Path, default=None, help="zebrafinch: a ROI registry instead of 03_predict/configs/rois/zebrafinch.json")
-    p.add_argument("--out", type=Path, default=None, help="data folder (default: 01_data/)")
     _add_transfer_args(p)
-
-    p = command("fetch-published", _fetch_published,
-                "download the authors' supervoxels and region graphs of a network, as our fragments and region graph (make fetch-published)")  # fmt: skip
+    p = command("fetch-published", "download the authors' supervoxels and region graphs of a network, as our fragments and region graph (make fetch-published)")
     p.add_argument("--dataset", required=True, help="zebrafinch, hemi or fib25")
     p.add_argument("--network", required=True, help="the network's folder in the bucket, e.g. mtlsd, acrlsd, long_range (case, _ and - ignored)")
     p.add_argument("--run", default=None, help="one run of the network (default: all; hemi has one per ROI)")
@@ -495,47 +245,33 @@ def build_parser() -> argparse.ArgumentParser:
                    "the fetched validation and test skeletons)")  # fmt: skip
     p.add_argument("--all-supervoxels", action="store_true", help="fetch every supervoxel chunk (zebrafinch: 4.78·10¹¹ voxels)")
     p.add_argument("--supervoxels-dataset", default=None, help="the supervoxel array below data.zarr/ (default: found by listing)")
-    p.add_argument("--out", type=Path, default=None, help="data folder (default: 01_data/)")
     _add_transfer_args(p)
-
-    p = command("create-masks", _create_masks, "write volumes/labels/labels_mask into every fetched or synthetic volume (make masks)")
+    p = command("create-masks", "write volumes/labels/labels_mask into every fetched or synthetic volume (make masks)")
     p.add_argument("--dataset", action="append", default=[], help="only this dataset (repeatable; default: all)")
-    p.add_argument("--data-dir", type=Path, default=None, help="data folder (default: 01_data/)")
+    p.add_argument("--data-dir", type=Path, default=None, help=DATA_DIR_HELP)
     p.add_argument("--force", action="store_true", help="rewrite masks that exist")
-
-    p = command("view", _view, "show a zarr container in neuroglancer, or write a screenshot (make view)")
+    p = command("view", "show a zarr container in neuroglancer, or write a screenshot (make view)")
     p.add_argument("data", type=Path, help="a zarr container, or a folder of them (the first is shown)")
     _add_viewer_args(p)
-
-    p = command("fetch-checkpoint", _fetch_checkpoint, "download a network's published TF1 checkpoints (make fetch-checkpoint)")
+    p = command("fetch-checkpoint", "download a network's published TF1 checkpoints (make fetch-checkpoint)")
     p.add_argument("--dataset", required=True, help="zebrafinch, fib25 or hemi")
     p.add_argument("--network", required=True, help=", ".join(get_args(NetworkType)))
-    p.add_argument("--out", type=Path, default=None, help="network folder (default: 02_train/<dataset>/<network>/)")
-    _add_transfer_args(p)
-
-    p = command("import-checkpoint", _import_checkpoint, "convert a published TF1 checkpoint in a network folder into ours")
+    _add_transfer_args(p, "network folder (default: 02_train/<dataset>/<network>/)")
+    p = command("import-checkpoint", "convert a published TF1 checkpoint in a network folder into ours")
     p.add_argument("folder", help="network folder holding train_net_checkpoint_<N>.index/.data-*")
     p.add_argument("--iteration", type=positive_int("iteration"), default=None, help="which one (default: the newest present)")
     p.add_argument("--scope", default=None, help="TF1 variable scope (default: the network's, e.g. setup01)")
-
-    p = command("images", _images, "download the original Singularity images into 00_containers/ (make images)")
+    p = command("images", "download the original Singularity images into 00_containers/ (make images)")
     p.add_argument("--image", action="append", default=[], help=f"one of {', '.join(IMAGES)} (repeatable; default: {IMAGES[0]})")
     p.add_argument("--all", action="store_true", help="download both images")
-    p.add_argument("--out", type=Path, default=None, help="folder for the images (default: 00_containers/)")
-    _add_transfer_args(p)
-
+    _add_transfer_args(p, "folder for the images (default: 00_containers/)")
     # 02_train
-    p = command("mknet", _mknet, "build a network folder's network, print its summary, write net_*.json")
-    p.add_argument("folder", help=NETWORK_FOLDER_HELP)
-
-    p = command("train", _train, "train a network folder until ITERATION, resuming from its latest checkpoint")
-    p.add_argument("folder", help=NETWORK_FOLDER_HELP)
+    command("mknet", "build a network folder's network, print its summary, write net_*.json", folder=True)
+    p = command("train", "train a network folder until ITERATION, resuming from its latest checkpoint", folder=True)
     p.add_argument("iteration", type=positive_int("iteration"), help="train until this iteration")
     p.add_argument("--device", default=None, help="cpu, gpu or gpu:N (default: a GPU if there is one)")
     p.add_argument("--seed", type=int, default=None, help="seed the initial weights and the augmentations")
-
-    p = command("view-batch", _view_batch, "show a training snapshot (snapshots/batch_<n>.hdf) in neuroglancer")
-    p.add_argument("folder", help=NETWORK_FOLDER_HELP)
+    p = command("view-batch", "show a training snapshot (snapshots/batch_<n>.hdf) in neuroglancer", folder=True)
     p.add_argument("iteration", nargs="?", type=positive_int("iteration"), default=None, metavar="ITERATION",
                    help="the snapshot's iteration (default: the newest)")  # fmt: skip
     p.add_argument("--file", "-f", default=None, help="a snapshot file to show instead of one of the folder's")
@@ -543,9 +279,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="LSD channels shown as red, green, blue (default: 0,1,2 = mean offset z,y,x; "
                    "3,4,5 = covariance diagonal; 6,7,8 = Pearson off-diagonal)")  # fmt: skip
     _add_viewer_args(p)
-
-    p = command("predict-scan", _predict_scan, "predict a volume in memory into <folder>/test_prediction.zarr")
-    p.add_argument("folder", help=NETWORK_FOLDER_HELP)
+    p = command("predict-scan", "predict a volume in memory into <folder>/test_prediction.zarr", folder=True)
     p.add_argument("positional_iteration", nargs="?", type=iteration_or_latest, default=None, metavar="ITERATION")
     p.add_argument("--iteration", type=iteration_or_latest, default=None, help="checkpoint iteration (default: latest)")
     p.add_argument("--raw-file", default=None, help="raw zarr (default: the dataset's test volume)")
@@ -554,28 +288,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lsds-on-the-fly", action="store_true", help="aclsd/acrlsd: predict the LSDs here from the lsd net")
     p.add_argument("--device", default=None, help="cpu, gpu or gpu:N (default: a GPU if there is one)")
     p.add_argument("--overwrite", action="store_true", help="replace a prediction of another checkpoint")
-
     # 03_predict
-    p = command(PREDICT.command, _predict, PREDICT.summary)
+    p = command(PREDICT.command, PREDICT.summary, step=PREDICT)
     p.add_argument("paths", nargs="+", metavar="[NETWORK_FOLDER] CONFIG.json",
                    help="the run config; a network folder before it predicts with that folder's network")  # fmt: skip
     p.add_argument("--overwrite", action="store_true", help="replace results made with other settings")
-    steps = (
-        (EXTRACT_FRAGMENTS, _extract_fragments), (AGGLOMERATE, _agglomerate), (FIND_SEGMENTS, _find_segments),
-        (EXTRACT_SEGMENTATION, _extract_segmentation),
-    )
-    for step, func in steps:
+    for step in (EXTRACT_FRAGMENTS, AGGLOMERATE, FIND_SEGMENTS, EXTRACT_SEGMENTATION):
         # their outputs are written and closed when they return: the process ends at once (see main)
-        parser_of_step = command(step.command, func, step.summary)
-        _add_run_config_args(parser_of_step)
-        parser_of_step.set_defaults(end_at_once=True)
-    _add_run_config_args(command(EVALUATE.command, _evaluate, EVALUATE.summary), overwrite=False)
-    p = command("reproduce", _reproduce,
-                "the paper's tables for a network: every ROI scored, our numbers beside the paper's (make reproduce)")  # fmt: skip
+        _add_run_config_args(command(step.command, step.summary, step=step, end_at_once=True))
+    _add_run_config_args(command(EVALUATE.command, EVALUATE.summary, step=EVALUATE), overwrite=False)
+    p = command("reproduce", "the paper's tables for a network: every ROI scored, our numbers beside the paper's (make reproduce)")
     p.add_argument("--dataset", required=True, help="zebrafinch, hemi or fib25")
     p.add_argument("--network", required=True, help="baseline, long_range, malis, mtlsd, aclsd or acrlsd (the paper's rows)")
-    p.add_argument("--config", type=Path, action="append", default=[],
-                   help="score this run of ours instead of the authors' published results (repeatable)")  # fmt: skip
+    p.add_argument("--config", type=Path, action="append", default=[], help="score this run of ours instead of the authors' published results (repeatable)")
     p.add_argument("--name", default=None, help="the report's name (default: <dataset>_<network>)")
     p.add_argument("--thresholds", type=float, nargs=3, default=(0.0, 1.0, 0.02), metavar=("MIN", "MAX", "STEP"),
                    help="the sweep on the published region graphs (default: 0 1 0.02)")  # fmt: skip
@@ -583,20 +308,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threshold-rule", default="validation", metavar="RULE",
                    help="zebrafinch: one threshold per network, 'validation' (lowest VOI sum of the "
                         "validation skeletons, default) or 'paper' (the authors'; THRESHOLDS=paper)")  # fmt: skip
-    p.add_argument("--threshold-roi", default="benchmark_roi",
-                   help="the ROI of the validation rule (default: benchmark_roi)")  # fmt: skip
-    p.add_argument("--threshold-unmasked", action="store_true",
-                   help="the validation rule on the unmasked skeletons (default: neuropil-masked)")  # fmt: skip
+    p.add_argument("--threshold-roi", default="benchmark_roi", help="the ROI of the validation rule (default: benchmark_roi)")
+    p.add_argument("--threshold-unmasked", action="store_true", help="the validation rule on the unmasked skeletons (default: neuropil-masked)")
     p.add_argument("--rois", type=Path, default=None, help="zebrafinch: a ROI registry instead of 03_predict/configs/rois/zebrafinch.json")
-    p.add_argument("--data-dir", type=Path, default=None, help="data folder (default: 01_data/)")
+    p.add_argument("--data-dir", type=Path, default=None, help=DATA_DIR_HELP)
     p.add_argument("--out", type=Path, default=REPO_ROOT / "reproduce", help="report folder (default: reproduce/)")
     p.add_argument("--progress", action="store_true", help="progress bars")
-    p = command("segment", _segment, "steps 1–6 in order, each resuming its finished work (make segment)")
+    p = command("segment", "steps 1–6 in order, each resuming its finished work (make segment)")
     _add_run_config_args(p)
     first_last = f"1 = {STEPS[0].name} … {len(STEPS)} = {STEPS[-1].name}"
     p.add_argument("--start", type=int, default=1, choices=range(1, len(STEPS) + 1), metavar="N",
                    help=f"start at step N ({first_last}); earlier steps are not run")  # fmt: skip
-    p = command("status", _status, "per step: blocks done, failed and in all, the last error, ETA, live workers (make status)")
+    p = command("status", "per step: blocks done, failed and in all, the last error, ETA, live workers (make status)")
     p.add_argument("config", type=Path, help="the run config (e.g. 03_predict/configs/synthetic.json)")
     p.add_argument("--json", action="store_true", help="one JSON object: out_file, running, steps [{name, done, failed, total, …}]")
     return parser
@@ -619,6 +342,12 @@ def run(func: Callable[[], object]) -> int:
     return 0
 
 
+def _print(lines: Iterable[object] | None) -> None:
+    """Print the lines a subcommand returns, each as soon as it comes (a generator's lines as the work goes on)."""
+    for line in lines or ():
+        print(line)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Parse ``argv`` (default: ``sys.argv[1:]``) and run the subcommand; returns the exit code.
 
@@ -632,7 +361,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args, unknown = build_parser().parse_known_args(argv)
     if unknown:  # reported by the subcommand, as every other error of its arguments
         args.parser.error(f"unrecognized arguments: {' '.join(unknown)}")
-    code = run(lambda: args.func(args))
+    code = run(lambda: _print(dispatch(args)))
     if code == 0 and getattr(args, "end_at_once", False):
         sys.stdout.flush()
         sys.stderr.flush()

@@ -834,3 +834,13 @@ def demo(out: Path, networks: Sequence[str] | None = None, fast: bool = False) -
         print(f"{'met' if ok else 'MISSED'}: {target} — measured {measured}")
     print(f"\ndemo: done in {_clock(time.time() - start)} (this run); report: {path}")
     return results
+
+
+def run_demo(out: Path | str | None = None, networks: Sequence[str] | None = None, fast: bool = False) -> dict[str, Any]:
+    """``make demo``: :func:`demo` into ``out`` (default ``demo/``, ``demo/fast/`` when ``fast``); a failed stage is a
+    :class:`~lsd_nm.config.ConfigError` (one line: the stage and the command that re-runs it)."""
+    out = Path(out) if out else REPO_ROOT / "demo" / ("fast" if fast else "")
+    try:
+        return demo(out, networks, fast)
+    except StageFailed as e:
+        raise ConfigError(str(e)) from None

@@ -344,6 +344,19 @@ def seam_lines(seams: Mapping) -> list[str]:
     return lines
 
 
+def evaluation_lines(result: Mapping) -> list[str]:
+    """The evaluation (see :func:`evaluate_run`) in words, as step 6 and ``segment`` print it: the best threshold's
+    scores, the rule that chose it, the seam check (:func:`seam_lines`) and the files written."""
+    best = result["best"]
+    keys = [k for k in ("threshold", "voi_split", "voi_merge", "voi_sum", "arand", "erl", "normalized_erl",
+                        f"{MIN_CUT_PREFIX}splits_needed", f"{MIN_CUT_PREFIX}merges_needed")
+            if best is not None and k in best]  # fmt: skip
+    summary = ", ".join(f"{k} {best[k]:.4g}" for k in keys) if best else "no threshold scored"
+    lines = [f"best: {summary}", f"rule: {result['rule']}"]
+    lines += seam_lines(result["seams"]) if result.get("seams") else []
+    return lines + [f"wrote {result['csv']}, {result['json']}, {result['png']}"]
+
+
 def roi_background_sites(config: RunConfig, fragments: Volume, roi: Roi) -> int:
     """The original's ``number_of_background_sites``: the skeleton nodes inside ``roi`` on fragment 0, every node of
     the file counted whatever the mask (its site → fragment LUT reads all nodes of each block)."""

@@ -36,6 +36,12 @@ class MaskResult:
     masked_out: int
     """Voxels set to 0 (unknown when the existing mask was kept: -1)."""
 
+    def line(self) -> str:
+        """What ``make masks`` prints for this container."""
+        if self.written:
+            return f"{self.container / LABELS_MASK}: {self.masked_out} of {self.voxels} voxels masked out"
+        return f"{self.container / LABELS_MASK}: exists, kept (--force rewrites it)"
+
 
 def blocks(shape: Sequence[int], chunks: Sequence[int], max_voxels: int = BLOCK_VOXELS) -> Iterator[tuple[slice, ...]]:
     """Chunk-aligned blocks that tile ``shape``, each of at most ``max_voxels`` voxels (at least one chunk).

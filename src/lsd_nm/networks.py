@@ -266,6 +266,11 @@ def build_auto_model(lsd_config: NetworkConfig, auto_input_shape: Shape):
     return build_model(lsd_config.model_copy(update={"input_shape": tuple(auto_input_shape)}), "train", name="auto")
 
 
+def tensors(specs: dict[str, TensorSpec]) -> str:
+    """Named tensors in words, e.g. ``raw 1×(196, 196, 196), affs 3×(104, 104, 104)``."""
+    return ", ".join(f"{n} {t.channels}×{t.shape}" for n, t in specs.items())
+
+
 def describe(io: NetworkIO) -> str:
     """A readable summary: layers with shapes, parameters, FLOPs per output voxel."""
     lines = [f"{'layer':<22} {'op':<8} {'kernel':<10} {'channels':<12} {'in shape':<18} out shape"]
@@ -275,11 +280,9 @@ def describe(io: NetworkIO) -> str:
             f"{layer['name']:<22} {layer['op']:<8} {kernel:<10} {str(layer['c_in']) + '→' + str(layer['c_out']):<12} "
             f"{str(tuple(layer['in_shape'])):<18} {tuple(layer['out_shape'])}"
         )
-    ins = ", ".join(f"{n} {t.channels}×{t.shape}" for n, t in io.inputs.items())
-    outs = ", ".join(f"{n} {t.channels}×{t.shape}" for n, t in io.outputs.items())
     lines += [
-        f"inputs: {ins}",
-        f"outputs: {outs}",
+        f"inputs: {tensors(io.inputs)}",
+        f"outputs: {tensors(io.outputs)}",
         f"parameters: {io.parameters:,}",
         f"forward cost: {io.flops_per_output_voxel:.3e} FLOP per output voxel",
     ]
@@ -324,3 +327,16 @@ def mknet(folder: NetworkFolder) -> dict[str, NetworkIO]:
         description = {"network": folder.config.network, "role": role, **io.to_json()}
         write_text(folder.path / f"net_{role}.json", json.dumps(description, indent=2) + "\n")
     return ios
+
+
+def mknet_lines(folder: NetworkFolder, shown: str | None = None) -> list[str]:
+    """``lsd-nm mknet``: :func:`mknet`, told as the training network's :func:`describe`, a line per other role and
+    the files written in the folder (named ``shown``, as the user gave it; default: its path)."""
+    ios = mknet(folder)
+    lines = [describe(ios["train"])]
+    for role in ("predict", "auto"):
+        if role in ios:
+            io = ios[role]
+            # the cost per output voxel falls with the input size (less of the context is recomputed)
+            lines.append(f"{role}: {tensors(io.inputs)} → {tensors(io.outputs)}; forward cost {io.flops_per_output_voxel:.3e} FLOP per output voxel")
+    return lines + [f"wrote net_{{{','.join(ios)}}}.json in {shown if shown is not None else folder.path}"]

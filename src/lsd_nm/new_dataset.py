@@ -112,6 +112,14 @@ class Plan:
     written: list[Path] = field(default_factory=list)
     next_commands: list[str] = field(default_factory=list)
 
+    def lines(self) -> list[str]:
+        """What ``make new-dataset`` prints: the reasons of its choices, the files written, the commands to run next."""
+        return [
+            f"dataset '{self.name}':", *(f"  {reason}" for reason in self.reasons),
+            "wrote:", *(f"  {path}" for path in self.written),
+            "next:", *(f"  {command}" for command in self.next_commands),
+        ]  # fmt: skip
+
 
 def _triple(value, what: str) -> tuple[int, int, int]:
     values = list(value)[-3:]
@@ -341,12 +349,13 @@ def new_dataset(
     voxel_size: Sequence[int] | None = None,
     force: bool = False,
     rescale: bool = False,
-    root: Path = REPO_ROOT,
-    data_dir: Path = DATA_DIR,
+    root: Path | None = REPO_ROOT,
+    data_dir: Path | None = DATA_DIR,
     max_voxels: int = BLOCK_VOXELS,
 ) -> Plan:
-    """Check, then write the dataset ``name`` (see the module's docstring); returns what was chosen and written."""
-    root, data_dir = Path(root), Path(data_dir)
+    """Check, then write the dataset ``name`` (see the module's docstring); returns what was chosen and written.
+    ``root`` (the repository holding ``02_train/`` and ``03_predict/``) and ``data_dir`` None: the defaults."""
+    root, data_dir = Path(root or REPO_ROOT), Path(data_dir or DATA_DIR)
     if not name or not name.replace("_", "").replace("-", "").isalnum():
         raise ConfigError(f"NAME '{name}' is not a name (letters, digits, _ and -)")
     if not train:

@@ -20,7 +20,7 @@ from __future__ import annotations
 import json
 import os
 import re
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -779,3 +779,50 @@ def network_context(dataset: str, network: str) -> tuple[int, int, int]:
         shape = np.asarray(config.predict_input_shape, np.int64)
         total += (shape - np.asarray(next(iter(io.outputs.values())).shape, np.int64)) * voxel_size // 2
     return tuple(int(v) for v in total)  # type: ignore[return-value]
+
+
+def fetch_test_data(
+    dataset: str,
+    roi: str | None = None,
+    network: str = "mtlsd",
+    context: Sequence[int] | None = None,
+    raw_url: str | None = None,
+    fill_missing: bool = False,
+    rois: Path | None = None,
+    bucket: str = BUCKET,
+    endpoint_url: str | None = None,
+    out: Path | None = None,
+    jobs: int = DEFAULT_JOBS,
+) -> Iterator[str]:
+    """``make fetch-test-data``: a dataset's test data, yielding the lines to print as each transfer ends.
+
+    Zebrafinch (:data:`SKELETON_DATASETS`): the skeletons (:func:`fetch_test_skeletons`), the neuropil mask
+    (:func:`fetch_test_volumes`) and, with ``roi``, that ROI's test raw with ``context`` nm around it (default: the
+    ``network``'s, :func:`network_context`) from ``raw_url`` (:func:`fetch_test_raw`); a bad ROI name fails before
+    anything is fetched. hemi and FIB-25: the labels and masks of every test ROI, or of ``roi`` only.
+    """
+    skeletons = dataset in SKELETON_DATASETS
+    if skeletons and roi is not None:
+        get_roi(roi, dataset, rois)  # a bad name fails before anything is fetched
+        context = tuple(context) if context else network_context(dataset, network)
+    transfer = dict(bucket=bucket, endpoint_url=endpoint_url, out=out, jobs=jobs)
+    if skeletons:
+        paths, summary, conversions = fetch_test_skeletons(dataset, **transfer)
+        for path, conversion in zip(paths, conversions):
+            yield f"{path}: {conversion.line()}"
+        yield summary.line()
+    container, datasets, summary = fetch_test_volumes(dataset, None if skeletons else roi, **transfer)
+    for name in datasets:
+        yield str(container / name)
+    yield summary.line()
+    if skeletons and roi is not None:
+        path, copied = fetch_test_raw(
+            roi, context=context, url=raw_url or J0126_RAW_URL, dataset=dataset, out=out, jobs=jobs,
+            fill_missing=fill_missing, rois=rois,
+        )  # fmt: skip
+        yield f"{path}: {copied.line()}"
+
+
+def published_lines(results: Sequence[PublishedResult], manifest: Path) -> list[str]:
+    """What ``make fetch-published`` prints of :func:`fetch_published_runs`: a line per run, then the manifest."""
+    return [result.line() for result in results] + [f"wrote {manifest}"]

@@ -577,6 +577,23 @@ def _csv_value(value) -> str:
 # ---- the driver -----------------------------------------------------------------------------------------------------
 
 
+def result_lines(result: dict) -> list[str]:
+    """What ``make reproduce`` prints of :func:`reproduce`'s result: the threshold chosen, a line per ROI (ours beside
+    the paper's, or why it was not computed) and the report's files."""
+    lines = [f"threshold: {result['threshold'].text}"] if result["threshold"] is not None else []
+    for row in result["rows"]:
+        mask = "masked" if row.masked else "unmasked"
+        if row.status != "ok":
+            lines.append(f"{row.roi} {mask}: not computed: {row.status}")
+            continue
+        ours = f"{row.roi} {mask}: threshold {row.ours.get('threshold')}, VOI sum {row.ours['voi_sum']:.3f}"
+        if row.note:  # another experiment than the paper's: no paper number beside ours
+            lines.append(f"{ours} ({UNMASKED_OURS}; {row.note})")
+        else:
+            lines.append(f"{ours} (paper {row.paper.get('voi_sum') or '–'})")
+    return lines + [f"wrote {result['csv']}, {result['md']}, {result['png']}"]
+
+
 def reproduce(
     dataset: str,
     network: str,

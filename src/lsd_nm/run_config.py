@@ -6,6 +6,7 @@ working directory); absolute paths are kept. ROIs, block sizes and contexts are 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Literal
 
@@ -232,3 +233,15 @@ class RunConfig(StrictBaseModel):
 def load_run_config(path: Path) -> RunConfig:
     """Read and validate a run config (one-line errors naming the file and key)."""
     return load_model(RunConfig, Path(path))
+
+
+def load_predict_config(paths: Sequence[str | Path]) -> RunConfig:
+    """The run config of step 1 from its arguments ``[NETWORK_FOLDER] CONFIG.json``: with a network folder (a network
+    folder's ``predict.py``), that folder's network, whatever the config's ``setup`` says."""
+    if len(paths) > 2:
+        raise ConfigError(f"expected [NETWORK_FOLDER] CONFIG.json, got {len(paths)} paths")
+    folder, config_path = (None, paths[0]) if len(paths) == 1 else paths
+    config = load_run_config(Path(config_path))
+    if folder is not None:
+        config = config.model_copy(update={"setup": str(Path(folder).resolve())})
+    return config

@@ -107,6 +107,11 @@ class TransferSummary:
         )
 
 
+def transfer_lines(paths: Sequence[Path], summary: TransferSummary) -> list[str]:
+    """What a download command prints: the local paths, then the transfer's summary line."""
+    return [str(path) for path in paths] + [summary.line()]
+
+
 def plural(n: int, word: str) -> str:
     """``plural(1, "object")`` → ``1 object``; ``plural(2, "object")`` → ``2 objects``."""
     return f"{n} {word}" if n == 1 else f"{n} {word}s"

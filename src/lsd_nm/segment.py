@@ -11,20 +11,20 @@ Run: ``python 03_predict/segment.py CONFIG.json [--overwrite] [--start N]``   (o
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 from .agglomerate import agglomerate, scoring_function
-from .blockwise import BlockwiseResult, block_geometry, check_worker_command
+from .blockwise import BlockwiseResult, block_geometry, check_worker_command, run_lock
 from .config import ConfigError
 from .data import AFFS, FRAGMENTS, Volume, open_dataset
-from .evaluate import check_ground_truth, evaluate_run
+from .evaluate import check_ground_truth, evaluate_run, evaluation_lines
 from .graph import check_graph_of, check_reachable, graph_exists
 from .fragments import check_fragments, extract_fragments
-from .luts import all_thresholds
+from .luts import all_thresholds, segmentation_dataset
 from .predict_blockwise import plan_prediction, predict_blockwise
-from .run_config import RunConfig
+from .run_config import RunConfig, load_run_config
 from .segments import extract_segmentation, find_segments
 from .steps import AGGLOMERATE, EVALUATE, EXTRACT_FRAGMENTS, EXTRACT_SEGMENTATION, FIND_SEGMENTS, PREDICT, STEPS, Step
 
@@ -100,6 +100,42 @@ def check_run(config: RunConfig, first_step: int = 1, overwrite: bool = False) -
         if fragments is None:
             fragments = existing_fragments(6)
         step(6, lambda: check_ground_truth(config, fragments))
+
+
+def run_step(config: RunConfig, step: Step, overwrite: bool = False) -> Any:
+    """One step of a run config, as its subcommand runs it: every check of the steps from it on first (nothing
+    written; a problem of this step is told without the step's name, one of a later step with it), then the step
+    under the run's lock (one writer per ``out_file``). Returns the step's result (see :data:`RUNS`)."""
+    try:
+        check_run(config, step.number, overwrite)
+    except StepError as e:
+        raise ConfigError(e.message if e.step == step.name else str(e)) from None
+    with run_lock(config):
+        return RUNS[step](config, overwrite)
+
+
+def step_lines(step: Step, result: Any) -> list[str]:
+    """What a step's subcommand prints of its result (:func:`run_step`)."""
+    if step is FIND_SEGMENTS:
+        folder = next(iter(result.values())).parent if result else "(no thresholds)"
+        return [f"find segments: {len(result)} LUTs in {folder}"]
+    if step is EXTRACT_SEGMENTATION:
+        return [f"{segmentation_dataset(t)}: {r}" for t, r in result.items()]
+    if step is EVALUATE:
+        return evaluation_lines(result)
+    name = {PREDICT: "predict", EXTRACT_FRAGMENTS: "fragments", AGGLOMERATE: "agglomerate"}[step]
+    return [f"{name}: {result}"]
+
+
+def segment_lines(config_path: Path, overwrite: bool = False, start_step: int = 1) -> Iterator[str]:
+    """``lsd-nm segment``: :func:`segment` of the run config at ``config_path`` under the run's lock, then the
+    evaluation's lines (:func:`~lsd_nm.evaluate.evaluation_lines`) and where the outputs are."""
+    config = load_run_config(config_path)
+    with run_lock(config):
+        evaluation = segment(config, config_path, overwrite=overwrite, start_step=start_step)
+    if evaluation is not None:
+        yield from evaluation_lines(evaluation)
+    yield f"outputs: {config.out_path} (volumes, LUTs, region graph {config.db_location})"
 
 
 def segment(config: RunConfig, config_path: Path, overwrite: bool = False, start_step: int = 1) -> dict | None:

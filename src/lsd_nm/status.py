@@ -162,6 +162,12 @@ def _duration(seconds: float) -> str:
     return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
 
 
+def status_lines(config: RunConfig, as_json: bool = False) -> list[str]:
+    """``lsd-nm status``: the run's status as :func:`describe`'s lines, or as one JSON object (``--json``)."""
+    status = run_status(config)
+    return [json.dumps(status.as_json(), indent=1) if as_json else "\n".join(describe(status))]
+
+
 def describe(status: RunStatus, now: float | None = None) -> list[str]:
     """The status as lines for a terminal: one per step, then what runs it."""
     now = time.time() if now is None else now

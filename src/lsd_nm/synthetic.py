@@ -17,6 +17,7 @@ Everything is a pure function of the seed: the same seed gives identical bytes.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -367,6 +368,17 @@ def make_synthetic(
             for f in tqdm(futures, desc=f"synthetic {dataset}", unit="volume"):
                 f.result()
     return paths
+
+
+def make_synthetic_lines(
+    dataset: str = "synthetic", data_dir: Path | None = None, workers: int = 2, force: bool = False, png: Path | None = None
+) -> Iterator[str]:
+    """``make synthetic``: :func:`make_synthetic`, yielding the volumes written, then (with ``png``) the picture of
+    the first one's middle section (:func:`plot_volume`)."""
+    paths = make_synthetic(dataset, data_dir=data_dir, workers=workers, force=force)
+    yield from map(str, paths)
+    if png:
+        yield str(plot_volume(paths[0], png))
 
 
 def plot_volume(container: Path, out_png: Path, section: int | None = None) -> Path:

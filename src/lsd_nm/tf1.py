@@ -34,13 +34,13 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, get_args
 
 import numpy as np
 
 from . import REPO_ROOT
-from .checkpoints import adam_state, checkpoint_path, model_weights, save_checkpoint
+from .checkpoints import OPTIMIZER, adam_state, checkpoint_path, model_weights, save_checkpoint
 from .config import ConfigError
 from .data import write_text
 from .datasets import get_dataset, load_datasets
@@ -191,6 +191,23 @@ SCOPES = {
 """The TF1 variable scope of each network's published checkpoints."""
 
 _HEADS = {"embedding_0": "lsds_0", "affs_0": "affs_0"}
+
+
+def fetch_checkpoint_lines(
+    dataset: str,
+    network: str,
+    out: Path | None = None,
+    bucket: str = BUCKET,
+    endpoint_url: str | None = None,
+    jobs: int = DEFAULT_JOBS,
+) -> list[str]:
+    """``make fetch-checkpoint``: :func:`fetch_checkpoint`, told as the transfer's summary and the iteration found;
+    when the bucket's state file names a checkpoint that is not there, the line says it was ignored."""
+    found, published, summary = fetch_checkpoint(dataset, network, out, bucket, endpoint_url, jobs)
+    note = ""
+    if published is not None and PurePosixPath(published).name != found.prefix.name:
+        note = f" (the bucket's state file names {PurePosixPath(published).name}, which is not there: ignored)"
+    return [summary.line(), f"iteration {found.iteration}: {found.prefix}{note}"]
 
 
 def read_tf1_weights(prefix: Path, scope: str) -> dict[str, np.ndarray]:
@@ -344,3 +361,11 @@ def import_tf1_checkpoint(folder: NetworkFolder, iteration: int | None = None, s
                 raise ConfigError(f"{found[iteration]}: the {adam.name} slots of {scope}/{name} do not have its shape {expected[name]}")
         state = adam_state(config, model, adam.step, adam.moments)
     return iteration, save_checkpoint(path, iteration, config, {k: weights[k] for k in expected}, state)
+
+
+def import_checkpoint_line(folder: NetworkFolder, iteration: int | None = None, scope: str | None = None) -> str:
+    """``lsd-nm import-checkpoint``: :func:`import_tf1_checkpoint`, told in one line saying whether the checkpoint
+    got the TF1 Adam state or only weights (training on then starts a fresh Adam)."""
+    iteration, path = import_tf1_checkpoint(folder, iteration, scope)
+    what = "weights and Adam state" if (path / OPTIMIZER).exists() else "weights (it has no Adam state: training on starts a fresh Adam)"
+    return f"imported the TF1 checkpoint of iteration {iteration} into {path}: {what}"

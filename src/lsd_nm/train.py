@@ -180,12 +180,19 @@ def _run_phase(folder: NetworkFolder, first: int, last: int, phase: str, device:
     return done
 
 
-def train(folder: NetworkFolder, max_iteration: int, device: str | None = None, data_dir: Path = DATA_DIR) -> int:
+def train(
+    folder: NetworkFolder, max_iteration: int, device: str | None = None, data_dir: Path = DATA_DIR, seed: int | None = None
+) -> int:
     """Train a network folder until ``max_iteration``, resuming from its latest checkpoint; returns the iteration.
+    ``seed`` seeds Python, NumPy (the augmentations) and TensorFlow (the initial weights) first.
 
     malis trains with MSE until ``train.malis_phase_switch`` and with the constrained MALIS loss after it; unlike
     the original, the iteration count is recomputed after the switch.
     """
+    if seed is not None:
+        import keras
+
+        keras.utils.set_random_seed(seed)  # Python, NumPy (augmentations) and TensorFlow (initial weights)
     import dask
 
     check_device(device)  # a GPU that is not here: one line now, not a traceback after the pipeline is built
