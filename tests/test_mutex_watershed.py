@@ -184,6 +184,13 @@ def test_an_unknown_method_and_mutex_options_without_it_are_refused(tmp_path):
                     '"seeds": "original"}')  # fmt: skip
     with pytest.raises(ConfigError, match='seeds: only for fragments_method "watershed"'):
         load_run_config(path)
+    path.write_text('{"setup": "s", "raw_file": "r", "out_file": "o", "mutex_min_size": 50}')
+    with pytest.raises(ConfigError, match='mutex_min_size: only for fragments_method "mutex_watershed"'):
+        load_run_config(path)
+    # a config written out whole (every key, defaults included) reads back
+    path.write_text('{"setup": "s", "raw_file": "r", "out_file": "o"}')
+    path.write_text(load_run_config(path).model_dump_json())
+    assert load_run_config(path).mutex_min_size == 10
 
 
 def test_small_clusters_are_flooded_from_their_neighbours_over_the_lower_boundary():

@@ -176,7 +176,7 @@ class RunConfig(StrictBaseModel):
                 raise ValueError(f"gt_ignore_ids: {label} is not a label id (1 … 2^64 − 1)")
         mutex = [k for k in ("mutex_bias", "mutex_strides") if getattr(self, k) is not None]
         mutex += ["mutex_randomized_strides"] if self.mutex_randomized_strides else []
-        mutex += ["mutex_min_size"] if "mutex_min_size" in self.model_fields_set else []
+        mutex += ["mutex_min_size"] if self.mutex_min_size != type(self).model_fields["mutex_min_size"].default else []
         if mutex and self.fragments_method != "mutex_watershed":
             raise ValueError(f"{', '.join(mutex)}: only for fragments_method \"mutex_watershed\"")
         if self.seeds != "foreground" and self.fragments_method == "mutex_watershed":
