@@ -88,21 +88,38 @@ def connected_components(
     edges = np.asarray(edges, dtype=np.uint64).reshape(-1, 2)
     # float32 on both sides, as the original; NaN > t is false: united, as the original
     keep = ~(np.asarray(scores, dtype=np.float32) > np.float32(threshold))
-    u, v = edges[keep, 0], edges[keep, 1]
-    iu = np.searchsorted(sorted_nodes, u).clip(0, len(nodes) - 1)
-    iv = np.searchsorted(sorted_nodes, v).clip(0, len(nodes) - 1)
-    known = (sorted_nodes[iu] == u) & (sorted_nodes[iv] == v)
-    roots = _smallest_in_component(len(nodes), iu[known], iv[known])
+    # one endpoint at a time, indices as int32 where they fit: 10^8 edges stay within a few GB of temporaries
+    index_type = np.int32 if len(nodes) < 2**31 else np.int64
+    iu, known = _node_indices(sorted_nodes, edges, keep, 0, index_type)
+    iv, found = _node_indices(sorted_nodes, edges, keep, 1, index_type)
+    known &= found
+    del found, keep
+    if not known.all():
+        iu, iv = iu[known], iv[known]
+    del known
+    roots = _smallest_in_component(len(nodes), iu, iv)
     segments = np.empty(len(nodes), np.uint64)
     segments[order] = sorted_nodes[roots]  # the nodes are sorted: the smallest index is the smallest id
     return segments
+
+
+def _node_indices(
+    sorted_nodes: np.ndarray, edges: np.ndarray, keep: np.ndarray, column: int, index_type: type
+) -> tuple[np.ndarray, np.ndarray]:
+    """The index into ``sorted_nodes`` of endpoint ``column`` of each kept edge, and whether that node exists."""
+    ids = edges[keep, column]
+    at = np.searchsorted(sorted_nodes, ids)
+    np.clip(at, 0, len(sorted_nodes) - 1, out=at)
+    found = sorted_nodes[at] == ids
+    del ids
+    return at.astype(index_type, copy=False), found
 
 
 def _smallest_in_component(n: int, iu: np.ndarray, iv: np.ndarray) -> np.ndarray:
     """For each of ``n`` nodes, the smallest node index of its connected component over the edges ``(iu, iv)``:
     vectorised union-find (every root hooks under the smallest root it has an edge to, then pointer jumping), a few
     numpy passes per round instead of scipy's sparse graph (whose import alone costs the step ~0.3 s)."""
-    parent = np.arange(n)
+    parent = np.arange(n, dtype=iu.dtype)
     while True:
         ru, rv = parent[iu], parent[iv]  # parent is compressed: these are the endpoints' roots
         apart = ru != rv
