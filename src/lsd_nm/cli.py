@@ -107,8 +107,8 @@ def dispatch(args: argparse.Namespace) -> Iterable[object] | None:
             from .view import view
             view(a.data, _viewer_options(a))
         case "fetch-checkpoint":
-            from .tf1 import fetch_checkpoint_lines
-            return fetch_checkpoint_lines(a.dataset, a.network, **transfer)
+            from .tf1 import fetch_checkpoint, fetched_checkpoint_lines
+            return fetched_checkpoint_lines(*fetch_checkpoint(a.dataset, a.network, **transfer))
         case "import-checkpoint":
             from .tf1 import import_checkpoint_line
             return [import_checkpoint_line(load_network_folder(a.folder), a.iteration, a.scope)]

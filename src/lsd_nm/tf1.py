@@ -193,17 +193,9 @@ SCOPES = {
 _HEADS = {"embedding_0": "lsds_0", "affs_0": "affs_0"}
 
 
-def fetch_checkpoint_lines(
-    dataset: str,
-    network: str,
-    out: Path | None = None,
-    bucket: str = BUCKET,
-    endpoint_url: str | None = None,
-    jobs: int = DEFAULT_JOBS,
-) -> list[str]:
-    """``make fetch-checkpoint``: :func:`fetch_checkpoint`, told as the transfer's summary and the iteration found;
-    when the bucket's state file names a checkpoint that is not there, the line says it was ignored."""
-    found, published, summary = fetch_checkpoint(dataset, network, out, bucket, endpoint_url, jobs)
+def fetched_checkpoint_lines(found: TF1Checkpoint, published: str | None, summary: TransferSummary) -> list[str]:
+    """What ``make fetch-checkpoint`` prints of :func:`fetch_checkpoint`'s result: the transfer's summary and the
+    iteration found; when the bucket's state file names a checkpoint that is not there, the line says it was ignored."""
     note = ""
     if published is not None and PurePosixPath(published).name != found.prefix.name:
         note = f" (the bucket's state file names {PurePosixPath(published).name}, which is not there: ignored)"
