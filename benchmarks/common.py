@@ -82,11 +82,16 @@ def output_arguments(parser) -> None:
     )
 
 
+def write_ratios(path: Path | None, ratios: list[Ratio]) -> None:
+    """Write the ratios and their goals where ``--ratios`` says (for run_all.py); nothing if it says nowhere."""
+    if path is not None:
+        path.write_text(json.dumps([r.as_dict() for r in ratios], indent=1))
+
+
 def report(args, lines: list[str], ratios: list[Ratio] = ()) -> None:
     """Print the rows or append them to RESULTS.md; write the ratios where ``--ratios`` says."""
     print("\n".join(lines)) if args.print_only else append_rows(lines)
-    if args.ratios is not None:
-        args.ratios.write_text(json.dumps([r.as_dict() for r in ratios], indent=1))
+    write_ratios(args.ratios, ratios)
 
 
 class DonePoller:

@@ -34,7 +34,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from common import RESULTS, Ratio, load, machine, output_arguments, report  # noqa: E402
+from common import RESULTS, Ratio, load, machine, output_arguments, write_ratios  # noqa: E402
 
 from lsd_nm.agglomerate import agglomerate  # noqa: E402
 from lsd_nm.data import read_array, write_container  # noqa: E402
@@ -150,7 +150,7 @@ def main() -> None:
         with RESULTS.open("a") as f:  # a section of its own: its table has its own columns
             f.write("\n".join(header + lines) + "\n")
         print("\n".join(lines))
-    report(argparse.Namespace(print_only=True, ratios=args.ratios), [], ratios)
+    write_ratios(args.ratios, ratios)
 
 
 if __name__ == "__main__":
